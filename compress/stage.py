@@ -1,0 +1,138 @@
+"""The stage contract shared by every compression and export step.
+
+A stage is a verb function plus a config dataclass; it returns a :class:`StageResult`
+holding the artifact (an ``nn.Module`` or the path of an ``.onnx`` file) and a JSON-able
+record of what it did. Configs validate themselves in ``__post_init__`` and round-trip
+through plain dicts (``to_dict``/``from_dict``), which is how recipes and reports carry them.
+
+Example::
+
+    >>> cfg = PruneConfig.from_dict({"method": "structured", "ratio": 0.5})
+    >>> PruneConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class StageResult:
+    """What a stage hands to the next one: its artifact and a JSON-able record."""
+
+    artifact: Any
+    record: dict = field(default_factory=dict)
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Iterable[str]) -> None:
+    """Raise a ValueError naming the field, the bad value and the valid choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(
+            f"{owner}.{name}={value!r} is not valid; expected one of {listed}"
+            f"{did_you_mean(value, choices)}"
+        )
+
+
+def check_range(owner: str, name: str, value: float, low: float, high: float,
+                high_inclusive: bool = False) -> None:
+    """Raise a ValueError unless ``low <= value < high`` (or ``<= high``)."""
+    ok = low <= value <= high if high_inclusive else low <= value < high
+    if not ok:
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{owner}.{name}={value!r} is outside [{low}, {high}{bracket}")
+
+
+def value_fits(value: Any, annotation: Any) -> bool:
+    """Whether a plain (TOML/JSON) value fits a dataclass field annotation."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(value_fits(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(
+            value_fits(v, args[0]) for v in value) if args else isinstance(value, (list, tuple))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def type_label(annotation: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             dict: "a table"}
+    if annotation in names:
+        return names[annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_label(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "nothing"
+    if origin in (tuple, list):
+        return "a list"
+    if origin is dict:
+        return "a table"
+    return str(annotation)
+
+
+class StageConfig:
+    """Mixin for stage configs: ``kind`` names the stage; dicts round-trip with checks."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        """A plain dict (TOML/JSON-able) with ``kind`` first; tuples become lists."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "") -> "StageConfig":
+        """Build a config from a dict, rejecting unknown keys and wrong types by name."""
+        owner = where or cls.kind or cls.__name__
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        kwargs = {}
+        for key, value in data.items():
+            if key == "kind":
+                continue
+            if key not in names:
+                raise ValueError(f"{owner}: unknown key {key!r}{did_you_mean(key, names)}; "
+                                 f"valid keys: {', '.join(names)}")
+            if not value_fits(value, hints[key]):
+                raise ValueError(f"{owner}.{key} must be {type_label(hints[key])}, "
+                                 f"got {value!r}")
+            if isinstance(value, list):
+                value = tuple(value)
+            if hints[key] is float and isinstance(value, int):
+                value = float(value)
+            kwargs[key] = value
+        return cls(**kwargs)  # type: ignore[call-arg]

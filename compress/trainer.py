@@ -1,0 +1,191 @@
+"""One small trainer for teacher training, distillation and fine-tuning after pruning.
+
+:func:`fit` runs AdamW with a one-cycle or cosine schedule, shows a progress bar (loss,
+accuracy, samples/s), evaluates after each epoch, keeps the best weights, stops early when
+asked, and writes a checkpoint atomically after each epoch (model, optimizer, scheduler, RNG
+states, epoch). Given the same checkpoint path again with ``resume=True`` it continues from
+the last finished epoch and ends with the same weights as an uninterrupted run: each epoch
+re-seeds torch from ``seed + epoch``, so shuffling and dropout do not depend on history.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from compress.stage import check_choice
+from export.files import atomic_path
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+# loss_fn(model, batch) -> (loss, logits, labels); labels of -1 are not counted for accuracy
+LossFn = Callable[[nn.Module, tuple], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and stopping rules."""
+
+    epochs: int = 10
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    seed: int = 0
+    patience: int = 0          # epochs without improvement before stopping; 0 = never stop
+    progress: bool = True
+
+    def __post_init__(self):
+        check_choice("train", "schedule", self.schedule, SCHEDULES)
+        if self.epochs < 0:
+            raise ValueError(f"train.epochs must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+def cross_entropy_loss(model: nn.Module, batch):
+    """Plain supervised loss on an ``(inputs, labels)`` batch: cross-entropy."""
+    inputs, labels = batch
+    logits = model(inputs)
+    return nn.functional.cross_entropy(logits, labels), logits, labels
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable) -> float:
+    """Top-1 accuracy of ``model`` over ``(inputs, labels)`` batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for inputs, labels in batches:
+        correct += int((model(inputs).argmax(-1) == labels).sum())
+        total += int(labels.numel())
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("evaluation data is empty (0 samples)")
+    return correct / total
+
+
+def _scheduler(optimizer, config: TrainConfig, steps: int):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=max(1, steps))
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, best: dict) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch,
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+             "best_metric": best["metric"], "best_epoch": best["epoch"],
+             "best_model": best["state"], "history": best["history"]}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} cannot be resumed from ({type(exc).__name__}); "
+                         "delete it to start over") from exc
+
+
+def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
+        loss_fn: LossFn = cross_entropy_loss, eval_batches: Iterable | None = None,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False,
+        desc: str = "train") -> dict:
+    """Train ``model`` in place; return the history and the best epoch's metric.
+
+    With ``eval_batches`` the weights of the best evaluation epoch are restored at the end.
+    """
+    steps_per_epoch = len(train_batches) if hasattr(train_batches, "__len__") else None
+    if steps_per_epoch == 0:
+        raise ValueError(f"{desc}: training data is empty (0 batches)")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config, config.epochs * (steps_per_epoch or 1))
+    best = {"metric": -math.inf, "epoch": -1, "state": None, "history": []}
+    start_epoch = 0
+    path = Path(checkpoint) if checkpoint else None
+    if path is not None and resume and path.exists():
+        state = _load_checkpoint(path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best.update(metric=float(state["best_metric"]), epoch=int(state["best_epoch"]),
+                    state=state["best_model"], history=list(state["history"]))
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed + epoch)
+        random.seed(config.seed + epoch)
+        stats = _train_epoch(model, train_batches, optimizer, scheduler, loss_fn, config,
+                             f"{desc} {epoch + 1}/{config.epochs}", steps_per_epoch)
+        if eval_batches is not None:
+            stats["eval_accuracy"] = accuracy(model, eval_batches)
+            metric = stats["eval_accuracy"]
+        else:
+            metric = -stats["loss"]
+        stats["epoch"] = epoch
+        best["history"].append(stats)
+        if metric > best["metric"]:
+            best.update(metric=metric, epoch=epoch,
+                        state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        if path is not None:
+            _save_checkpoint(path, model, optimizer, scheduler, epoch, best)
+        if config.patience and epoch - best["epoch"] >= config.patience:
+            break
+    if best["state"] is not None and eval_batches is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    return {"history": best["history"], "best_epoch": best["epoch"],
+            "best_metric": best["metric"] if best["epoch"] >= 0 else None}
+
+
+def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, total) -> dict:
+    from tqdm.auto import tqdm
+
+    model.train()
+    seen = correct = labelled = 0
+    loss_sum = 0.0
+    start = time.perf_counter()
+    bar = tqdm(batches, desc=desc, total=total, leave=False, file=sys.stderr,
+               disable=not config.progress, dynamic_ncols=True)
+    for batch in bar:
+        loss, logits, labels = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: the loss became {loss.item()}; lower the "
+                                     "learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        n = int(labels.shape[0])
+        seen += n
+        loss_sum += float(loss.detach()) * n
+        mask = labels >= 0  # transfer-set rows carry label -1: no hard label
+        labelled += int(mask.sum())
+        correct += int((logits.detach().argmax(-1)[mask] == labels[mask]).sum())
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                        acc=f"{correct / max(labelled, 1):.3f}", sps=f"{seen / elapsed:.0f}")
+    bar.close()
+    if seen == 0:
+        raise ValueError(f"{desc}: training data is empty (0 samples)")
+    return {"loss": loss_sum / seen, "train_accuracy": correct / max(labelled, 1),
+            "samples_per_s": seen / max(time.perf_counter() - start, 1e-9)}
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy, for stages that must not change their input."""
+    return copy.deepcopy(model)

@@ -1,0 +1,1 @@
+"""The edgepack command line: one module per subcommand, each calling one public function."""

@@ -1,0 +1,23 @@
+"""``edgepack demo``: the built-in MNIST-1D recipe, end to end, offline."""
+
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run the built-in MNIST-1D recipe end to end (offline)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default: runs/demo-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(handler=handle)
+
+
+def handle(args) -> int:
+    from edgepack.cli.run_cmd import print_summary
+    from edgepack.runner import run_demo
+
+    out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    start = time.perf_counter()
+    report = run_demo(out, resume=args.resume, progress=not args.no_progress)
+    print_summary(report, out, time.perf_counter() - start)
+    return 0

@@ -1,0 +1,38 @@
+"""``edgepack run RECIPE.toml``: a recipe end to end into a run folder."""
+
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a TOML recipe")
+    p.add_argument("recipe", help="recipe file (TOML)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(handler=handle)
+
+
+def print_summary(report: dict, out, seconds: float) -> None:
+    from bench.report import results_table
+
+    rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
+    print(results_table(rows))
+    env = report["env"]
+    print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "
+          f"{report['stages'][0].get('provider', 'CPUExecutionProvider') if report['stages'] else ''}"
+          f", threads {report['bench']['threads']}, batch {report['bench']['batch']}")
+    print(f"final artifact: {report.get('final_artifact')}")
+    print(f"run folder: {out} (report.json, report.md, tradeoff.png, manifest.json); "
+          f"{seconds:.0f} s")
+
+
+def handle(args) -> int:
+    from edgepack.recipe import load_recipe
+    from edgepack.runner import run_recipe
+
+    recipe = load_recipe(args.recipe)  # checked before anything is written
+    out = args.out or time.strftime(f"runs/{recipe.name}-%Y%m%d-%H%M%S")
+    start = time.perf_counter()
+    report = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
+    print_summary(report, out, time.perf_counter() - start)
+    return 0

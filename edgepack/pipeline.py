@@ -1,0 +1,422 @@
+"""The pipeline runner: stages in order, each measured, kept only if it earns its place.
+
+A pipeline is data: a list of stage configs. Each stage takes the last *kept* artifact and
+makes a candidate. The candidate and its input are then benchmarked side by side
+(interleaved, on ONNX Runtime, the same data) and the candidate is kept only if
+
+- its accuracy drop against its input is within the tolerance (the stage's own, or the
+  recipe's), and
+- for stages that promise speed (structured pruning, quantization) it is faster.
+
+A stage that is not kept is still reported, with its numbers and the reason; the next stage
+starts from the last kept artifact. torch artifacts are benchmarked through a temporary
+ONNX export so every row of the report is measured on the same runtime.
+
+Each stage folder gets its artifact, then ``record.json`` (with the artifact's sha256) last;
+``--resume`` reuses a stage whose record and artifact agree and redoes any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from bench.report import results_table, tradeoff_plot
+from bench.runner import BenchConfig, bench
+from bench.session import ProviderError, provider_name
+from compress.distill import DistillConfig, collect, distill
+from compress.prune import PruneConfig, count_params, prune
+from compress.quantize import QuantizationCheckError, QuantizeConfig, count_ops, quantize
+from compress.stage import StageConfig
+from edgepack.recipe import BenchSpec, Recipe, check_stage_order, to_toml
+from export.files import (atomic_write_json, atomic_write_text, check_output_dir,
+                          sha256_file)
+from export.parity import ParityError
+from export.torch_export import ExportConfig, export_onnx
+from export.weights import load_weights, save_weights
+
+RECORD = "record.json"
+
+
+@dataclass
+class Artifact:
+    """What flows between stages: a torch module or an ONNX file, with its measurements."""
+
+    name: str
+    module: nn.Module | None = None
+    onnx_path: Path | None = None        # the ONNX file (for torch artifacts: a bench export)
+    file: Path | None = None             # the artifact file in the run folder
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def is_torch(self) -> bool:
+        return self.module is not None
+
+
+@dataclass
+class PipelineContext:
+    """Everything the stages share: data, output folder, settings, scratch space."""
+
+    out_dir: Path
+    data: dict
+    example_inputs: torch.Tensor
+    eval_arrays: dict
+    tolerance: float
+    bench: BenchSpec
+    teacher: nn.Module
+    scratch: Path
+    resume: bool = False
+    progress: bool = True
+    base_dir: Path | None = None
+    log: Callable[[str], None] = print
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_providers(providers) -> None:
+    """Every requested provider must exist here, before anything runs."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    for name in providers:
+        full = provider_name(name)
+        if full not in available:
+            raise ProviderError(f"[bench] providers: {full} is not available here (available: "
+                                f"{', '.join(available)}); install onnxruntime-gpu for CUDA, "
+                                "or remove it from the recipe")
+
+
+def _bench_config(spec: BenchSpec, provider: str) -> BenchConfig:
+    return BenchConfig(provider=provider, threads=spec.threads, batch=spec.batch,
+                       warmup=spec.warmup, min_runs=spec.min_runs, min_time_s=spec.min_time_s)
+
+
+def _onnx_input_name(path: Path) -> str:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def _eval_data_for(path: Path, arrays: dict) -> dict:
+    return {_onnx_input_name(path): arrays["inputs"], "labels": arrays["labels"]}
+
+
+def measure_pair(ctx: PipelineContext, reference: Path | None, candidate: Path) -> tuple[dict, dict | None]:
+    """Benchmark the candidate (and its reference, interleaved) on every provider."""
+    by_provider: dict[str, dict] = {}
+    ref_result = None
+    for provider in ctx.bench.providers:
+        config = _bench_config(ctx.bench, provider)
+        paths = [candidate] + ([reference] if reference is not None else [])
+        data = _eval_data_for(candidate, ctx.eval_arrays)
+        results = bench(paths, config, data)
+        by_provider[results[0]["provider"]] = results[0]
+        if ref_result is None and len(results) > 1:
+            ref_result = results[1]
+    first = next(iter(by_provider.values()))
+    first = dict(first)
+    if len(by_provider) > 1:
+        first["by_provider"] = {k: {"latency_ms": v["latency_ms"], "accuracy": v.get("accuracy")}
+                                for k, v in by_provider.items()}
+    return first, ref_result
+
+
+def _metrics_from(result: dict, size_bytes: int, params: int) -> dict:
+    return {"params": params, "size_bytes": size_bytes, "accuracy": result.get("accuracy"),
+            "latency_ms": result["latency_ms"], "provider": result["provider"],
+            "providers": result["providers"], "nodes_per_provider": result["nodes_per_provider"],
+            "threads": result["threads"], "batch": result["batch"],
+            "memory_mb": result["memory_mb"], **({"by_provider": result["by_provider"]}
+                                                  if "by_provider" in result else {})}
+
+
+def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path:
+    """A scratch ONNX export of a torch artifact, so it is timed on the same runtime."""
+    path = ctx.scratch / f"{name}.onnx"
+    export_onnx(module, ExportConfig(), ctx.example_inputs, path,
+                parity_inputs=ctx.eval_arrays["inputs_torch"][:8])
+    return path
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def run_distill(ctx: PipelineContext, config: DistillConfig, source: Artifact, folder: Path):
+    from edgepack.teacher import build_model
+
+    if not config.student.get("build"):
+        raise ValueError("distill.student must name a builder: { build = 'module:function', "
+                         "args = { ... } }")
+    torch.manual_seed(config.seed)
+    student = build_model(config.student["build"], dict(config.student.get("args", {})),
+                          ctx.base_dir)
+    result = distill(source.module, student, config, ctx.data,
+                     checkpoint=folder / "checkpoint.pt", resume=ctx.resume,
+                     progress=ctx.progress)
+    return result.artifact, result.record
+
+
+def run_prune(ctx: PipelineContext, config: PruneConfig, source: Artifact, folder: Path):
+    model = copy.deepcopy(source.module)
+    result = prune(model, config, ctx.example_inputs, data=ctx.data,
+                   teacher=ctx.teacher if source.name != "teacher" else None,
+                   progress=ctx.progress)
+    return result.artifact, result.record
+
+
+def run_export(ctx: PipelineContext, config: ExportConfig, source: Artifact, folder: Path):
+    result = export_onnx(source.module, config, ctx.example_inputs, folder / "model.onnx",
+                         parity_inputs=ctx.eval_arrays["inputs_torch"][:64])
+    return result.artifact, result.record
+
+
+def run_quantize(ctx: PipelineContext, config: QuantizeConfig, source: Artifact, folder: Path):
+    result = quantize(source.onnx_path, config, folder / "model.onnx",
+                      calibration=ctx.data.get("calibration"))
+    return result.artifact, result.record
+
+
+STAGE_RUNNERS = {DistillConfig: run_distill, PruneConfig: run_prune,
+                 ExportConfig: run_export, QuantizeConfig: run_quantize}
+
+
+def _stage_tolerance(ctx: PipelineContext, config: StageConfig) -> float:
+    own = getattr(config, "tolerance", None)
+    return ctx.tolerance if own is None else float(own)
+
+
+def _expects_speedup(config: StageConfig) -> bool:
+    if isinstance(config, PruneConfig):
+        return config.expects_speedup
+    return isinstance(config, QuantizeConfig)
+
+
+def _slow_cause(config: StageConfig, candidate: Path) -> str:
+    """The likely reason a compressed model is not faster."""
+    if isinstance(config, QuantizeConfig):
+        ops = count_ops(candidate)
+        qdq = ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
+        return (f"likely cause: {qdq} QuantizeLinear/DequantizeLinear nodes; on a model this "
+                "small their overhead outweighs faster int8 kernels, or ops were left in float")
+    return "likely cause: the model is too small for fewer channels to matter, or the " \
+           "runtime's fixed per-call overhead dominates"
+
+
+def judge(ctx: PipelineContext, config: StageConfig, source: Artifact, metrics: dict,
+          reference_latency: dict | None) -> tuple[bool, str]:
+    """Keep the candidate only if accurate enough and, where promised, faster."""
+    tolerance = _stage_tolerance(ctx, config)
+    reasons = []
+    ref_acc, acc = source.metrics.get("accuracy"), metrics.get("accuracy")
+    if ref_acc is not None and acc is not None and ref_acc - acc > tolerance + 1e-12:
+        reasons.append(f"accuracy drop {ref_acc - acc:.4f} > tolerance {tolerance:.4f}")
+    if _expects_speedup(config) and reference_latency is not None:
+        ref_p50, p50 = reference_latency["p50"], metrics["latency_ms"]["p50"]
+        if p50 >= ref_p50:
+            reasons.append(f"not faster (p50 {p50:.4f} ms vs {ref_p50:.4f} ms for its input; "
+                           f"{_slow_cause(config, metrics['_candidate'])})")
+    return not reasons, "; ".join(reasons)
+
+
+def _save_artifact(module: nn.Module | None, produced, folder: Path) -> Path:
+    if module is not None:
+        path = folder / "model.safetensors"
+        save_weights(module, path, metadata={"params": count_params(module)})
+        return path
+    return Path(produced)
+
+
+def _load_done_stage(folder: Path, config: StageConfig, source: Artifact, ctx: PipelineContext):
+    """A finished stage from an earlier run: its record, if it and its artifact agree."""
+    record_path = folder / RECORD
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    artifact = ctx.out_dir / record.get("artifact", "")
+    if record.get("config") != config.to_dict() or not artifact.is_file() or \
+            sha256_file(artifact) != record.get("sha256"):
+        return None
+    return record, artifact
+
+
+def _rebuild(config: StageConfig, source: Artifact, artifact: Path, ctx: PipelineContext):
+    """The torch module a finished stage produced, from its safetensors file."""
+    from edgepack.teacher import build_model
+
+    if isinstance(config, DistillConfig):
+        module = build_model(config.student["build"], dict(config.student.get("args", {})),
+                             ctx.base_dir)
+    else:
+        module = copy.deepcopy(source.module)  # a pruned copy: layers are resized on load
+    return load_weights(module, artifact).eval()
+
+
+def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Artifact) -> tuple[dict, Artifact]:
+    """Run (or resume) one stage; return its report entry and the candidate artifact."""
+    name = f"{index:02d}-{config.kind}"
+    folder = ctx.out_dir / name
+    done = _load_done_stage(folder, config, source, ctx) if ctx.resume else None
+    if done is not None:
+        record, path = done
+        ctx.log(f"[{name}] done in an earlier run; reusing {path.name}")
+        module = _rebuild(config, source, path, ctx) if path.suffix == ".safetensors" else None
+        onnx_path = path if module is None else export_for_bench(ctx, module, name)
+        return record, Artifact(name, module, onnx_path, path, record["metrics"])
+    if folder.exists():
+        shutil.rmtree(folder)  # an unfinished stage from an earlier run is redone whole
+    folder.mkdir(parents=True)
+    ctx.log(f"[{name}] running")
+    entry = {"name": name, "kind": config.kind, "config": config.to_dict()}
+    try:
+        produced, stage_record = STAGE_RUNNERS[type(config)](ctx, config, source, folder)
+    except (ParityError, QuantizationCheckError) as exc:
+        entry.update(kept=False, reason=str(exc).splitlines()[0], failed=True)
+        atomic_write_json(folder / RECORD, entry)
+        return entry, source
+    module = produced if isinstance(produced, nn.Module) else None
+    path = _save_artifact(module, produced, folder)
+    onnx_path = export_for_bench(ctx, module, name) if module is not None else path
+    result, ref = measure_pair(ctx, source.onnx_path, onnx_path)
+    params = count_params(module) if module is not None else result["params"]
+    metrics = _metrics_from(result, path.stat().st_size if module is not None
+                            else result["size_bytes"], params)
+    kept, reason = judge(ctx, config, source, {**metrics, "_candidate": onnx_path},
+                         ref["latency_ms"] if ref else None)
+    entry.update(artifact=str(path.relative_to(ctx.out_dir)), sha256=sha256_file(path),
+                 **metrics, metrics=metrics, kept=kept, reason=reason,
+                 input={"name": source.name, "accuracy": source.metrics.get("accuracy"),
+                        "latency_ms": ref["latency_ms"] if ref else None},
+                 speedup=(ref["latency_ms"]["p50"] / metrics["latency_ms"]["p50"]) if ref else None,
+                 record=stage_record)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    atomic_write_json(folder / RECORD, entry)
+    verdict = "kept" if kept else f"not kept: {reason}"
+    ctx.log(f"[{name}] accuracy {metrics['accuracy']:.4f}, p50 "
+            f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
+    return entry, Artifact(name, module, onnx_path, path, metrics)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _eval_arrays(data: dict) -> dict:
+    inputs, labels = collect(data["evaluation"])
+    if inputs is None or len(inputs) == 0:
+        raise ValueError("the data provider's evaluation set is empty (0 samples)")
+    return {"inputs": inputs.numpy(), "labels": labels.numpy(), "inputs_torch": inputs}
+
+
+def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    check_output_dir(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+        raise ValueError(f"output folder {out_dir} exists and is not empty; pass --resume to "
+                         "continue that run, or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Artifact]:
+    folder = ctx.out_dir / "00-teacher"
+    folder.mkdir(exist_ok=True)
+    path = save_weights(teacher, folder / "model.safetensors")
+    onnx_path = export_for_bench(ctx, teacher, "teacher")
+    result, _ = measure_pair(ctx, None, onnx_path)
+    metrics = _metrics_from(result, path.stat().st_size, count_params(teacher))
+    entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
+    ctx.log(f"[teacher] accuracy {metrics['accuracy']:.4f}, p50 "
+            f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
+    return entry, Artifact("teacher", teacher, onnx_path, path, metrics)
+
+
+def write_outputs(out_dir: Path, report: dict, recipe: Recipe | None) -> None:
+    """report.json, report.md, tradeoff.png, recipe.toml, then manifest.json last."""
+    atomic_write_json(out_dir / "report.json", report)
+    rows = [{"name": "teacher", **report["teacher"]}] + [
+        s for s in report["stages"] if "latency_ms" in s or not s.get("kept", True)]
+    table = results_table(rows, markdown=True)
+    env = report["env"]
+    markdown = (f"# edgepack report: {report.get('name', 'run')}\n\n{table}\n\n"
+                f"Measured on {env['cpu']} ({env['arch']}, {env['logical_cores']} logical "
+                f"cores), ONNX Runtime {env['onnxruntime']}, threads "
+                f"{report['bench']['threads']}, batch {report['bench']['batch']}, "
+                f"at least {report['bench']['min_runs']} runs and "
+                f"{report['bench']['min_time_s']} s per model, timed interleaved with each "
+                "stage's input.\n\nFinal artifact: "
+                f"{report.get('final_artifact') or '(none kept)'}\n")
+    atomic_write_text(out_dir / "report.md", markdown)
+    tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: accuracy "
+                  "vs latency (x: not kept)")
+    if recipe is not None:
+        atomic_write_text(out_dir / "recipe.toml", to_toml(recipe))
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json"
+                   and not p.name.startswith("."))
+    manifest = {"files": {str(p.relative_to(out_dir)): sha256_file(p) for p in files}}
+    atomic_write_json(out_dir / "manifest.json", manifest)
+
+
+def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
+                 tolerance: float = 0.01, bench_spec: BenchSpec | None = None,
+                 resume: bool = False, progress: bool = True, recipe: Recipe | None = None,
+                 base_dir: Path | None = None, log: Callable[[str], None] = _stderr) -> dict:
+    """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
+
+    ``data``: ``{"train", "calibration", "evaluation"[, "transfer"]}``, each an iterable of
+    ``(inputs, labels)`` batches (``transfer``: input batches).
+    """
+    from bench.envinfo import environment
+
+    bench_spec = bench_spec or BenchSpec()
+    check_stage_order(stages)
+    check_providers(bench_spec.providers)
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, resume)
+    arrays = _eval_arrays(data)
+    with tempfile.TemporaryDirectory(prefix=".scratch.", dir=out_dir) as scratch:
+        ctx = PipelineContext(out_dir=out_dir, data=data, example_inputs=arrays["inputs_torch"][:1],
+                              eval_arrays=arrays, tolerance=tolerance, bench=bench_spec,
+                              teacher=model.eval(), scratch=Path(scratch), resume=resume,
+                              progress=progress, base_dir=base_dir, log=log)
+        teacher_entry, current = measure_teacher(ctx, model)
+        entries = []
+        for index, config in enumerate(stages, start=1):
+            if config.kind == "quantize" and current.module is not None:
+                entry = {"name": f"{index:02d}-quantize", "kind": "quantize",
+                         "config": config.to_dict(), "kept": False,
+                         "reason": "skipped: no ONNX model (the export stage was not kept)"}
+                entries.append(entry)
+                continue
+            entry, candidate = run_stage(ctx, index, config, current)
+            entries.append(entry)
+            if entry.get("kept"):
+                current = candidate
+    report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
+              "env": environment(), "tolerance": tolerance,
+              "bench": {"providers": list(bench_spec.providers), "threads": bench_spec.threads,
+                        "batch": bench_spec.batch, "min_runs": bench_spec.min_runs,
+                        "min_time_s": bench_spec.min_time_s},
+              "teacher": teacher_entry, "stages": entries,
+              "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
+    write_outputs(out_dir, report, recipe)
+    return report
+
+
+def _version() -> str:
+    from edgepack import __version__
+
+    return __version__

@@ -1,0 +1,86 @@
+"""The model to compress: built, then loaded from weights or trained once and cached.
+
+A trained teacher is cached under ``~/.cache/edgepack/teachers`` (``$XDG_CACHE_HOME``
+honoured), keyed by a hash of everything that decides its weights: builder, arguments,
+epochs, learning rate, data provider and its arguments, seed. Training writes a checkpoint
+each epoch, so a killed first run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from compress.trainer import TrainConfig, fit
+from edgepack.recipe import DataSpec, ModelSpec, import_object
+from export.weights import load_weights, save_weights
+
+TRAINING_VERSION = 1  # bump when the training procedure changes, to retire old caches
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgepack"
+
+
+def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
+    """Call the ``module:function`` builder with ``args``; it must return an nn.Module."""
+    builder = import_object(build, base_dir, what="model builder")
+    try:
+        model = builder(**args)
+    except TypeError as exc:
+        raise ValueError(f"model builder {build!r} rejected args {args}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model builder {build!r} returned {type(model).__name__}, "
+                         "expected a torch.nn.Module")
+    return model
+
+
+def teacher_key(model: ModelSpec, data: DataSpec, seed: int) -> str:
+    """A short hash of everything that decides the trained weights."""
+    blob = json.dumps({"build": model.build, "args": model.args, "epochs": model.train_epochs,
+                       "lr": model.lr, "data": data.provider, "data_args": data.args,
+                       "seed": seed, "version": TRAINING_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int,
+                    base_dir: Path | None, log: Callable[[str], None] = print,
+                    progress: bool = True, use_cache: bool = True) -> nn.Module:
+    """Build the model and give it weights: from a file, the cache, or by training it."""
+    torch.manual_seed(seed)
+    net = build_model(model.build, model.args, base_dir)
+    if model.weights:
+        weights = Path(model.weights)
+        if not weights.is_absolute() and base_dir is not None:
+            weights = base_dir / weights
+        load_weights(net, weights)
+        return net.eval()
+    if model.train_epochs <= 0:
+        log("model: no weights and train_epochs = 0; compressing the untrained model")
+        return net.eval()
+    folder = cache_dir() / "teachers"
+    key = teacher_key(model, data_spec, seed)
+    cached = folder / f"{key}.safetensors"
+    if use_cache and cached.is_file():
+        try:
+            load_weights(net, cached)
+            log(f"model: trained weights from cache {cached}")
+            return net.eval()
+        except ValueError:
+            log(f"model: cache entry {cached} is damaged; training again")
+    log(f"model: training {model.build} for {model.train_epochs} epochs (cached afterwards)")
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / f"{key}.checkpoint.pt"
+    fit(net, data["train"], TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
+                                        progress=progress),
+        eval_batches=data.get("evaluation"), checkpoint=checkpoint, resume=True, desc="teacher")
+    save_weights(net, cached, metadata={"build": model.build, "args": json.dumps(model.args)})
+    checkpoint.unlink(missing_ok=True)
+    return net.eval()

@@ -1,0 +1,158 @@
+"""Built-in models and data for the demo and the tests: MNIST-1D, made locally.
+
+MNIST-1D (Greydanus 2020) is a 1-D analogue of MNIST: 40-sample signals of ten digit
+templates, shifted, scaled, sheared and noised. It is generated here by
+``mnist1d.data.make_dataset`` (never ``get_dataset``, which downloads), so the demo runs
+offline, and it is hard enough that a small CNN and a tiny one differ by a few points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+SIGNAL_LENGTH = 40
+CLASSES = 10
+
+
+def mnist1d_cnn(width: int = 64, length: int = SIGNAL_LENGTH, classes: int = CLASSES) -> nn.Module:
+    """Three 1-D convolutions (the last two with stride 2) and a linear head.
+
+    ``width=64`` has 31,498 parameters; ``width=16`` has 3,274 (9.6x fewer).
+    """
+    if width < 1:
+        raise ValueError(f"mnist1d_cnn: width must be >= 1, got {width}")
+    reduced = length // 4
+    return nn.Sequential(
+        nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(width * reduced, classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block: two 3x3 convolutions with batch norm and a shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet_cnn(width: int = 32, blocks: int = 3, classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """A CIFAR-style ResNet (three stages of ``blocks`` basic blocks), for 32x32 images."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                               nn.BatchNorm2d(width), nn.ReLU()]
+    cin = width
+    for stage, mult in enumerate((1, 2, 4)):
+        for b in range(blocks):
+            layers.append(BasicBlock(cin, width * mult, 2 if stage and b == 0 else 1))
+            cin = width * mult
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    return nn.Sequential(*layers)
+
+
+@contextlib.contextmanager
+def _numpy_seed(seed: int):
+    """make_dataset seeds numpy's global generator; give the caller's state back after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
+    """Generate MNIST-1D locally: ``x`` (N, 40) float32 and ``y`` (N,) int64, 80/20 split."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if samples < 10:
+        raise ValueError(f"mnist1d: samples must be >= 10, got {samples}")
+    args = get_dataset_args()
+    args.num_samples = int(samples)
+    args.seed = int(seed)
+    with _numpy_seed(seed):
+        raw = make_dataset(args)
+    return {"x": raw["x"].astype(np.float32), "y": raw["y"].astype(np.int64),
+            "x_test": raw["x_test"].astype(np.float32), "y_test": raw["y_test"].astype(np.int64)}
+
+
+def cached_mnist1d(samples: int, seed: int, cache: bool = True) -> dict[str, np.ndarray]:
+    """MNIST-1D from the cache folder when made before (plain .npz, no pickle)."""
+    from edgepack.teacher import cache_dir
+    from export.files import atomic_path
+
+    path = cache_dir() / "data" / f"mnist1d-n{samples}-seed{seed}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception:
+            pass  # a damaged cache entry is simply made again
+    data = make_mnist1d(samples, seed)
+    if cache:
+        try:
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **data)
+        except (OSError, ValueError):
+            pass  # a read-only cache folder only costs time
+    return data
+
+
+class TransferSet:
+    """Unlabelled MNIST-1D inputs for distillation, generated on first use only."""
+
+    def __init__(self, samples: int, seed: int, batch_size: int):
+        self.samples, self.seed, self.batch_size = samples, seed, batch_size
+        self._inputs: torch.Tensor | None = None
+
+    def _load(self) -> torch.Tensor:
+        if self._inputs is None:
+            data = cached_mnist1d(self.samples, self.seed)
+            x = np.concatenate([data["x"], data["x_test"]])
+            self._inputs = torch.from_numpy(x).unsqueeze(1)
+        return self._inputs
+
+    def __len__(self) -> int:
+        return -(-self.samples // self.batch_size)
+
+    def __iter__(self):
+        inputs = self._load()
+        for start in range(0, len(inputs), self.batch_size):
+            yield inputs[start:start + self.batch_size]
+
+
+def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
+            calibration_samples: int = 512, transfer_samples: int = 40_000,
+            transfer_seed: int = 1_000) -> dict:
+    """The demo's data provider: train, calibration, evaluation and a transfer set.
+
+    Each is an iterable of ``(inputs, labels)`` batches with inputs of shape (B, 1, 40);
+    ``transfer`` yields unlabelled input batches, made with another seed so it shares no
+    sample with the labelled sets.
+    """
+    data = cached_mnist1d(samples, seed)
+    x, y = torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"])
+    xt, yt = torch.from_numpy(data["x_test"]).unsqueeze(1), torch.from_numpy(data["y_test"])
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    calibration = DataLoader(TensorDataset(x[:calibration_samples], y[:calibration_samples]),
+                             batch_size=batch_size)
+    evaluation = DataLoader(TensorDataset(xt, yt), batch_size=512)
+    return {"train": train, "calibration": calibration, "evaluation": evaluation,
+            "transfer": TransferSet(transfer_samples, transfer_seed, batch_size)}
