@@ -48,6 +48,8 @@ from export.torch_export import ExportConfig, export_onnx
 from export.weights import load_weights, save_weights
 
 RECORD = "record.json"
+CHECKPOINT = "checkpoint.pt"   # a training stage's per-epoch checkpoint, for --resume
+STAGE_CONFIG = "config.json"   # the config a stage was started with
 
 
 @dataclass
@@ -59,6 +61,11 @@ class Artifact:
     onnx_path: Path | None = None        # the ONNX file (for torch artifacts: a bench export)
     file: Path | None = None             # the artifact file in the run folder
     metrics: dict = field(default_factory=dict)
+    source_module: nn.Module | None = None   # the torch model it is (or came from): gradients
+
+    def __post_init__(self):
+        if self.source_module is None:
+            self.source_module = self.module
 
     @property
     def is_torch(self) -> bool:
@@ -152,6 +159,16 @@ def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path
     return path
 
 
+def measure_robustness(ctx: PipelineContext, source: nn.Module, onnx_path: Path) -> dict:
+    """FGSM/PGD accuracy of the ONNX model, attacked through its torch source."""
+    from edgepack.robustness import robustness
+
+    return robustness(source, onnx_path, ctx.eval_arrays["inputs_torch"],
+                      torch.from_numpy(ctx.eval_arrays["labels"]),
+                      eps_values=ctx.bench.robustness_eps,
+                      samples=ctx.bench.robustness_samples)
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -165,7 +182,7 @@ def run_distill(ctx: PipelineContext, config: DistillConfig, source: Artifact, f
     student = build_model(config.student["build"], dict(config.student.get("args", {})),
                           ctx.base_dir)
     result = distill(source.module, student, config, ctx.data,
-                     checkpoint=folder / "checkpoint.pt", resume=ctx.resume,
+                     checkpoint=folder / CHECKPOINT, resume=ctx.resume,
                      progress=ctx.progress)
     return result.artifact, result.record
 
@@ -242,12 +259,8 @@ def _save_artifact(module: nn.Module | None, produced, folder: Path) -> Path:
 
 def _load_done_stage(folder: Path, config: StageConfig, source: Artifact, ctx: PipelineContext):
     """A finished stage from an earlier run: its record, if it and its artifact agree."""
-    record_path = folder / RECORD
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    record = _read_json(folder / RECORD)
+    if not isinstance(record, dict):
         return None
     artifact = ctx.out_dir / record.get("artifact", "")
     if record.get("config") != config.to_dict() or not artifact.is_file() or \
@@ -268,6 +281,29 @@ def _rebuild(config: StageConfig, source: Artifact, artifact: Path, ctx: Pipelin
     return load_weights(module, artifact).eval()
 
 
+def _clear_unfinished(folder: Path, config: StageConfig, resume: bool) -> None:
+    """Remove what an unfinished earlier attempt left.
+
+    On ``--resume`` a training checkpoint is kept when it was made with the same stage config
+    (``config.json``, written when the stage starts), so training continues where it stopped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    started_with = folder / STAGE_CONFIG
+    same_config = started_with.is_file() and _read_json(started_with) == config.to_dict()
+    for item in folder.iterdir():
+        if resume and same_config and item.name in (CHECKPOINT, STAGE_CONFIG):
+            continue
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    atomic_write_json(started_with, config.to_dict())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Artifact) -> tuple[dict, Artifact]:
     """Run (or resume) one stage; return its report entry and the candidate artifact."""
     name = f"{index:02d}-{config.kind}"
@@ -278,10 +314,9 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Art
         ctx.log(f"[{name}] done in an earlier run; reusing {path.name}")
         module = _rebuild(config, source, path, ctx) if path.suffix == ".safetensors" else None
         onnx_path = path if module is None else export_for_bench(ctx, module, name)
-        return record, Artifact(name, module, onnx_path, path, record["metrics"])
-    if folder.exists():
-        shutil.rmtree(folder)  # an unfinished stage from an earlier run is redone whole
-    folder.mkdir(parents=True)
+        return record, Artifact(name, module, onnx_path, path, record["metrics"],
+                                source.source_module if module is None else None)
+    _clear_unfinished(folder, config, ctx.resume)
     ctx.log(f"[{name}] running")
     entry = {"name": name, "kind": config.kind, "config": config.to_dict()}
     try:
@@ -297,6 +332,8 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Art
     params = count_params(module) if module is not None else result["params"]
     metrics = _metrics_from(result, path.stat().st_size if module is not None
                             else result["size_bytes"], params)
+    grad_source = module if module is not None else source.source_module
+    metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
     kept, reason = judge(ctx, config, source, {**metrics, "_candidate": onnx_path},
                          ref["latency_ms"] if ref else None)
     entry.update(artifact=str(path.relative_to(ctx.out_dir)), sha256=sha256_file(path),
@@ -305,12 +342,12 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Art
                         "latency_ms": ref["latency_ms"] if ref else None},
                  speedup=(ref["latency_ms"]["p50"] / metrics["latency_ms"]["p50"]) if ref else None,
                  record=stage_record)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    (folder / CHECKPOINT).unlink(missing_ok=True)
     atomic_write_json(folder / RECORD, entry)
     verdict = "kept" if kept else f"not kept: {reason}"
     ctx.log(f"[{name}] accuracy {metrics['accuracy']:.4f}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
-    return entry, Artifact(name, module, onnx_path, path, metrics)
+    return entry, Artifact(name, module, onnx_path, path, metrics, grad_source)
 
 
 # --------------------------------------------------------------------------- the run
@@ -338,10 +375,28 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
     onnx_path = export_for_bench(ctx, teacher, "teacher")
     result, _ = measure_pair(ctx, None, onnx_path)
     metrics = _metrics_from(result, path.stat().st_size, count_params(teacher))
+    metrics["robustness"] = measure_robustness(ctx, teacher, onnx_path)
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
     ctx.log(f"[teacher] accuracy {metrics['accuracy']:.4f}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
     return entry, Artifact("teacher", teacher, onnx_path, path, metrics)
+
+
+def robustness_table(rows: list[dict]) -> str:
+    """Markdown: accuracy under FGSM/PGD per stage (empty when robustness was off)."""
+    keys = sorted({(attack, eps) for r in rows for attack, by_eps in
+                   (r.get("robustness") or {}).items() for eps in by_eps})
+    if not keys:
+        return ""
+    header = "| stage | " + " | ".join(f"{a.upper()} eps={e}" for a, e in keys) + " |"
+    lines = ["", "Accuracy under attack (perturbations crafted on the torch model each "
+             "artifact is or came from; eps in input standard deviations):", "", header,
+             "|" + "---|" * (len(keys) + 1)]
+    for r in rows:
+        rob = r.get("robustness") or {}
+        cells = [f"{rob[a][e]:.4f}" if e in rob.get(a, {}) else "-" for a, e in keys]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(out_dir: Path, report: dict, recipe: Recipe | None) -> None:
@@ -359,6 +414,7 @@ def write_outputs(out_dir: Path, report: dict, recipe: Recipe | None) -> None:
                 f"{report['bench']['min_time_s']} s per model, timed interleaved with each "
                 "stage's input.\n\nFinal artifact: "
                 f"{report.get('final_artifact') or '(none kept)'}\n")
+    markdown += robustness_table(rows)
     atomic_write_text(out_dir / "report.md", markdown)
     tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: accuracy "
                   "vs latency (x: not kept)")

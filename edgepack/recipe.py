@@ -66,6 +66,8 @@ class BenchSpec:
     warmup: int = 10
     min_runs: int = 100
     min_time_s: float = 0.5
+    robustness_eps: tuple[float, ...] = (0.1,)   # FGSM/PGD budgets, in input standard deviations
+    robustness_samples: int = 512                # evaluation samples attacked; 0 turns it off
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""Recipes: parsing, checks with clear messages, and the TOML round-trip."""
+
+from pathlib import Path
+
+import pytest
+
+from compress.distill import DistillConfig
+from compress.prune import PruneConfig
+from compress.quantize import QuantizeConfig
+from edgepack.recipe import load_recipe, recipe_from_dict, to_toml, tomllib
+from export.torch_export import ExportConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"name": "t", "model": {"build": "edgepack.zoo:mnist1d_cnn", "args": {"width": 8}}}
+
+
+def test_examples_recipe_is_exactly_the_demo_recipe():
+    packaged = ROOT / "edgepack" / "recipes" / "mnist1d.toml"
+    assert (ROOT / "examples" / "mnist1d.toml").read_text() == packaged.read_text()
+
+
+def test_demo_recipe_loads_with_all_four_stage_kinds():
+    recipe = load_recipe(ROOT / "examples" / "mnist1d.toml")
+    assert [type(s) for s in recipe.stages] == [DistillConfig, PruneConfig, ExportConfig,
+                                                QuantizeConfig]
+    assert recipe.model.args == {"width": 64}
+    assert recipe.stages[0].student["args"] == {"width": 16}
+    assert recipe.bench.threads == 1
+
+
+def test_resolved_recipe_round_trips_through_toml(tmp_path):
+    recipe = load_recipe(ROOT / "examples" / "mnist1d.toml")
+    again = recipe_from_dict(tomllib.loads(to_toml(recipe)))
+    assert again.to_dict() == recipe.to_dict()
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"stages": [{"kind": "distil"}]}, "unknown stage kind 'distil' (did you mean 'distill'?)"),
+    ({"stages": [{"kind": "prune", "ratoi": 0.5}]}, "unknown key 'ratoi' (did you mean 'ratio'?)"),
+    ({"stages": [{"kind": "prune", "ratio": "half"}]}, "prune).ratio must be a number, got 'half'"),
+    ({"stages": [{"kind": "prune", "ratio": 1.0}]}, "prune.ratio=1.0 is outside [0.0, 1.0)"),
+    ({"stages": [{"kind": "prune", "ratio": -0.1}]}, "prune.ratio=-0.1 is outside [0.0, 1.0)"),
+    ({"stages": [{"kind": "prune", "method": "random"}]}, "prune.method='random' is not valid"),
+    ({"stages": [{"kind": "quantize"}]}, "put an export stage before it"),
+    ({"stages": [{"kind": "export"}, {"kind": "prune"}]}, "must come before the export stage"),
+    ({"tolerence": 0.1}, "unknown key 'tolerence' (did you mean 'tolerance'?)"),
+    ({"tolerance": "1%"}, "tolerance must be a number >= 0"),
+    ({"bench": {"thread": 2}}, "unknown key 'thread' (did you mean 'threads'?)"),
+    ({"model": {"build": "m:f", "epochs": 3}}, "[model]: unknown key 'epochs'"),
+    ({"stages": [{"kind": "quantize", "mode": "int3"}]}, "quantize.mode='int3' is not valid"),
+])
+def test_bad_recipes_are_refused_with_one_clear_message(patch, message):
+    with pytest.raises(ValueError) as info:
+        recipe_from_dict({**BASE, **patch})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_recipe_file_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.toml does not exist"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
+        load_recipe(path)
