@@ -8,6 +8,7 @@ wrong file fails with one line naming the input and the expected shape and type.
 
 from __future__ import annotations
 
+import difflib
 import os
 import zipfile
 from pathlib import Path
@@ -39,34 +40,96 @@ def parse_shape_overrides(items) -> dict[str, list[int]]:
     return overrides
 
 
+def check_shape_overrides(session, overrides: dict[str, list[int]]) -> None:
+    """Every ``--shape NAME=...`` must name an input of the model."""
+    names = [i.name for i in session.get_inputs()]
+    for name in overrides:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"--shape {name}=...: the model has no input {name!r}{hint}; "
+                             f"its inputs are {', '.join(names)}")
+
+
+def _default_dim(name: str, axis: int, rank: int) -> int:
+    """A size for a symbolic non-batch dimension: sequences 128, images 224, else 1."""
+    lowered = name.lower()
+    if "seq" in lowered or "len" in lowered or rank == 2:
+        return 128
+    if rank == 4 and axis >= 2:
+        return 224
+    return 1
+
+
 def resolve_shape(inp, batch: int, overrides: dict[str, list[int]]) -> list[int]:
-    """A concrete shape for a declared input: overrides, then batch, then defaults."""
+    """A concrete shape for a declared input: ``--shape`` first, else batch and defaults.
+
+    A fixed batch dimension that differs from ``batch``, or an override whose first
+    dimension differs from it, is an error: the result would record a batch that did not run.
+    """
     declared = list(inp.shape)
+    shown = ",".join(map(str, overrides.get(inp.name, [])))
     if inp.name in overrides:
         shape = overrides[inp.name]
         if len(shape) != len(declared):
-            raise ValueError(f"--shape {inp.name}={','.join(map(str, shape))} has rank "
-                             f"{len(shape)}; input {inp.name!r} has rank {len(declared)} "
-                             f"(declared {declared})")
+            raise ValueError(f"--shape {inp.name}={shown} has rank {len(shape)}; input "
+                             f"{inp.name!r} has rank {len(declared)} (declared {declared})")
         for want, have in zip(declared, shape):
             if isinstance(want, int) and want > 0 and want != have:
-                raise ValueError(f"--shape {inp.name}={','.join(map(str, shape))} does not fit"
-                                 f" the declared shape {declared} of input {inp.name!r}")
-        return shape
+                raise ValueError(f"--shape {inp.name}={shown} does not fit the declared "
+                                 f"shape {declared} of input {inp.name!r}")
+        if declared and shape[0] != batch and not _is_fixed(declared[0]):
+            raise ValueError(f"--shape {inp.name}={shown} sets batch {shape[0]} but the batch "
+                             f"is {batch}; make --batch and the first dimension agree")
+        return list(shape)
+    if declared and _is_fixed(declared[0]) and declared[0] != batch and batch != 1:
+        raise ValueError(f"input {inp.name!r} has a fixed batch dimension {declared[0]} "
+                         f"(declared {declared}); batch {batch} cannot run on it")
     shape = []
     for axis, dim in enumerate(declared):
-        if isinstance(dim, int) and dim > 0:
+        if _is_fixed(dim):
             shape.append(dim)
         elif axis == 0:
             shape.append(batch)
         else:
-            shape.append(128 if "seq" in str(dim).lower() or len(declared) == 2 else 1)
+            shape.append(_default_dim(str(dim), axis, len(declared)))
     return shape
 
 
+def _is_fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def token_vocab_sizes(model) -> dict[str, int]:
+    """Inputs used as ``Gather`` indices into a constant table, and that table's row count.
+
+    Generated token ids must stay below the embedding table's size, or ONNX Runtime fails
+    with an index error; a model's own table says how large the vocabulary is.
+    """
+    tables = {t.name: int(t.dims[0]) for t in model.graph.initializer if len(t.dims) >= 1}
+    inputs = {i.name for i in model.graph.input}
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    sizes: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        source = casts.get(node.input[1], node.input[1])
+        if source in inputs:
+            sizes[source] = min(sizes.get(source, tables[node.input[0]]), tables[node.input[0]])
+    return sizes
+
+
 def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
-                    seed: int = 0) -> dict[str, np.ndarray]:
-    """Random feeds from the declared inputs: floats ~N(0,1), token ids small, masks ones."""
+                    seed: int = 0, vocab_sizes: dict[str, int] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Random feeds from the declared inputs: floats ~N(0,1), token ids small, masks ones.
+
+    Integer inputs: names with ``mask`` get ones, ``type``/``segment`` zeros, ``position``
+    the positions 0..n-1, and anything else (token ids) ids below the model's vocabulary
+    (``vocab_sizes``, see :func:`token_vocab_sizes`) and below :data:`TOKEN_VOCAB`.
+    """
+    overrides = overrides or {}
+    check_shape_overrides(session, overrides)
     rng = np.random.default_rng(seed)
     feeds = {}
     for inp in session.get_inputs():
@@ -74,21 +137,23 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
         if dtype is None:
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which edgepack cannot "
                              "generate; pass --data with real inputs")
-        shape = resolve_shape(inp, batch, overrides or {})
-        lname = inp.name.lower()
-        if np.issubdtype(dtype, np.integer):
-            if "mask" in lname:
-                value = np.ones(shape, dtype=dtype)
-            elif "type" in lname or "segment" in lname:
-                value = np.zeros(shape, dtype=dtype)
-            else:
-                value = rng.integers(0, TOKEN_VOCAB, size=shape).astype(dtype)
-        elif dtype is np.bool_:
-            value = np.ones(shape, dtype=dtype)
-        else:
-            value = rng.standard_normal(shape).astype(dtype)
-        feeds[inp.name] = value
+        shape = resolve_shape(inp, batch, overrides)
+        feeds[inp.name] = _generated_value(inp.name.lower(), dtype, shape, rng,
+                                           (vocab_sizes or {}).get(inp.name, TOKEN_VOCAB))
     return feeds
+
+
+def _generated_value(name: str, dtype, shape: list[int], rng, vocab: int) -> np.ndarray:
+    if dtype is np.bool_ or (np.issubdtype(dtype, np.integer) and "mask" in name):
+        return np.ones(shape, dtype=dtype)
+    if np.issubdtype(dtype, np.integer):
+        if "type" in name or "segment" in name:
+            return np.zeros(shape, dtype=dtype)
+        if "position" in name and shape:
+            return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
+        high = max(1, min(vocab, TOKEN_VOCAB, int(np.iinfo(dtype).max)))
+        return rng.integers(0, high, size=shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -134,22 +199,42 @@ def check_feeds(session, arrays: dict[str, np.ndarray], source: str) -> dict[str
             if isinstance(dim, int) and dim > 0 and have != dim:
                 raise ValueError(f"{source}: input {inp.name!r} has shape "
                                  f"{list(value.shape)}; expected {list(inp.shape)}")
-        if value.shape[0] == 0:
-            raise ValueError(f"{source}: input {inp.name!r} is empty (0 rows)")
+        if value.ndim == 0 or value.shape[0] == 0:
+            raise ValueError(f"{source}: input {inp.name!r} has no rows (shape "
+                             f"{list(value.shape)}); expected one row per sample on axis 0")
         if rows is not None and value.shape[0] != rows:
             raise ValueError(f"{source}: inputs have different numbers of rows")
         rows = value.shape[0]
         feeds[inp.name] = value
     for key in RESERVED_KEYS:
-        if key in arrays and arrays[key].shape[0] != rows:
-            raise ValueError(f"{source}: {key!r} has {arrays[key].shape[0]} rows; the inputs "
-                             f"have {rows}")
+        if key in arrays and (arrays[key].ndim == 0 or arrays[key].shape[0] != rows):
+            raise ValueError(f"{source}: {key!r} has shape {list(arrays[key].shape)}; expected "
+                             f"{rows} rows, one per input row")
+    labels = arrays.get("labels")
+    if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"{source}: 'labels' has shape {list(labels.shape)} and dtype "
+                         f"{labels.dtype}; expected a 1-D array of integer class ids")
     return feeds
 
 
-def batches(feeds: dict[str, np.ndarray], batch: int):
-    """Yield ``(start, stop, feeds_slice)`` over the rows, the last batch partial."""
+def batches(feeds: dict[str, np.ndarray], batch: int, fixed: bool = False):
+    """Yield ``(start, stop, feeds_slice)`` over the rows.
+
+    The last batch is partial, unless ``fixed`` (the model's batch dimension is fixed): then
+    it is padded by repeating its last row, and the caller keeps only ``stop - start`` rows.
+    """
     rows = next(iter(feeds.values())).shape[0]
     for start in range(0, rows, batch):
         stop = min(rows, start + batch)
-        yield start, stop, {k: v[start:stop] for k, v in feeds.items()}
+        if fixed and stop - start < batch:
+            index = np.minimum(np.arange(start, start + batch), rows - 1)
+            yield start, stop, {k: v[index] for k, v in feeds.items()}
+        else:
+            yield start, stop, {k: v[start:stop] for k, v in feeds.items()}
+
+
+def timing_feeds(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """The first ``batch`` rows of real data, repeated if the data has fewer rows."""
+    rows = next(iter(feeds.values())).shape[0]
+    index = np.arange(batch) % rows
+    return {k: np.ascontiguousarray(v[index]) for k, v in feeds.items()}

@@ -12,24 +12,52 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _name(row: dict) -> str:
+    return str(row.get("name") or Path(str(row.get("model", "?"))).name)
+
+
+def _size_kb(row: dict):
+    return row["size_bytes"] / 1024 if row.get("size_bytes") is not None else None
+
+
+def _latency(key: str):
+    return lambda row: (row.get("latency_ms") or {}).get(key)
+
+
+def _peak_mb(row: dict):
+    return (row.get("memory_mb") or {}).get("peak")
+
+
+def _cosine(row: dict):
+    return (row.get("reference") or {}).get("mean_cosine")
+
+
+# (header, value getter, format); the optional ones show only when some row has a value.
+COLUMNS = [("params", lambda r: r.get("params"), ","),
+           ("size KB", _size_kb, ".1f"),
+           ("accuracy", lambda r: r.get("accuracy"), ".4f"),
+           ("p50 ms", _latency("p50"), ".4f"), ("p90 ms", _latency("p90"), ".4f"),
+           ("p99 ms", _latency("p99"), ".4f"), ("spread", _latency("spread"), ".1%")]
+OPTIONAL_COLUMNS = [("cosine", _cosine, ".5f"),
+                    ("items/s", lambda r: r.get("throughput_per_s"), ",.0f"),
+                    ("peak MB", _peak_mb, ".1f")]
+
+
 def results_table(rows: list[dict], markdown: bool = False) -> str:
-    """One line per result: name, params, size, accuracy, p50/p90/p99, provider, kept."""
-    headers = ["model", "params", "size KB", "accuracy", "p50 ms", "p90 ms", "p99 ms",
-               "spread", "provider"]
+    """One line per result: name, params, size, accuracy, p50/p90/p99, spread, provider.
+
+    Columns for reference errors (cosine), throughput and peak memory appear when a row has
+    them; ``kept`` appears for pipeline rows.
+    """
+    columns = COLUMNS + [c for c in OPTIONAL_COLUMNS if any(c[1](r) is not None for r in rows)]
+    headers = ["model"] + [c[0] for c in columns] + ["provider"]
     show_kept = any("kept" in r for r in rows)
     if show_kept:
         headers.append("kept")
     lines = []
     for r in rows:
-        lat = r.get("latency_ms") or {}
-        cells = [str(r.get("name") or Path(str(r.get("model", "?"))).name),
-                 _fmt(r.get("params"), ","),
-                 _fmt(r["size_bytes"] / 1024 if r.get("size_bytes") is not None else None, ".1f"),
-                 _fmt(r.get("accuracy"), ".4f"),
-                 _fmt(lat.get("p50"), ".4f"), _fmt(lat.get("p90"), ".4f"),
-                 _fmt(lat.get("p99"), ".4f"),
-                 _fmt(lat.get("spread"), ".1%"),
-                 str(r.get("provider", "-")).replace("ExecutionProvider", "")]
+        cells = [_name(r)] + [_fmt(get(r), spec) for _, get, spec in columns]
+        cells.append(str(r.get("provider", "-")).replace("ExecutionProvider", ""))
         if show_kept:
             reason = r.get("reason", "")
             if not markdown and len(reason) > 60:
@@ -38,13 +66,38 @@ def results_table(rows: list[dict], markdown: bool = False) -> str:
         lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        out += ["| " + " | ".join(c) + " |" for c in lines]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+                for cells in lines]
         return "\n".join(out)
     widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h)
               for i, h in enumerate(headers)]
-    fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    def fmt_row(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([fmt_row(headers), fmt_row(["-" * w for w in widths])] +
                      [fmt_row(c) for c in lines])
+
+
+def markdown_report(rows: list[dict], environment: dict | None = None) -> str:
+    """A Markdown page: the table, then how each number was measured and any warnings."""
+    parts = ["# Benchmark", "", results_table(rows, markdown=True), ""]
+    if environment:
+        parts += [f"Machine: {environment.get('cpu', '?')} ({environment.get('arch', '?')}, "
+                  f"{environment.get('logical_cores', '?')} logical cores), ONNX Runtime "
+                  f"{environment.get('onnxruntime', '?')}.", ""]
+    for r in rows:
+        lat, settings = r.get("latency_ms") or {}, r.get("settings") or {}
+        parts.append(
+            f"- **{_name(r)}**: {lat.get('runs', '?')} timed runs after "
+            f"{settings.get('warmup', '?')} warm-up runs, provider(s) "
+            f"{', '.join(r.get('providers', []))}, nodes per provider "
+            f"{r.get('nodes_per_provider', {})}, {r.get('threads')} intra-op thread(s), "
+            f"batch {r.get('batch')}; session created in {_fmt(r.get('session_create_ms'), '.1f')}"
+            f" ms, first inference {_fmt(r.get('first_inference_ms'), '.2f')} ms.")
+        if r.get("warning"):
+            parts.append(f"  - warning: {r['warning']}")
+    return "\n".join(parts) + "\n"
 
 
 def tradeoff_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path | None:

@@ -1,36 +1,48 @@
 """Benchmark ONNX models: latency, accuracy, memory and size, on the provider asked for.
 
 :func:`bench` takes one or more model paths and a :class:`BenchConfig`. Models are timed
-interleaved (A B A B ...), in blocks, so a machine that drifts (thermal throttling, another
-process) favours none of them. Each result is a plain dict, the JSON that
-``edgepack bench --json`` writes.
+interleaved (A B, then B A, in blocks), so a machine that drifts (thermal throttling,
+another process) favours none of them. Each result is a plain dict, the JSON that
+``edgepack bench --json`` writes; :data:`RESULT_KEYS` are the keys other tools rely on.
+
+Example::
+
+    >>> results = bench(["small.onnx", "small.int8.onnx"], BenchConfig(threads=1))
+    >>> results[1]["latency_ms"]["p50"] / results[0]["latency_ms"]["p50"]   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import gc
-import json
+import difflib
 import os
-import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-from bench.inputs import batches, check_feeds, generate_inputs, load_npz
-from bench.latency import LatencyStats, NOISY_SPREAD
-from bench.session import GRAPH_OPTIMIZATION_LEVELS, SessionOptions, make_session, provider_name
-from export.onnx_checks import load_onnx_header, model_size_bytes, parameter_count
+from bench.inputs import (batches, check_feeds, generate_inputs,
+                          load_npz, timing_feeds, token_vocab_sizes)
+from bench.latency import NOISY_SPREAD, RunTimer, warm_up
+from bench.memory import GpuMemory, PeakRSS, rss_mb
+from bench.session import (SessionOptions, first_line, make_session, nodes_per_provider,
+                           provider_name, require_provider)
+from export.onnx_checks import check_onnx_file, model_size_bytes, parameter_count
+
+RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
+               "size_bytes", "params", "accuracy", "nodes_per_provider", "memory_mb")
 
 PROFILES = {
-    # One core, no busy-waiting: how a phone or a small ARM board runs a model in the background.
+    # One core, no busy-waiting: a phone or a small ARM board running a model in the background.
     "edge": {"threads": 1, "inter_op_threads": 1, "spin_wait": False, "sequential": True},
-    # Lowest latency on a dedicated core set: spinning threads answer faster.
+    # Two cores, no busy-waiting: a small board given a pair of cores.
+    "edge-2cores": {"threads": 2, "inter_op_threads": 1, "spin_wait": False, "sequential": True},
+    # Lowest latency on a dedicated machine: all cores, spinning threads answer faster.
     "server": {"threads": 0, "inter_op_threads": 0, "spin_wait": True, "sequential": True},
 }
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+EVAL_BATCH = 64  # rows per run when evaluating accuracy on a model with a free batch size
 
 
 @dataclass
@@ -38,26 +50,25 @@ class BenchConfig:
     """What to measure and how. Defaults are quick; raise the minimums for papers."""
 
     provider: str = "cpu"
-    threads: int = 1
+    threads: int = 1                  # intra-op threads; 0 lets ONNX Runtime choose
     inter_op_threads: int = 1
-    sequential: bool = True
-    spin_wait: bool = True
-    graph_optimization: str = "all"
-    no_cpu_fallback: bool = False
+    sequential: bool = True           # ORT_SEQUENTIAL (False: ORT_PARALLEL)
+    spin_wait: bool = True            # threads busy-wait between ops; off saves power
+    graph_optimization: str = "all"   # disable | basic | extended | all
+    no_cpu_fallback: bool = False     # fail rather than run unsupported nodes on the CPU
     batch: int = 1
     warmup: int = 10
     min_runs: int = 50
     min_time_s: float = 0.5
     max_runs: int = 100_000
-    block_runs: int = 10
+    block_runs: int = 10              # runs per model per turn of the interleaving
     shapes: dict = field(default_factory=dict)   # {"input_ids": [1, 128]}
-    io_binding: bool = True                      # on CUDA, time without host copies
+    io_binding: bool = True           # on CUDA, inputs/outputs stay on the GPU while timed
 
     def __post_init__(self):
-        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(f"bench.graph_optimization={self.graph_optimization!r} is not "
-                             f"valid; expected one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
-        for name in ("threads", "inter_op_threads", "warmup"):
+        provider_name(self.provider)  # unknown names fail here, with a suggestion
+        self.session_options()        # checks threads and graph_optimization
+        for name in ("warmup",):
             if getattr(self, name) < 0:
                 raise ValueError(f"bench.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch", "min_runs", "block_runs", "max_runs"):
@@ -65,12 +76,19 @@ class BenchConfig:
                 raise ValueError(f"bench.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_time_s < 0:
             raise ValueError(f"bench.min_time_s must be >= 0, got {self.min_time_s}")
+        for name, dims in self.shapes.items():
+            if not dims or not all(isinstance(d, int) and d >= 1 for d in dims):
+                raise ValueError(f"bench.shapes[{name!r}]={dims!r} is not valid; expected a "
+                                 "list of positive integers, e.g. [1, 128]")
 
     @classmethod
     def with_profile(cls, profile: str, **overrides) -> "BenchConfig":
+        """A config from a named profile (:data:`PROFILES`); ``overrides`` win."""
         if profile not in PROFILES:
+            close = difflib.get_close_matches(profile, list(PROFILES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown bench profile {profile!r}; expected one of "
-                             f"{', '.join(PROFILES)}")
+                             f"{', '.join(PROFILES)}{hint}")
         return cls(**{**PROFILES[profile], **overrides})
 
     def session_options(self) -> SessionOptions:
@@ -83,111 +101,128 @@ class BenchConfig:
         return asdict(self)
 
 
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+def _run_failure(path: Path, feeds: dict, exc: Exception, what: str) -> ValueError:
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+    return ValueError(f"ONNX Runtime could not {what} {path} with inputs {shapes}: "
+                      f"{first_line(exc)} (set symbolic dimensions with --shape NAME=D1,D2)")
 
 
-class _Timed:
-    """One model under test: its session, feeds, runner and samples."""
+class ModelUnderTest:
+    """One model being benchmarked: its session, timing feeds, runner, timer and memory.
 
-    def __init__(self, path: Path, config: BenchConfig, data: dict | None):
-        self.path = path
-        self.config = config
-        gc.collect()
-        self.rss_before = _rss_mb()
+    Creating one does everything before the timed runs, inside a memory window that belongs
+    to this model alone: session creation, one first inference, warm-up.
+    """
+
+    def __init__(self, path: Path, config: BenchConfig, data: dict | None, source: str):
+        self.path, self.config = path, config
+        self.header = check_onnx_file(path)  # before the clock and the memory window
+        full = provider_name(config.provider)
+        self.gpu = GpuMemory.open() if full in GPU_PROVIDERS else None
+        with PeakRSS() as self.host_memory:
+            if self.gpu is not None:
+                self.gpu.start()
+            t0 = time.perf_counter()
+            self.session = make_session(path, config.session_options(), check_file=False)
+            self.session_create_ms = (time.perf_counter() - t0) * 1e3
+            self.eval_feeds = check_feeds(self.session, data, source) if data else None
+            self.feeds = self._timing_feeds()
+            self.run = self._make_runner()
+            self.first_inference_ms = self._first_inference()
+            warm_up(self.run, config.warmup)
+        self.rss_after_warmup = rss_mb()
+        if self.gpu is not None:
+            self.gpu.sample()
+        self.timer = RunTimer(self.run, config.min_runs, config.min_time_s, config.max_runs)
+
+    def _timing_feeds(self) -> dict:
+        if self.eval_feeds is not None:
+            return timing_feeds(self.eval_feeds, self.config.batch)
+        return generate_inputs(self.session, self.config.batch, self.config.shapes,
+                               vocab_sizes=token_vocab_sizes(self.header))
+
+    def _first_inference(self) -> float:
         t0 = time.perf_counter()
-        self.session = make_session(path, config.session_options())
-        self.session_create_ms = (time.perf_counter() - t0) * 1e3
-        if data is not None:
-            feeds = check_feeds(self.session, data, "evaluation data")
-            self.feeds = {k: v[: config.batch] for k, v in feeds.items()}
-        else:
-            self.feeds = generate_inputs(self.session, config.batch, config.shapes)
-        self.run = self._make_runner()
-        t0 = time.perf_counter()
-        self.run()
-        self.first_inference_ms = (time.perf_counter() - t0) * 1e3
-        for _ in range(config.warmup):
+        try:
             self.run()
-        self.samples: list[float] = []
-        self.elapsed_ns = 0
+        except Exception as exc:  # ONNX Runtime's own error types are not ValueErrors
+            raise _run_failure(self.path, self.feeds, exc, "run") from exc
+        return (time.perf_counter() - t0) * 1e3
 
     def _make_runner(self):
         """A no-argument call doing one inference; on CUDA with IO binding, no host copies."""
-        full = self.session.get_providers()[0]
-        if full == "CUDAExecutionProvider" and self.config.io_binding:
-            import onnxruntime as ort
+        session, feeds = self.session, self.feeds
+        self.io_binding = (session.get_providers()[0] == "CUDAExecutionProvider"
+                           and self.config.io_binding)
+        if self.io_binding:
+            return self._bound_runner()
+        run = session.run
+        return lambda: run(None, feeds)
 
-            binding = self.session.io_binding()
-            for name, value in self.feeds.items():
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
-            for out in self.session.get_outputs():
-                binding.bind_output(out.name, "cuda", 0)
+    def _bound_runner(self):
+        """Inputs copied to the GPU once and outputs left there, so timing excludes copies."""
+        import onnxruntime as ort
 
-            def run():
-                binding.synchronize_inputs()
-                self.session.run_with_iobinding(binding)
-                binding.synchronize_outputs()
-            return run
-        feeds = self.feeds
-        session = self.session
-        return lambda: session.run(None, feeds)
+        session, binding = self.session, self.session.io_binding()
+        for name, value in self.feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        for out in session.get_outputs():
+            binding.bind_output(out.name, "cuda", 0)
 
-    def time_block(self, runs: int) -> None:
-        clock = time.perf_counter_ns
-        for _ in range(runs):
-            t0 = clock()
-            self.run()
-            t1 = clock()
-            self.samples.append((t1 - t0) / 1e6)
-            self.elapsed_ns += t1 - t0
+        def run():
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # the GPU has finished before the clock stops
+        return run
 
-    def done(self) -> bool:
-        c = self.config
-        return len(self.samples) >= c.max_runs or (
-            len(self.samples) >= c.min_runs and self.elapsed_ns >= c.min_time_s * 1e9)
-
-
-def node_assignment(path: Path, config: BenchConfig, feeds: dict) -> dict[str, int]:
-    """How many graph nodes each execution provider ran, read from one profiled run."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.enable_profiling = True
-    with tempfile.TemporaryDirectory() as tmp:
-        so.profile_file_prefix = str(Path(tmp) / "profile")
-        full = provider_name(config.provider)
-        providers = [full] if full == "CPUExecutionProvider" else [full, "CPUExecutionProvider"]
-        session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        session.run(None, feeds)
-        profile = session.end_profiling()
-        events = json.loads(Path(profile).read_text())
-    nodes: dict[str, str] = {}
-    for event in events:
-        args = event.get("args", {})
-        if event.get("cat") == "Node" and "provider" in args:
-            nodes[event["name"].rsplit("_kernel_time", 1)[0]] = args["provider"]
-    return dict(Counter(nodes.values()))
+    def memory_mb(self) -> dict:
+        memory = {"rss_before": self.host_memory.before_mb, "rss_after": self.rss_after_warmup,
+                  "session": max(0.0, self.rss_after_warmup - self.host_memory.before_mb),
+                  "peak": max(self.host_memory.delta_mb,
+                              self.rss_after_warmup - self.host_memory.before_mb),
+                  "method": self.host_memory.method}
+        if provider_name(self.config.provider) in GPU_PROVIDERS:
+            if self.gpu is None:
+                memory["gpu_peak"] = None
+                memory["gpu_method"] = "unavailable: the NVIDIA driver library (NVML) was not found"
+            else:
+                memory["gpu_peak"] = self.gpu.sample()
+                memory["gpu_method"] = self.gpu.method
+        return memory
 
 
-def evaluate_accuracy(session, feeds: dict, labels: np.ndarray, batch: int) -> float:
-    """Top-1 accuracy of the first output over all rows, run in batches."""
-    correct = 0
-    for start, stop, chunk in batches(feeds, batch):
-        logits = session.run(None, chunk)[0]
-        correct += int((logits.reshape(stop - start, -1).argmax(1) == labels[start:stop]).sum())
-    return correct / len(labels)
+def _input_is_fixed_batch(session) -> int | None:
+    dims = [i.shape[0] for i in session.get_inputs() if i.shape]
+    fixed = [d for d in dims if isinstance(d, int) and d > 0]
+    return fixed[0] if fixed else None
 
 
-def evaluate_reference(session, feeds: dict, reference: np.ndarray, batch: int) -> dict:
-    """Errors against reference outputs: max/mean absolute error, mean cosine similarity."""
-    outs = [session.run(None, chunk)[0] for _, _, chunk in batches(feeds, batch)]
-    actual = np.concatenate(outs).astype(np.float64).reshape(len(reference), -1)
+def first_outputs(model: ModelUnderTest, batch: int) -> np.ndarray:
+    """The first output for every row of the evaluation data, run in batches."""
+    fixed = _input_is_fixed_batch(model.session)
+    size = fixed or batch
+    outs = []
+    for start, stop, chunk in batches(model.eval_feeds, size, fixed=fixed is not None):
+        try:
+            out = model.session.run(None, chunk)[0]
+        except Exception as exc:
+            raise _run_failure(model.path, chunk, exc, "evaluate") from exc
+        outs.append(np.asarray(out)[: stop - start])
+    return np.concatenate(outs)
+
+
+def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose largest output is the label."""
+    logits = outputs.reshape(len(labels), -1)
+    return float((logits.argmax(1) == labels).mean())
+
+
+def reference_errors(outputs: np.ndarray, reference: np.ndarray) -> dict:
+    """Max/mean absolute error and mean cosine similarity against reference outputs."""
+    actual = outputs.astype(np.float64).reshape(len(outputs), -1)
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     if actual.shape != ref.shape:
         raise ValueError(f"reference outputs have shape {list(reference.shape)}; the model "
-                         f"gives {list(actual.shape)}")
+                         f"gives {list(outputs.shape)}")
     diff = np.abs(actual - ref)
     cos = (actual * ref).sum(1) / np.maximum(
         np.linalg.norm(actual, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
@@ -195,35 +230,44 @@ def evaluate_reference(session, feeds: dict, reference: np.ndarray, batch: int) 
             "mean_cosine": float(cos.mean())}
 
 
-def _result(timed: _Timed, config: BenchConfig, data: dict | None) -> dict:
-    stats = LatencyStats.from_samples(timed.samples)
-    header = load_onnx_header(timed.path)
+def _quality(model: ModelUnderTest, data: dict) -> dict:
+    if model.eval_feeds is None or not ({"labels", "reference"} & set(data)):
+        return {}
+    outputs = first_outputs(model, max(model.config.batch, EVAL_BATCH))
+    quality: dict = {"eval_rows": int(len(outputs))}
+    if "labels" in data:
+        quality["accuracy"] = top1_accuracy(outputs, data["labels"])
+    if "reference" in data:
+        quality["reference"] = reference_errors(outputs, data["reference"])
+    return quality
+
+
+def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> dict:
+    stats = model.timer.stats()
+    providers = model.session.get_providers()
     result = {
-        "model": str(timed.path),
-        "provider": timed.session.get_providers()[0],
-        "providers": timed.session.get_providers(),
+        "model": str(model.path),
+        "provider": providers[0],
+        "providers": providers,
         "threads": config.threads,
+        "inter_op_threads": config.inter_op_threads,
         "batch": config.batch,
+        "input_shapes": {k: list(v.shape) for k, v in model.feeds.items()},
         "latency_ms": stats.to_dict(),
         "noisy": stats.noisy,
-        "session_create_ms": timed.session_create_ms,
-        "first_inference_ms": timed.first_inference_ms,
-        "size_bytes": model_size_bytes(timed.path),
-        "params": parameter_count(header),
-        "memory_mb": {"rss_before": timed.rss_before, "rss_after": _rss_mb(),
-                      "session": max(0.0, _rss_mb() - timed.rss_before)},
-        "nodes_per_provider": node_assignment(timed.path, config, timed.feeds),
+        "session_create_ms": model.session_create_ms,
+        "first_inference_ms": model.first_inference_ms,
+        "size_bytes": model_size_bytes(model.path),
+        "params": parameter_count(model.header),
+        "memory_mb": model.memory_mb(),
+        "nodes_per_provider": nodes_per_provider(model.session, model.path,
+                                                 config.session_options(), model.feeds),
+        "io_binding": model.io_binding,
+        "settings": {k: v for k, v in config.to_dict().items() if k != "shapes"},
     }
     if config.batch > 1:
-        result["throughput_per_s"] = config.batch * 1e3 / stats.p50
-    if data is not None:
-        feeds = check_feeds(timed.session, data, "evaluation data")
-        if "labels" in data:
-            result["accuracy"] = evaluate_accuracy(timed.session, feeds, data["labels"],
-                                                   max(config.batch, 64))
-        if "reference" in data:
-            result["reference"] = evaluate_reference(timed.session, feeds, data["reference"],
-                                                     max(config.batch, 16))
+        result["throughput_per_s"] = config.batch * 1e3 / stats.mean
+    result.update(_quality(model, data or {}))
     if stats.noisy:
         result["warning"] = (f"latency spread (IQR/median) {stats.spread:.0%} is above "
                              f"{NOISY_SPREAD:.0%}: the machine is noisy; close other work "
@@ -231,18 +275,66 @@ def _result(timed: _Timed, config: BenchConfig, data: dict | None) -> dict:
     return result
 
 
+@lru_cache(maxsize=1)
+def start_onnxruntime() -> None:
+    """Create ONNX Runtime's process-wide environment with a one-node model, once.
+
+    The first session in a process also pays for that environment (threads, allocators);
+    paying it here keeps the first model's session time and memory comparable with the rest.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "start",
+                              [value], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=so,
+                                   providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros(1, np.float32)})
+
+
+def _paths(models) -> list[Path]:
+    items = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    if not items:
+        raise ValueError("no model to benchmark; give at least one .onnx file")
+    return [Path(m) for m in items]
+
+
+def time_interleaved(models: list[ModelUnderTest], block_runs: int) -> None:
+    """Time the models in turns (A B, B A, ...) until every one has met its minimums.
+
+    A model that is done keeps running while others are not, so every model is timed under
+    the same conditions; the order flips each turn so neither goes first every time.
+    """
+    order = list(models)
+    while not all(m.timer.done() for m in models):
+        for model in order:
+            if len(model.timer.samples_ns) < model.timer.max_runs:
+                model.timer.time_block(block_runs)
+        order.reverse()
+
+
 def bench(models, config: BenchConfig | None = None, data=None) -> list[dict]:
-    """Benchmark each model (interleaved); ``data`` is a dict of arrays or an ``.npz`` path."""
+    """Benchmark each model, timed interleaved; one result dict per model, in order.
+
+    ``data`` is None (inputs generated from the declared types), a dict of arrays, or an
+    ``.npz`` path: one array per model input, plus ``labels`` (top-1 accuracy) or
+    ``reference`` (expected first outputs: errors and cosine similarity).
+    """
     config = config or BenchConfig()
-    paths = [Path(m) for m in ([models] if isinstance(models, (str, os.PathLike)) else models)]
-    if not paths:
-        raise ValueError("no model to benchmark")
+    require_provider(config.provider)  # before any model is read: fail fast, by name
+    paths = _paths(models)
+    source = "evaluation data"
     if isinstance(data, (str, os.PathLike)):
+        source = f"data file {data}"
         data = load_npz(data)
-    timed = [_Timed(p, config, data) for p in paths]
-    # Every model keeps running until all are done, so all share the same conditions.
-    while not all(t.done() for t in timed):
-        for t in timed:
-            if len(t.samples) < config.max_runs:
-                t.time_block(config.block_runs)
-    return [_result(t, config, data) for t in timed]
+    if data is not None and config.shapes:
+        raise ValueError("--shape fixes generated inputs; with --data the data's own shapes "
+                         "are used, so give one or the other")
+    start_onnxruntime()
+    under_test = [ModelUnderTest(p, config, data, source) for p in paths]
+    time_interleaved(under_test, config.block_runs)
+    return [_result(m, config, data) for m in under_test]

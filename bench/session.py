@@ -8,7 +8,10 @@ Asking for CUDA on a machine without it must be an error, never a silent CPU run
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +48,22 @@ class SessionOptions:
     graph_optimization: str = "all"
     no_cpu_fallback: bool = False    # session.disable_cpu_ep_fallback
 
+    def __post_init__(self):
+        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+            close = difflib.get_close_matches(str(self.graph_optimization),
+                                              GRAPH_OPTIMIZATION_LEVELS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"graph_optimization={self.graph_optimization!r} is not valid; "
+                             f"expected one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}{hint}")
+        if self.no_cpu_fallback and provider_name(self.provider) == "CPUExecutionProvider":
+            raise ValueError("no_cpu_fallback forbids running nodes on the CPU as a fallback "
+                             "from another provider; it needs a provider other than cpu")
+        for name in ("threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0: ONNX Runtime decides), "
+                                 f"got {value!r}")
+
 
 def provider_name(name: str) -> str:
     """Map 'cpu'/'cuda'/... to ONNX Runtime's provider name; full names pass through."""
@@ -55,8 +74,11 @@ def provider_name(name: str) -> str:
     known = set(ort.get_all_providers()) if hasattr(ort, "get_all_providers") else set()
     if name in known or name.endswith("ExecutionProvider"):
         if known and name not in known:
-            raise ProviderError(f"unknown execution provider {name!r}; ONNX Runtime knows "
-                                f"{', '.join(sorted(known))}")
+            by_lower = {k.lower(): k for k in known}
+            close = difflib.get_close_matches(name.lower(), sorted(by_lower), n=1)
+            hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+            raise ProviderError(f"unknown execution provider {name!r}{hint}; ONNX Runtime "
+                                f"knows {', '.join(sorted(known))}")
         return name
     close = difflib.get_close_matches(name.lower(), list(PROVIDER_ALIASES), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -79,16 +101,20 @@ def _missing_provider_message(full: str, available: list[str]) -> str:
             f"{', '.join(available)}){hint}")
 
 
-def make_session(path: str | os.PathLike, options: SessionOptions | None = None):
-    """Create an InferenceSession on exactly the requested provider; check the file first."""
+def require_provider(name: str) -> str:
+    """The full provider name, if this ONNX Runtime can use it; else :class:`ProviderError`."""
     import onnxruntime as ort
 
-    options = options or SessionOptions()
-    full = provider_name(options.provider)
+    full = provider_name(name)
     available = ort.get_available_providers()
     if full not in available:
         raise ProviderError(_missing_provider_message(full, available))
-    check_onnx_file(path)
+    return full
+
+
+def _ort_session_options(options: SessionOptions, profile_dir: str | None = None):
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = max(0, options.threads)
@@ -105,12 +131,80 @@ def make_session(path: str | os.PathLike, options: SessionOptions | None = None)
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if options.no_cpu_fallback:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    providers = [full] if full == "CPUExecutionProvider" else [full, "CPUExecutionProvider"]
+    so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if profile_dir is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(profile_dir) / "profile")
+    return so
+
+
+def make_session(path: str | os.PathLike, options: SessionOptions | None = None,
+                 profile_dir: str | None = None, check_file: bool = True):
+    """Create an InferenceSession on exactly the requested provider; check the file first.
+
+    ``check_file=False`` only for a caller that has just run
+    :func:`export.onnx_checks.check_onnx_file` itself (to keep that out of a timing).
+
+    CPU is listed after a non-CPU provider (it runs the nodes that provider cannot) unless
+    ``no_cpu_fallback`` is set, in which case ONNX Runtime refuses such a model instead.
+    """
+    import onnxruntime as ort
+
+    options = options or SessionOptions()
+    full = require_provider(options.provider)
+    if check_file:
+        check_onnx_file(path)
+    so = _ort_session_options(options, profile_dir)
+    # Listing the CPU after another provider lets it take the nodes that provider cannot
+    # run; with no_cpu_fallback ONNX Runtime must refuse such a model instead.
+    alone = full == "CPUExecutionProvider" or options.no_cpu_fallback
+    providers = [full] if alone else [full, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(Path(path)), sess_options=so, providers=providers)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"ONNX Runtime could not load {path} on {full}: {first}") from exc
+        raise ValueError(f"ONNX Runtime could not load {path} on {full}: "
+                         f"{first_line(exc)}") from exc
     if full not in session.get_providers():
         raise ProviderError(_missing_provider_message(full, session.get_providers()))
     return session
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without ONNX Runtime's status prefix."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(" : ", 2)[-1] if line.startswith("[ONNXRuntimeError]") else line
+
+
+def nodes_per_provider(session, path: str | os.PathLike | None = None,
+                       options: SessionOptions | None = None, feeds: dict | None = None
+                       ) -> dict[str, int]:
+    """How many nodes of the optimized graph each execution provider was assigned.
+
+    Read from the session itself (``get_provider_graph_assignment_info``, recorded because
+    :func:`make_session` turns it on). ONNX Runtime releases without that API get the count
+    from one profiled run of a twin session (same options), which needs ``path``,
+    ``options`` and ``feeds``.
+    """
+    if hasattr(session, "get_provider_graph_assignment_info"):
+        counts: Counter = Counter()
+        for subgraph in session.get_provider_graph_assignment_info():
+            counts[subgraph.ep_name] += len(subgraph.get_nodes())
+        if counts:
+            return dict(counts)
+    if path is None or feeds is None:
+        return {}
+    return _profiled_node_counts(path, options or SessionOptions(), feeds)
+
+
+def _profiled_node_counts(path, options: SessionOptions, feeds: dict) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = make_session(path, options, profile_dir=tmp)
+        twin.run(None, feeds)
+        events = json.loads(Path(twin.end_profiling()).read_text())
+    nodes: dict[str, str] = {}
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and "provider" in args:
+            nodes[event["name"].rsplit("_kernel_time", 1)[0]] = args["provider"]
+    return dict(Counter(nodes.values()))
