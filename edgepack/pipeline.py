@@ -38,7 +38,8 @@ from bench.runner import BenchConfig, bench
 from bench.session import ProviderError, provider_name
 from compress.distill import DistillConfig, collect, distill
 from compress.prune import PruneConfig, count_params, prune
-from compress.quantize import QuantizationCheckError, QuantizeConfig, count_ops, quantize
+from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,
+                               speed_gate_cause)
 from compress.stage import StageConfig
 from edgepack.recipe import BenchSpec, Recipe, check_stage_order, to_toml
 from export.files import (atomic_write_json, atomic_write_text, check_output_dir,
@@ -202,8 +203,14 @@ def run_export(ctx: PipelineContext, config: ExportConfig, source: Artifact, fol
 
 
 def run_quantize(ctx: PipelineContext, config: QuantizeConfig, source: Artifact, folder: Path):
+    search = {}
+    if config.accuracy_aware:
+        # Prefer a validation split for choosing float nodes, so the evaluation set that
+        # judges the stage is not the one the nodes were chosen on.
+        search = {"evaluation": ctx.data.get("validation") or ctx.data["evaluation"],
+                  "tolerance": _stage_tolerance(ctx, config)}
     result = quantize(source.onnx_path, config, folder / "model.onnx",
-                      calibration=ctx.data.get("calibration"))
+                      calibration=ctx.data.get("calibration"), **search)
     return result.artifact, result.record
 
 
@@ -225,10 +232,7 @@ def _expects_speedup(config: StageConfig) -> bool:
 def _slow_cause(config: StageConfig, candidate: Path) -> str:
     """The likely reason a compressed model is not faster."""
     if isinstance(config, QuantizeConfig):
-        ops = count_ops(candidate)
-        qdq = ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0)
-        return (f"likely cause: {qdq} QuantizeLinear/DequantizeLinear nodes; on a model this "
-                "small their overhead outweighs faster int8 kernels, or ops were left in float")
+        return speed_gate_cause(candidate)
     return "likely cause: the model is too small for fewer channels to matter, or the " \
            "runtime's fixed per-call overhead dominates"
 
