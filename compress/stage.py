@@ -118,21 +118,28 @@ class StageConfig:
     def from_dict(cls, data: dict, where: str = "") -> "StageConfig":
         """Build a config from a dict, rejecting unknown keys and wrong types by name."""
         owner = where or cls.kind or cls.__name__
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        kwargs = {}
-        for key, value in data.items():
-            if key == "kind":
-                continue
-            if key not in names:
-                raise ValueError(f"{owner}: unknown key {key!r}{did_you_mean(key, names)}; "
-                                 f"valid keys: {', '.join(names)}")
-            if not value_fits(value, hints[key]):
-                raise ValueError(f"{owner}.{key} must be {type_label(hints[key])}, "
-                                 f"got {value!r}")
-            if isinstance(value, list):
-                value = tuple(value)
-            if hints[key] is float and isinstance(value, int):
-                value = float(value)
-            kwargs[key] = value
-        return cls(**kwargs)  # type: ignore[call-arg]
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        return cls(**checked_fields(cls, fields, owner))  # type: ignore[call-arg]
+
+
+def checked_fields(cls, data: dict, owner: str) -> dict:
+    """Keyword arguments for dataclass ``cls`` from plain data, every key and type checked.
+
+    Unknown keys get a "did you mean"; a value of the wrong type names the expected one;
+    lists become tuples and integers given for float fields become floats.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ValueError(f"{owner}: unknown key {key!r}{did_you_mean(key, names)}; "
+                             f"valid keys: {', '.join(names)}")
+        if not value_fits(value, hints[key]):
+            raise ValueError(f"{owner}.{key} must be {type_label(hints[key])}, got {value!r}")
+        if isinstance(value, list):
+            value = tuple(value)
+        if hints[key] is float and isinstance(value, int):
+            value = float(value)
+        kwargs[key] = value
+    return kwargs

@@ -13,7 +13,6 @@ import dataclasses
 import importlib
 import json
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig
-from compress.stage import StageConfig, did_you_mean, type_label, value_fits
+from compress.stage import StageConfig, checked_fields, did_you_mean
 from export.torch_export import ExportConfig
 
 try:
@@ -95,18 +94,7 @@ def _table(owner: str, cls, data: Any):
     """Build a small spec dataclass from a TOML table, checking keys and types."""
     if not isinstance(data, dict):
         raise ValueError(f"recipe [{owner}] must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ValueError(f"recipe [{owner}]: unknown key {key!r}{did_you_mean(key, names)};"
-                             f" valid keys: {', '.join(names)}")
-        if not value_fits(value, hints[key]):
-            raise ValueError(f"recipe [{owner}].{key} must be {type_label(hints[key])}, "
-                             f"got {value!r}")
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+    return cls(**checked_fields(cls, data, f"recipe [{owner}]"))
 
 
 def stage_from_dict(index: int, data: Any) -> StageConfig:
