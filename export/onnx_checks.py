@@ -23,6 +23,11 @@ def _external_tensors(model: onnx.ModelProto):
             yield tensor
 
 
+def external_tensor_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the tensors whose data lives in a file beside the model."""
+    return [tensor.name for tensor in _external_tensors(model)]
+
+
 def resolve_inside(base: Path, location: str) -> Path:
     """Resolve ``location`` relative to ``base``, refusing any escape from ``base``.
 

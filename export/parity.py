@@ -28,12 +28,14 @@ class OutputParity:
     max_abs: float
     max_rel: float
     ok: bool
+    label: str = ""  # the case, e.g. "batch 8, axis 1 = 5"; "batch N" when empty
 
     def line(self) -> str:
         mark = "\u2713" if self.ok else "\u2717"
+        case = self.label or f"batch {self.batch}"
         if not self.shape_ok:
-            return f"  {mark} {self.name} (batch {self.batch}): shape mismatch"
-        return (f"  {mark} {self.name} (batch {self.batch}): max abs err {self.max_abs:.2e}, "
+            return f"  {mark} {self.name} ({case}): shape mismatch"
+        return (f"  {mark} {self.name} ({case}): max abs err {self.max_abs:.2e}, "
                 f"max rel err {self.max_rel:.2e}")
 
     def to_dict(self) -> dict:
@@ -41,21 +43,21 @@ class OutputParity:
 
 
 def compare_outputs(name: str, batch: int, expected: np.ndarray, actual: np.ndarray,
-                    atol: float, rtol: float) -> OutputParity:
+                    atol: float, rtol: float, label: str = "") -> OutputParity:
     """Compare one output with ``|a - e| <= atol + rtol * |e|`` elementwise."""
     expected = np.asarray(expected)
     actual = np.asarray(actual)
     if expected.shape != actual.shape:
-        return OutputParity(name, batch, False, float("inf"), float("inf"), False)
+        return OutputParity(name, batch, False, float("inf"), float("inf"), False, label)
     if expected.size == 0:
-        return OutputParity(name, batch, True, 0.0, 0.0, True)
+        return OutputParity(name, batch, True, 0.0, 0.0, True, label)
     exp64 = expected.astype(np.float64)
     diff = np.abs(actual.astype(np.float64) - exp64)
     finite = bool(np.isfinite(actual).all())
     max_abs = float(diff.max()) if finite else float("inf")
     max_rel = float((diff / np.maximum(np.abs(exp64), 1e-12)).max()) if finite else float("inf")
     ok = finite and bool((diff <= atol + rtol * np.abs(exp64)).all())
-    return OutputParity(name, batch, True, max_abs, max_rel, ok)
+    return OutputParity(name, batch, True, max_abs, max_rel, ok, label)
 
 
 def parity_summary(results: list[OutputParity], atol: float, rtol: float) -> dict:
@@ -68,3 +70,54 @@ def parity_summary(results: list[OutputParity], atol: float, rtol: float) -> dic
         "max_rel": max((r.max_rel for r in results), default=0.0),
         "outputs": [r.to_dict() for r in results],
     }
+
+
+ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                 "tensor(double)": np.float64, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+                 "tensor(bool)": np.bool_}
+
+
+def random_feeds(session, batch: int, seed: int = 0, other_dims: int = 8) -> dict[str, np.ndarray]:
+    """Inputs for every model input of an ONNX Runtime session, for a parity check.
+
+    The first symbolic axis is the batch; other symbolic axes get ``other_dims``. Floats
+    are standard normal; integers are 0 or 1, valid as token ids and as attention masks.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        dtype = ONNX_TO_NUMPY.get(inp.type)
+        if dtype is None:
+            raise ValueError(f"input {inp.name!r} has type {inp.type}, which parity checks "
+                             f"cannot generate; expected one of {', '.join(ONNX_TO_NUMPY)}")
+        shape = [d if isinstance(d, int) and d > 0 else (batch if axis == 0 else other_dims)
+                 for axis, d in enumerate(inp.shape)]
+        if np.issubdtype(dtype, np.floating):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+    return feeds
+
+
+def compare_sessions(reference, candidate, feeds_list, atol: float, rtol: float) -> dict:
+    """Run two ONNX Runtime sessions on the same feeds; compare every output by name.
+
+    ``feeds_list`` holds one feed dict per case (e.g. two batch sizes). The summary has a
+    ``lines`` entry with one check or cross line per output and case.
+    """
+    names = [o.name for o in reference.get_outputs()]
+    results = []
+    for feeds in feeds_list:
+        batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+        expected = reference.run(None, feeds)
+        actual = dict(zip([o.name for o in candidate.get_outputs()], candidate.run(None, feeds)))
+        for name, exp in zip(names, expected):
+            if name not in actual:
+                results.append(OutputParity(name, batch, False, float("inf"), float("inf"),
+                                            False, f"batch {batch}, output missing"))
+                continue
+            results.append(compare_outputs(name, batch, exp, actual[name], atol, rtol))
+    summary = parity_summary(results, atol, rtol)
+    summary["lines"] = [r.line() for r in results]
+    return summary

@@ -2,9 +2,15 @@
 
 :func:`export_onnx` puts the model in eval mode, exports it (the dynamo exporter by default,
 the TorchScript exporter when asked for), checks the file, and then runs the same held-out
-inputs through torch and ONNX Runtime at two batch sizes. Every output gets a line with its
-errors; beyond the tolerance a :class:`~export.parity.ParityError` is raised (exit code 1)
-unless ``fail_on_mismatch`` is off. The parity numbers go into the stage record.
+inputs through torch and ONNX Runtime at two batch sizes (and at a second length of every
+extra dynamic axis, such as a sequence). Every output gets a line with its errors; beyond
+the tolerance a :class:`~export.parity.ParityError` is raised (exit code 1) and the model is
+not put in place, unless ``fail_on_mismatch`` is off. The parity numbers go into the record.
+
+The export is written in a scratch folder beside the output and moved into place once it
+passed; weights too large for one protobuf file go to ``<model>.onnx.data`` beside it.
+An exporter failure becomes one :class:`ExportError` line naming the failing op or module
+and suggesting the other exporter.
 """
 
 from __future__ import annotations
@@ -13,24 +19,28 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from compress.stage import StageConfig, StageResult, check_choice
 from export.files import check_output_file
-from export.onnx_checks import check_onnx_file, model_size_bytes, parameter_count
+from export.onnx_checks import (check_onnx_file, external_tensor_names, model_size_bytes,
+                                parameter_count)
 from export.parity import ParityError, compare_outputs, parity_summary
 
 EXPORTERS = ("dynamo", "torchscript")
 TWO_GB = 2 * 1024**3
+# A protobuf file cannot exceed 2 GB; weights above ~90 % of that go to a data file.
+EXTERNAL_DATA_THRESHOLD = int(TWO_GB * 0.9)
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ExportError(RuntimeError):
@@ -41,7 +51,13 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportConfig(StageConfig):
-    """How to export: exporter, opset, dynamic batch, names and the parity tolerance."""
+    """How to export: exporter, opset, dynamic axes, names and the parity tolerance.
+
+    ``dynamic_axes`` lists extra input axes (besides the batch axis 0) whose size varies,
+    e.g. ``(1,)`` for a sequence length; the same axis of every input shares one size, as
+    token ids and their attention mask do. ``external_data_threshold`` is the weight size in
+    bytes above which the weights are written to ``<model>.onnx.data`` beside the model.
+    """
 
     kind = "export"
     exporter: str = "dynamo"
@@ -52,6 +68,8 @@ class ExportConfig(StageConfig):
     atol: float = 1e-4
     rtol: float = 1e-3
     fail_on_mismatch: bool = True
+    dynamic_axes: tuple[int, ...] = ()
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
 
     def __post_init__(self):
         check_choice("export", "exporter", self.exporter, EXPORTERS)
@@ -64,6 +82,14 @@ class ExportConfig(StageConfig):
             raise ValueError("export.atol and export.rtol must be >= 0")
         if not self.input_names or not self.output_names:
             raise ValueError("export.input_names and export.output_names must not be empty")
+        self.dynamic_axes = tuple(self.dynamic_axes)
+        if any(axis < 1 for axis in self.dynamic_axes) or \
+                len(set(self.dynamic_axes)) != len(self.dynamic_axes):
+            raise ValueError(f"export.dynamic_axes={list(self.dynamic_axes)} must be distinct "
+                             "axes >= 1 (axis 0 is the batch, set by dynamic_batch)")
+        if self.external_data_threshold < 0:
+            raise ValueError(f"export.external_data_threshold={self.external_data_threshold} "
+                             "must be >= 0 bytes")
 
 
 def _as_tuple(inputs) -> tuple[torch.Tensor, ...]:
@@ -72,23 +98,78 @@ def _as_tuple(inputs) -> tuple[torch.Tensor, ...]:
 
 def _at_batch(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
     """Inputs with ``batch`` rows, repeating rows when there are fewer."""
+    return tuple(_at_length(tensor, 0, batch) for tensor in inputs)
+
+
+def _at_length(tensor: torch.Tensor, axis: int, length: int) -> torch.Tensor:
+    """``tensor`` cut or tiled along ``axis`` to ``length``."""
+    reps = [1] * tensor.dim()
+    reps[axis] = -(-length // tensor.shape[axis])
+    return tensor.repeat(*reps).narrow(axis, 0, length)
+
+
+def _check_input_ranks(inputs: tuple[torch.Tensor, ...], config: ExportConfig) -> None:
+    names = list(config.input_names)
+    if len(names) != len(inputs):
+        raise ValueError(f"export.input_names has {len(names)} names but the model takes "
+                         f"{len(inputs)} inputs")
+    for name, tensor in zip(names, inputs):
+        too_high = [axis for axis in config.dynamic_axes if axis >= tensor.dim()]
+        if too_high:
+            raise ValueError(f"export.dynamic_axes={list(config.dynamic_axes)}: input {name!r} "
+                             f"has only {tensor.dim()} dims (shape {tuple(tensor.shape)})")
+
+
+def _trace_inputs(example: tuple[torch.Tensor, ...], config: ExportConfig) -> tuple:
+    """Example inputs with every dynamic axis at least 2 long.
+
+    torch.export specialises sizes 0 and 1: a batch-1 example would fix the batch axis to 1.
+    """
+    dynamic = ([0] if config.dynamic_batch else []) + list(config.dynamic_axes)
     out = []
-    for tensor in inputs:
-        reps = -(-batch // tensor.shape[0])
-        out.append(tensor.repeat(reps, *([1] * (tensor.dim() - 1)))[:batch])
+    for tensor in example:
+        for axis in dynamic:
+            if tensor.shape[axis] < 2:
+                tensor = _at_length(tensor, axis, 2)
+        out.append(tensor)
     return tuple(out)
 
 
 @contextlib.contextmanager
+def _native_output_discarded():
+    """Discard what C++ code writes to file descriptors 1 and 2 (the TorchScript exporter
+    logs its whole IR graph there on failure); Python-level output is handled separately."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no usable descriptors (an embedded interpreter): nothing to discard
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
 def _quiet_exporter():
-    """Silence the exporter's progress prints and warnings (they are not ours to show)."""
+    """Silence the exporter's progress prints and warnings (they are not ours to show;
+    a failure is reported by :func:`describe_export_failure`)."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
+                                              "torch.fx.experimental.symbolic_shapes",
                                               "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), _native_output_discarded():
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -96,78 +177,170 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-def _failing_part(exc: BaseException) -> str:
-    """The first informative line of an exporter error (names the op or module)."""
-    for line in str(exc).splitlines():
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a ``raise ... from`` chain (the exporter wraps it twice)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in ANSI_ESCAPE.sub("", str(exc)).splitlines():
         line = line.strip()
         if line and not line.startswith(("Traceback", "File ", "[torch.onnx]")):
-            return line[:300]
-    return type(exc).__name__
+            return line[:240]
+    return ""
 
 
-def _export_to(model: nn.Module, inputs: tuple, path: Path, config: ExportConfig,
-               large: bool) -> None:
-    """Write the ONNX file (and external data when ``large``) at ``path``."""
-    names = list(config.input_names)
-    if len(names) != len(inputs):
-        raise ValueError(f"export.input_names has {len(names)} names but the model takes "
-                         f"{len(inputs)} inputs")
+def _failing_code(exc: BaseException) -> tuple[str, int, str] | None:
+    """(file, line, source) of the user's code the exporter blamed, when it says so."""
+    text = ANSI_ESCAPE.sub("", "\n".join(str(e) for e in (exc, _root_cause(exc))))
+    found = re.findall(r'File "([^"]+)", line (\d+), in \w+(?:\n[ \t]+(\S[^\n]*))?', text)
+    if not found:
+        return None
+    filename, line, source = found[-1]
+    return filename, int(line), source.strip()
+
+
+def _module_at(model: nn.Module, filename: str, line: int) -> str:
+    """The name of the submodule whose ``forward`` holds ``filename:line``, or ''."""
+    for name, module in model.named_modules():
+        code = getattr(type(module).forward, "__code__", None)
+        if code is None or os.path.abspath(code.co_filename) != os.path.abspath(filename):
+            continue
+        lines = [ln for _, _, ln in code.co_lines() if ln is not None]
+        if lines and min(lines) <= line <= max(lines):
+            return f"{name or 'model'} ({type(module).__name__})"
+    return ""
+
+
+def describe_export_failure(model: nn.Module, exc: BaseException, exporter: str) -> str:
+    """One line: what failed (the op or module and the line of code) and what to try."""
+    cause = _root_cause(exc)
+    reason = _first_line(cause) or _first_line(exc) or type(exc).__name__
+    where = ""
+    code = _failing_code(exc)
+    if code is not None:
+        filename, line, source = code
+        module = _module_at(model, filename, line)
+        where = (f" in module {module}" if module else "") + \
+            f" at {os.path.basename(filename)}:{line}" + (f" `{source[:80]}`" if source else "")
+    other = "torchscript" if exporter == "dynamo" else "dynamo"
+    return (f"{exporter} export failed{where}: {type(cause).__name__}: {reason}; "
+            f"try the {other} exporter (exporter='{other}', --exporter {other})")
+
+
+def _dynamo_shapes(inputs: tuple, config: ExportConfig):
+    if not config.dynamic_batch and not config.dynamic_axes:
+        return None
+    dims = {axis: torch.export.Dim(f"axis{axis}", min=1, max=1 << 20)
+            for axis in config.dynamic_axes}
+    if config.dynamic_batch:
+        dims[0] = torch.export.Dim("batch", min=1, max=1 << 16)
+    return tuple(dict(dims) for _ in inputs)
+
+
+def _torchscript_axes(config: ExportConfig):
+    if not config.dynamic_batch and not config.dynamic_axes:
+        return None
+    input_axes = {axis: f"axis{axis}" for axis in config.dynamic_axes}
+    if config.dynamic_batch:
+        input_axes[0] = "batch"
+    axes = {name: dict(input_axes) for name in config.input_names}
+    if config.dynamic_batch:
+        axes.update({name: {0: "batch"} for name in config.output_names})
+    return axes
+
+
+def _export_to(model: nn.Module, inputs: tuple, path: Path, config: ExportConfig) -> None:
+    """Write the ONNX file at ``path`` (weights inline unless they cannot fit 2 GB)."""
+    names, outputs = list(config.input_names), list(config.output_names)
     if config.exporter == "dynamo":
-        dynamic = None
-        if config.dynamic_batch:
-            batch = torch.export.Dim("batch", min=1, max=65536)
-            dynamic = tuple({0: batch} for _ in inputs)
-        program = torch.onnx.export(model, inputs, dynamo=True, dynamic_shapes=dynamic,
-                                    input_names=names, output_names=list(config.output_names),
+        program = torch.onnx.export(model, inputs, dynamo=True,
+                                    dynamic_shapes=_dynamo_shapes(inputs, config),
+                                    input_names=names, output_names=outputs,
                                     opset_version=config.opset, verbose=False)
-        program.save(str(path), external_data=large)
+        program.save(str(path), external_data=_weight_bytes(model) > EXTERNAL_DATA_THRESHOLD)
     else:
-        axes = {n: {0: "batch"} for n in names + list(config.output_names)} \
-            if config.dynamic_batch else None
         torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=names,
-                          output_names=list(config.output_names), dynamic_axes=axes,
+                          output_names=outputs, dynamic_axes=_torchscript_axes(config),
                           opset_version=config.opset)
 
 
-def _write_onnx(model: nn.Module, inputs: tuple, out_path: Path, config: ExportConfig) -> None:
-    """Export into a temporary folder beside ``out_path``, then move files into place."""
-    large = sum(p.numel() * p.element_size() for p in model.parameters()) > TWO_GB * 0.9
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+def _weight_bytes(model: nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def move_weights_to_data_file(model_path: Path) -> Path:
+    """Rewrite ``model_path`` with every weight of 1 KiB or more in one file beside it.
+
+    The exporters may leave no data file, one, or one per tensor; afterwards there is
+    exactly ``<model>.data`` in the same folder (the only other file the model refers to).
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))  # our own fresh export: its data paths are ours
+    for item in model_path.parent.iterdir():
+        item.unlink()
+    data_name = f"{model_path.name}.data"
+    onnx.save_model(model, str(model_path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+    return model_path.parent / data_name
+
+
+def _write_onnx(model: nn.Module, inputs: tuple, tmp_model: Path, config: ExportConfig) -> None:
+    """Export to ``tmp_model`` (in a scratch folder), move weights out if large, check it."""
     try:
-        tmp_model = tmp_dir / out_path.name
-        try:
-            with _quiet_exporter(), torch.no_grad():
-                _export_to(model, inputs, tmp_model, config, large)
-        except ValueError:
-            raise
-        except Exception as exc:
-            other = "torchscript" if config.exporter == "dynamo" else "dynamo"
-            raise ExportError(f"{config.exporter} export failed: {_failing_part(exc)}; "
-                              f"try the {other} exporter (exporter='{other}', "
-                              f"--exporter {other})") from exc
-        check_onnx_file(tmp_model)
-        for item in sorted(tmp_dir.iterdir(), key=lambda p: p.name == out_path.name):
-            os.replace(item, out_path.parent / item.name)  # data files first, model last
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        with _quiet_exporter(), torch.no_grad():
+            _export_to(model, inputs, tmp_model, config)
+    except Exception as exc:  # the exporters raise anything; the message says what
+        raise ExportError(describe_export_failure(model, exc, config.exporter)) from exc
+    if _weight_bytes(model) > config.external_data_threshold:
+        move_weights_to_data_file(tmp_model)
+    check_onnx_file(tmp_model)
 
 
-def check_parity(model: nn.Module, onnx_path: Path, inputs: tuple, config: ExportConfig,
-                 batches: Sequence[int]) -> dict:
-    """Run torch and ONNX Runtime on the same inputs at each batch size; compare outputs."""
+def _move_into_place(tmp_dir: Path, out_path: Path) -> None:
+    for item in sorted(tmp_dir.iterdir(), key=lambda p: p.name == out_path.name):
+        os.replace(item, out_path.parent / item.name)  # data files first, model last
+
+
+def _parity_cases(held_out: tuple, config: ExportConfig, example_batch: int):
+    """(label, batch, inputs) to compare: two batch sizes, and a second length per axis."""
+    batches = [1, max(2, min(8, held_out[0].shape[0]))] if config.dynamic_batch \
+        else [example_batch]
+    for batch in batches:
+        yield f"batch {batch}", batch, _at_batch(held_out, batch)
+    batch = batches[-1]
+    for axis in config.dynamic_axes:
+        length = held_out[0].shape[axis]
+        other = length - 1 if length > 2 else length + 1
+        changed = tuple(_at_length(t, axis, other) for t in _at_batch(held_out, batch))
+        yield f"batch {batch}, axis {axis} = {other}", batch, changed
+
+
+def check_parity(model: nn.Module, onnx_path: Path, held_out: tuple, config: ExportConfig,
+                 example_batch: int) -> dict:
+    """Run torch and ONNX Runtime on the same inputs in each case; compare every output."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
     results = []
-    for batch in batches:
-        batch_inputs = _at_batch(inputs, batch)
+    for label, batch, inputs in _parity_cases(held_out, config, example_batch):
         with torch.no_grad():
-            expected = model(*batch_inputs)
-        expected = [t.detach().cpu().numpy() for t in _as_tuple(expected)]
-        feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), batch_inputs)}
+            expected = [t.detach().cpu().numpy() for t in _as_tuple(model(*inputs))]
+        if len(expected) != len(output_names):
+            raise ParityError(f"torch returns {len(expected)} outputs but the ONNX model has "
+                              f"{len(output_names)} ({', '.join(output_names)})")
+        feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
         actual = session.run(None, feeds)
-        for name, exp, act in zip(config.output_names, expected, actual):
-            results.append(compare_outputs(name, batch, exp, act, config.atol, config.rtol))
+        for name, exp, act in zip(output_names, expected, actual):
+            results.append(compare_outputs(name, batch, exp, act, config.atol, config.rtol,
+                                           label=label))
     summary = parity_summary(results, config.atol, config.rtol)
     summary["lines"] = [r.line() for r in results]
     return summary
@@ -180,32 +353,38 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
     ``example_inputs``: a tensor or tuple of tensors fixing input ranks and dtypes.
     ``parity_inputs``: held-out inputs (same structure, several rows); the example inputs
     are used when none are given. Parity runs at batch 1 and at a larger batch when the
-    batch axis is dynamic.
+    batch axis is dynamic, and at a second length of each axis in ``dynamic_axes``.
+    Beyond the tolerance it raises :class:`ParityError` and leaves ``out_path`` as it was,
+    unless ``fail_on_mismatch`` is off: then the model is written and the record says
+    ``parity.ok = False``.
     """
     out_path = check_output_file(out_path)
     if out_path.suffix != ".onnx":
         raise ValueError(f"output {out_path} must end in .onnx")
+    example = _as_tuple(example_inputs)
+    _check_input_ranks(example, config)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()  # dropout and batch-norm statistics must not leak into the graph
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
-        example = _as_tuple(example_inputs)
-        # torch.export specialises sizes 0 and 1, so trace a dynamic batch with 2 rows.
-        trace_inputs = _at_batch(example, 2) if config.dynamic_batch else example
-        _write_onnx(model, trace_inputs, out_path, config)
+        tmp_model = tmp_dir / out_path.name
+        _write_onnx(model, _trace_inputs(example, config), tmp_model, config)
         held_out = _as_tuple(parity_inputs) if parity_inputs is not None else example
-        batches = [1, max(2, min(8, held_out[0].shape[0]))] if config.dynamic_batch \
-            else [example[0].shape[0]]
-        parity = check_parity(model, out_path, held_out, config, batches)
+        parity = check_parity(model, tmp_model, held_out, config, example[0].shape[0])
+        if not parity["ok"] and config.fail_on_mismatch:
+            raise ParityError(f"ONNX outputs differ from torch beyond atol={config.atol}, "
+                              f"rtol={config.rtol}:\n" + "\n".join(parity["lines"]))
+        _move_into_place(tmp_dir, out_path)
     finally:
         model.train(was_training)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     import onnx
 
+    header = onnx.load(str(out_path), load_external_data=False)
     record = {"exporter": config.exporter, "opset": config.opset,
-              "dynamic_batch": config.dynamic_batch,
-              "params": parameter_count(onnx.load(str(out_path), load_external_data=False)),
+              "dynamic_batch": config.dynamic_batch, "dynamic_axes": list(config.dynamic_axes),
+              "external_data": bool(external_tensor_names(header)),
+              "params": parameter_count(header),
               "size_bytes": model_size_bytes(out_path), "parity": parity}
-    if not parity["ok"] and config.fail_on_mismatch:
-        raise ParityError(f"ONNX outputs differ from torch beyond atol={config.atol}, "
-                          f"rtol={config.rtol}:\n" + "\n".join(parity["lines"]))
     return StageResult(artifact=out_path, record=record)

@@ -43,6 +43,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} is not a valid safetensors file ({exc})") from exc
 
 
+def _torch_load(path: Path, weights_only: bool):
+    """``torch.load`` from an open file, so the content decides the format, not the name
+    (given a path ending in ``.safetensors``, torch.load reads it as safetensors)."""
+    with open(path, "rb") as handle:
+        return torch.load(handle, map_location="cpu", weights_only=weights_only)
+
+
 def _read_torch_checkpoint(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     if not zipfile.is_zipfile(path):
         # Legacy (non-zip) pickles can only be read by full unpickling.
@@ -52,10 +59,10 @@ def _read_torch_checkpoint(path: Path, trust_pickle: bool) -> dict[str, torch.Te
     if trust_pickle:
         warnings.warn(f"loading {path} with full unpickling: this runs any code it holds",
                       stacklevel=3)
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = _torch_load(path, weights_only=False)
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _torch_load(path, weights_only=True)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise ValueError(f"{path} cannot be loaded safely (weights_only=True refused it: "
@@ -76,12 +83,15 @@ def read_weights(path: str | os.PathLike, trust_pickle: bool = False) -> dict[st
     if not path.is_file() or path.stat().st_size == 0:
         raise ValueError(f"weights file {path} is empty or not a file")
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    # Decide by content, not by the name: a zip is a torch checkpoint whatever it is called.
-    if head.startswith(b"PK") or path.suffix in (".pt", ".pth", ".bin"):
+        head = handle.read(9)
+    # Decide by content, not by the name: a zip is a torch checkpoint and an 8-byte length
+    # followed by a JSON header is safetensors, whatever the file is called.
+    if head.startswith(b"PK"):
         tensors = _read_torch_checkpoint(path, trust_pickle)
-    else:
+    elif head[8:9] == b"{" or path.suffix not in (".pt", ".pth", ".bin"):
         tensors = _read_safetensors(path)
+    else:
+        tensors = _read_torch_checkpoint(path, trust_pickle)
     check_finite(tensors, str(path))
     return tensors
 
@@ -117,7 +127,8 @@ def _resize_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: 
         module.num_embeddings, module.embedding_dim = module.weight.shape
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, trust_pickle: bool = False) -> nn.Module:
+def load_weights(model: nn.Module, path: str | os.PathLike,
+                 trust_pickle: bool = False) -> nn.Module:
     """Load weights into ``model``, resizing layers a structured pruning narrowed."""
     tensors = read_weights(path, trust_pickle=trust_pickle)
     expected = set(model.state_dict())

@@ -1,22 +1,42 @@
-"""``edgepack export``: a torch model (module:function + weights) -> verified ONNX."""
+"""``edgepack export``: a torch model (module:function + weights) or a local Hugging Face
+model folder -> verified ONNX, optionally with an offline-optimized copy."""
+
+import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a torch model to ONNX, with a parity check")
-    p.add_argument("--model", required=True, help="builder, as module:function")
+    p = sub.add_parser("export", help="export a torch or Hugging Face model to ONNX, with "
+                                      "a parity check")
+    source = p.add_argument_group("source (one of)")
+    source.add_argument("--model", default=None, help="torch builder, as module:function")
+    source.add_argument("--hf", default=None, metavar="LOCAL_DIR",
+                        help="a local transformers model folder (never downloaded)")
+    p.add_argument("--task", default=None,
+                   help="with --hf: feature-extraction | text-classification "
+                        "(alias sequence-classification)")
     p.add_argument("--args", default="{}", help="builder arguments as JSON, e.g. '{\"width\": 16}'")
     p.add_argument("--weights", default="", help=".safetensors (or a torch zip checkpoint)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling of a .pt file (runs any code in it)")
-    p.add_argument("--input-shape", required=True, help="example input shape, e.g. 1,1,40")
+    p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
+                                                       "e.g. 1,1,40")
     p.add_argument("--exporter", default="dynamo", help="dynamo (default) or torchscript")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default: 18 for --model, optimum's choice for --hf)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis")
+    p.add_argument("--dynamic-axes", default="",
+                   help="extra input axes whose size varies, e.g. 1 for a sequence length")
+    p.add_argument("--input-names", default="input", help="comma-separated input names")
+    p.add_argument("--output-names", default="logits", help="comma-separated output names")
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("--warn-only", action="store_true",
                    help="report a parity mismatch as a warning instead of exit code 1")
-    p.add_argument("-o", "--output", required=True, help="output .onnx path")
+    p.add_argument("--optimize", default=None, metavar="LEVEL",
+                   help="also save ONNX Runtime's basic | extended | all optimization as "
+                        "<name>.opt.onnx, parity-checked again")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .onnx path (--model) or output folder (--hf)")
     p.set_defaults(handler=handle)
 
 
@@ -31,7 +51,41 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def handle(args) -> int:
+def parse_axes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        raise ValueError(f"--dynamic-axes {text!r} is not valid; expected axis numbers "
+                         "separated by commas, e.g. 1") from None
+
+
+def parse_names(flag: str, text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError(f"{flag} {text!r} is empty; expected comma-separated names")
+    return names
+
+
+def check_source(args) -> None:
+    """Exactly one of --model / --hf, with the flags that go with it."""
+    if bool(args.model) == bool(args.hf):
+        raise ValueError("give exactly one of --model module:function or --hf LOCAL_DIR")
+    if args.model and not args.input_shape:
+        raise ValueError("--model needs --input-shape, e.g. --input-shape 1,1,40")
+    if args.hf and not args.task:
+        raise ValueError("--hf needs --task feature-extraction or text-classification")
+    if args.model and args.task:
+        raise ValueError("--task goes with --hf, not with --model")
+
+
+def print_parity(parity: dict, what: str) -> None:
+    print("\n".join(parity["lines"]))
+    if not parity["ok"]:
+        print(f"edgepack: WARNING: {what} parity beyond tolerance (atol={parity['atol']}, "
+              f"rtol={parity['rtol']})", file=sys.stderr)
+
+
+def export_torch(args):
     import json
     from pathlib import Path
 
@@ -47,9 +101,12 @@ def handle(args) -> int:
         builder_args = json.loads(args.args)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--args is not valid JSON: {exc}") from exc
-    config = ExportConfig(exporter=args.exporter, opset=args.opset,
-                          dynamic_batch=not args.static_batch, atol=args.atol, rtol=args.rtol,
-                          fail_on_mismatch=not args.warn_only)
+    config = ExportConfig(exporter=args.exporter, opset=18 if args.opset is None else args.opset,
+                          dynamic_batch=not args.static_batch,
+                          dynamic_axes=parse_axes(args.dynamic_axes),
+                          input_names=parse_names("--input-names", args.input_names),
+                          output_names=parse_names("--output-names", args.output_names),
+                          atol=args.atol, rtol=args.rtol, fail_on_mismatch=not args.warn_only)
     check_output_file(args.output)
     model = build_model(args.model, builder_args, Path.cwd())
     if args.weights:
@@ -57,10 +114,35 @@ def handle(args) -> int:
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(shape, generator=generator)
     held_out = torch.randn((8, *shape[1:]), generator=generator)
-    result = export_onnx(model, config, example, args.output, parity_inputs=held_out)
-    parity = result.record["parity"]
-    print("\n".join(parity["lines"]))
-    status = "parity ok" if parity["ok"] else "WARNING: parity beyond tolerance"
-    print(f"wrote {args.output} ({result.record['size_bytes']:,} bytes, "
-          f"{result.record['params']:,} params); {status}")
+    return export_onnx(model, config, example, args.output, parity_inputs=held_out)
+
+
+def export_hugging_face(args):
+    from export.hf import export_hf
+
+    return export_hf(args.hf, args.task, args.output, opset=args.opset, atol=args.atol,
+                     rtol=args.rtol, fail_on_mismatch=not args.warn_only)
+
+
+def handle(args) -> int:
+    from export.optimize import LEVELS
+    from compress.stage import check_choice
+
+    check_source(args)
+    if args.optimize is not None:
+        check_choice("--optimize", "level", args.optimize, LEVELS)
+    result = export_hugging_face(args) if args.hf else export_torch(args)
+    record = result.record
+    print_parity(record["parity"], "export")
+    print(f"wrote {result.artifact} ({record['size_bytes']:,} bytes, "
+          f"{record['params']:,} params)")
+    if args.optimize is not None:
+        from export.optimize import optimize_onnx
+
+        optimized = optimize_onnx(result.artifact, args.optimize,
+                                  result.artifact.with_suffix(".opt.onnx"), atol=args.atol,
+                                  rtol=args.rtol, fail_on_mismatch=not args.warn_only)
+        print_parity(optimized.record["parity"], f"{args.optimize}-optimized")
+        print(f"wrote {optimized.artifact} ({optimized.record['nodes_before']} -> "
+              f"{optimized.record['nodes']} nodes)")
     return 0

@@ -11,7 +11,7 @@ import importlib
 import sys
 import traceback
 
-COMMANDS = ("demo", "run", "export", "quantize", "bench", "env")
+COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "env")
 BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
              PermissionError, KeyError)
 

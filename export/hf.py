@@ -1,0 +1,181 @@
+"""Hugging Face transformers model (a local folder) -> verified ONNX, through optimum-onnx.
+
+optimum-onnx knows how to export each transformers architecture (which inputs, which
+dynamic axes, which outputs per task); :func:`export_hf` drives it and then checks the
+result twice: optimum's own validation runs during the export (its tolerance failures
+are only logged by optimum, so they are collected here and put in the record), and our
+parity check compares the transformers model in torch with ONNX Runtime on the same
+generated token ids at two batch sizes and two sequence lengths, with padding.
+
+Models are read from a local folder only, never downloaded: the path must exist and every
+load passes ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from compress.stage import StageResult, check_choice
+from export.files import check_output_dir
+from export.onnx_checks import check_onnx_file, model_size_bytes, parameter_count
+from export.parity import ParityError, compare_outputs, parity_summary
+
+TASKS = ("feature-extraction", "text-classification")
+TASK_ALIASES = {"sequence-classification": "text-classification"}
+PARITY_CASES = ((1, 12), (3, 12), (3, 7))  # (batch, sequence length)
+
+
+def normalize_task(task: str) -> str:
+    """The optimum task name for ``task`` (``sequence-classification`` is an alias)."""
+    task = TASK_ALIASES.get(task, task)
+    check_choice("export", "task", task, TASKS + tuple(TASK_ALIASES))
+    return task
+
+
+def check_local_model_dir(model_dir) -> Path:
+    """Refuse anything but a local folder holding a transformers ``config.json``."""
+    path = Path(model_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"--hf {model_dir}: no such local folder (models are read from "
+                                "disk only, never downloaded from the Hugging Face Hub)")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"--hf {model_dir}: expected a folder holding config.json and the "
+                         "weights, as save_pretrained() writes it")
+    return path
+
+
+class _OptimumWarnings(logging.Handler):
+    """Collects what optimum logs at WARNING and above (its validation failures)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().strip().splitlines()[0])
+
+
+@contextlib.contextmanager
+def _collect_optimum_warnings():
+    handler = _OptimumWarnings()
+    logger = logging.getLogger("optimum.exporters.onnx.convert")
+    level, disabled = logger.level, logger.disabled
+    # Another library (or an earlier export) may have raised the level: we need the warnings.
+    logger.setLevel(logging.WARNING)
+    logger.disabled = False
+    logger.addHandler(handler)
+    try:
+        # Tracer warnings and progress prints are the exporter's; the checks below judge it.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.disabled = disabled
+
+
+def _run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None,
+                 atol: float) -> dict:
+    """optimum's export and validation into ``work_dir``; return what its validation said."""
+    from optimum.exporters.onnx import main_export
+
+    with _collect_optimum_warnings() as messages:
+        main_export(str(model_dir), output=work_dir, task=task, opset=opset, device="cpu",
+                    library_name="transformers", local_files_only=True, do_validation=True,
+                    atol=atol)
+    # optimum logs an output mismatch as "The ONNX export succeeded with the warning: ...".
+    failures = [m for m in messages if "succeeded with the warning" in m]
+    return {"ok": not failures, "atol": atol, "warnings": failures}
+
+
+def _load_torch_model(model_dir: Path, task: str):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    auto = AutoModel if task == "feature-extraction" else AutoModelForSequenceClassification
+    return auto.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+
+def token_feeds(session, vocab_size: int, batch: int, length: int, seed: int) -> dict:
+    """Random token ids with a padded attention mask (row i has i padding tokens)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        if inp.name == "input_ids":
+            feeds[inp.name] = rng.integers(1, vocab_size, size=(batch, length), dtype=np.int64)
+        elif inp.name == "attention_mask":
+            mask = np.ones((batch, length), dtype=np.int64)
+            for row in range(1, batch):
+                mask[row, length - min(row, length - 1):] = 0
+            feeds[inp.name] = mask
+        elif inp.name == "token_type_ids":
+            feeds[inp.name] = np.zeros((batch, length), dtype=np.int64)
+        else:
+            raise ValueError(f"the exported model takes an input {inp.name!r}; parity checks "
+                             "know input_ids, attention_mask and token_type_ids")
+    return feeds
+
+
+def check_hf_parity(model, onnx_path: Path, atol: float, rtol: float) -> dict:
+    """Compare the torch model with ONNX Runtime on padded token ids, output by output."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for seed, (batch, length) in enumerate(PARITY_CASES):
+        feeds = token_feeds(session, model.config.vocab_size, batch, length, seed)
+        with torch.no_grad():
+            expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        for name, actual in zip(names, session.run(None, feeds)):
+            results.append(compare_outputs(name, batch, expected[name].numpy(), actual, atol,
+                                           rtol, label=f"batch {batch}, length {length}"))
+    summary = parity_summary(results, atol, rtol)
+    summary["lines"] = [r.line() for r in results]
+    return summary
+
+
+def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: float = 1e-4,
+              rtol: float = 1e-3, fail_on_mismatch: bool = True) -> StageResult:
+    """Export a local transformers model for ``task`` to ``out_dir/model.onnx``; check it.
+
+    ``out_dir`` also gets the config and tokenizer files optimum copies beside the model.
+    Raises :class:`ParityError` when ONNX Runtime differs from torch beyond the tolerance
+    (unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``).
+    """
+    task = normalize_task(task)
+    model_dir = check_local_model_dir(model_dir)
+    out_dir = check_output_dir(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=".hf-export.", dir=out_dir))
+    try:
+        optimum_validation = _run_optimum(model_dir, task, work_dir, opset, atol)
+        graph = check_onnx_file(work_dir / "model.onnx")
+        parity = check_hf_parity(_load_torch_model(model_dir, task), work_dir / "model.onnx",
+                                 atol, rtol)
+        if not parity["ok"] and fail_on_mismatch:
+            raise ParityError(f"ONNX outputs differ from torch beyond atol={atol}, "
+                              f"rtol={rtol}:\n" + "\n".join(parity["lines"]))
+        for item in sorted(work_dir.iterdir(), key=lambda p: p.name == "model.onnx"):
+            os.replace(item, out_dir / item.name)  # config and data first, model last
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    model_path = out_dir / "model.onnx"
+    record = {"exporter": "optimum", "task": task, "source": str(model_dir),
+              "opset": max(d.version for d in graph.opset_import if d.domain in ("", "ai.onnx")),
+              "params": parameter_count(graph), "size_bytes": model_size_bytes(model_path),
+              "optimum_validation": optimum_validation,
+              "parity": parity}
+    return StageResult(artifact=model_path, record=record)

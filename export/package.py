@@ -1,0 +1,146 @@
+"""Package an ONNX model for mobile and embedded ONNX Runtime builds.
+
+A phone or microcontroller build of ONNX Runtime is usually a *minimal* build: it reads
+only the ORT format (``.ort``, a flatbuffer that needs no protobuf parser) and holds only
+the operator kernels the model uses. :func:`package_model` writes both things such a build
+needs, using ONNX Runtime's own converter:
+
+- ``model.ort``: the model in ORT format, with graph optimizations applied;
+- ``required_operators.config``: the reduced-operator configuration that
+  ``build.sh --include_ops_by_config`` reads (lines of ``domain;opset;op1,op2,...``);
+- ``manifest.json`` (written last): sha256 and size of each file, opsets, inputs and
+  outputs with shapes and types, the required operators and the parity numbers.
+
+The ``.ort`` model is loaded back in ONNX Runtime and its outputs compared with the
+``.onnx`` model's on generated inputs; a mismatch raises
+:class:`~export.parity.ParityError` (exit code 1) and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from export.files import atomic_write_json, check_output_dir, sha256_file
+from export.onnx_checks import check_onnx_file
+from export.optimize import default_parity_feeds, unoptimized_session
+from export.parity import ParityError, compare_sessions
+
+OPERATORS_CONFIG = "required_operators.config"
+MANIFEST = "manifest.json"
+
+
+def _convert_to_ort(onnx_path: Path, work_dir: Path) -> tuple[Path, Path]:
+    """Run ONNX Runtime's converter; return the .ort model and the operators config."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle, convert_onnx_models_to_ort)
+
+    # The converter prints and logs progress; the caller reports the result instead.
+    converter_log = logging.getLogger("ort_format_model.utils")
+    level = converter_log.level
+    converter_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert_onnx_models_to_ort(onnx_path, output_dir=work_dir,
+                                       optimization_styles=[OptimizationStyle.Fixed])
+    finally:
+        converter_log.setLevel(level)
+    ort_model = work_dir / f"{onnx_path.stem}.ort"
+    config = work_dir / f"{onnx_path.stem}.{OPERATORS_CONFIG}"
+    if not ort_model.is_file() or not config.is_file():
+        raise RuntimeError(f"ONNX Runtime's converter did not write {ort_model.name} and "
+                           f"{config.name} for {onnx_path}")
+    return ort_model, config
+
+
+def read_operators_config(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Parse ``domain;opset;op1,op2`` lines into ``{domain: {opset: [ops]}}``."""
+    operators: dict[str, dict[str, list[str]]] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        domain, opset, ops = line.split(";", 2)
+        names = sorted(op.split("{")[0] for op in ops.split(",") if op)
+        operators.setdefault(domain, {})[opset] = names
+    return operators
+
+
+def _write_operators_config(source: Path, target: Path, model_name: str) -> None:
+    """Copy the converter's config, naming the packaged model instead of a scratch path."""
+    rules = [ln for ln in source.read_text().splitlines() if ln and not ln.startswith("#")]
+    target.write_text(f"# Operators required by {model_name}\n" + "\n".join(rules) + "\n")
+
+
+def _value_info(values) -> list[dict]:
+    """Name, element type and shape (ints, or names of symbolic axes) of graph values."""
+    import onnx
+
+    out = []
+    for value in values:
+        tensor = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in tensor.shape.dim]
+        out.append({"name": value.name,
+                    "type": onnx.TensorProto.DataType.Name(tensor.elem_type).lower(),
+                    "shape": shape})
+    return out
+
+
+def _check_ort_parity(onnx_path: Path, ort_model: Path, atol: float, rtol: float) -> dict:
+    import onnxruntime as ort
+
+    reference = unoptimized_session(onnx_path)  # the graph as written, not ORT's rewrite
+    candidate = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
+    return compare_sessions(reference, candidate, default_parity_feeds(reference), atol, rtol)
+
+
+def _file_entry(path: Path) -> dict:
+    return {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) -> dict:
+    """Write ``model.ort``, ``required_operators.config`` and ``manifest.json`` to ``out_dir``.
+
+    Returns the manifest. Raises ``ValueError`` for a bad input model and
+    :class:`ParityError` when the ``.ort`` model's outputs differ from the ``.onnx`` one's.
+    """
+    import onnxruntime as ort
+
+    onnx_path = Path(onnx_path)
+    graph = check_onnx_file(onnx_path)
+    out_dir = check_output_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
+    try:
+        ort_model, config = _convert_to_ort(onnx_path, work_dir)
+        parity = _check_ort_parity(onnx_path, ort_model, atol, rtol)
+        if not parity["ok"]:
+            raise ParityError(f"the .ort model's outputs differ from {onnx_path.name} beyond "
+                              f"atol={atol}, rtol={rtol}:\n" + "\n".join(parity["lines"]))
+        final_model, final_config = work_dir / "model.ort", work_dir / OPERATORS_CONFIG
+        ort_model.rename(final_model)
+        _write_operators_config(config, final_config, final_model.name)
+        manifest = {
+            "format": "ort",
+            "onnxruntime_version": ort.__version__,
+            "source": {"path": onnx_path.name, **_file_entry(onnx_path)},
+            "files": {p.name: _file_entry(p) for p in (final_model, final_config)},
+            "size_bytes": final_model.stat().st_size,
+            "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
+            "inputs": _value_info(graph.graph.input),
+            "outputs": _value_info(graph.graph.output),
+            "required_operators": read_operators_config(final_config),
+            "parity": {k: v for k, v in parity.items() if k != "outputs"},
+        }
+        for item in (final_model, final_config):
+            os.replace(item, out_dir / item.name)
+        atomic_write_json(out_dir / MANIFEST, manifest)  # last: a complete package has it
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return manifest
