@@ -13,10 +13,17 @@ iterable of unlabelled input batches; ``transfer_samples`` of them join the labe
 training set (their hard label is -1, so only the soft term sees them). With
 ``augment="none"`` the teacher's logits are computed once; otherwise the inputs are
 perturbed each step and the teacher is run on the perturbed batch.
+
+*Feature (hint) distillation* adds, for each ``"student_layer:teacher_layer"`` pair in
+``feature_pairs``, a loss between the two layers' outputs (MSE, cosine, or both -- the last
+suits pooled sentence embeddings). Where the widths differ a learned projection (a linear
+layer, or a 1x1 convolution for feature maps) maps the student's width onto the teacher's;
+it is trained with the student and dropped afterwards.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -24,10 +31,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.stage import StageConfig, StageResult, check_choice, check_range
+from compress.stage import (StageConfig, StageResult, check_choice, check_range,
+                            did_you_mean)
 from compress.trainer import TrainConfig, accuracy, fit
 
 AUGMENTATIONS = ("none", "noise", "shift")
+FEATURE_LOSSES = ("mse", "cosine", "cosine+mse")
+STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer")
 NO_LABEL = -1
 
 
@@ -44,6 +54,13 @@ class DistillConfig(StageConfig):
     batch_size: int = 128
     transfer_samples: int = 0        # unlabelled samples from the provider's "transfer" set
     augment: str = "none"
+    feature_pairs: tuple[str, ...] = ()   # "student.layer:teacher.layer", matched by name
+    feature_loss: str = "mse"
+    feature_weight: float = 1.0
+    patience: int = 0                # stop after this many epochs without improvement; 0: never
+    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher", "every-kth-layer"
+    init_ratio: float = 0.5          # "pruned-teacher": share of channels removed
+    keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
 
@@ -52,6 +69,17 @@ class DistillConfig(StageConfig):
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature}")
         check_range("distill", "alpha", self.alpha, 0.0, 1.0, high_inclusive=True)
         check_choice("distill", "augment", self.augment, AUGMENTATIONS)
+        check_choice("distill", "feature_loss", self.feature_loss, FEATURE_LOSSES)
+        for pair in self.feature_pairs:
+            if pair.count(":") != 1 or not all(pair.split(":")):
+                raise ValueError(f"distill.feature_pairs: {pair!r} must be "
+                                 "'student_layer:teacher_layer'")
+        check_choice("distill", "student_init", self.student_init, STUDENT_INITS)
+        check_range("distill", "init_ratio", self.init_ratio, 0.0, 1.0)
+        if self.keep_every < 1:
+            raise ValueError(f"distill.keep_every must be >= 1, got {self.keep_every}")
+        if self.feature_weight < 0 or self.patience < 0:
+            raise ValueError("distill.feature_weight and distill.patience must be >= 0")
         for name in ("epochs", "transfer_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
@@ -115,17 +143,109 @@ def check_compatible(teacher: nn.Module, student: nn.Module, sample: torch.Tenso
                          f"{list(s_shape)}; distillation needs the same output shape")
 
 
-def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data: dict,
-            checkpoint=None, resume: bool = False, progress: bool = True) -> StageResult:
-    """Train ``student`` (in place) on the teacher's soft targets; return it with a record.
+class FeatureTap:
+    """Keeps the latest output of named layers (forward hooks), for hint losses."""
 
-    ``data``: ``{"train": (inputs, labels) batches, "evaluation": ..., "transfer":
-    unlabelled input batches (optional)}``.
-    """
+    def __init__(self, model: nn.Module, names: list[str], role: str):
+        table = dict(model.named_modules())
+        for name in names:
+            if name not in table:
+                raise ValueError(f"distill.feature_pairs: the {role} has no layer named "
+                                 f"{name!r}{did_you_mean(name, [n for n in table if n])}")
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [table[n].register_forward_hook(self._keeper(n)) for n in names]
+
+    def _keeper(self, name: str):
+        def keep(_module, _inputs, output):
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            self.outputs[name] = getattr(tensor, "last_hidden_state", tensor)
+        return keep
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def projection(student_shape: tuple, teacher_shape: tuple, pair: str) -> nn.Module:
+    """Map student features onto the teacher's width: identity, linear or a 1x1 conv."""
+    if student_shape == teacher_shape:
+        return nn.Identity()
+    differing = [d for d in range(min(len(student_shape), len(teacher_shape)))
+                 if student_shape[d] != teacher_shape[d]]
+    if len(student_shape) != len(teacher_shape) or len(differing) != 1 or differing[0] == 0:
+        raise ValueError(f"distill.feature_pairs: {pair!r} pairs shapes "
+                         f"{list(student_shape)} and {list(teacher_shape)}; only the width "
+                         "(channels or hidden size) may differ")
+    dim, s_width, t_width = differing[0], student_shape[differing[0]], teacher_shape[differing[0]]
+    if dim == len(student_shape) - 1:
+        return nn.Linear(s_width, t_width)
+    if dim == 1 and len(student_shape) in (3, 4):
+        conv = nn.Conv1d if len(student_shape) == 3 else nn.Conv2d
+        return conv(s_width, t_width, kernel_size=1)
+    raise ValueError(f"distill.feature_pairs: {pair!r} differs in axis {dim}; only the "
+                     "channel axis (1) or the last axis can be projected")
+
+
+def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
+                 how: str) -> torch.Tensor:
+    """MSE, 1 - cosine similarity over the width axis, or their sum."""
+    axis = 1 if student_features.dim() in (3, 4) and how != "mse" else -1
+    loss = student_features.new_zeros(())
+    if "cosine" in how:
+        loss = loss + (1 - F.cosine_similarity(student_features, teacher_features,
+                                               dim=axis)).mean()
+    if "mse" in how:
+        loss = loss + F.mse_loss(student_features, teacher_features)
+    return loss
+
+
+class HintedStudent(nn.Module):
+    """The student plus the projections its hint losses train; calls run the student only."""
+
+    def __init__(self, student: nn.Module, projections: dict[str, nn.Module]):
+        super().__init__()
+        self.student = student
+        self.projections = nn.ModuleDict({k.replace(".", "/"): v for k, v in projections.items()})
+
+    def forward(self, *inputs):
+        return self.student(*inputs)
+
+    def project(self, pair: str, features: torch.Tensor) -> torch.Tensor:
+        return self.projections[pair.replace(".", "/")](features)
+
+
+def feature_pairs(config: DistillConfig) -> list[tuple[str, str, str]]:
+    return [(pair, *pair.split(":")) for pair in config.feature_pairs]
+
+
+def build_hints(teacher, student, config: DistillConfig, sample: torch.Tensor):
+    """Hooks on every paired layer and a projection per pair, sized on one sample batch."""
+    pairs = feature_pairs(config)
+    student_tap = FeatureTap(student, [s for _, s, _ in pairs], "student")
+    teacher_tap = FeatureTap(teacher, [t for _, _, t in pairs], "teacher")
+    with torch.no_grad():
+        student.eval()(sample[:2])
+        teacher.eval()(sample[:2])
+    projections = {pair: projection(tuple(student_tap.outputs[s].shape),
+                                    tuple(teacher_tap.outputs[t].shape), pair)
+                   for pair, s, t in pairs}
+    return HintedStudent(student, projections), student_tap, teacher_tap
+
+
+def _hint_loss(model: HintedStudent, student_tap, teacher_tap, config) -> torch.Tensor:
+    total = 0.0
+    for pair, s, t in feature_pairs(config):
+        projected = getattr(model, "module", model).project(pair, student_tap.outputs[s])
+        total = total + feature_loss(projected, teacher_tap.outputs[t].detach(),
+                                     config.feature_loss)
+    return config.feature_weight * total / max(len(config.feature_pairs), 1)
+
+
+def training_set(data: dict, config: DistillConfig):
+    """Labelled inputs plus ``transfer_samples`` unlabelled ones (label -1)."""
     inputs, labels = collect(data["train"])
     if inputs is None or len(inputs) == 0:
         raise ValueError("distill: the training data is empty (0 samples)")
-    check_compatible(teacher, student, inputs)
     if config.transfer_samples:
         if data.get("transfer") is None:
             raise ValueError("distill.transfer_samples > 0 but the data provider gives no "
@@ -135,10 +255,81 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
             raise ValueError("distill: the transfer set is empty (0 samples)")
         inputs = torch.cat([inputs, extra])
         labels = torch.cat([labels, torch.full((len(extra),), NO_LABEL, dtype=labels.dtype)])
+    return inputs, labels
+
+
+def student_from_pruned_teacher(teacher: nn.Module, ratio: float, example_inputs,
+                                round_to: int = 0) -> nn.Module:
+    """A copy of the teacher with ``ratio`` of its channels cut (group L2 magnitude).
+
+    The copy starts from the teacher's strongest channels, so it begins far closer to the
+    teacher than a student from scratch does.
+    """
+    from compress.prune import PruneConfig, structured_prune
+
+    student = copy.deepcopy(teacher)
+    structured_prune(student, PruneConfig(ratio=ratio, round_to=round_to), example_inputs,
+                     progress=False)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The model's stack of repeated blocks: its longest ModuleList of one block type."""
+    stacks = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, nn.ModuleList) and len(m) > 1
+              and len({type(block) for block in m}) == 1]
+    if not stacks:
+        raise ValueError("distill.student_init='every-kth-layer' needs a model with a stack of "
+                         "repeated layers (an nn.ModuleList, as in BERT's encoder.layer)")
+    return max(stacks, key=lambda item: len(item[1]))
+
+
+def student_keeping_every_kth_layer(teacher: nn.Module, k: int) -> nn.Module:
+    """A copy of a transformer teacher keeping layers 0, k, 2k, ... (DistilBERT: k = 2)."""
+    student = copy.deepcopy(teacher)
+    name, stack = layer_stack(student)
+    kept = nn.ModuleList(list(stack)[::k])
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(student.get_submodule(parent_name) if parent_name else student, attribute, kept)
+    config = getattr(student, "config", None)
+    if config is not None and hasattr(config, "num_hidden_layers"):
+        config.num_hidden_layers = len(kept)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+def make_student(teacher: nn.Module, config: DistillConfig, example_inputs,
+                 built: nn.Module | None = None) -> nn.Module:
+    """The student to train: ``built`` (from scratch) or a reduced copy of the teacher."""
+    if config.student_init == "pruned-teacher":
+        return student_from_pruned_teacher(teacher, config.init_ratio, example_inputs)
+    if config.student_init == "every-kth-layer":
+        return student_keeping_every_kth_layer(teacher, config.keep_every)
+    if built is None:
+        raise ValueError("distill.student must name a builder when student_init='scratch'")
+    return built
+
+
+def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data: dict,
+            checkpoint=None, resume: bool = False, progress: bool = True) -> StageResult:
+    """Train ``student`` (in place) on the teacher's soft targets; return it with a record.
+
+    ``data``: ``{"train": (inputs, labels) batches, "evaluation": ..., "transfer":
+    unlabelled input batches (optional)}``.
+    """
+    inputs, labels = training_set(data, config)
+    check_compatible(teacher, student, inputs)
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
-    precomputed = config.augment == "none"
+    trained, taps = student, ()
+    if config.feature_pairs:
+        trained, *taps = build_hints(teacher, student, config, inputs)
+    # Teacher logits are computed once unless each step needs fresh teacher outputs.
+    precomputed = config.augment == "none" and not config.feature_pairs
     targets = _logits(teacher, inputs) if precomputed else torch.zeros(len(inputs))
     loader = DataLoader(TensorDataset(inputs, targets, labels), batch_size=config.batch_size,
                         shuffle=True)
@@ -150,19 +341,26 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
             with torch.no_grad():
                 batch_targets = teacher(batch_inputs)
         logits = model(batch_inputs)
-        return kd_loss(logits, batch_targets, batch_labels, config.temperature,
-                       config.alpha), logits, batch_labels
+        loss = kd_loss(logits, batch_targets, batch_labels, config.temperature, config.alpha)
+        if taps:
+            loss = loss + _hint_loss(model, *taps, config)
+        return loss, logits, batch_labels
 
-    history = fit(student, loader,
-                  TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
-                              progress=progress),
-                  loss_fn=loss_fn, eval_batches=data.get("evaluation"), checkpoint=checkpoint,
-                  resume=resume, desc="distill")
+    try:
+        history = fit(trained, loader,
+                      TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
+                                  patience=config.patience, progress=progress),
+                      loss_fn=loss_fn, eval_batches=data.get("evaluation"),
+                      checkpoint=checkpoint, resume=resume, desc="distill")
+    finally:
+        for tap in taps:
+            tap.close()
     record = {"temperature": config.temperature, "alpha": config.alpha,
               "labelled_samples": int((labels != NO_LABEL).sum()),
               "transfer_samples": int((labels == NO_LABEL).sum()),
+              "feature_pairs": list(config.feature_pairs),
               "best_epoch": history["best_epoch"], "epochs_run": len(history["history"])}
     if data.get("evaluation") is not None:
         record["teacher_accuracy"] = accuracy(teacher, data["evaluation"])
         record["student_accuracy"] = accuracy(student, data["evaluation"])
-    return StageResult(artifact=student, record=record)
+    return StageResult(artifact=student.eval(), record=record)

@@ -11,6 +11,17 @@ runs faster everywhere. The classifier head is never pruned (its outputs are the
 optionally over several steps on Zhu & Gupta's cubic schedule with fine-tuning between them.
 The zeros make the file compress well, but dense kernels do not run faster: the record says
 so, and the pipeline does not expect a speed-up from it.
+
+For BERT-style models (attention blocks with ``query``/``key``/``value`` linears) structured
+pruning removes whole attention heads (``head_ratio``) and FFN width (``ratio``) and keeps
+the hidden size, which every residual connection shares.
+
+Fine-tuning after each step uses the same trainer as distillation; given the teacher it
+learns from its soft targets too (``kd_alpha``, ``kd_temperature``), optionally on extra
+teacher-labelled transfer inputs -- pruning plus KD recovers more accuracy than either.
+A model torch-pruning cannot follow (a reshape that mixes channels, a bare parameter) is
+caught by running it after each step: the error names the layer to add to
+``ignored_layers``.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from torch.utils.data import DataLoader, TensorDataset
 
 from compress.stage import StageConfig, StageResult, check_choice, check_range
 from compress.trainer import TrainConfig, accuracy, cross_entropy_loss, fit
@@ -45,7 +57,11 @@ class PruneConfig(StageConfig):
     round_to: int = 0                # keep channel counts multiples of this (8 suits SIMD)
     iterative_steps: int = 1
     finetune_epochs: int = 0
-    lr: float = 3e-3
+    lr: float = 1e-2
+    kd_alpha: float = 0.9            # with a teacher: weight of its soft targets in fine-tuning
+    kd_temperature: float = 4.0
+    finetune_transfer_samples: int = 0   # teacher-labelled transfer inputs added to fine-tuning
+    head_ratio: float = 0.0          # BERT-style models: share of attention heads removed
     ignored_layers: tuple[str, ...] = ()   # module names never pruned (the head is found)
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
@@ -57,8 +73,13 @@ class PruneConfig(StageConfig):
         check_range("prune", "ratio", self.ratio, 0.0, 1.0)
         if self.iterative_steps < 1:
             raise ValueError(f"prune.iterative_steps must be >= 1, got {self.iterative_steps}")
-        if self.round_to < 0 or self.finetune_epochs < 0:
-            raise ValueError("prune.round_to and prune.finetune_epochs must be >= 0")
+        for name in ("round_to", "finetune_epochs", "finetune_transfer_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"prune.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.kd_temperature <= 0:
+            raise ValueError("prune.lr and prune.kd_temperature must be > 0")
+        check_range("prune", "kd_alpha", self.kd_alpha, 0.0, 1.0, high_inclusive=True)
+        check_range("prune", "head_ratio", self.head_ratio, 0.0, 1.0)
 
     @property
     def expects_speedup(self) -> bool:
@@ -76,11 +97,16 @@ def cubic_schedule(final: float, steps: int) -> list[float]:
     return [final * (1 - (1 - t / steps) ** 3) for t in range(1, steps + 1)]
 
 
+def first_tensor(output) -> torch.Tensor:
+    """The main output: the tensor itself, or the first field of a tuple / HF ModelOutput."""
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
 def find_head(model: nn.Module, example_inputs) -> list[str]:
     """Names of the layers whose outputs are the model's outputs (never pruned)."""
     with torch.no_grad():
         out = model(*example_inputs) if isinstance(example_inputs, tuple) else model(example_inputs)
-    width = out.shape[-1]
+    width = first_tensor(out).shape[-1]
     last = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module.out_features == width:
@@ -101,60 +127,199 @@ def _modules_by_name(model: nn.Module, names) -> list[nn.Module]:
     return [table[n] for n in names]
 
 
+def epochs_per_step(total: int, steps: int) -> list[int]:
+    """Split ``total`` fine-tuning epochs over ``steps`` pruning steps, the rest to the last."""
+    if total == 0:
+        return [0] * steps
+    base = total // steps
+    split = [base] * steps
+    split[-1] += total - base * steps
+    return split
+
+
+def finetune_batches(config: PruneConfig, data: dict, teacher) -> DataLoader:
+    """The labelled training set, plus teacher-labelled transfer inputs when asked for."""
+    from compress.distill import NO_LABEL, collect
+
+    inputs, labels = collect(data["train"])
+    if inputs is None or len(inputs) == 0:
+        raise ValueError("prune: the training data for fine-tuning is empty (0 samples)")
+    if config.finetune_transfer_samples:
+        if teacher is None:
+            raise ValueError("prune.finetune_transfer_samples > 0 needs a teacher: unlabelled "
+                             "inputs are only useful with its soft targets")
+        if data.get("transfer") is None:
+            raise ValueError("prune.finetune_transfer_samples > 0 but the data provider gives "
+                             "no 'transfer' set")
+        extra, _ = collect(data["transfer"], config.finetune_transfer_samples, labelled=False)
+        inputs = torch.cat([inputs, extra])
+        labels = torch.cat([labels, torch.full((len(extra),), NO_LABEL, dtype=labels.dtype)])
+    batch_size = getattr(data["train"], "batch_size", None) or 128
+    return DataLoader(TensorDataset(inputs, labels), batch_size=batch_size, shuffle=True)
+
+
+def _kd_loss_fn(teacher: nn.Module, config: PruneConfig):
+    """Fine-tuning loss with the teacher's soft targets (pruning plus KD recovers more)."""
+    from compress.distill import kd_loss
+
+    teacher.eval()
+
+    def loss_fn(model, batch):
+        inputs, labels = batch
+        logits = model(inputs)
+        with torch.no_grad():
+            targets = teacher(inputs)
+        return kd_loss(logits, targets, labels, config.kd_temperature, config.kd_alpha), \
+            logits, labels
+    return loss_fn
+
+
 def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
-              progress: bool = True) -> None:
+              progress: bool = True) -> dict | None:
+    """Recover accuracy after a pruning step with the shared trainer."""
     if not epochs or not data or data.get("train") is None:
-        return
-    loss_fn = cross_entropy_loss
-    if teacher is not None:
-        from compress.distill import kd_loss
+        return None
+    loss_fn = cross_entropy_loss if teacher is None else _kd_loss_fn(teacher, config)
+    return fit(model, finetune_batches(config, data, teacher),
+               TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
+               loss_fn=loss_fn, eval_batches=data.get("evaluation"), desc=desc)
 
-        teacher.eval()
 
-        def loss_fn(m, batch):  # noqa: F811 - pruning plus KD recovers more accuracy
-            inputs, labels = batch
-            logits = m(inputs)
-            with torch.no_grad():
-                targets = teacher(inputs)
-            return kd_loss(logits, targets, labels, 4.0, 0.5), logits, labels
-    fit(model, data["train"], TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed,
-                                          progress=progress),
-        loss_fn=loss_fn, eval_batches=data.get("evaluation"), desc=desc)
+def _run_with_layer_trace(model: nn.Module, example: tuple):
+    """Run the model; on failure, name the innermost layer open and the last one finished."""
+    open_layers: list[str] = []
+    finished: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(module, _inputs):
+        open_layers.append(names[module])
+
+    def leave(module, _inputs, _output):
+        open_layers.pop()
+        if not list(module.children()):
+            finished.append(names[module])
+
+    handles = [m.register_forward_pre_hook(enter) for m in names] + \
+        [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.no_grad():
+            return model(*example)
+    except Exception as exc:
+        inner = next((n for n in reversed(open_layers) if n), "")
+        culprit = finished[-1] if finished else inner
+        where = f"inside {inner!r}" if inner else "in the model's own forward"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UntraceableModelError(
+            f"torch-pruning cannot follow the model: after pruning it fails {where} after "
+            f"layer {culprit!r} ({type(exc).__name__}: {text[:160]}); add {culprit!r} to "
+            "prune.ignored_layers, or use method='unstructured'") from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def check_still_runs(model: nn.Module, example: tuple, output_shape: tuple) -> None:
+    """The pruned model must run on the example and give outputs of the same shape."""
+    out = first_tensor(_run_with_layer_trace(model, example))
+    if tuple(out.shape) != output_shape:
+        raise UntraceableModelError(
+            f"after pruning the model outputs shape {list(out.shape)} instead of "
+            f"{list(output_shape)}; add its output layer to prune.ignored_layers")
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """BERT-style self-attention blocks: ``query``/``key``/``value`` linears and a head count."""
+    return [m for m in model.modules()
+            if isinstance(getattr(m, "num_attention_heads", None), int)
+            and all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))]
+
+
+def transformer_plan(model: nn.Module, config: PruneConfig, attention: list[nn.Module]) -> dict:
+    """Prune only attention heads and FFN widths of a transformer.
+
+    The hidden size runs through every residual connection and the embeddings; cutting it
+    touches the whole model, so every linear layer except the q/k/v projections (heads)
+    and the FFN up-projections (width) is kept whole.
+    """
+    num_heads = {linear: block.num_attention_heads for block in attention
+                 for linear in (block.query, block.key, block.value)}
+    ffn = {m.dense for m in model.modules()
+           if type(m).__name__.endswith("Intermediate") and isinstance(getattr(m, "dense", None),
+                                                                        nn.Linear)}
+    roots = set(num_heads) | ffn
+    return {"ignored_layers": [m for m in model.modules()
+                               if isinstance(m, nn.Linear) and m not in roots],
+            "num_heads": num_heads, "prune_num_heads": config.head_ratio > 0,
+            "prune_head_dims": False, "head_pruning_ratio": config.head_ratio,
+            "output_transform": first_tensor}
+
+
+def update_attention_sizes(attention: list[nn.Module], pruner) -> None:
+    """After heads are cut, the attention blocks must know their new head count."""
+    for block in attention:
+        block.num_attention_heads = pruner.num_heads[block.query]
+        block.attention_head_size = block.query.out_features // block.num_attention_heads
+        block.all_head_size = block.query.out_features
 
 
 def structured_prune(model: nn.Module, config: PruneConfig, example_inputs, data=None,
                      teacher=None, progress: bool = True) -> dict:
-    """Cut channels with torch-pruning's DepGraph (group L2 magnitude); fine-tune between steps."""
+    """Cut channels with torch-pruning's DepGraph (group L2 magnitude); fine-tune between steps.
+
+    BERT-style models lose attention heads (``head_ratio``) and FFN width (``ratio``) only.
+    """
     import torch_pruning as tp
 
     example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     ignored = _modules_by_name(model, tuple(config.ignored_layers) + tuple(
         n for n in find_head(model, example) if n not in config.ignored_layers))
+    attention = attention_modules(model)
+    plan = {"ignored_layers": ignored}
+    if attention:
+        plan = transformer_plan(model, config, attention)
+        plan["ignored_layers"] = list({id(m): m for m in plan["ignored_layers"] + ignored}.values())
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
+    heads_before = [b.num_attention_heads for b in attention]
     try:
         pruner = tp.pruner.MetaPruner(
             model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
             global_pruning=config.scope == "global", pruning_ratio=config.ratio,
-            iterative_steps=config.iterative_steps, ignored_layers=ignored,
-            round_to=config.round_to or None)
+            iterative_steps=config.iterative_steps, round_to=config.round_to or None, **plan)
     except Exception as exc:
         raise UntraceableModelError(_trace_error(model, exc)) from exc
+    with torch.no_grad():
+        output_shape = tuple(first_tensor(model(*example)).shape)
     steps = []
-    for step in range(config.iterative_steps):
+    for step, epochs in enumerate(epochs_per_step(config.finetune_epochs,
+                                                  config.iterative_steps)):
         pruner.step()
-        per_step = max(1, config.finetune_epochs // config.iterative_steps) \
-            if config.finetune_epochs else 0
-        _finetune(model, config, data, teacher, per_step,
-                  f"prune finetune {step + 1}/{config.iterative_steps}", progress)
-        steps.append({"step": step + 1, "params": count_params(model)})
+        update_attention_sizes(attention, pruner)
+        check_still_runs(model, example, output_shape)
+        steps.append(_step_record(model, config, data, teacher, step, epochs, progress))
     macs_after, params_after = tp.utils.count_ops_and_params(model, example)
     widths = {n: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
               for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
-    return {"params_before": int(params_before), "params_after": int(params_after),
-            "macs_before": int(macs_before), "macs_after": int(macs_after),
-            "macs_ratio": float(macs_before) / max(float(macs_after), 1.0),
-            "ignored_layers": [n for n, m in model.named_modules() if m in ignored],
-            "layer_widths": widths, "steps": steps}
+    record = {"params_before": int(params_before), "params_after": int(params_after),
+              "macs_before": int(macs_before), "macs_after": int(macs_after),
+              "macs_ratio": float(macs_before) / max(float(macs_after), 1.0),
+              "ignored_layers": [n for n, m in model.named_modules() if m in ignored],
+              "layer_widths": widths, "steps": steps}
+    if attention:
+        record["attention_heads_before"] = heads_before
+        record["attention_heads_after"] = [b.num_attention_heads for b in attention]
+    return record
+
+
+def _step_record(model, config, data, teacher, step: int, epochs: int, progress: bool) -> dict:
+    """Fine-tune after one pruning step; what the step left behind."""
+    record = {"step": step + 1, "params": count_params(model)}
+    if data and data.get("evaluation") is not None:
+        record["accuracy_before_finetune"] = accuracy(model, data["evaluation"])
+    history = _finetune(model, config, data, teacher, epochs,
+                        f"prune finetune {step + 1}/{config.iterative_steps}", progress)
+    if history is not None:
+        record.update(finetune_epochs=epochs, accuracy_after_finetune=history["best_metric"])
+    return record
 
 
 def _trace_error(model: nn.Module, exc: Exception) -> str:
@@ -199,6 +364,7 @@ def unstructured_prune(model: nn.Module, config: PruneConfig, example_inputs, da
     targets = _prunable(model, ignored)
     size_before = zipped_size(model)
     schedule = cubic_schedule(config.ratio, config.iterative_steps)
+    epochs = epochs_per_step(config.finetune_epochs, config.iterative_steps)
     done = 0.0
     for step, sparsity in enumerate(schedule):
         # torch's prune amounts apply to the weights still alive: convert the schedule.
@@ -209,10 +375,7 @@ def unstructured_prune(model: nn.Module, config: PruneConfig, example_inputs, da
             for module, name in targets:
                 torch_prune.l1_unstructured(module, name, amount=amount)
         done = sparsity
-        per_step = max(1, config.finetune_epochs // config.iterative_steps) \
-            if config.finetune_epochs else 0
-        _finetune(model, config, data, teacher, per_step,
-                  f"prune finetune {step + 1}/{config.iterative_steps}", progress)
+        _step_record(model, config, data, teacher, step, epochs[step], progress)
     for module, name in targets:
         if torch_prune.is_pruned(module):
             torch_prune.remove(module, name)  # masks become plain zeros before export

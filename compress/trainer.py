@@ -6,11 +6,17 @@ asked, and writes a checkpoint atomically after each epoch (model, optimizer, sc
 states, epoch). Given the same checkpoint path again with ``resume=True`` it continues from
 the last finished epoch and ends with the same weights as an uninterrupted run: each epoch
 re-seeds torch from ``seed + epoch``, so shuffling and dropout do not depend on history.
+
+Under ``torchrun --nproc-per-node N`` (a process group is set up from torchrun's
+environment; gloo on CPU, NCCL on CUDA) the model is wrapped in DistributedDataParallel,
+each process reads its own shard of the data (DistributedSampler) and only rank 0 writes
+checkpoints and shows the progress bar.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import random
@@ -101,6 +107,52 @@ def _load_checkpoint(path: Path) -> dict:
                          "delete it to start over") from exc
 
 
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        self.active = dist.is_available() and (
+            dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+        if self.active and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    def shard(self, batches, seed: int):
+        """A DataLoader over this rank's share of the samples (DistributedSampler)."""
+        if not self.active:
+            return batches, None
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        if not isinstance(batches, DataLoader):
+            raise ValueError("distributed training needs the training data as a "
+                             "torch.utils.data.DataLoader, to shard it across processes")
+        sampler = DistributedSampler(batches.dataset, num_replicas=self.world, rank=self.rank,
+                                     shuffle=True, seed=seed)
+        return DataLoader(batches.dataset, batch_size=batches.batch_size, sampler=sampler,
+                          collate_fn=batches.collate_fn, num_workers=batches.num_workers), sampler
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
 def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         loss_fn: LossFn = cross_entropy_loss, eval_batches: Iterable | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
@@ -109,9 +161,14 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
 
     With ``eval_batches`` the weights of the best evaluation epoch are restored at the end.
     """
-    steps_per_epoch = len(train_batches) if hasattr(train_batches, "__len__") else None
-    if steps_per_epoch == 0:
+    if hasattr(train_batches, "__len__") and len(train_batches) == 0:
         raise ValueError(f"{desc}: training data is empty (0 batches)")
+    job = Distributed()
+    train_batches, sampler = job.shard(train_batches, config.seed)
+    steps_per_epoch = len(train_batches) if hasattr(train_batches, "__len__") else None
+    trained = job.wrap(model)
+    if not job.is_main:
+        config = dataclasses.replace(config, progress=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, config.epochs * (steps_per_epoch or 1))
@@ -129,7 +186,9 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed + epoch)
         random.seed(config.seed + epoch)
-        stats = _train_epoch(model, train_batches, optimizer, scheduler, loss_fn, config,
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        stats = _train_epoch(trained, train_batches, optimizer, scheduler, loss_fn, config,
                              f"{desc} {epoch + 1}/{config.epochs}", steps_per_epoch)
         if eval_batches is not None:
             stats["eval_accuracy"] = accuracy(model, eval_batches)
@@ -141,8 +200,9 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         if metric > best["metric"]:
             best.update(metric=metric, epoch=epoch,
                         state={k: v.detach().clone() for k, v in model.state_dict().items()})
-        if path is not None:
+        if path is not None and job.is_main:
             _save_checkpoint(path, model, optimizer, scheduler, epoch, best)
+        job.barrier()
         if config.patience and epoch - best["epoch"] >= config.patience:
             break
     if best["state"] is not None and eval_batches is not None:

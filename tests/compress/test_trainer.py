@@ -1,0 +1,246 @@
+"""The trainer: learning, best-epoch selection, early stopping, checkpoints and resume."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from compress.trainer import TrainConfig, accuracy, fit
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A tiny, fully seeded training run. The test runs it in a subprocess (killed with SIGKILL
+# after its second checkpoint, then resumed) and in-process (uninterrupted, the reference).
+# ``EPOCH_PAUSE_S`` slows each batch so the kill lands between checkpoints.
+TRAINING_SCRIPT = textwrap.dedent('''
+    import sys, time
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+    from compress.trainer import TrainConfig, cross_entropy_loss, fit
+
+    EPOCHS = 6
+
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(96, 8, generator=g)
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+        train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+        evaluation = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=32)
+        return model, train, evaluation
+
+    def train(checkpoint, resume, pause_s=0.0):
+        torch.set_num_threads(1)
+        model, batches, evaluation = build()
+
+        def slow_loss(m, batch):
+            time.sleep(pause_s)
+            return cross_entropy_loss(m, batch)
+
+        fit(model, batches, TrainConfig(epochs=EPOCHS, lr=0.05, seed=3, progress=False),
+            loss_fn=slow_loss, eval_batches=evaluation, checkpoint=checkpoint, resume=resume)
+        return model
+
+    if __name__ == "__main__":
+        model = train(sys.argv[1], sys.argv[2] == "resume", float(sys.argv[3]))
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[4])
+''')
+
+
+def _toy_data(n=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    return x, y
+
+
+def _loaders(batch=32):
+    x, y = _toy_data()
+    return (DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True),
+            DataLoader(TensorDataset(x, y), batch_size=batch))
+
+
+def test_fit_learns_a_separable_problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    train, evaluation = _loaders()
+    before = accuracy(model, evaluation)
+    result = fit(model, train, TrainConfig(epochs=15, lr=0.05, progress=False),
+                 eval_batches=evaluation)
+    assert accuracy(model, evaluation) > max(before, 0.9)
+    assert len(result["history"]) == 15
+    assert {"loss", "train_accuracy", "samples_per_s", "eval_accuracy"} <= set(result["history"][0])
+
+
+def test_fit_restores_the_best_epoch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    train, evaluation = _loaders()
+    result = fit(model, train, TrainConfig(epochs=6, lr=0.05, progress=False),
+                 eval_batches=evaluation)
+    best = max(h["eval_accuracy"] for h in result["history"])
+    assert result["best_metric"] == pytest.approx(best)
+    assert accuracy(model, evaluation) == pytest.approx(best)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    model = nn.Linear(4, 2)
+    train, evaluation = _loaders()
+    # A learning rate this small cannot change the accuracy: no epoch improves on the first.
+    result = fit(model, train, TrainConfig(epochs=20, lr=1e-12, patience=2, progress=False),
+                 eval_batches=evaluation)
+    assert result["best_epoch"] == 0
+    assert len(result["history"]) == 3
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_every_schedule_trains(schedule):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    train, evaluation = _loaders()
+    fit(model, train, TrainConfig(epochs=8, lr=0.1, schedule=schedule, progress=False),
+        eval_batches=evaluation)
+    assert accuracy(model, evaluation) > 0.8
+
+
+def test_checkpoint_holds_everything_needed_to_resume(tmp_path):
+    model = nn.Linear(4, 2)
+    train, _ = _loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(model, train, TrainConfig(epochs=2, progress=False), checkpoint=path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "torch_rng", "python_rng"} <= set(state)
+    assert state["epoch"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_clear_error(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"not a checkpoint")
+    train, _ = _loaders()
+    with pytest.raises(ValueError, match="cannot be resumed from"):
+        fit(nn.Linear(4, 2), train, TrainConfig(epochs=1, progress=False), checkpoint=path,
+            resume=True)
+
+
+def test_empty_training_data_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        fit(nn.Linear(4, 2), [], TrainConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("kwargs, field", [({"schedule": "linear"}, "schedule"),
+                                           ({"epochs": -1}, "epochs"), ({"lr": 0.0}, "lr")])
+def test_bad_train_config_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"train.{field}"):
+        TrainConfig(**kwargs)
+
+
+def _wait_for_epoch(path: Path, epoch: int, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("the training run ended before it could be killed")
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if int(state["epoch"]) >= epoch:
+                return
+        time.sleep(0.02)
+    pytest.fail(f"no checkpoint of epoch {epoch} after {timeout_s} s")
+
+
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "train_tiny.py"
+    script.write_text(TRAINING_SCRIPT)
+    checkpoint, weights = tmp_path / "ckpt.pt", tmp_path / "resumed.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(script), str(checkpoint)]
+    killed = subprocess.Popen(command + ["fresh", "0.15", str(weights)], env=env)
+    try:
+        _wait_for_epoch(checkpoint, 1, killed, timeout_s=60)  # the 2nd checkpoint (epoch 1)
+        killed.send_signal(signal.SIGKILL)
+    finally:
+        killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL
+    interrupted_at = int(torch.load(checkpoint, weights_only=True)["epoch"])
+    assert interrupted_at < 5, "the run finished before the kill"
+    subprocess.run(command + ["resume", "0", str(weights)], env=env, check=True, timeout=60)
+    resumed = load_file(weights)
+
+    threads = torch.get_num_threads()
+    try:
+        reference = runpy.run_path(str(script))["train"](None, False).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+DDP_SCRIPT = textwrap.dedent('''
+    import os, sys
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+    from safetensors.torch import save_file
+    from compress.trainer import TrainConfig, accuracy, fit
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    batch = int(sys.argv[2])
+    result = fit(model, DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True),
+                 TrainConfig(epochs=6, lr=0.05, progress=False),
+                 eval_batches=DataLoader(TensorDataset(x, y), batch_size=256),
+                 checkpoint=os.path.join(sys.argv[1], "ckpt.pt"))
+    rank = int(os.environ.get("RANK", "0"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(sys.argv[1], f"rank{rank}.safetensors"))
+    with open(os.path.join(sys.argv[1], f"rank{rank}.txt"), "w") as out:
+        out.write(f"{accuracy(model, [(x, y)])} {len(result['history'])}")
+''')
+
+
+def test_torchrun_with_two_cpu_processes_matches_a_single_process_run(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "train_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir()
+    double.mkdir()
+    subprocess.run([sys.executable, str(script), str(single), "32"], env=env, check=True,
+                   timeout=120)
+    # Two processes with 16 samples each per step make the same global batch of 32.
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", "2", str(script), str(double), "16"], env=env,
+                   check=True, timeout=180, capture_output=True)
+    rank0, rank1 = load_file(double / "rank0.safetensors"), load_file(double / "rank1.safetensors")
+    for name in rank0:  # DistributedDataParallel keeps the replicas identical
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert (double / "ckpt.pt").is_file()
+    assert not [p for p in double.iterdir() if p.name.endswith(".tmp")]
+    accuracy_single, epochs_single = (single / "rank0.txt").read_text().split()
+    accuracy_double, epochs_double = (double / "rank0.txt").read_text().split()
+    assert epochs_single == epochs_double == "6"
+    assert float(accuracy_single) > 0.9
+    assert abs(float(accuracy_double) - float(accuracy_single)) <= 0.03
