@@ -172,14 +172,18 @@ def measure_robustness(ctx: PipelineContext, source: nn.Module, onnx_path: Path)
 
 
 def run_distill(ctx: PipelineContext, config: DistillConfig, source: Artifact, folder: Path):
+    from compress.distill import make_student
     from edgepack.teacher import build_model
 
-    if not config.student.get("build"):
-        raise ValueError("distill.student must name a builder: { build = 'module:function', "
-                         "args = { ... } }")
-    torch.manual_seed(config.seed)
-    student = build_model(config.student["build"], dict(config.student.get("args", {})),
-                          ctx.base_dir)
+    built = None
+    if config.student_init == "scratch":
+        if not config.student.get("build"):
+            raise ValueError("distill.student must name a builder: { build = "
+                             "'module:function', args = { ... } }")
+        torch.manual_seed(config.seed)
+        built = build_model(config.student["build"], dict(config.student.get("args", {})),
+                            ctx.base_dir)
+    student = make_student(source.module, config, ctx.example_inputs, built)
     result = distill(source.module, student, config, ctx.data,
                      checkpoint=folder / CHECKPOINT, resume=ctx.resume,
                      progress=ctx.progress)
@@ -275,11 +279,16 @@ def _rebuild(config: StageConfig, source: Artifact, artifact: Path, ctx: Pipelin
     """The torch module a finished stage produced, from its safetensors file."""
     from edgepack.teacher import build_model
 
-    if isinstance(config, DistillConfig):
+    if isinstance(config, DistillConfig) and config.student_init == "scratch":
         module = build_model(config.student["build"], dict(config.student.get("args", {})),
                              ctx.base_dir)
+    elif isinstance(config, DistillConfig):
+        from compress.distill import make_student
+
+        module = make_student(source.module, config, ctx.example_inputs)
     else:
-        module = copy.deepcopy(source.module)  # a pruned copy: layers are resized on load
+        # A reduced copy of the stage's input: load_weights resizes the narrowed layers.
+        module = copy.deepcopy(source.module)
     return load_weights(module, artifact).eval()
 
 
