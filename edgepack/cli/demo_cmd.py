@@ -13,9 +13,10 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from edgepack.cli.run_cmd import print_summary
+    from edgepack.cli.run_cmd import print_summary, refuse_multiprocess
     from edgepack.runner import run_demo
 
+    refuse_multiprocess()
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     report = run_demo(out, resume=args.resume, progress=not args.no_progress)

@@ -26,8 +26,20 @@ def print_summary(report: dict, out, seconds: float) -> None:
           f"{seconds:.0f} s")
 
 
+def refuse_multiprocess() -> None:
+    """A whole run benchmarks and writes one run folder: it is one process, not a torchrun job."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("edgepack run/demo is a single process (it benchmarks and writes one "
+                         "run folder); train on several processes from your own script under "
+                         "torchrun, e.g. examples/distill_torchrun.py")
+
+
 def handle(args) -> int:
     from edgepack.recipe import load_recipe
+
+    refuse_multiprocess()
     from edgepack.runner import run_recipe
 
     recipe = load_recipe(args.recipe)  # checked before anything is written

@@ -76,3 +76,12 @@ def test_env_reports_versions_and_providers(capsys):
     out = capsys.readouterr().out
     for key in ("torch", "onnxruntime", "providers", "CPUExecutionProvider", "cpu", "flags"):
         assert key in out
+
+
+def test_run_under_torchrun_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    path = tmp_path / "recipe.toml"
+    path.write_text(GOOD_HEAD)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "single process" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
