@@ -12,8 +12,9 @@ import sys
 import traceback
 
 COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "env")
-BAD_INPUT = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-             PermissionError, KeyError)
+# Bad input, and files or folders that cannot be read or written (a full disk included):
+# one line naming the path, exit code 2.
+BAD_INPUT = (ValueError, OSError, KeyError)
 
 
 def build_parser() -> argparse.ArgumentParser:
