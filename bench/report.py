@@ -113,11 +113,12 @@ def tradeoff_plot(rows: list[dict], path: str | os.PathLike, title: str = "") ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, latency, accuracy, kept in points:
+    for index, (name, latency, accuracy, kept) in enumerate(points):
         ax.scatter(latency, accuracy, marker="o" if kept else "x",
                    color="tab:blue" if kept else "tab:red")
-        ax.annotate(name, (latency, accuracy), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+        # Alternate labels above and below: compressed stages often sit at one accuracy.
+        ax.annotate(name, (latency, accuracy), textcoords="offset points",
+                    xytext=(5, 4 if index % 2 == 0 else -11), fontsize=8)
     ax.set_xlabel("p50 latency (ms, lower is better)")
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(title or "accuracy vs latency (x: not kept)")
