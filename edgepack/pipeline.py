@@ -19,6 +19,7 @@ Each stage folder gets its artifact, then ``record.json`` (with the artifact's s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -66,10 +67,6 @@ class Artifact:
         if self.source_module is None:
             self.source_module = self.module
 
-    @property
-    def is_torch(self) -> bool:
-        return self.module is not None
-
 
 @dataclass
 class PipelineContext:
@@ -83,6 +80,7 @@ class PipelineContext:
     bench: BenchSpec
     teacher: nn.Module
     scratch: Path
+    bench_export: ExportConfig = field(default_factory=ExportConfig)   # for scratch exports
     resume: bool = False
     progress: bool = True
     base_dir: Path | None = None
@@ -153,7 +151,7 @@ def _metrics_from(result: dict, size_bytes: int, params: int) -> dict:
 def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path:
     """A scratch ONNX export of a torch artifact, so it is timed on the same runtime."""
     path = ctx.scratch / f"{name}.onnx"
-    export_onnx(module, ExportConfig(), ctx.example_inputs, path,
+    export_onnx(module, ctx.bench_export, ctx.example_inputs, path,
                 parity_inputs=ctx.eval_arrays["inputs_torch"][:8])
     return path
 
@@ -443,8 +441,10 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                  base_dir: Path | None = None, log: Callable[[str], None] = _stderr) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
 
-    ``data``: ``{"train", "calibration", "evaluation"[, "transfer"]}``, each an iterable of
-    ``(inputs, labels)`` batches (``transfer``: input batches).
+    ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
+    iterable of ``(inputs, labels)`` batches (``transfer``: input batches). The pipeline runs
+    single-input classifiers; for models with several inputs (transformers) call the stage
+    functions (``export_hf``, ``quantize``, ``bench``) directly.
     """
     from bench.envinfo import environment
 
@@ -455,10 +455,14 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     _prepare_out_dir(out_dir, resume)
     arrays = _eval_arrays(data)
     with tempfile.TemporaryDirectory(prefix=".scratch.", dir=out_dir) as scratch:
+        # Scratch exports (to time torch stages) use the export stage's own settings, so
+        # every model in one comparison has the same input names and exporter.
+        export_config = next((s for s in stages if isinstance(s, ExportConfig)), ExportConfig())
         ctx = PipelineContext(out_dir=out_dir, data=data, example_inputs=arrays["inputs_torch"][:1],
                               eval_arrays=arrays, tolerance=tolerance, bench=bench_spec,
-                              teacher=model.eval(), scratch=Path(scratch), resume=resume,
-                              progress=progress, base_dir=base_dir, log=log)
+                              teacher=model.eval(), scratch=Path(scratch),
+                              bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
+                              resume=resume, progress=progress, base_dir=base_dir, log=log)
         teacher_entry, current = measure_teacher(ctx, model)
         entries = []
         for index, config in enumerate(stages, start=1):

@@ -47,6 +47,7 @@ RECIPE = textwrap.dedent('''
 
     [[stages]]
     kind = "export"
+    input_names = ["signal"]         # not the default: every comparison must still line up
 
     [[stages]]
     kind = "quantize"
@@ -94,6 +95,10 @@ def test_report_has_the_keys_tools_rely_on(run_dir):
             assert 0.0 <= stage["robustness"][attack]["0.1"] <= 1.0
     export = report["stages"][2]
     assert export["record"]["parity"]["ok"] is True
+    import onnx
+
+    graph = onnx.load(str(run_dir / export["artifact"]), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["signal"]
     assert len({o["batch"] for o in export["record"]["parity"]["outputs"]}) == 2
 
 
