@@ -139,6 +139,11 @@ def measure_pair(ctx: PipelineContext, reference: Path | None, candidate: Path) 
     return first, ref_result
 
 
+METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
+               "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
+               "robustness")
+
+
 def _metrics_from(result: dict, size_bytes: int, params: int) -> dict:
     return {"params": params, "size_bytes": size_bytes, "accuracy": result.get("accuracy"),
             "latency_ms": result["latency_ms"], "provider": result["provider"],
@@ -238,7 +243,7 @@ def _slow_cause(config: StageConfig, candidate: Path) -> str:
 
 
 def judge(ctx: PipelineContext, config: StageConfig, source: Artifact, metrics: dict,
-          reference_latency: dict | None) -> tuple[bool, str]:
+          reference_latency: dict | None, candidate: Path) -> tuple[bool, str]:
     """Keep the candidate only if accurate enough and, where promised, faster."""
     tolerance = _stage_tolerance(ctx, config)
     reasons = []
@@ -249,7 +254,7 @@ def judge(ctx: PipelineContext, config: StageConfig, source: Artifact, metrics: 
         ref_p50, p50 = reference_latency["p50"], metrics["latency_ms"]["p50"]
         if p50 >= ref_p50:
             reasons.append(f"not faster (p50 {p50:.4f} ms vs {ref_p50:.4f} ms for its input; "
-                           f"{_slow_cause(config, metrics['_candidate'])})")
+                           f"{_slow_cause(config, candidate)})")
     return not reasons, "; ".join(reasons)
 
 
@@ -313,18 +318,37 @@ def _read_json(path: Path):
         return None
 
 
+def _reuse_stage(ctx: PipelineContext, name: str, config: StageConfig, source: Artifact,
+                 record: dict, path: Path) -> tuple[dict, Artifact]:
+    """A stage finished by an earlier run: its entry, and its artifact rebuilt from disk."""
+    ctx.log(f"[{name}] done in an earlier run; reusing {path.name}")
+    module = _rebuild(config, source, path, ctx) if path.suffix == ".safetensors" else None
+    onnx_path = path if module is None else export_for_bench(ctx, module, name)
+    metrics = {k: record[k] for k in METRIC_KEYS if k in record}
+    return record, Artifact(name, module, onnx_path, path, metrics,
+                            source.source_module if module is None else None)
+
+
+def _measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path,
+                       onnx_path: Path, source: Artifact) -> tuple[dict, dict | None]:
+    """The candidate's metrics (timed interleaved with its input) and its input's result."""
+    result, ref = measure_pair(ctx, source.onnx_path, onnx_path)
+    if module is not None:
+        metrics = _metrics_from(result, path.stat().st_size, count_params(module))
+    else:
+        metrics = _metrics_from(result, result["size_bytes"], result["params"])
+    grad_source = module if module is not None else source.source_module
+    metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
+    return metrics, ref
+
+
 def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Artifact) -> tuple[dict, Artifact]:
     """Run (or resume) one stage; return its report entry and the candidate artifact."""
     name = f"{index:02d}-{config.kind}"
     folder = ctx.out_dir / name
     done = _load_done_stage(folder, config, source, ctx) if ctx.resume else None
     if done is not None:
-        record, path = done
-        ctx.log(f"[{name}] done in an earlier run; reusing {path.name}")
-        module = _rebuild(config, source, path, ctx) if path.suffix == ".safetensors" else None
-        onnx_path = path if module is None else export_for_bench(ctx, module, name)
-        return record, Artifact(name, module, onnx_path, path, record["metrics"],
-                                source.source_module if module is None else None)
+        return _reuse_stage(ctx, name, config, source, *done)
     _clear_unfinished(folder, config, ctx.resume)
     ctx.log(f"[{name}] running")
     entry = {"name": name, "kind": config.kind, "config": config.to_dict()}
@@ -337,25 +361,21 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig, source: Art
     module = produced if isinstance(produced, nn.Module) else None
     path = _save_artifact(module, produced, folder)
     onnx_path = export_for_bench(ctx, module, name) if module is not None else path
-    result, ref = measure_pair(ctx, source.onnx_path, onnx_path)
-    params = count_params(module) if module is not None else result["params"]
-    metrics = _metrics_from(result, path.stat().st_size if module is not None
-                            else result["size_bytes"], params)
-    grad_source = module if module is not None else source.source_module
-    metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
-    kept, reason = judge(ctx, config, source, {**metrics, "_candidate": onnx_path},
-                         ref["latency_ms"] if ref else None)
+    metrics, ref = _measure_candidate(ctx, module, path, onnx_path, source)
+    ref_latency = ref["latency_ms"] if ref else None
+    kept, reason = judge(ctx, config, source, metrics, ref_latency, onnx_path)
     entry.update(artifact=str(path.relative_to(ctx.out_dir)), sha256=sha256_file(path),
-                 **metrics, metrics=metrics, kept=kept, reason=reason,
+                 **metrics, kept=kept, reason=reason,
                  input={"name": source.name, "accuracy": source.metrics.get("accuracy"),
-                        "latency_ms": ref["latency_ms"] if ref else None},
-                 speedup=(ref["latency_ms"]["p50"] / metrics["latency_ms"]["p50"]) if ref else None,
+                        "latency_ms": ref_latency},
+                 speedup=ref_latency["p50"] / metrics["latency_ms"]["p50"] if ref else None,
                  record=stage_record)
     (folder / CHECKPOINT).unlink(missing_ok=True)
-    atomic_write_json(folder / RECORD, entry)
+    atomic_write_json(folder / RECORD, entry)  # last: the stage is finished once this exists
     verdict = "kept" if kept else f"not kept: {reason}"
     ctx.log(f"[{name}] accuracy {metrics['accuracy']:.4f}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
+    grad_source = module if module is not None else source.source_module
     return entry, Artifact(name, module, onnx_path, path, metrics, grad_source)
 
 
