@@ -179,10 +179,7 @@ def run_distill(ctx: PipelineContext, config: DistillConfig, source: Artifact, f
     from edgepack.teacher import build_model
 
     built = None
-    if config.student_init == "scratch":
-        if not config.student.get("build"):
-            raise ValueError("distill.student must name a builder: { build = "
-                             "'module:function', args = { ... } }")
+    if config.student_init == "scratch":  # the builder was checked before the run started
         torch.manual_seed(config.seed)
         built = build_model(config.student["build"], dict(config.student.get("args", {})),
                             ctx.base_dir)
@@ -389,6 +386,26 @@ def _eval_arrays(data: dict) -> dict:
     return {"inputs": inputs.numpy(), "labels": labels.numpy(), "inputs_torch": inputs}
 
 
+def check_stages_against_data(stages: list[StageConfig], data: dict,
+                              base_dir: Path | None) -> None:
+    """Catch what would fail mid-run (a missing transfer set, a student builder that does not
+    import) before the run folder is created."""
+    from edgepack.recipe import import_object
+
+    for index, config in enumerate(stages, start=1):
+        if not isinstance(config, DistillConfig):
+            continue
+        if config.transfer_samples and data.get("transfer") is None:
+            raise ValueError(f"stage {index} (distill): transfer_samples = "
+                             f"{config.transfer_samples} but the data provider gives no "
+                             "'transfer' set")
+        if config.student_init == "scratch":
+            if not config.student.get("build"):
+                raise ValueError(f"stage {index} (distill): student must name a builder: "
+                                 "{ build = 'module:function', args = { ... } }")
+            import_object(config.student["build"], base_dir, what="student builder")
+
+
 def _prepare_out_dir(out_dir: Path, resume: bool) -> None:
     check_output_dir(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not resume:
@@ -471,6 +488,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     bench_spec = bench_spec or BenchSpec()
     check_stage_order(stages)
     check_providers(bench_spec.providers)
+    check_stages_against_data(stages, data, base_dir)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, resume)
     arrays = _eval_arrays(data)

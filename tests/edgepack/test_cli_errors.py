@@ -85,3 +85,24 @@ def test_run_under_torchrun_is_refused_before_anything_runs(tmp_path, capsys, mo
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "single process" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage, message", [
+    ('student = { build = "edgepack.zoo:no_such_net" }\n', "has no 'no_such_net'"),
+    ('student = { build = "edgepack.zoo:mnist1d_cnn" }\ntransfer_samples = 100\n',
+     "gives no 'transfer' set"),
+])
+def test_distill_problems_are_found_before_the_run_folder_exists(tmp_path, capsys, stage,
+                                                                 message):
+    (tmp_path / "labelled_only.py").write_text(
+        "from edgepack.zoo import mnist1d\n\n\ndef data():\n"
+        "    sets = mnist1d(samples=100, transfer_samples=10)\n"
+        "    del sets['transfer']\n    return sets\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nbuild = "edgepack.zoo:mnist1d_cnn"\nargs = { width = 4 }\n'
+                      '[data]\nprovider = "labelled_only:data"\n'
+                      '[[stages]]\nkind = "distill"\n' + stage)
+    code = main(["run", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert not (tmp_path / "out").exists()
