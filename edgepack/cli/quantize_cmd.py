@@ -64,6 +64,23 @@ def _print_search(search: dict) -> None:
         print(f"  note: {search['note']}")
 
 
+def describe_settings(record: dict) -> str:
+    """The settings that apply to the mode that ran (dynamic has no format or calibration)."""
+    parts = [f"preset {record['preset']}"] if record["preset"] else []
+    if record["mode"] == "static":
+        parts += [f"format {record['format']}", f"activations {record['activation_type']}",
+                  f"{record['calibration']} calibration on {record['calibration_samples']} "
+                  "samples"]
+    if record["mode"] in ("static", "dynamic"):
+        parts += [f"per-channel {record['per_channel']}",
+                  f"reduce-range {record['reduce_range']}"]
+    if record["mode"] == "int4":
+        parts.append(f"block size {record['block_size']}")
+    if record["mode"] == "fp16":
+        parts.append(f"fp32 inputs/outputs {record['keep_io_fp32']}")
+    return ", ".join(parts)
+
+
 def handle(args) -> int:
     from compress.quantize import QuantizeConfig, quantize
 
@@ -79,11 +96,8 @@ def handle(args) -> int:
     result = quantize(args.model, config, args.output, calibration=calibration,
                       evaluation=evaluation)
     record = result.record
-    settings = f"preset {record['preset']}, " if record["preset"] else ""
-    print(f"wrote {args.output}: {record['mode']} ({settings}format {record['format']}, "
-          f"activations {record['activation_type']}, per-channel {record['per_channel']}, "
-          f"reduce-range {record['reduce_range']}), {record['size_bytes_before']:,} -> "
-          f"{record['size_bytes']:,} bytes, {record['calibration_samples']} calibration samples")
+    print(f"wrote {args.output}: {record['mode']} ({describe_settings(record)}), "
+          f"{record['size_bytes_before']:,} -> {record['size_bytes']:,} bytes")
     if "accuracy_search" in record:
         _print_search(record["accuracy_search"])
     return 0
