@@ -1,0 +1,48 @@
+"""The keep/refuse rule of the pipeline, on fixed numbers (timing is not a test's job)."""
+
+import pytest
+
+from compress.distill import DistillConfig
+from compress.prune import PruneConfig
+from compress.quantize import QuantizeConfig, quantize
+from edgepack.pipeline import Artifact, PipelineContext, judge
+from edgepack.recipe import BenchSpec
+from tests.bench.conftest import matmul_add
+
+
+def _ctx(tmp_path, tolerance=0.01):
+    return PipelineContext(out_dir=tmp_path, data={}, example_inputs=None, eval_arrays={},
+                           tolerance=tolerance, bench=BenchSpec(), teacher=None,
+                           scratch=tmp_path)
+
+
+def _metrics(accuracy, p50):
+    return {"accuracy": accuracy, "latency_ms": {"p50": p50}}
+
+
+SOURCE = Artifact("input", metrics=_metrics(0.95, 1.0))
+
+
+@pytest.mark.parametrize("config, accuracy, p50, kept, reason", [
+    (PruneConfig(), 0.945, 0.5, True, ""),
+    (PruneConfig(), 0.93, 0.5, False, "accuracy drop 0.0200 > tolerance 0.0100"),
+    (PruneConfig(), 0.95, 1.0, False, "not faster (p50 1.0000 ms vs 1.0000 ms"),
+    (PruneConfig(method="unstructured"), 0.95, 1.2, True, ""),    # size, not speed
+    (PruneConfig(tolerance=0.05), 0.93, 0.5, True, ""),           # the stage's own tolerance
+    (DistillConfig(), 0.949, 3.0, True, ""),                      # no speed promise
+])
+def test_keep_only_what_is_accurate_enough_and_where_promised_faster(
+        tmp_path, config, accuracy, p50, kept, reason):
+    ok, why = judge(_ctx(tmp_path), config, SOURCE, _metrics(accuracy, p50), {"p50": 1.0},
+                    tmp_path / "unused.onnx")
+    assert ok is kept
+    assert reason in why and (why == "") == kept
+
+
+def test_a_slower_quantized_model_is_refused_with_its_cause(tmp_path):
+    fp32 = matmul_add(tmp_path / "m.onnx")
+    int8 = quantize(fp32, QuantizeConfig(mode="dynamic"), tmp_path / "q.onnx").artifact
+    ok, why = judge(_ctx(tmp_path), QuantizeConfig(mode="dynamic"), SOURCE, _metrics(0.95, 1.5),
+                    {"p50": 1.0}, int8)
+    assert not ok
+    assert why.startswith("not faster (p50 1.5000 ms vs 1.0000 ms for its input; likely cause:")
