@@ -28,9 +28,8 @@ sys.path.insert(0, str(REPO))
 from bench.envinfo import cpu_info  # noqa: E402
 from compress.distill import DistillConfig, distill  # noqa: E402
 from compress.trainer import accuracy  # noqa: E402
-from edgepack.recipe import load_recipe  # noqa: E402
-from edgepack.teacher import prepare_teacher  # noqa: E402
-from edgepack.zoo import mnist1d, mnist1d_cnn  # noqa: E402
+from edgepack.runner import demo_teacher  # noqa: E402
+from edgepack.zoo import mnist1d_cnn  # noqa: E402
 
 STUDENT_WIDTH = 16
 
@@ -53,10 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = load_recipe(REPO / "edgepack" / "recipes" / "mnist1d.toml")
-    data = mnist1d(**recipe.data.args)
-    teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, None,
-                              progress=False, log=lambda _: None)
+    recipe, data, teacher = demo_teacher()
     teacher_acc = accuracy(teacher, data["evaluation"])
     teacher_params = sum(p.numel() for p in teacher.parameters())
     student_params = sum(p.numel() for p in mnist1d_cnn(width=STUDENT_WIDTH).parameters())

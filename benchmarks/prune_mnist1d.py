@@ -28,8 +28,8 @@ from bench.runner import BenchConfig, bench  # noqa: E402
 from compress.distill import collect, distill  # noqa: E402
 from compress.prune import PruneConfig, prune  # noqa: E402
 from compress.trainer import accuracy  # noqa: E402
-from edgepack.recipe import load_recipe  # noqa: E402
-from edgepack.teacher import build_model, prepare_teacher  # noqa: E402
+from edgepack.runner import demo_teacher  # noqa: E402
+from edgepack.teacher import build_model  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 SETTINGS = {
@@ -56,12 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = load_recipe(REPO / "edgepack" / "recipes" / "mnist1d.toml")
-    from edgepack.zoo import mnist1d
-
-    data = mnist1d(**recipe.data.args)
-    teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, None,
-                              progress=False, log=lambda _: None)
+    recipe, data, teacher = demo_teacher()
     start = time.perf_counter()
     student = distilled_student(recipe, data, teacher)
     distill_s = time.perf_counter() - start

@@ -69,3 +69,12 @@ def demo_recipe() -> Recipe:
 def run_demo(out_dir="edgepack-demo", resume: bool = False, progress: bool = True) -> dict:
     """``edgepack demo``: the whole chain on MNIST-1D, offline."""
     return run_recipe(demo_recipe(), out_dir, resume=resume, progress=progress)
+
+
+def demo_teacher(progress: bool = False):
+    """The demo's recipe, data and trained teacher (trained once, then from the cache)."""
+    recipe = demo_recipe()
+    data = load_data(recipe)
+    teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, recipe.base_dir,
+                              log=lambda _: None, progress=progress)
+    return recipe, data, teacher
