@@ -14,6 +14,11 @@ training set (their hard label is -1, so only the soft term sees them). With
 ``augment="none"`` the teacher's logits are computed once; otherwise the inputs are
 perturbed each step and the teacher is run on the perturbed batch.
 
+For *embedding models* (``objective="embedding"``: the output is a pooled sentence or image
+embedding, not class logits) there is no softmax to soften: the student learns the teacher's
+embedding directly, with ``(1 - cosine) + MSE`` between the two (labels are not needed), and
+is scored by its mean cosine similarity to the teacher.
+
 *Feature (hint) distillation* adds, for each ``"student_layer:teacher_layer"`` pair in
 ``feature_pairs``, a loss between the two layers' outputs (MSE, cosine, or both -- the last
 suits pooled sentence embeddings). Where the widths differ a learned projection (a linear
@@ -36,6 +41,7 @@ from compress.stage import (StageConfig, StageResult, check_choice, check_range,
 from compress.trainer import TrainConfig, accuracy, fit
 
 AUGMENTATIONS = ("none", "noise", "shift")
+OBJECTIVES = ("logits", "embedding")
 FEATURE_LOSSES = ("mse", "cosine", "cosine+mse")
 STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer")
 NO_LABEL = -1
@@ -47,6 +53,7 @@ class DistillConfig(StageConfig):
 
     kind = "distill"
     student: dict = field(default_factory=dict)
+    objective: str = "logits"        # "embedding": match the teacher's output embedding
     temperature: float = 4.0
     alpha: float = 0.9
     epochs: int = 30
@@ -69,6 +76,7 @@ class DistillConfig(StageConfig):
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature}")
         check_range("distill", "alpha", self.alpha, 0.0, 1.0, high_inclusive=True)
         check_choice("distill", "augment", self.augment, AUGMENTATIONS)
+        check_choice("distill", "objective", self.objective, OBJECTIVES)
         check_choice("distill", "feature_loss", self.feature_loss, FEATURE_LOSSES)
         for pair in self.feature_pairs:
             if pair.count(":") != 1 or not all(pair.split(":")):
@@ -98,6 +106,20 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
         return alpha * soft
     hard = F.cross_entropy(student_logits[labelled], labels[labelled])
     return (1 - alpha) * hard + alpha * soft
+
+
+def embedding_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
+    """``(1 - cosine) + MSE`` between embeddings: direction and scale both matter."""
+    cosine = F.cosine_similarity(student_embedding, teacher_embedding, dim=-1)
+    return (1 - cosine).mean() + F.mse_loss(student_embedding, teacher_embedding)
+
+
+@torch.no_grad()
+def mean_cosine(student: nn.Module, teacher: nn.Module, inputs: torch.Tensor) -> float:
+    """Mean cosine similarity of the student's embeddings to the teacher's."""
+    student.eval()
+    return float(F.cosine_similarity(_logits(student, inputs), _logits(teacher, inputs),
+                                     dim=-1).mean())
 
 
 def augment_inputs(inputs: torch.Tensor, how: str) -> torch.Tensor:
@@ -243,9 +265,12 @@ def _hint_loss(model: HintedStudent, student_tap, teacher_tap, config) -> torch.
 
 def training_set(data: dict, config: DistillConfig):
     """Labelled inputs plus ``transfer_samples`` unlabelled ones (label -1)."""
-    inputs, labels = collect(data["train"])
+    labelled = config.objective == "logits"  # embedding models train on inputs alone
+    inputs, labels = collect(data["train"], labelled=labelled)
     if inputs is None or len(inputs) == 0:
         raise ValueError("distill: the training data is empty (0 samples)")
+    if labels is None:
+        labels = torch.full((len(inputs),), NO_LABEL, dtype=torch.long)
     if config.transfer_samples:
         if data.get("transfer") is None:
             raise ValueError("distill.transfer_samples > 0 but the data provider gives no "
@@ -341,7 +366,10 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
             with torch.no_grad():
                 batch_targets = teacher(batch_inputs)
         logits = model(batch_inputs)
-        loss = kd_loss(logits, batch_targets, batch_labels, config.temperature, config.alpha)
+        if config.objective == "embedding":
+            loss = embedding_loss(logits, batch_targets)
+        else:
+            loss = kd_loss(logits, batch_targets, batch_labels, config.temperature, config.alpha)
         if taps:
             loss = loss + _hint_loss(model, *taps, config)
         return loss, logits, batch_labels
@@ -350,7 +378,7 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         history = fit(trained, loader,
                       TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
                                   patience=config.patience, progress=progress),
-                      loss_fn=loss_fn, eval_batches=data.get("evaluation"),
+                      loss_fn=loss_fn, eval_batches=_eval_batches(data, config),
                       checkpoint=checkpoint, resume=resume, desc="distill")
     finally:
         for tap in taps:
@@ -360,7 +388,18 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
               "transfer_samples": int((labels == NO_LABEL).sum()),
               "feature_pairs": list(config.feature_pairs),
               "best_epoch": history["best_epoch"], "epochs_run": len(history["history"])}
-    if data.get("evaluation") is not None:
+    record["objective"] = config.objective
+    if config.objective == "embedding":
+        held_out, _ = collect(data.get("evaluation") or [], labelled=False)
+        record["mean_cosine_to_teacher"] = mean_cosine(
+            student, teacher, held_out if held_out is not None else inputs[:1024])
+    elif data.get("evaluation") is not None:
         record["teacher_accuracy"] = accuracy(teacher, data["evaluation"])
         record["student_accuracy"] = accuracy(student, data["evaluation"])
     return StageResult(artifact=student.eval(), record=record)
+
+
+def _eval_batches(data: dict, config: DistillConfig):
+    """Batches for per-epoch evaluation: accuracy needs labels, so embeddings go without
+    (the best epoch is then the one with the lowest training loss)."""
+    return data.get("evaluation") if config.objective == "logits" else None

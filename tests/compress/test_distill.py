@@ -278,3 +278,25 @@ def test_every_kth_layer_needs_a_layer_stack():
 
     with pytest.raises(ValueError, match="stack of repeated layers"):
         make_student(nn.Linear(2, 3), DistillConfig(student_init="every-kth-layer"), None)
+
+
+def test_embedding_objective_learns_the_teachers_embeddings_without_labels():
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from compress.distill import DistillConfig, distill, embedding_loss, mean_cosine
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(12, 64), nn.Tanh(), nn.Linear(64, 16))
+    student = nn.Sequential(nn.Linear(12, 24), nn.Tanh(), nn.Linear(24, 16))
+    inputs = torch.randn(2048, 12)
+    data = {"train": DataLoader(TensorDataset(inputs), batch_size=64, shuffle=True),
+            "evaluation": DataLoader(TensorDataset(torch.randn(256, 12)), batch_size=256)}
+    before = mean_cosine(student, teacher, inputs[:256])
+    result = distill(teacher, student, DistillConfig(objective="embedding", epochs=15, lr=1e-2),
+                     data, progress=False)
+    after = result.record["mean_cosine_to_teacher"]
+    assert result.record["objective"] == "embedding"
+    assert before < 0.5 < 0.95 < after
+    same = torch.randn(4, 16)
+    assert float(embedding_loss(same, same)) == pytest.approx(0.0, abs=1e-6)
