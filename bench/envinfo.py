@@ -27,6 +27,9 @@ def cpu_info() -> dict:
             "flags": sorted(f for f in flags if f in INTERESTING_FLAGS)}
 
 
+ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
+
+
 def package_version(name: str) -> str:
     from importlib import metadata
 
@@ -49,8 +52,8 @@ def environment() -> dict:
     import torch
 
     cpu = cpu_info()
-    ort_package = "onnxruntime-gpu" if package_version("onnxruntime-gpu") != "not installed" \
-        else "onnxruntime"
+    installed = [name for name in ORT_PACKAGES if package_version(name) != "not installed"]
+    ort_package = " and ".join(installed) or "not installed"
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -58,6 +61,8 @@ def environment() -> dict:
         "onnx": onnx.__version__,
         "onnxruntime": ort_version,
         "onnxruntime_package": ort_package,
+        # Both packages install the module `onnxruntime`: one silently overwrites the other.
+        "onnxruntime_conflict": len(installed) > 1,
         "onnxruntime_device": device,
         "providers": providers,
         "cuda_available_to_torch": bool(torch.cuda.is_available()),

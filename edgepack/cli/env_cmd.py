@@ -1,6 +1,7 @@
 """``edgepack env``: versions, execution providers, CPU model and flags, to paste in an issue."""
 
 import json
+import sys
 
 
 def register(sub) -> None:
@@ -21,4 +22,8 @@ def handle(args) -> int:
         if isinstance(value, list):
             value = ", ".join(value) or "-"
         print(f"{key:24} {value}")
+    if info["onnxruntime_conflict"]:
+        print("warning: onnxruntime and onnxruntime-gpu are both installed and share one "
+              "module; uninstall both, then install edgepack[cpu] or edgepack[gpu]",
+              file=sys.stderr)
     return 0

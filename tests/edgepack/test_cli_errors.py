@@ -106,3 +106,13 @@ def test_distill_problems_are_found_before_the_run_folder_exists(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_env_warns_when_both_onnxruntime_packages_are_installed(capsys, monkeypatch):
+    import bench.envinfo as envinfo
+
+    monkeypatch.setattr(envinfo, "package_version", lambda name: "1.0")
+    assert main(["env"]) == 0
+    captured = capsys.readouterr()
+    assert "onnxruntime and onnxruntime-gpu" in captured.out
+    assert "both installed" in captured.err
