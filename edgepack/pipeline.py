@@ -105,7 +105,9 @@ def check_providers(providers) -> None:
 
 
 def _bench_config(spec: BenchSpec, provider: str) -> BenchConfig:
-    return BenchConfig(provider=provider, threads=spec.threads, batch=spec.batch,
+    return BenchConfig(provider=provider, threads=spec.threads,
+                       inter_op_threads=spec.inter_op_threads, spin_wait=spec.spin_wait,
+                       graph_optimization=spec.graph_optimization, batch=spec.batch,
                        warmup=spec.warmup, min_runs=spec.min_runs, min_time_s=spec.min_time_s)
 
 
@@ -516,9 +518,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                 current = candidate
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
               "env": environment(), "tolerance": tolerance,
-              "bench": {"providers": list(bench_spec.providers), "threads": bench_spec.threads,
-                        "batch": bench_spec.batch, "min_runs": bench_spec.min_runs,
-                        "min_time_s": bench_spec.min_time_s},
+              "bench": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in dataclasses.asdict(bench_spec).items()},
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, recipe)

@@ -20,7 +20,8 @@ from typing import Any
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig
-from compress.stage import StageConfig, checked_fields, did_you_mean
+from bench.session import GRAPH_OPTIMIZATION_LEVELS
+from compress.stage import StageConfig, check_choice, checked_fields, did_you_mean
 from export.torch_export import ExportConfig
 
 try:
@@ -61,6 +62,9 @@ class BenchSpec:
 
     providers: tuple[str, ...] = ("cpu",)
     threads: int = 1
+    inter_op_threads: int = 1
+    spin_wait: bool = True           # false: threads sleep between runs (as on a phone)
+    graph_optimization: str = "all"  # disable | basic | extended | all
     batch: int = 1
     warmup: int = 10
     min_runs: int = 100
@@ -151,8 +155,10 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     stages = [stage_from_dict(i, s) for i, s in enumerate(stages_raw)]
     check_stage_order(stages)
     bench = _table("bench", BenchSpec, data.get("bench", {}))
-    if bench.threads < 0 or bench.batch < 1:
+    if bench.threads < 0 or bench.inter_op_threads < 0 or bench.batch < 1:
         raise ValueError("recipe [bench]: threads must be >= 0 and batch >= 1")
+    check_choice("recipe [bench]", "graph_optimization", bench.graph_optimization,
+                 GRAPH_OPTIMIZATION_LEVELS)
     return Recipe(name=data.get("name", "recipe"), seed=data.get("seed", 0),
                   tolerance=float(tolerance), model=_table("model", ModelSpec, data["model"]),
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,

@@ -46,6 +46,8 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     ({"tolerence": 0.1}, "unknown key 'tolerence' (did you mean 'tolerance'?)"),
     ({"tolerance": "1%"}, "tolerance must be a number >= 0"),
     ({"bench": {"thread": 2}}, "unknown key 'thread' (did you mean 'threads'?)"),
+    ({"bench": {"graph_optimization": "max"}}, "graph_optimization='max' is not valid"),
+    ({"bench": {"spin_wait": "no"}}, "spin_wait must be a boolean"),
     ({"model": {"build": "m:f", "epochs": 3}}, "[model]: unknown key 'epochs'"),
     ({"stages": [{"kind": "quantize", "mode": "int3"}]}, "quantize.mode='int3' is not valid"),
 ])
