@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from compress.stage import (StageConfig, StageResult, check_choice, check_range,
                             did_you_mean)
-from compress.trainer import TrainConfig, accuracy, fit
+from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
 OBJECTIVES = ("logits", "embedding")
@@ -402,4 +402,4 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
 def _eval_batches(data: dict, config: DistillConfig):
     """Batches for per-epoch evaluation: accuracy needs labels, so embeddings go without
     (the best epoch is then the one with the lowest training loss)."""
-    return data.get("evaluation") if config.objective == "logits" else None
+    return selection_batches(data) if config.objective == "logits" else None

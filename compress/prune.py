@@ -36,7 +36,8 @@ from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.stage import StageConfig, StageResult, check_choice, check_range
-from compress.trainer import TrainConfig, accuracy, cross_entropy_loss, fit
+from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
+                              selection_batches)
 
 METHODS = ("structured", "unstructured")
 SCOPES = ("global", "layer")
@@ -182,7 +183,7 @@ def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
     loss_fn = cross_entropy_loss if teacher is None else _kd_loss_fn(teacher, config)
     return fit(model, finetune_batches(config, data, teacher),
                TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
-               loss_fn=loss_fn, eval_batches=data.get("evaluation"), desc=desc)
+               loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
 
 
 def _run_with_layer_trace(model: nn.Module, example: tuple):

@@ -246,6 +246,15 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
             "samples_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
 
+def selection_batches(data: dict | None):
+    """The labelled set that picks the best epoch: ``validation`` when the data provider has
+    one, so the ``evaluation`` set that reports accuracy plays no part in training."""
+    if not data:
+        return None
+    validation = data.get("validation")
+    return validation if validation is not None else data.get("evaluation")
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy, for stages that must not change their input."""
     return copy.deepcopy(model)

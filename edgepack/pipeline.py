@@ -40,6 +40,7 @@ from compress.prune import PruneConfig, count_params, prune
 from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,
                                speed_gate_cause)
 from compress.stage import StageConfig
+from compress.trainer import selection_batches
 from edgepack.recipe import BenchSpec, Recipe, check_stage_order, to_toml
 from export.files import (atomic_write_json, atomic_write_text, check_output_dir,
                           sha256_file)
@@ -211,7 +212,7 @@ def run_quantize(ctx: PipelineContext, config: QuantizeConfig, source: Artifact,
     if config.accuracy_aware:
         # Prefer a validation split for choosing float nodes, so the evaluation set that
         # judges the stage is not the one the nodes were chosen on.
-        search = {"evaluation": ctx.data.get("validation") or ctx.data["evaluation"],
+        search = {"evaluation": selection_batches(ctx.data),
                   "tolerance": _stage_tolerance(ctx, config)}
     result = quantize(source.onnx_path, config, folder / "model.onnx",
                       calibration=ctx.data.get("calibration"), **search)

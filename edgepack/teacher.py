@@ -17,11 +17,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from compress.trainer import TrainConfig, fit
+from compress.trainer import TrainConfig, fit, selection_batches
 from edgepack.recipe import DataSpec, ModelSpec, import_object
 from export.weights import load_weights, save_weights
 
-TRAINING_VERSION = 1  # bump when the training procedure changes, to retire old caches
+TRAINING_VERSION = 2  # bump when the training procedure changes, to retire old caches
 
 
 def cache_dir() -> Path:
@@ -80,7 +80,8 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
     checkpoint = folder / f"{key}.checkpoint.pt"
     fit(net, data["train"], TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
                                         progress=progress),
-        eval_batches=data.get("evaluation"), checkpoint=checkpoint, resume=True, desc="teacher")
+        eval_batches=selection_batches(data), checkpoint=checkpoint, resume=True,
+        desc="teacher")
     save_weights(net, cached, metadata={"build": model.build, "args": json.dumps(model.args)})
     checkpoint.unlink(missing_ok=True)
     return net.eval()

@@ -140,12 +140,16 @@ class TransferSet:
 
 def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
             calibration_samples: int = 512, transfer_samples: int = 40_000,
-            transfer_seed: int = 1_000) -> dict:
-    """The demo's data provider: train, calibration, evaluation and a transfer set.
+            transfer_seed: int = 1_000, validation_samples: int = 2_000,
+            validation_seed: int = 2_000) -> dict:
+    """The demo's data provider: train, calibration, validation, evaluation, transfer.
 
-    Each is an iterable of ``(inputs, labels)`` batches with inputs of shape (B, 1, 40);
-    ``transfer`` yields unlabelled input batches, made with another seed so it shares no
-    sample with the labelled sets.
+    Each is an iterable of ``(inputs, labels)`` batches with inputs of shape (B, 1, 40).
+    ``train`` and ``evaluation`` are the 80/20 split of ``samples``. ``validation`` picks the
+    best training epoch, so ``evaluation`` is used for nothing but the reported accuracy;
+    it and the unlabelled ``transfer`` set are made with their own seeds, sharing no sample
+    with the others. The generator makes as many samples as asked, so neither costs the
+    labelled training set a sample.
     """
     data = cached_mnist1d(samples, seed)
     x, y = torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"])
@@ -154,5 +158,11 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     calibration = DataLoader(TensorDataset(x[:calibration_samples], y[:calibration_samples]),
                              batch_size=batch_size)
     evaluation = DataLoader(TensorDataset(xt, yt), batch_size=512)
-    return {"train": train, "calibration": calibration, "evaluation": evaluation,
+    sets = {"train": train, "calibration": calibration, "evaluation": evaluation,
             "transfer": TransferSet(transfer_samples, transfer_seed, batch_size)}
+    if validation_samples:
+        held = cached_mnist1d(validation_samples, validation_seed)
+        xv = torch.from_numpy(np.concatenate([held["x"], held["x_test"]])).unsqueeze(1)
+        yv = torch.from_numpy(np.concatenate([held["y"], held["y_test"]]))
+        sets["validation"] = DataLoader(TensorDataset(xv, yv), batch_size=512)
+    return sets

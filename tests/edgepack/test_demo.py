@@ -32,3 +32,15 @@ def test_making_the_data_leaves_numpys_global_generator_alone():
     np.random.seed(123)
     make_mnist1d(50, seed=9)
     np.testing.assert_array_equal(np.random.rand(3), expected)
+
+
+def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
+    from compress.trainer import selection_batches
+    from edgepack.zoo import mnist1d
+
+    data = mnist1d(samples=300, transfer_samples=10, validation_samples=100)
+    assert selection_batches(data) is data["validation"]
+    assert selection_batches({"evaluation": data["evaluation"]}) is data["evaluation"]
+    validation = {tuple(x.flatten().tolist()) for x in data["validation"].dataset.tensors[0]}
+    evaluation = {tuple(x.flatten().tolist()) for x in data["evaluation"].dataset.tensors[0]}
+    assert len(validation) == 100 and not validation & evaluation
