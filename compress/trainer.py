@@ -15,7 +15,6 @@ checkpoints and shows the progress bar.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -253,8 +252,3 @@ def selection_batches(data: dict | None):
         return None
     validation = data.get("validation")
     return validation if validation is not None else data.get("evaluation")
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy, for stages that must not change their input."""
-    return copy.deepcopy(model)

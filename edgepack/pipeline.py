@@ -134,8 +134,7 @@ def measure_pair(ctx: PipelineContext, reference: Path | None, candidate: Path) 
         by_provider[results[0]["provider"]] = results[0]
         if ref_result is None and len(results) > 1:
             ref_result = results[1]
-    first = next(iter(by_provider.values()))
-    first = dict(first)
+    first = dict(next(iter(by_provider.values())))  # the first provider is the one judged
     if len(by_provider) > 1:
         first["by_provider"] = {k: {"latency_ms": v["latency_ms"], "accuracy": v.get("accuracy")}
                                 for k, v in by_provider.items()}
@@ -519,8 +518,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                 current = candidate
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
               "env": environment(), "tolerance": tolerance,
-              "bench": {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in dataclasses.asdict(bench_spec).items()},
+              "bench": bench_spec.to_dict(),
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, recipe)

@@ -72,6 +72,11 @@ class BenchSpec:
     robustness_eps: tuple[float, ...] = (0.1,)   # FGSM/PGD budgets, in input standard deviations
     robustness_samples: int = 512                # evaluation samples attacked; 0 turns it off
 
+    def to_dict(self) -> dict:
+        """Plain TOML/JSON values (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
 
 @dataclass
 class Recipe:
@@ -90,8 +95,7 @@ class Recipe:
         return {"name": self.name, "seed": self.seed, "tolerance": self.tolerance,
                 "model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
                 "stages": [s.to_dict() for s in self.stages],
-                "bench": {k: list(v) if isinstance(v, tuple) else v
-                          for k, v in dataclasses.asdict(self.bench).items()}}
+                "bench": self.bench.to_dict()}
 
 
 def _table(owner: str, cls, data: Any):
