@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from export.files import atomic_path
+from core.files import atomic_path
 
 
 def _fmt(value, spec: str) -> str:

@@ -28,7 +28,7 @@ from bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from bench.memory import GpuMemory, PeakRSS, rss_mb
 from bench.session import (SessionOptions, first_line, make_session, nodes_per_provider,
                            provider_name, require_provider)
-from export.onnx_checks import check_onnx_file, model_size_bytes, parameter_count
+from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
                "size_bytes", "params", "accuracy", "nodes_per_provider", "memory_mb")

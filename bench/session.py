@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.onnx_checks import check_onnx_file
+from core.errors import BadInput
+from core.onnx_files import check_onnx_file
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -32,7 +33,7 @@ PROVIDER_ALIASES = {
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
-class ProviderError(ValueError):
+class ProviderError(BadInput):
     """A requested execution provider is not available (bad input: exit code 2)."""
 
 
@@ -143,7 +144,7 @@ def make_session(path: str | os.PathLike, options: SessionOptions | None = None,
     """Create an InferenceSession on exactly the requested provider; check the file first.
 
     ``check_file=False`` only for a caller that has just run
-    :func:`export.onnx_checks.check_onnx_file` itself (to keep that out of a timing).
+    :func:`core.onnx_files.check_onnx_file` itself (to keep that out of a timing).
 
     CPU is listed after a non-CPU provider (it runs the nodes that provider cannot) unless
     ``no_cpu_fallback`` is set, in which case ONNX Runtime refuses such a model instead.

@@ -3,7 +3,7 @@
 from compress.distill import DistillConfig, distill, kd_loss
 from compress.prune import PruneConfig, prune
 from compress.quantize import QuantizeConfig, quantize
-from compress.stage import StageConfig, StageResult
+from core.stage import StageConfig, StageResult
 
 __all__ = ["DistillConfig", "PruneConfig", "QuantizeConfig", "StageConfig", "StageResult",
            "distill", "kd_loss", "prune", "quantize"]

@@ -36,15 +36,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.stage import (StageConfig, StageResult, check_choice, check_range,
-                            did_you_mean)
+from core.checks import check_choice, check_range, did_you_mean
+from core.stage import StageConfig, StageResult
+from compress.prune import PruneConfig, structured_prune
+from compress.kd import NO_LABEL, collect, kd_loss
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
 OBJECTIVES = ("logits", "embedding")
 FEATURE_LOSSES = ("mse", "cosine", "cosine+mse")
 STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer")
-NO_LABEL = -1
 
 
 @dataclass
@@ -95,19 +96,6 @@ class DistillConfig(StageConfig):
             raise ValueError(f"distill.batch_size must be >= 1, got {self.batch_size}")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """Hinton et al.'s loss; rows whose label is -1 only get the soft term."""
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
-                    F.log_softmax(teacher_logits / temperature, dim=-1),
-                    log_target=True, reduction="batchmean") * temperature ** 2
-    labelled = labels != NO_LABEL
-    if alpha >= 1.0 or not bool(labelled.any()):
-        return alpha * soft
-    hard = F.cross_entropy(student_logits[labelled], labels[labelled])
-    return (1 - alpha) * hard + alpha * soft
-
-
 def embedding_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
     """``(1 - cosine) + MSE`` between embeddings: direction and scale both matter."""
     cosine = F.cosine_similarity(student_embedding, teacher_embedding, dim=-1)
@@ -129,24 +117,6 @@ def augment_inputs(inputs: torch.Tensor, how: str) -> torch.Tensor:
     if how == "shift":
         return torch.roll(inputs, shifts=int(torch.randint(-3, 4, ()).item()), dims=-1)
     return inputs
-
-
-def collect(batches, limit: int | None = None, labelled: bool = True):
-    """Stack an iterable of batches into tensors (at most ``limit`` rows)."""
-    xs, ys, rows = [], [], 0
-    for batch in batches:
-        inputs, labels = (batch if labelled else (batch[0] if isinstance(batch, (tuple, list))
-                                                  else batch, None))
-        xs.append(inputs)
-        if labels is not None:
-            ys.append(labels)
-        rows += inputs.shape[0]
-        if limit is not None and rows >= limit:
-            break
-    if not xs:
-        return None, None
-    x = torch.cat(xs)[:limit]
-    return x, (torch.cat(ys)[:limit] if ys else None)
 
 
 @torch.no_grad()
@@ -290,8 +260,6 @@ def student_from_pruned_teacher(teacher: nn.Module, ratio: float, example_inputs
     The copy starts from the teacher's strongest channels, so it begins far closer to the
     teacher than a student from scratch does.
     """
-    from compress.prune import PruneConfig, structured_prune
-
     student = copy.deepcopy(teacher)
     structured_prune(student, PruneConfig(ratio=ratio, round_to=round_to), example_inputs,
                      progress=False)

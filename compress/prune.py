@@ -35,7 +35,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.stage import StageConfig, StageResult, check_choice, check_range
+from core.errors import BadInput
+from core.checks import check_choice, check_range
+from core.stage import StageConfig, StageResult
+from compress.kd import NO_LABEL, collect, kd_loss
 from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
 
@@ -43,7 +46,7 @@ METHODS = ("structured", "unstructured")
 SCOPES = ("global", "layer")
 
 
-class UntraceableModelError(ValueError):
+class UntraceableModelError(BadInput):
     """torch-pruning could not trace the model (bad input: exit code 2)."""
 
 
@@ -121,7 +124,7 @@ def _modules_by_name(model: nn.Module, names) -> list[nn.Module]:
     table = dict(model.named_modules())
     missing = [n for n in names if n not in table]
     if missing:
-        from compress.stage import did_you_mean
+        from core.checks import did_you_mean
 
         raise ValueError(f"prune.ignored_layers: no layer named {missing[0]!r} in the model"
                          f"{did_you_mean(missing[0], table)}")
@@ -140,8 +143,6 @@ def epochs_per_step(total: int, steps: int) -> list[int]:
 
 def finetune_batches(config: PruneConfig, data: dict, teacher) -> DataLoader:
     """The labelled training set, plus teacher-labelled transfer inputs when asked for."""
-    from compress.distill import NO_LABEL, collect
-
     inputs, labels = collect(data["train"])
     if inputs is None or len(inputs) == 0:
         raise ValueError("prune: the training data for fine-tuning is empty (0 samples)")
@@ -161,8 +162,6 @@ def finetune_batches(config: PruneConfig, data: dict, teacher) -> DataLoader:
 
 def _kd_loss_fn(teacher: nn.Module, config: PruneConfig):
     """Fine-tuning loss with the teacher's soft targets (pruning plus KD recovers more)."""
-    from compress.distill import kd_loss
-
     teacher.eval()
 
     def loss_fn(model, batch):

@@ -28,10 +28,15 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from compress.stage import check_choice
-from export.files import atomic_path
+from core.errors import CheckFailed
+from core.checks import check_choice
+from core.files import atomic_path
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+class TrainingDiverged(CheckFailed):
+    """The training loss became NaN or infinite: the stage failed (exit code 1)."""
 
 # loss_fn(model, batch) -> (loss, logits, labels); labels of -1 are not counted for accuracy
 LossFn = Callable[[nn.Module, tuple], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -223,8 +228,8 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
     for batch in bar:
         loss, logits, labels = loss_fn(model, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: the loss became {loss.item()}; lower the "
-                                     "learning rate")
+            raise TrainingDiverged(f"{desc}: the loss became {loss.item()}; lower the "
+                                   "learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -39,10 +39,10 @@ from compress.distill import DistillConfig, collect, distill
 from compress.prune import PruneConfig, count_params, prune
 from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,
                                speed_gate_cause)
-from compress.stage import StageConfig
+from core.stage import StageConfig
 from compress.trainer import selection_batches
 from edgepack.recipe import BenchSpec, Recipe, check_stage_order, to_toml
-from export.files import (atomic_write_json, atomic_write_text, check_output_dir,
+from core.files import (atomic_write_json, atomic_write_text, check_output_dir,
                           sha256_file)
 from export.parity import ParityError
 from export.torch_export import ExportConfig, export_onnx

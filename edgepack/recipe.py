@@ -21,7 +21,8 @@ from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig
 from bench.session import GRAPH_OPTIMIZATION_LEVELS
-from compress.stage import StageConfig, check_choice, checked_fields, did_you_mean
+from core.checks import check_choice, checked_fields, did_you_mean
+from core.stage import StageConfig
 from export.torch_export import ExportConfig
 
 try:

@@ -95,7 +95,7 @@ def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
 def cached_mnist1d(samples: int, seed: int, cache: bool = True) -> dict[str, np.ndarray]:
     """MNIST-1D from the cache folder when made before (plain .npz, no pickle)."""
     from edgepack.teacher import cache_dir
-    from export.files import atomic_path
+    from core.files import atomic_path
 
     path = cache_dir() / "data" / f"mnist1d-n{samples}-seed{seed}.npz"
     if cache and path.is_file():

@@ -1,7 +1,7 @@
 """torch and Hugging Face models -> verified ONNX; offline optimization; mobile packages;
 safe weight and ONNX file handling.
 
-Names are imported lazily: ``bench`` uses ``export.onnx_checks`` and ``export.files`` and
+Names are imported lazily: ``bench`` uses ``core.onnx_files`` and ``core.files`` and
 must not pull in the torch exporter (and through it ``compress``) to do so.
 """
 

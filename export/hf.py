@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.stage import StageResult, check_choice
-from export.files import check_output_dir
-from export.onnx_checks import check_onnx_file, model_size_bytes, parameter_count
+from core.checks import check_choice
+from core.stage import StageResult
+from core.files import check_output_dir
+from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 from export.parity import ParityError, compare_outputs, parity_summary
 
 TASKS = ("feature-extraction", "text-classification")

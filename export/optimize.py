@@ -22,9 +22,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from compress.stage import StageResult, check_choice
-from export.files import check_output_file
-from export.onnx_checks import (check_onnx_file, external_tensor_names, model_size_bytes,
+from core.checks import check_choice
+from core.stage import StageResult
+from core.files import check_output_file
+from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
 from export.parity import ParityError, compare_sessions, random_feeds
 

@@ -26,8 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from export.files import atomic_write_json, check_output_dir, sha256_file
-from export.onnx_checks import check_onnx_file
+from core.files import atomic_write_json, check_output_dir, sha256_file
+from core.onnx_files import check_onnx_file
 from export.optimize import default_parity_feeds, unoptimized_session
 from export.parity import ParityError, compare_sessions
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, asdict
 
 import numpy as np
 
+from core.errors import CheckFailed
 
-class ParityError(RuntimeError):
+
+class ParityError(CheckFailed):
     """The exported model's outputs differ from torch's beyond the tolerance (exit code 1)."""
 
     exit_code = 1

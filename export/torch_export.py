@@ -30,9 +30,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.stage import StageConfig, StageResult, check_choice
-from export.files import check_output_file
-from export.onnx_checks import (check_onnx_file, external_tensor_names, model_size_bytes,
+from core.errors import CheckFailed
+from core.checks import check_choice
+from core.stage import StageConfig, StageResult
+from core.files import check_output_file
+from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
 from export.parity import ParityError, compare_outputs, parity_summary
 
@@ -43,7 +45,7 @@ EXTERNAL_DATA_THRESHOLD = int(TWO_GB * 0.9)
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class ExportError(RuntimeError):
+class ExportError(CheckFailed):
     """The model could not be exported (exit code 1); the message names the cause."""
 
     exit_code = 1

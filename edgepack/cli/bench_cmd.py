@@ -79,7 +79,7 @@ def handle(args) -> int:
 
     from bench.report import markdown_report, results_table, tradeoff_plot
     from bench.runner import bench
-    from export.files import atomic_write_json, atomic_write_text, check_output_file
+    from core.files import atomic_write_json, atomic_write_text, check_output_file
 
     for path in (args.json, args.markdown, args.plot):
         if path:

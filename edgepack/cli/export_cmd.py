@@ -92,7 +92,7 @@ def export_torch(args):
     import torch
 
     from edgepack.teacher import build_model
-    from export.files import check_output_file
+    from core.files import check_output_file
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights
 
@@ -126,7 +126,7 @@ def export_hugging_face(args):
 
 def handle(args) -> int:
     from export.optimize import LEVELS
-    from compress.stage import check_choice
+    from core.checks import check_choice
 
     check_source(args)
     if args.optimize is not None:

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig
-from compress.stage import did_you_mean
+from core.checks import did_you_mean
 from export.torch_export import ExportConfig
 
 

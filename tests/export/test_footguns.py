@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from export.onnx_checks import check_onnx_file, resolve_inside
+from core.onnx_files import check_onnx_file, resolve_inside
 from export.parity import ParityError
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import read_weights

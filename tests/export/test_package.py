@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from export.files import sha256_file
+from core.files import sha256_file
 from export.package import MANIFEST, OPERATORS_CONFIG, package_model, read_operators_config
 from tests.export.tiny import run_onnx
 

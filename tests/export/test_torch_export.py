@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from export.onnx_checks import external_tensor_names
+from core.onnx_files import external_tensor_names
 from export.parity import ParityError
 from export.torch_export import ExportConfig, ExportError, export_onnx
 from tests.export.tiny import SequenceNet, cpu_session, run_onnx

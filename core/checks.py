@@ -1,15 +1,7 @@
-"""The stage contract shared by every compression and export step.
+"""Config checks shared by every stage and recipe table: errors that teach.
 
-A stage is a verb function plus a config dataclass; it returns a :class:`StageResult`
-holding the artifact (an ``nn.Module`` or the path of an ``.onnx`` file) and a JSON-able
-record of what it did. Configs validate themselves in ``__post_init__`` and round-trip
-through plain dicts (``to_dict``/``from_dict``), which is how recipes and reports carry them.
-
-Example::
-
-    >>> cfg = PruneConfig.from_dict({"method": "structured", "ratio": 0.5})
-    >>> PruneConfig.from_dict(cfg.to_dict()) == cfg
-    True
+Each check raises a ``ValueError`` naming the field, the bad value and what was expected,
+with a "did you mean" for a near miss, so a typo in a recipe or a flag is one clear line.
 """
 
 from __future__ import annotations
@@ -18,18 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
-
-CONFIG_VERSION = 1
-
-
-@dataclass
-class StageResult:
-    """What a stage hands to the next one: its artifact and a JSON-able record."""
-
-    artifact: Any
-    record: dict = field(default_factory=dict)
+from typing import Any, Iterable
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
@@ -99,27 +80,6 @@ def type_label(annotation: Any) -> str:
     if origin is dict:
         return "a table"
     return str(annotation)
-
-
-class StageConfig:
-    """Mixin for stage configs: ``kind`` names the stage; dicts round-trip with checks."""
-
-    kind: ClassVar[str] = ""
-
-    def to_dict(self) -> dict:
-        """A plain dict (TOML/JSON-able) with ``kind`` first; tuples become lists."""
-        out: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "") -> "StageConfig":
-        """Build a config from a dict, rejecting unknown keys and wrong types by name."""
-        owner = where or cls.kind or cls.__name__
-        fields = {k: v for k, v in data.items() if k != "kind"}
-        return cls(**checked_fields(cls, fields, owner))  # type: ignore[call-arg]
 
 
 def checked_fields(cls, data: dict, owner: str) -> dict:
