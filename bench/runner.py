@@ -16,19 +16,32 @@ from __future__ import annotations
 import difflib
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from bench.inputs import (batches, check_feeds, generate_inputs,
-                          load_npz, timing_feeds, token_vocab_sizes)
+from bench.inputs import (
+    batches,
+    check_feeds,
+    generate_inputs,
+    load_npz,
+    timing_feeds,
+    token_vocab_sizes,
+)
 from bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from bench.memory import GpuMemory, PeakRSS, rss_mb
-from bench.session import (SessionOptions, first_line, make_session, nodes_per_provider,
-                           provider_name, require_provider)
+from bench.session import (
+    SessionOptions,
+    first_line,
+    make_session,
+    nodes_per_provider,
+    provider_name,
+    require_provider,
+)
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
+from core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
                "size_bytes", "params", "accuracy", "nodes_per_provider", "memory_mb")
@@ -49,21 +62,23 @@ EVAL_BATCH = 64  # rows per run when evaluating accuracy on a model with a free 
 class BenchConfig:
     """What to measure and how. Defaults are quick; raise the minimums for papers."""
 
-    provider: str = "cpu"
-    threads: int = 1                  # intra-op threads; 0 lets ONNX Runtime choose
-    inter_op_threads: int = 1
-    sequential: bool = True           # ORT_SEQUENTIAL (False: ORT_PARALLEL)
-    spin_wait: bool = True            # threads busy-wait between ops; off saves power
-    graph_optimization: str = "all"   # disable | basic | extended | all
-    no_cpu_fallback: bool = False     # fail rather than run unsupported nodes on the CPU
-    batch: int = 1
-    warmup: int = 10
-    min_runs: int = 50
-    min_time_s: float = 0.5
-    max_runs: int = 100_000
-    block_runs: int = 10              # runs per model per turn of the interleaving
-    shapes: dict = field(default_factory=dict)   # {"input_ids": [1, 128]}
-    io_binding: bool = True           # on CUDA, inputs/outputs stay on the GPU while timed
+    provider: str = option("cpu", "cpu, cuda, or any ONNX Runtime provider name")
+    threads: int = option(1, "intra-op threads; 0 lets ONNX Runtime choose")
+    inter_op_threads: int = option(1, "inter-op threads")
+    sequential: bool = option(True, "ORT_SEQUENTIAL execution (--no-sequential: ORT_PARALLEL)")
+    spin_wait: bool = option(True, "threads busy-wait between ops; off saves power")
+    graph_optimization: str = option("all", "graph optimization level",
+                                     choices=("disable", "basic", "extended", "all"))
+    no_cpu_fallback: bool = option(False, "fail rather than run unsupported nodes on the CPU")
+    batch: int = option(1, "rows per run")
+    warmup: int = option(10, "untimed runs first")
+    min_runs: int = option(100, "timed runs at least")
+    min_time_s: float = option(0.5, "timed seconds per model at least")
+    max_runs: int = option(100_000, "timed runs at most")
+    block_runs: int = option(10, "runs per model per turn of the interleaving")
+    shapes: dict = option(help="fixed sizes of symbolic input dimensions, "
+                               "e.g. {input_ids = [1, 128]}", factory=dict, flag=False)
+    io_binding: bool = option(True, "on CUDA, inputs/outputs stay on the GPU while timed")
 
     def __post_init__(self):
         provider_name(self.provider)  # unknown names fail here, with a suggestion

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.checks import check_choice, check_range, did_you_mean
-from core.stage import StageConfig, StageResult
+from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
@@ -371,3 +371,43 @@ def _eval_batches(data: dict, config: DistillConfig):
     """Batches for per-epoch evaluation: accuracy needs labels, so embeddings go without
     (the best epoch is then the one with the lowest training loss)."""
     return selection_batches(data) if config.objective == "logits" else None
+
+
+# --------------------------------------------------------------------------- as a pipeline stage
+
+
+def _student_for(config: DistillConfig, given: StageInput) -> nn.Module:
+    """The untrained student: built from the recipe's builder, or reduced from the teacher."""
+    built = None
+    if config.student_init == "scratch":
+        torch.manual_seed(config.seed)  # the same initial weights on a re-run or a rebuild
+        built = given.build(config.student["build"], dict(config.student.get("args", {})))
+    return make_student(given.artifact, config, given.example_inputs, built)
+
+
+def _run_stage(config: DistillConfig, given: StageInput) -> StageResult:
+    student = _student_for(config, given)
+    return distill(given.artifact, student, config, given.data, checkpoint=given.checkpoint,
+                   resume=given.resume, progress=given.progress)
+
+
+def _rebuild(config: DistillConfig, given: StageInput, weights) -> nn.Module:
+    from export.weights import load_weights
+
+    return load_weights(_student_for(config, given), weights).eval()
+
+
+def _preflight(config: DistillConfig, data: dict, resolve) -> None:
+    """What would fail mid-run, checked before the run folder is made."""
+    if config.transfer_samples and data.get("transfer") is None:
+        raise ValueError(f"distill: transfer_samples = {config.transfer_samples} but the data "
+                         "provider gives no 'transfer' set")
+    if config.student_init == "scratch":
+        if not config.student.get("build"):
+            raise ValueError("distill: student must name a builder: "
+                             "{ build = 'module:function', args = { ... } }")
+        resolve(config.student["build"])
+
+
+register_stage(StageSpec("distill", DistillConfig, consumes="torch", produces="torch",
+                         run=_run_stage, rebuild=_rebuild, preflight=_preflight))

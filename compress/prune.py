@@ -26,6 +26,7 @@ caught by running it after each step: the error names the layer to add to
 
 from __future__ import annotations
 
+import copy
 import io
 import zipfile
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from core.errors import BadInput
 from core.checks import check_choice, check_range
-from core.stage import StageConfig, StageResult
+from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
@@ -397,3 +398,28 @@ def prune(model: nn.Module, config: PruneConfig, example_inputs, data: dict | No
         record["accuracy_after_finetune"] = accuracy(model, data["evaluation"])
     model.eval()
     return StageResult(artifact=model, record=record)
+
+
+# --------------------------------------------------------------------------- as a pipeline stage
+
+
+def _run_stage(config: PruneConfig, given: StageInput) -> StageResult:
+    return prune(copy.deepcopy(given.artifact), config, given.example_inputs, data=given.data,
+                 teacher=given.teacher, progress=given.progress)
+
+
+def _rebuild(config: PruneConfig, given: StageInput, weights) -> nn.Module:
+    """A copy of the stage's input; loading the weights narrows the pruned layers."""
+    from export.weights import load_weights
+
+    return load_weights(copy.deepcopy(given.artifact), weights).eval()
+
+
+def _slow_cause(config: PruneConfig, candidate) -> str:
+    return ("likely cause: the model is too small for fewer channels to matter, or the "
+            "runtime's fixed per-call overhead dominates")
+
+
+register_stage(StageSpec("prune", PruneConfig, consumes="torch", produces="torch",
+                         run=_run_stage, rebuild=_rebuild, slow_cause=_slow_cause,
+                         promises_speed=lambda config: config.expects_speedup))

@@ -17,25 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.distill import DistillConfig
-from compress.prune import PruneConfig
-from compress.quantize import QuantizeConfig
-from bench.session import GRAPH_OPTIMIZATION_LEVELS
-from core.checks import check_choice, checked_fields, did_you_mean
-from core.stage import StageConfig
-from export.torch_export import ExportConfig
+from bench.runner import BenchConfig
+from core.checks import checked_fields, did_you_mean
+from core.stage import StageConfig, spec_for, stage_spec
+from edgepack.stages import load_stages
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-STAGE_CONFIGS: dict[str, type[StageConfig]] = {
-    "distill": DistillConfig, "prune": PruneConfig, "export": ExportConfig,
-    "quantize": QuantizeConfig,
-}
-TORCH_STAGES = ("distill", "prune")
-ONNX_STAGES = ("quantize",)
+PIPELINE_MIN_RUNS = 100  # a stage's keep decision rests on its timing: more runs than a quick bench
 
 
 @dataclass
@@ -58,25 +50,24 @@ class DataSpec:
 
 
 @dataclass
-class BenchSpec:
-    """How every stage is benchmarked."""
+class RobustnessSpec:
+    """Accuracy under attack per stage (FGSM/PGD crafted on each artifact's torch model)."""
 
-    providers: tuple[str, ...] = ("cpu",)
-    threads: int = 1
-    inter_op_threads: int = 1
-    spin_wait: bool = True           # false: threads sleep between runs (as on a phone)
-    graph_optimization: str = "all"  # disable | basic | extended | all
-    batch: int = 1
-    warmup: int = 10
-    min_runs: int = 100
-    min_time_s: float = 0.5
-    robustness_eps: tuple[float, ...] = (0.1,)   # FGSM/PGD budgets, in input standard deviations
-    robustness_samples: int = 512                # evaluation samples attacked; 0 turns it off
+    eps: tuple[float, ...] = (0.1,)   # L-infinity budgets, in input standard deviations
+    samples: int = 512                # evaluation samples attacked; 0 turns it off
 
     def to_dict(self) -> dict:
-        """Plain TOML/JSON values (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return {"eps": list(self.eps), "samples": self.samples}
+
+
+def default_bench() -> BenchConfig:
+    return BenchConfig(min_runs=PIPELINE_MIN_RUNS)
+
+
+def bench_to_dict(bench: BenchConfig, providers) -> dict:
+    """The recipe's [bench] table: every BenchConfig field but ``provider``, and ``providers``."""
+    data = {k: v for k, v in bench.to_dict().items() if k != "provider"}
+    return {"providers": list(providers), **data}
 
 
 @dataclass
@@ -87,7 +78,10 @@ class Recipe:
     model: ModelSpec
     data: DataSpec
     stages: list[StageConfig]
-    bench: BenchSpec = field(default_factory=BenchSpec)
+    bench: BenchConfig = field(default_factory=default_bench)
+    providers: tuple[str, ...] = ("cpu",)
+    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    stage_modules: tuple[str, ...] = ()
     seed: int = 0
     tolerance: float = 0.01
     base_dir: Path = field(default_factory=Path.cwd)
@@ -95,8 +89,10 @@ class Recipe:
     def to_dict(self) -> dict:
         return {"name": self.name, "seed": self.seed, "tolerance": self.tolerance,
                 "model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
+                "stage_modules": list(self.stage_modules),
                 "stages": [s.to_dict() for s in self.stages],
-                "bench": self.bench.to_dict()}
+                "bench": bench_to_dict(self.bench, self.providers),
+                "robustness": self.robustness.to_dict()}
 
 
 def _table(owner: str, cls, data: Any):
@@ -112,32 +108,46 @@ def stage_from_dict(index: int, data: Any) -> StageConfig:
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a table, got {data!r}")
     kind = data.get("kind")
-    if kind not in STAGE_CONFIGS:
-        raise ValueError(f"{where}: unknown stage kind {kind!r}{did_you_mean(str(kind), STAGE_CONFIGS)};"
-                         f" expected one of {', '.join(STAGE_CONFIGS)}")
     try:
-        return STAGE_CONFIGS[kind].from_dict(data, where=f"{where} ({kind})")
+        spec = stage_spec(str(kind))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    try:
+        return spec.config.from_dict(data, where=f"{where} ({kind})")
     except TypeError as exc:
         raise ValueError(f"{where} ({kind}): {exc}") from exc
 
 
+def _makers(onnx_kind: str) -> str:
+    """The stage kinds that turn a torch model into an artifact of ``onnx_kind``."""
+    from core.stage import registered_kinds
+
+    kinds = [k for k in registered_kinds() if stage_spec(k).consumes == "torch"
+             and stage_spec(k).produces == onnx_kind]
+    return " or ".join(kinds) or "export"
+
+
 def check_stage_order(stages: list[StageConfig]) -> None:
-    """torch stages come before export; ONNX stages need an export before them."""
-    exported = False
+    """Each stage must get the artifact it consumes: torch stages come before the stage that
+    makes the ONNX model, ONNX stages after it; a ``once`` stage appears once."""
+    current, made_by, seen = "torch", "", set()
     for i, stage in enumerate(stages):
-        if stage.kind == "export":
-            if exported:
-                raise ValueError(f"recipe stages[{i}]: a second export stage; export once")
-            exported = True
-        elif stage.kind in TORCH_STAGES and exported:
+        spec = spec_for(stage)
+        if spec.once and spec.kind in seen:
+            raise ValueError(f"recipe stages[{i}]: a second {spec.kind} stage; {spec.kind} once")
+        seen.add(spec.kind)
+        if spec.consumes == "torch" and current != "torch":
             raise ValueError(f"recipe stages[{i}]: {stage.kind} works on the torch model and "
-                             "must come before the export stage")
-        elif stage.kind in ONNX_STAGES and not exported:
+                             f"must come before the {made_by} stage")
+        if spec.consumes == "onnx" and current != "onnx":
             raise ValueError(f"recipe stages[{i}]: {stage.kind} works on an ONNX model; put an "
-                             "export stage before it")
+                             f"{_makers('onnx')} stage before it")
+        if spec.produces != "package" and spec.produces != current:
+            current, made_by = spec.produces, spec.kind
 
 
-TOP_LEVEL = ("name", "seed", "tolerance", "model", "data", "stages", "bench")
+TOP_LEVEL = ("name", "seed", "tolerance", "model", "data", "stages", "bench", "robustness",
+             "stage_modules")
 
 
 def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
@@ -154,20 +164,43 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
         raise ValueError(f"recipe: tolerance must be a number >= 0, got {tolerance!r}")
     if "model" not in data:
         raise ValueError("recipe: missing [model] table (build = 'module:function')")
+    stage_modules = data.get("stage_modules", [])
+    if not isinstance(stage_modules, list) or not all(isinstance(m, str) for m in stage_modules):
+        raise ValueError("recipe: stage_modules must be a list of module names, e.g. "
+                         "[\"my_stages\"]")
+    load_stages(stage_modules, base_dir)
     stages_raw = data.get("stages", [])
     if not isinstance(stages_raw, list):
         raise ValueError("recipe: stages must be an array of tables ([[stages]])")
     stages = [stage_from_dict(i, s) for i, s in enumerate(stages_raw)]
     check_stage_order(stages)
-    bench = _table("bench", BenchSpec, data.get("bench", {}))
-    if bench.threads < 0 or bench.inter_op_threads < 0 or bench.batch < 1:
-        raise ValueError("recipe [bench]: threads must be >= 0 and batch >= 1")
-    check_choice("recipe [bench]", "graph_optimization", bench.graph_optimization,
-                 GRAPH_OPTIMIZATION_LEVELS)
+    bench, providers = bench_from_dict(data.get("bench", {}))
     return Recipe(name=data.get("name", "recipe"), seed=data.get("seed", 0),
                   tolerance=float(tolerance), model=_table("model", ModelSpec, data["model"]),
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
-                  bench=bench, base_dir=base_dir or Path.cwd())
+                  bench=bench, providers=providers,
+                  robustness=_table("robustness", RobustnessSpec, data.get("robustness", {})),
+                  stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd())
+
+
+def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:
+    """The [bench] table: BenchConfig's own fields (checked by it) and ``providers``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe [bench] must be a table, got {data!r}")
+    data = dict(data)
+    if "provider" in data:
+        raise ValueError("recipe [bench]: use providers = [\"cpu\", ...] (a list), not provider")
+    providers = data.pop("providers", ["cpu"])
+    if not isinstance(providers, list) or not providers or \
+            not all(isinstance(p, str) for p in providers):
+        raise ValueError(f"recipe [bench].providers must be a non-empty list of names, got "
+                         f"{providers!r}")
+    settings = {"min_runs": PIPELINE_MIN_RUNS, **checked_fields(BenchConfig, data,
+                                                                "recipe [bench]")}
+    try:
+        return BenchConfig(**settings), tuple(providers)
+    except ValueError as exc:
+        raise ValueError(f"recipe [bench]: {exc}") from exc
 
 
 def load_recipe(path) -> Recipe:
@@ -205,13 +238,20 @@ def to_toml(recipe: Recipe) -> str:
     """The resolved recipe as TOML (``None`` values, TOML's missing value, are left out)."""
     data = recipe.to_dict()
     lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "tolerance")]
-    for table in ("model", "data", "bench"):
+    if data["stage_modules"]:
+        lines.append(f"stage_modules = {_toml_value(data['stage_modules'])}")
+    for table in ("model", "data", "bench", "robustness"):
         lines += ["", f"[{table}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items() if v is not None]
     for stage in data["stages"]:
         lines += ["", "[[stages]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in stage.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def resolver(base_dir: Path | None, what: str = "builder"):
+    """``resolve("module:function")`` with the recipe's import rules (its folder first)."""
+    return lambda spec: import_object(spec, base_dir, what=what)
 
 
 def import_object(spec: str, base_dir: Path | None = None, what: str = "object"):

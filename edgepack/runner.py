@@ -55,8 +55,9 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
     teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, recipe.base_dir,
                               log=_log, progress=progress)
     return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
-                        bench_spec=recipe.bench, resume=resume, progress=progress,
-                        recipe=recipe, base_dir=recipe.base_dir, log=_log)
+                        bench_config=recipe.bench, providers=recipe.providers,
+                        robustness=recipe.robustness.to_dict(), resume=resume,
+                        progress=progress, recipe=recipe, base_dir=recipe.base_dir, log=_log)
 
 
 def demo_recipe() -> Recipe:

@@ -1,26 +1,11 @@
 """torch and Hugging Face models -> verified ONNX; offline optimization; mobile packages;
-safe weight and ONNX file handling.
+safe weight files."""
 
-Names are imported lazily: ``bench`` uses ``core.onnx_files`` and ``core.files`` and
-must not pull in the torch exporter (and through it ``compress``) to do so.
-"""
+from export.hf import export_hf
+from export.optimize import OptimizeConfig, optimize_onnx
+from export.package import PackageConfig, package_model
+from export.parity import ParityError
+from export.torch_export import ExportConfig, ExportError, export_onnx
 
-import importlib
-
-_EXPORTS = {
-    "export_hf": "export.hf",
-    "optimize_onnx": "export.optimize",
-    "package_model": "export.package",
-    "ParityError": "export.parity",
-    "ExportConfig": "export.torch_export",
-    "ExportError": "export.torch_export",
-    "export_onnx": "export.torch_export",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+__all__ = ["ExportConfig", "ExportError", "OptimizeConfig", "PackageConfig", "ParityError",
+           "export_hf", "export_onnx", "optimize_onnx", "package_model"]

@@ -20,13 +20,25 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.checks import check_choice
-from core.stage import StageResult
 from core.files import check_output_file
-from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
-                                parameter_count)
+from core.onnx_files import (
+    check_onnx_file,
+    external_tensor_names,
+    model_size_bytes,
+    parameter_count,
+)
+from core.stage import (
+    StageConfig,
+    StageInput,
+    StageResult,
+    StageSpec,
+    option,
+    register_stage,
+)
 from export.parity import ParityError, compare_sessions, random_feeds
 
 LEVELS = ("basic", "extended", "all")
@@ -129,3 +141,29 @@ def _check_parity(original: Path, optimized: Path, parity_inputs, atol: float,
     else:
         feeds_list = list(parity_inputs)
     return compare_sessions(reference, candidate, feeds_list, atol, rtol)
+
+
+@dataclass
+class OptimizeConfig(StageConfig):
+    """ONNX Runtime's offline graph optimization as a pipeline stage (parity-checked)."""
+
+    kind = "optimize"
+    level: str = option("extended", "basic | extended | all (all ties the model to this CPU)",
+                        choices=LEVELS)
+    atol: float = option(1e-4, "largest absolute output difference to the original")
+    rtol: float = option(1e-3, "largest relative output difference to the original")
+
+    def __post_init__(self):
+        check_choice("optimize", "level", self.level, LEVELS)
+        for name in ("atol", "rtol"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"optimize.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _run_stage(config: OptimizeConfig, given: StageInput) -> StageResult:
+    return optimize_onnx(given.artifact, config.level, given.folder / "model.onnx",
+                         atol=config.atol, rtol=config.rtol)
+
+
+register_stage(StageSpec("optimize", OptimizeConfig, consumes="onnx", produces="onnx",
+                         run=_run_stage, failures=(ParityError,)))

@@ -24,10 +24,19 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.files import atomic_write_json, check_output_dir, sha256_file
 from core.onnx_files import check_onnx_file
+from core.stage import (
+    StageConfig,
+    StageInput,
+    StageResult,
+    StageSpec,
+    option,
+    register_stage,
+)
 from export.optimize import default_parity_feeds, unoptimized_session
 from export.parity import ParityError, compare_sessions
 
@@ -38,7 +47,9 @@ MANIFEST = "manifest.json"
 def _convert_to_ort(onnx_path: Path, work_dir: Path) -> tuple[Path, Path]:
     """Run ONNX Runtime's converter; return the .ort model and the operators config."""
     from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle, convert_onnx_models_to_ort)
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
 
     # The converter prints and logs progress; the caller reports the result instead.
     converter_log = logging.getLogger("ort_format_model.utils")
@@ -144,3 +155,26 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) ->
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
+
+
+@dataclass
+class PackageConfig(StageConfig):
+    """The mobile package (``.ort`` + operator config) as the last stage of a pipeline."""
+
+    kind = "package"
+    atol: float = option(1e-4, "largest absolute output difference of .ort to .onnx")
+    rtol: float = option(1e-3, "largest relative output difference of .ort to .onnx")
+
+    def __post_init__(self):
+        for name in ("atol", "rtol"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"package.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _run_stage(config: PackageConfig, given: StageInput) -> StageResult:
+    manifest = package_model(given.artifact, given.folder, atol=config.atol, rtol=config.rtol)
+    return StageResult(given.folder / "model.ort", manifest)
+
+
+register_stage(StageSpec("package", PackageConfig, consumes="onnx", produces="package",
+                         run=_run_stage, failures=(ParityError,)))

@@ -32,7 +32,7 @@ from torch import nn
 
 from core.errors import CheckFailed
 from core.checks import check_choice
-from core.stage import StageConfig, StageResult
+from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from core.files import check_output_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
@@ -390,3 +390,13 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
               "params": parameter_count(header),
               "size_bytes": model_size_bytes(out_path), "parity": parity}
     return StageResult(artifact=out_path, record=record)
+
+
+def _run_stage(config: ExportConfig, given: StageInput) -> StageResult:
+    parity = given.eval_inputs[:64] if given.eval_inputs is not None else None
+    return export_onnx(given.artifact, config, given.example_inputs,
+                       given.folder / "model.onnx", parity_inputs=parity)
+
+
+register_stage(StageSpec("export", ExportConfig, consumes="torch", produces="onnx",
+                         run=_run_stage, failures=(ParityError, ExportError), once=True))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 from core.checks import check_choice
 from core.errors import CheckFailed
-from core.stage import StageConfig
+from core.stage import StageConfig, option
 
 MODES = ("dynamic", "static", "fp16", "int4")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -69,21 +69,26 @@ class QuantizeConfig(StageConfig):
     """
 
     kind = "quantize"
-    mode: str = "static"
-    preset: str = ""
-    calibration: str = "minmax"
-    format: str | None = None           # qdq unless a preset says otherwise
-    activation_type: str | None = None  # int8 (S8S8, ORT's CPU default) or uint8 (U8S8)
-    per_channel: bool | None = None
-    reduce_range: bool | None = None
-    symmetric: bool | None = None
-    calibration_samples: int = 512
-    block_size: int = 128            # int4: weights per quantization block
-    keep_io_fp32: bool = True        # fp16: keep float32 inputs and outputs
-    tolerance: float | None = None   # overrides the recipe's tolerance for this stage
-    accuracy_aware: bool = False     # keep the worst nodes in float until within tolerance
-    max_float_nodes: int = 8         # accuracy-aware: most nodes kept in float
-    evaluation_samples: int = 2000   # accuracy-aware: evaluation rows used per step
+    mode: str = option("static", "how to quantize", choices=MODES)
+    preset: str = option("", "target settings (explicit flags win)", choices=("",) + tuple(PRESETS))
+    calibration: str = option("minmax", "static calibration method", choices=CALIBRATIONS)
+    format: str | None = option(None, "graph format (qdq unless a preset says otherwise)",
+                                choices=FORMATS)
+    activation_type: str | None = option(
+        None, "activations: int8 is S8S8, uint8 is U8S8 (the default for qoperator)",
+        choices=ACTIVATION_TYPES)
+    per_channel: bool | None = option(None, "per-channel weight scales")
+    reduce_range: bool | None = option(None, "7-bit weights, for AVX2/AVX512 without VNNI")
+    symmetric: bool | None = option(None, "symmetric activations (zero point 0)")
+    calibration_samples: int = option(512, "calibration samples to use")
+    block_size: int = option(128, "int4: weights per quantization block")
+    keep_io_fp32: bool = option(True, "fp16: keep float32 inputs and outputs")
+    tolerance: float | None = option(None, "largest accepted accuracy drop (absolute); "
+                                           "overrides the recipe's for this stage")
+    accuracy_aware: bool = option(False, "keep the worst nodes in float until the drop is "
+                                         "within the tolerance")
+    max_float_nodes: int = option(8, "accuracy-aware: most nodes kept in float")
+    evaluation_samples: int = option(2000, "accuracy-aware: evaluation rows used per step")
 
     def __post_init__(self):
         check_choice("quantize", "mode", self.mode, MODES)

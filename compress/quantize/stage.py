@@ -7,9 +7,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from compress.quantize.backends import quantize_into
+from compress.quantize.checks import (check_finite_outputs, check_input_finite, count_ops,
+                                      speed_gate_cause)
+from compress.quantize.config import QuantizationCheckError, QuantizeConfig
+from compress.quantize.data import _feeds_only, checked_batches, evaluation_set
+from compress.quantize.prepare import prepare
+from compress.quantize.search import accuracy_aware_quantize
+from compress.trainer import selection_batches
 from core.files import check_output_file
 from core.onnx_files import check_onnx_file, model_size_bytes
-from core.stage import StageResult
+from core.stage import StageInput, StageResult, StageSpec, register_stage
 
 
 def _rows(batches: list[dict]) -> int:
@@ -71,9 +79,19 @@ def _check_needs(config: QuantizeConfig, calibration, evaluation, tolerance) -> 
     if config.accuracy_aware and tolerance is None:
         raise ValueError("quantize.accuracy_aware needs a tolerance (quantize.tolerance or "
                          "--tolerance)")
-from compress.quantize.backends import quantize_into
-from compress.quantize.checks import check_finite_outputs, check_input_finite, count_ops
-from compress.quantize.config import QuantizeConfig
-from compress.quantize.data import _feeds_only, checked_batches, evaluation_set
-from compress.quantize.prepare import prepare
-from compress.quantize.search import accuracy_aware_quantize
+
+
+def _run_stage(config: QuantizeConfig, given: StageInput) -> StageResult:
+    search = {}
+    if config.accuracy_aware:
+        # A validation split chooses the float nodes, so the evaluation set that judges the
+        # stage is not the one they were chosen on.
+        search = {"evaluation": selection_batches(given.data), "tolerance": given.tolerance}
+    return quantize(given.artifact, config, given.folder / "model.onnx",
+                    calibration=given.data.get("calibration"), **search)
+
+
+register_stage(StageSpec("quantize", QuantizeConfig, consumes="onnx", produces="onnx",
+                         run=_run_stage, promises_speed=lambda config: True,
+                         slow_cause=lambda config, candidate: speed_gate_cause(candidate),
+                         failures=(QuantizationCheckError,)))

@@ -1,7 +1,8 @@
 """``edgepack`` entry point: parse, dispatch, and turn errors into one line and an exit code.
 
-Exit codes: 0 success; 1 a stage ran and failed its own check (parity, NaN outputs);
-2 bad input (one line on stderr, no traceback; ``--debug`` shows it).
+Exit codes (:mod:`core.errors`): 0 success; 1 a stage ran and failed its own check (parity,
+NaN outputs, a quantized model not accurate or not faster); 2 bad input (one line on stderr,
+no traceback; ``--debug`` shows it); 3 a bug in edgepack (``--debug`` for the traceback).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import sys
 import traceback
 
 COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "env")
-# Bad input, and files or folders that cannot be read or written (a full disk included):
-# one line naming the path, exit code 2.
-BAD_INPUT = (ValueError, OSError, KeyError)
+ISSUE_HINT = ("please report it with the output of `edgepack env` and the command you ran")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
-        text = text[1:-1]
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -51,18 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         print("edgepack: interrupted; run again with --resume to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-        if args.debug:
-            traceback.print_exc()
-        code = getattr(exc, "exit_code", None)
-        if code is not None:
-            print(f"edgepack: {exc}", file=sys.stderr)  # check failures: every line counts
-            return int(code)
-        if isinstance(exc, BAD_INPUT):
-            print(f"edgepack: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-        print(f"edgepack: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return 3
+        return _report(exc, args.debug)
+
+
+def _report(exc: Exception, debug: bool) -> int:
+    """Print what went wrong the way its kind asks for; return the exit code."""
+    from core.errors import EXIT_BAD_INPUT, EXIT_BUG, exit_code_for
+
+    if debug:
+        traceback.print_exc()
+    code = exit_code_for(exc)
+    if code == EXIT_BUG:
+        print(f"edgepack: internal error (a bug): {type(exc).__name__}: {_one_line(exc)}; "
+              f"run with --debug for the traceback, and {ISSUE_HINT}", file=sys.stderr)
+    elif code == EXIT_BAD_INPUT:
+        print(f"edgepack: error: {_one_line(exc)}", file=sys.stderr)
+    else:
+        print(f"edgepack: {exc}", file=sys.stderr)  # check failures: every line counts
+    return code
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@ import pytest
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig, quantize
-from edgepack.pipeline import Artifact, PipelineContext, judge
-from edgepack.recipe import BenchSpec
+from edgepack.keep import judge
+from edgepack.measure import Artifact, PipelineContext
+from bench.runner import BenchConfig
 from tests.bench.conftest import matmul_add
 
 
 def _ctx(tmp_path, tolerance=0.01):
     return PipelineContext(out_dir=tmp_path, data={}, example_inputs=None, eval_arrays={},
-                           tolerance=tolerance, bench=BenchSpec(), teacher=None,
+                           tolerance=tolerance, bench=BenchConfig(), teacher=None,
                            scratch=tmp_path)
 
 

@@ -1,0 +1,45 @@
+"""The keep rule: a stage's candidate is kept only if it earns its place.
+
+A candidate is kept when its accuracy drop against its input is within the tolerance (the
+stage's own ``tolerance`` field, or the recipe's) and, for a stage that promises speed
+(structured pruning, quantization), its p50 latency is below its input's, timed interleaved
+on the same runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.stage import StageConfig, spec_for
+
+
+def stage_tolerance(default: float, config: StageConfig) -> float:
+    """The stage's own tolerance where it sets one, else the recipe's."""
+    own = getattr(config, "tolerance", None)
+    return default if own is None else float(own)
+
+
+def promises_speed(config: StageConfig) -> bool:
+    return bool(spec_for(config).promises_speed(config))
+
+
+def slow_cause(config: StageConfig, candidate: Path) -> str:
+    """The likely reason a compressed model is not faster (from its stage)."""
+    explain = spec_for(config).slow_cause
+    return explain(config, candidate) if explain else "likely cause: unknown"
+
+
+def judge(ctx, config: StageConfig, source, metrics: dict, reference_latency: dict | None,
+          candidate: Path) -> tuple[bool, str]:
+    """Keep the candidate only if accurate enough and, where promised, faster."""
+    tolerance = stage_tolerance(ctx.tolerance, config)
+    reasons = []
+    ref_acc, acc = source.metrics.get("accuracy"), metrics.get("accuracy")
+    if ref_acc is not None and acc is not None and ref_acc - acc > tolerance + 1e-12:
+        reasons.append(f"accuracy drop {ref_acc - acc:.4f} > tolerance {tolerance:.4f}")
+    if promises_speed(config) and reference_latency is not None:
+        ref_p50, p50 = reference_latency["p50"], metrics["latency_ms"]["p50"]
+        if p50 >= ref_p50:
+            reasons.append(f"not faster (p50 {p50:.4f} ms vs {ref_p50:.4f} ms for its input; "
+                           f"{slow_cause(config, candidate)})")
+    return not reasons, "; ".join(reasons)

@@ -1,0 +1,177 @@
+"""What the pipeline measures: every artifact on ONNX Runtime, timed beside its input.
+
+torch artifacts are timed through a scratch ONNX export (``export_for_bench``), so every row of
+the report is measured on the same runtime, with the same data, threads and batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+from torch import nn
+
+from bench.runner import BenchConfig, bench
+from bench.session import ProviderError, provider_name
+from compress.kd import collect
+from compress.prune import count_params
+from export.torch_export import ExportConfig, export_onnx
+from export.weights import save_weights
+
+METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
+               "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
+               "robustness")
+
+
+@dataclass
+class Artifact:
+    """What flows between stages: a torch module or an ONNX file, with its measurements."""
+
+    name: str
+    module: nn.Module | None = None
+    onnx_path: Path | None = None        # the ONNX file (for torch artifacts: a bench export)
+    file: Path | None = None             # the artifact file in the run folder
+    metrics: dict = field(default_factory=dict)
+    source_module: nn.Module | None = None   # the torch model it is (or came from): gradients
+
+    def __post_init__(self):
+        if self.source_module is None:
+            self.source_module = self.module
+
+
+@dataclass
+class PipelineContext:
+    """Everything the stages share: data, output folder, settings, scratch space."""
+
+    out_dir: Path
+    data: dict
+    example_inputs: torch.Tensor
+    eval_arrays: dict
+    tolerance: float
+    bench: BenchConfig
+    teacher: nn.Module
+    scratch: Path
+    providers: tuple = ("cpu",)
+    robustness: dict = field(default_factory=lambda: {"eps": (0.1,), "samples": 512})
+    bench_export: ExportConfig = field(default_factory=ExportConfig)   # for scratch exports
+    resume: bool = False
+    progress: bool = True
+    base_dir: Path | None = None
+    build: Callable | None = None
+    log: Callable[[str], None] = print
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_providers(providers) -> None:
+    """Every requested provider must exist here, before anything runs."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    for name in providers:
+        full = provider_name(name)
+        if full not in available:
+            raise ProviderError(f"[bench] providers: {full} is not available here (available: "
+                                f"{', '.join(available)}); install onnxruntime-gpu for CUDA, "
+                                "or remove it from the recipe")
+
+
+def eval_arrays(data: dict) -> dict:
+    """The evaluation set, stacked once: numpy for ONNX Runtime, torch for parity checks."""
+    inputs, labels = collect(data["evaluation"])
+    if inputs is None or len(inputs) == 0:
+        raise ValueError("the data provider's evaluation set is empty (0 samples)")
+    return {"inputs": inputs.numpy(), "labels": labels.numpy(), "inputs_torch": inputs}
+
+
+def _onnx_input_name(path: Path) -> str:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def _eval_data_for(path: Path, arrays: dict) -> dict:
+    return {_onnx_input_name(path): arrays["inputs"], "labels": arrays["labels"]}
+
+
+def measure_pair(ctx: PipelineContext, reference: Path | None,
+                 candidate: Path) -> tuple[dict, dict | None]:
+    """Benchmark the candidate (and its reference, interleaved) on every provider."""
+    by_provider: dict[str, dict] = {}
+    ref_result = None
+    for provider in ctx.providers:
+        config = dataclasses.replace(ctx.bench, provider=provider)
+        paths = [candidate] + ([reference] if reference is not None else [])
+        results = bench(paths, config, _eval_data_for(candidate, ctx.eval_arrays))
+        by_provider[results[0]["provider"]] = results[0]
+        if ref_result is None and len(results) > 1:
+            ref_result = results[1]
+    first = dict(next(iter(by_provider.values())))  # the first provider is the one judged
+    if len(by_provider) > 1:
+        first["by_provider"] = {k: {"latency_ms": v["latency_ms"], "accuracy": v.get("accuracy")}
+                                for k, v in by_provider.items()}
+    return first, ref_result
+
+
+def metrics_from(result: dict, size_bytes: int, params: int) -> dict:
+    """The report's metrics for one artifact, from its bench result."""
+    metrics = {"params": params, "size_bytes": size_bytes}
+    metrics.update({k: result.get(k) for k in ("accuracy", "latency_ms", "provider", "providers",
+                                               "nodes_per_provider", "threads", "batch",
+                                               "memory_mb")})
+    if "by_provider" in result:
+        metrics["by_provider"] = result["by_provider"]
+    return metrics
+
+
+def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path:
+    """A scratch ONNX export of a torch artifact, so it is timed on the same runtime."""
+    path = ctx.scratch / f"{name}.onnx"
+    export_onnx(module, ctx.bench_export, ctx.example_inputs, path,
+                parity_inputs=ctx.eval_arrays["inputs_torch"][:8])
+    return path
+
+
+def measure_robustness(ctx: PipelineContext, source: nn.Module, onnx_path: Path) -> dict:
+    """FGSM/PGD accuracy of the ONNX model, attacked through its torch source."""
+    from edgepack.robustness import robustness
+
+    return robustness(source, onnx_path, ctx.eval_arrays["inputs_torch"],
+                      torch.from_numpy(ctx.eval_arrays["labels"]),
+                      eps_values=tuple(ctx.robustness["eps"]),
+                      samples=ctx.robustness["samples"])
+
+
+def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path,
+                      onnx_path: Path, source) -> tuple[dict, dict | None]:
+    """The candidate's metrics (timed interleaved with its input) and its input's result."""
+    result, ref = measure_pair(ctx, source.onnx_path, onnx_path)
+    if module is not None:
+        metrics = metrics_from(result, path.stat().st_size, count_params(module))
+    else:
+        metrics = metrics_from(result, result["size_bytes"], result["params"])
+    grad_source = module if module is not None else source.source_module
+    metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
+    return metrics, ref
+
+
+def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Artifact]:
+    """The teacher's row of the report, and the artifact the first stage starts from."""
+    folder = ctx.out_dir / "00-teacher"
+    folder.mkdir(exist_ok=True)
+    path = save_weights(teacher, folder / "model.safetensors")
+    onnx_path = export_for_bench(ctx, teacher, "teacher")
+    result, _ = measure_pair(ctx, None, onnx_path)
+    metrics = metrics_from(result, path.stat().st_size, count_params(teacher))
+    metrics["robustness"] = measure_robustness(ctx, teacher, onnx_path)
+    entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
+    ctx.log(f"[teacher] accuracy {metrics['accuracy']:.4f}, p50 "
+            f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
+    return entry, Artifact("teacher", teacher, onnx_path, path, metrics)

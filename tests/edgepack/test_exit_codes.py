@@ -1,0 +1,84 @@
+"""Three kinds of failure, three exit codes: bad input 2, failed check 1, a bug 3."""
+
+import argparse
+import dataclasses
+import json
+import textwrap
+
+import pytest
+
+from compress.quantize import QuantizeConfig
+from compress.trainer import TrainingDiverged
+from core.errors import BadInput, CheckFailed, MissingDependency, exit_code_for
+from edgepack.cli import main as cli_main
+from edgepack.cli.config_flags import add_config_flags, config_kwargs
+
+
+@pytest.mark.parametrize("exc, code", [
+    (ValueError("bad value"), 2), (FileNotFoundError("missing.onnx"), 2),
+    (BadInput("bad"), 2), (MissingDependency("optimum", "hf", ImportError("boom")), 2),
+    (CheckFailed("parity"), 1), (TrainingDiverged("loss nan"), 1),
+    (KeyError("a bug"), 3), (TypeError("a bug"), 3), (AttributeError("a bug"), 3),
+])
+def test_each_exception_kind_has_its_exit_code(exc, code):
+    assert exit_code_for(exc) == code
+
+
+def test_a_bug_says_so_and_how_to_report_it(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("stage_records")
+
+    monkeypatch.setattr("edgepack.cli.env_cmd.handle", broken)
+    assert cli_main.main(["env"]) == 3
+    err = capsys.readouterr().err
+    assert "internal error (a bug): KeyError" in err and "--debug" in err
+    assert "edgepack env" in err and "Traceback" not in err
+
+
+def test_quantize_flags_are_made_from_the_config_fields():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, QuantizeConfig)
+    flags = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert flags == {f.name for f in dataclasses.fields(QuantizeConfig)}
+    args = parser.parse_args(["--mode", "dynamic", "--no-per-channel", "--accuracy-aware"])
+    assert config_kwargs(args, QuantizeConfig) == {"mode": "dynamic", "per_channel": False,
+                                                   "accuracy_aware": True}
+    help_text = parser.format_help()
+    assert "how to quantize: dynamic | static | fp16 | int4 (default static)" in " ".join(
+        help_text.split())
+
+
+RECIPE = textwrap.dedent('''
+    name = "version"
+    tolerance = 0.5
+    [model]
+    build = "edgepack.zoo:mnist1d_cnn"
+    args = { width = 4 }
+    train_epochs = 1
+    [data]
+    args = { samples = 400, transfer_samples = 0, calibration_samples = 32 }
+    [[stages]]
+    kind = "export"
+    [bench]
+    min_runs = 5
+    min_time_s = 0.01
+    [robustness]
+    samples = 0
+''')
+
+
+def test_resume_redoes_a_stage_written_with_another_config_version(tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_text(RECIPE)
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "recipe.toml"), "--out", str(out), "--no-progress"]
+    assert cli_main.main(argv) == 0
+    record_path = out / "01-export" / "record.json"
+    record = json.loads(record_path.read_text())
+    assert record["config_version"] == 1
+    record["config_version"] = 0
+    record_path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert cli_main.main(argv + ["--resume"]) == 0
+    assert "made with config version 0, this edgepack writes 1: running it again" in \
+        capsys.readouterr().err
+    assert json.loads(record_path.read_text())["config_version"] == 1
