@@ -149,7 +149,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     from edgepack.teacher import build_model
 
     load_stages()
-    bench_config = bench_config or BenchConfig(min_runs=100)
+    bench_config = bench_config or BenchConfig()
     check_stage_order(stages)
     check_providers(providers)
     resolve = resolver(base_dir, what="student builder")

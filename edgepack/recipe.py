@@ -27,9 +27,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-PIPELINE_MIN_RUNS = 100  # a stage's keep decision rests on its timing: more runs than a quick bench
-
-
 @dataclass
 class ModelSpec:
     """The model to compress: a builder, its arguments, and weights or training."""
@@ -60,10 +57,6 @@ class RobustnessSpec:
         return {"eps": list(self.eps), "samples": self.samples}
 
 
-def default_bench() -> BenchConfig:
-    return BenchConfig(min_runs=PIPELINE_MIN_RUNS)
-
-
 def bench_to_dict(bench: BenchConfig, providers) -> dict:
     """The recipe's [bench] table: every BenchConfig field but ``provider``, and ``providers``."""
     data = {k: v for k, v in bench.to_dict().items() if k != "provider"}
@@ -78,7 +71,7 @@ class Recipe:
     model: ModelSpec
     data: DataSpec
     stages: list[StageConfig]
-    bench: BenchConfig = field(default_factory=default_bench)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     providers: tuple[str, ...] = ("cpu",)
     robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
     stage_modules: tuple[str, ...] = ()
@@ -195,8 +188,7 @@ def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:
             not all(isinstance(p, str) for p in providers):
         raise ValueError(f"recipe [bench].providers must be a non-empty list of names, got "
                          f"{providers!r}")
-    settings = {"min_runs": PIPELINE_MIN_RUNS, **checked_fields(BenchConfig, data,
-                                                                "recipe [bench]")}
+    settings = checked_fields(BenchConfig, data, "recipe [bench]")
     try:
         return BenchConfig(**settings), tuple(providers)
     except ValueError as exc:

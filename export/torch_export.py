@@ -32,7 +32,8 @@ from torch import nn
 
 from core.errors import CheckFailed
 from core.checks import check_choice
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
+from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
+                        register_stage)
 from core.files import check_output_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
@@ -62,16 +63,18 @@ class ExportConfig(StageConfig):
     """
 
     kind = "export"
-    exporter: str = "dynamo"
-    opset: int = 18
-    dynamic_batch: bool = True
-    input_names: tuple[str, ...] = ("input",)
-    output_names: tuple[str, ...] = ("logits",)
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    fail_on_mismatch: bool = True
-    dynamic_axes: tuple[int, ...] = ()
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+    exporter: str = option("dynamo", "torch exporter", choices=EXPORTERS)
+    opset: int = option(18, "ONNX opset (with --hf: optimum's choice unless given)")
+    dynamic_batch: bool = option(True, "a free batch axis (--no-dynamic-batch fixes it)")
+    input_names: tuple[str, ...] = option(("input",), "ONNX input names")
+    output_names: tuple[str, ...] = option(("logits",), "ONNX output names")
+    atol: float = option(1e-4, "parity: largest absolute difference to torch's outputs")
+    rtol: float = option(1e-3, "parity: largest relative difference to torch's outputs")
+    fail_on_mismatch: bool = option(True, "a parity mismatch fails the export (exit 1); "
+                                          "--no-fail-on-mismatch only warns")
+    dynamic_axes: tuple[int, ...] = option((), "extra input axes whose size varies, e.g. 1")
+    external_data_threshold: int = option(EXTERNAL_DATA_THRESHOLD,
+                                          "weights above this many bytes go to <model>.onnx.data")
 
     def __post_init__(self):
         check_choice("export", "exporter", self.exporter, EXPORTERS)

@@ -20,18 +20,14 @@ def register(sub) -> None:
                    help="allow full unpickling of a .pt file (runs any code in it)")
     p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
                                                        "e.g. 1,1,40")
-    p.add_argument("--exporter", default="dynamo", help="dynamo (default) or torchscript")
-    p.add_argument("--opset", type=int, default=None,
-                   help="ONNX opset (default: 18 for --model, optimum's choice for --hf)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch axis")
+    from edgepack.cli.config_flags import add_config_flags
+    from export.torch_export import ExportConfig
+
+    add_config_flags(p, ExportConfig)
     p.add_argument("--dynamic-axes", default="",
                    help="extra input axes whose size varies, e.g. 1 for a sequence length")
-    p.add_argument("--input-names", default="input", help="comma-separated input names")
-    p.add_argument("--output-names", default="logits", help="comma-separated output names")
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-3)
-    p.add_argument("--warn-only", action="store_true",
-                   help="report a parity mismatch as a warning instead of exit code 1")
+    p.add_argument("--input-names", default=None, help="comma-separated input names")
+    p.add_argument("--output-names", default=None, help="comma-separated output names")
     p.add_argument("--optimize", default=None, metavar="LEVEL",
                    help="also save ONNX Runtime's basic | extended | all optimization as "
                         "<name>.opt.onnx, parity-checked again")
@@ -93,6 +89,7 @@ def export_torch(args):
 
     from edgepack.teacher import build_model
     from core.files import check_output_file
+    from edgepack.cli.config_flags import config_kwargs
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights
 
@@ -101,12 +98,12 @@ def export_torch(args):
         builder_args = json.loads(args.args)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--args is not valid JSON: {exc}") from exc
-    config = ExportConfig(exporter=args.exporter, opset=18 if args.opset is None else args.opset,
-                          dynamic_batch=not args.static_batch,
-                          dynamic_axes=parse_axes(args.dynamic_axes),
-                          input_names=parse_names("--input-names", args.input_names),
-                          output_names=parse_names("--output-names", args.output_names),
-                          atol=args.atol, rtol=args.rtol, fail_on_mismatch=not args.warn_only)
+    settings = config_kwargs(args, ExportConfig)
+    settings["dynamic_axes"] = parse_axes(args.dynamic_axes)
+    for flag, name in (("--input-names", "input_names"), ("--output-names", "output_names")):
+        if getattr(args, name) is not None:
+            settings[name] = parse_names(flag, getattr(args, name))
+    config = ExportConfig(**settings)
     check_output_file(args.output)
     model = build_model(args.model, builder_args, Path.cwd())
     if args.weights:
@@ -118,10 +115,19 @@ def export_torch(args):
 
 
 def export_hugging_face(args):
+    from edgepack.cli.config_flags import config_kwargs
     from export.hf import export_hf
+    from export.torch_export import ExportConfig
 
-    return export_hf(args.hf, args.task, args.output, opset=args.opset, atol=args.atol,
-                     rtol=args.rtol, fail_on_mismatch=not args.warn_only)
+    settings = config_kwargs(args, ExportConfig)
+    unused = sorted(set(settings) - {"opset", "atol", "rtol", "fail_on_mismatch"})
+    unused += [flag for flag, value in (("input-names", args.input_names),
+                                        ("output-names", args.output_names),
+                                        ("dynamic-axes", args.dynamic_axes)) if value]
+    if unused:
+        listed = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise ValueError(f"--hf exports with optimum's input names and axes; drop {listed}")
+    return export_hf(args.hf, args.task, args.output, **settings)
 
 
 def handle(args) -> int:
@@ -139,9 +145,10 @@ def handle(args) -> int:
     if args.optimize is not None:
         from export.optimize import optimize_onnx
 
+        parity = {k: v for k, v in vars(args).items()
+                  if k in ("atol", "rtol", "fail_on_mismatch") and v is not None}
         optimized = optimize_onnx(result.artifact, args.optimize,
-                                  result.artifact.with_suffix(".opt.onnx"), atol=args.atol,
-                                  rtol=args.rtol, fail_on_mismatch=not args.warn_only)
+                                  result.artifact.with_suffix(".opt.onnx"), **parity)
         print_parity(optimized.record["parity"], f"{args.optimize}-optimized")
         print(f"wrote {optimized.artifact} ({optimized.record['nodes_before']} -> "
               f"{optimized.record['nodes']} nodes)")
