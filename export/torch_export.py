@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
 from core.files import check_output_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
+from export.outputs import FlatOutputs, flatten_outputs, output_tensors
 from export.parity import ParityError, compare_outputs, parity_summary
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -244,7 +245,9 @@ def _dynamo_shapes(inputs: tuple, config: ExportConfig):
             for axis in config.dynamic_axes}
     if config.dynamic_batch:
         dims[0] = torch.export.Dim("batch", min=1, max=1 << 16)
-    return tuple(dict(dims) for _ in inputs)
+    # One entry: the exported module is :class:`FlatOutputs`, whose ``forward(*inputs)``
+    # takes the inputs as a single variadic argument.
+    return (tuple(dict(dims) for _ in inputs),)
 
 
 def _torchscript_axes(config: ExportConfig):
@@ -300,7 +303,7 @@ def _write_onnx(model: nn.Module, inputs: tuple, tmp_model: Path, config: Export
     """Export to ``tmp_model`` (in a scratch folder), move weights out if large, check it."""
     try:
         with _quiet_exporter(), torch.no_grad():
-            _export_to(model, inputs, tmp_model, config)
+            _export_to(FlatOutputs(model).train(model.training), inputs, tmp_model, config)
     except Exception as exc:  # the exporters raise anything; the message says what
         raise ExportError(describe_export_failure(model, exc, config.exporter)) from exc
     if _weight_bytes(model) > config.external_data_threshold:
@@ -337,7 +340,7 @@ def check_parity(model: nn.Module, onnx_path: Path, held_out: tuple, config: Exp
     results = []
     for label, batch, inputs in _parity_cases(held_out, config, example_batch):
         with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in _as_tuple(model(*inputs))]
+            expected = [t.detach().cpu().numpy() for t in output_tensors(model(*inputs))]
         if len(expected) != len(output_names):
             raise ParityError(f"torch returns {len(expected)} outputs but the ONNX model has "
                               f"{len(output_names)} ({', '.join(output_names)})")
@@ -349,6 +352,31 @@ def check_parity(model: nn.Module, onnx_path: Path, held_out: tuple, config: Exp
     summary = parity_summary(results, config.atol, config.rtol)
     summary["lines"] = [r.line() for r in results]
     return summary
+
+
+def output_names_for(model: nn.Module, example: tuple, config: ExportConfig) -> tuple[str, ...]:
+    """The ONNX output names, one per output tensor (see :mod:`export.outputs`).
+
+    The configured names when there is one per tensor; the model's own keys when it returns
+    a dict or ``ModelOutput``; for a tuple with more tensors than names, the names first
+    and the flattened positions (``output_1``) for the rest. More names than tensors is an
+    error.
+    """
+    with torch.no_grad():
+        output = model(*example)
+    flat = [name for name, _ in flatten_outputs(output)]
+    names = list(config.output_names)
+    if len(flat) == len(names):
+        return tuple(names)
+    if hasattr(output, "keys"):
+        return tuple(flat)
+    if len(names) < len(flat):
+        rest = [name if name not in names else f"{name}_{i}"
+                for i, name in enumerate(flat[len(names):], len(names))]
+        return tuple(names + rest)
+    raise ValueError(f"export.output_names has {len(names)} names ({', '.join(names)}) but "
+                     f"the model returns {len(flat)} tensor(s) ({', '.join(flat)}); give one "
+                     "name per output")
 
 
 def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path,
@@ -371,6 +399,11 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()  # dropout and batch-norm statistics must not leak into the graph
+    try:
+        config = replace(config, output_names=output_names_for(model, example, config))
+    except Exception:
+        model.train(was_training)
+        raise
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         tmp_model = tmp_dir / out_path.name
@@ -389,6 +422,7 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
     header = onnx.load(str(out_path), load_external_data=False)
     record = {"exporter": config.exporter, "opset": config.opset,
               "dynamic_batch": config.dynamic_batch, "dynamic_axes": list(config.dynamic_axes),
+              "output_names": list(config.output_names),
               "external_data": bool(external_tensor_names(header)),
               "params": parameter_count(header),
               "size_bytes": model_size_bytes(out_path), "parity": parity}
