@@ -12,16 +12,20 @@ optionally over several steps on Zhu & Gupta's cubic schedule with fine-tuning b
 The zeros make the file compress well, but dense kernels do not run faster: the record says
 so, and the pipeline does not expect a speed-up from it.
 
-For BERT-style models (attention blocks with ``query``/``key``/``value`` linears) structured
-pruning removes whole attention heads (``head_ratio``) and FFN width (``ratio``) and keeps
-the hidden size, which every residual connection shares.
+Attention modules (timm-style fused ``qkv``, separate q/k/v projections, Hugging Face
+self-attention, ``nn.MultiheadAttention``) are found and torch-pruning is told their heads,
+so whole heads are removed (``head_ratio``, by default the same as ``ratio``) and the modules'
+head counts are updated; bare parameters (class token, position embedding, layer scale) are
+pruned with their channels. Hugging Face models keep their hidden size (their config fixes
+it): heads and FFN width are pruned. See :mod:`compress.prune_plan`.
 
 Fine-tuning after each step uses the same trainer as distillation; given the teacher it
 learns from its soft targets too (``kd_alpha``, ``kd_temperature``), optionally on extra
 teacher-labelled transfer inputs -- pruning plus KD recovers more accuracy than either.
 A model torch-pruning cannot follow (a reshape that mixes channels, a bare parameter) is
 caught by running it after each step: the error names the layer to add to
-``ignored_layers``.
+``ignored_layers`` -- and every layer in the same place of the same kind of module (all
+twelve blocks of a ViT), so one retry is enough.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from core.errors import BadInput
 from core.checks import check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
+from export.outputs import first_tensor
 from compress.kd import NO_LABEL, collect, kd_loss
+from compress.attention import HEAD_COUNT_ATTRS, update_head_counts
+from compress.prune_plan import params_by_kind, pruning_plan
 from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
 
@@ -66,7 +73,7 @@ class PruneConfig(StageConfig):
     kd_alpha: float = 0.9            # with a teacher: weight of its soft targets in fine-tuning
     kd_temperature: float = 4.0
     finetune_transfer_samples: int = 0   # teacher-labelled transfer inputs added to fine-tuning
-    head_ratio: float = 0.0          # BERT-style models: share of attention heads removed
+    head_ratio: float | None = None  # share of attention heads removed (None: ratio)
     ignored_layers: tuple[str, ...] = ()   # module names never pruned (the head is found)
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
@@ -84,7 +91,8 @@ class PruneConfig(StageConfig):
         if self.lr <= 0 or self.kd_temperature <= 0:
             raise ValueError("prune.lr and prune.kd_temperature must be > 0")
         check_range("prune", "kd_alpha", self.kd_alpha, 0.0, 1.0, high_inclusive=True)
-        check_range("prune", "head_ratio", self.head_ratio, 0.0, 1.0)
+        if self.head_ratio is not None:
+            check_range("prune", "head_ratio", self.head_ratio, 0.0, 1.0)
 
     @property
     def expects_speedup(self) -> bool:
@@ -100,11 +108,6 @@ def count_params(model: nn.Module) -> int:
 def cubic_schedule(final: float, steps: int) -> list[float]:
     """Sparsity after each step, Zhu & Gupta 2017: s_t = s_f (1 - (1 - t/n)^3)."""
     return [final * (1 - (1 - t / steps) ** 3) for t in range(1, steps + 1)]
-
-
-def first_tensor(output) -> torch.Tensor:
-    """The main output: the tensor itself, or the first field of a tuple / HF ModelOutput."""
-    return output if isinstance(output, torch.Tensor) else output[0]
 
 
 def find_head(model: nn.Module, example_inputs) -> list[str]:
@@ -212,11 +215,40 @@ def _run_with_layer_trace(model: nn.Module, example: tuple):
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UntraceableModelError(
             f"torch-pruning cannot follow the model: after pruning it fails {where} after "
-            f"layer {culprit!r} ({type(exc).__name__}: {text[:160]}); add {culprit!r} to "
-            "prune.ignored_layers, or use method='unstructured'") from exc
+            f"layer {culprit!r} ({type(exc).__name__}: {text[:160]}); "
+            f"{_untraceable_hint(model, inner, culprit)}") from exc
     finally:
         for handle in handles:
             handle.remove()
+
+
+def layers_like(model: nn.Module, name: str) -> list[str]:
+    """``name`` and the layer at the same place in every module of the same kind: one
+    failing ``blocks.0.attn.qkv`` names the ``qkv`` of all twelve blocks."""
+    table = dict(model.named_modules())
+    if "." not in name or name not in table:
+        return [name]
+    parent, leaf = name.rsplit(".", 1)
+    kind = type(table[parent])
+    return [f"{n}.{leaf}" for n, m in table.items()
+            if type(m) is kind and f"{n}.{leaf}" in table] or [name]
+
+
+def _untraceable_hint(model: nn.Module, inner: str, culprit: str) -> str:
+    """What to change: for attention that reshapes to its input width, head-size pruning;
+    otherwise every layer like the culprit, named at once."""
+    module = dict(model.named_modules()).get(inner)
+    if module is not None and any(isinstance(getattr(module, a, None), int)
+                                  for a in HEAD_COUNT_ATTRS):
+        return (f"{type(module).__name__} reshapes its heads back to its input width (as "
+                "timm's Attention does); set prune.head_ratio=0 to prune every head's "
+                "dimensions instead of whole heads, which keeps heads x head size equal to "
+                "the width")
+    like = layers_like(model, culprit)
+    if len(like) == 1:
+        return f"add {culprit!r} to prune.ignored_layers, or use method='unstructured'"
+    return (f"add all {len(like)} layers like it to prune.ignored_layers: "
+            f"{', '.join(repr(n) for n in like)}; or use method='unstructured'")
 
 
 def check_still_runs(model: nn.Module, example: tuple, output_shape: tuple) -> None:
@@ -228,59 +260,20 @@ def check_still_runs(model: nn.Module, example: tuple, output_shape: tuple) -> N
             f"{list(output_shape)}; add its output layer to prune.ignored_layers")
 
 
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """BERT-style self-attention blocks: ``query``/``key``/``value`` linears and a head count."""
-    return [m for m in model.modules()
-            if isinstance(getattr(m, "num_attention_heads", None), int)
-            and all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))]
-
-
-def transformer_plan(model: nn.Module, config: PruneConfig, attention: list[nn.Module]) -> dict:
-    """Prune only attention heads and FFN widths of a transformer.
-
-    The hidden size runs through every residual connection and the embeddings; cutting it
-    touches the whole model, so every linear layer except the q/k/v projections (heads)
-    and the FFN up-projections (width) is kept whole.
-    """
-    num_heads = {linear: block.num_attention_heads for block in attention
-                 for linear in (block.query, block.key, block.value)}
-    ffn = {m.dense for m in model.modules()
-           if type(m).__name__.endswith("Intermediate") and isinstance(getattr(m, "dense", None),
-                                                                        nn.Linear)}
-    roots = set(num_heads) | ffn
-    return {"ignored_layers": [m for m in model.modules()
-                               if isinstance(m, nn.Linear) and m not in roots],
-            "num_heads": num_heads, "prune_num_heads": config.head_ratio > 0,
-            "prune_head_dims": False, "head_pruning_ratio": config.head_ratio,
-            "output_transform": first_tensor}
-
-
-def update_attention_sizes(attention: list[nn.Module], pruner) -> None:
-    """After heads are cut, the attention blocks must know their new head count."""
-    for block in attention:
-        block.num_attention_heads = pruner.num_heads[block.query]
-        block.attention_head_size = block.query.out_features // block.num_attention_heads
-        block.all_head_size = block.query.out_features
-
-
 def structured_prune(model: nn.Module, config: PruneConfig, example_inputs, data=None,
                      teacher=None, progress: bool = True) -> dict:
-    """Cut channels with torch-pruning's DepGraph (group L2 magnitude); fine-tune between steps.
-
-    BERT-style models lose attention heads (``head_ratio``) and FFN width (``ratio``) only.
+    """Cut channels and attention heads with torch-pruning's DepGraph (group L2 magnitude);
+    fine-tune between steps. What is pruned and kept: :func:`compress.prune_plan.pruning_plan`.
     """
     import torch_pruning as tp
 
     example = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     ignored = _modules_by_name(model, tuple(config.ignored_layers) + tuple(
         n for n in find_head(model, example) if n not in config.ignored_layers))
-    attention = attention_modules(model)
-    plan = {"ignored_layers": ignored}
-    if attention:
-        plan = transformer_plan(model, config, attention)
-        plan["ignored_layers"] = list({id(m): m for m in plan["ignored_layers"] + ignored}.values())
+    plan, sites, described = pruning_plan(model, config, ignored)
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
-    heads_before = [b.num_attention_heads for b in attention]
+    kinds_before = params_by_kind(model, sites)
+    attention_before = [site.describe() for site in sites]
     try:
         pruner = tp.pruner.MetaPruner(
             model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -293,21 +286,29 @@ def structured_prune(model: nn.Module, config: PruneConfig, example_inputs, data
     steps = []
     for step, epochs in enumerate(epochs_per_step(config.finetune_epochs,
                                                   config.iterative_steps)):
-        pruner.step()
-        update_attention_sizes(attention, pruner)
+        try:
+            pruner.step()
+        except Exception as exc:  # torch-pruning fails inside on graphs it misread
+            raise UntraceableModelError(_trace_error(model, exc)) from exc
+        update_head_counts(sites, pruner)
         check_still_runs(model, example, output_shape)
         steps.append(_step_record(model, config, data, teacher, step, epochs, progress))
     macs_after, params_after = tp.utils.count_ops_and_params(model, example)
     widths = {n: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
               for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))}
     record = {"params_before": int(params_before), "params_after": int(params_after),
+              "params_by_kind": {"before": kinds_before, "after": params_by_kind(model, sites)},
               "macs_before": int(macs_before), "macs_after": int(macs_after),
               "macs_ratio": float(macs_before) / max(float(macs_after), 1.0),
+              **described,
               "ignored_layers": [n for n, m in model.named_modules() if m in ignored],
               "layer_widths": widths, "steps": steps}
-    if attention:
-        record["attention_heads_before"] = heads_before
-        record["attention_heads_after"] = [b.num_attention_heads for b in attention]
+    if sites:
+        record["attention"] = [{**before, "heads_after": site.heads,
+                                "head_dim_after": site.head_dim}
+                               for before, site in zip(attention_before, sites)]
+        record["attention_heads_before"] = [a["heads"] for a in attention_before]
+        record["attention_heads_after"] = [site.heads for site in sites]
     return record
 
 
