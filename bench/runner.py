@@ -40,7 +40,12 @@ from bench.session import (
     provider_name,
     require_provider,
 )
-from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
+from core.onnx_files import (
+    check_onnx_file,
+    load_onnx_header,
+    model_size_bytes,
+    parameter_count,
+)
 from core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
@@ -153,7 +158,9 @@ class ModelUnderTest:
     def _timing_feeds(self) -> dict:
         if self.eval_feeds is not None:
             return timing_feeds(self.eval_feeds, self.config.batch)
-        return generate_inputs(self.session, self.config.batch, self.config.shapes,
+        names = {i.name for i in self.session.get_inputs()}
+        shapes = {k: v for k, v in self.config.shapes.items() if k in names}
+        return generate_inputs(self.session, self.config.batch, shapes,
                                vocab_sizes=token_vocab_sizes(self.header))
 
     def _first_inference(self) -> float:
@@ -318,6 +325,26 @@ def _paths(models) -> list[Path]:
     return [Path(m) for m in items]
 
 
+def graph_inputs(path: Path) -> list[str]:
+    """The names of a model's inputs (graph inputs that are not initializers)."""
+    graph = load_onnx_header(path).graph
+    weights = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in weights]
+
+
+def check_shapes_used(paths: list[Path], shapes: dict) -> None:
+    """Each ``--shape NAME=...`` applies to the models that have input NAME; a name no model
+    has is a typo, named with the inputs there are."""
+    inputs = {path: graph_inputs(path) for path in paths}
+    known = sorted({name for names in inputs.values() for name in names})
+    for name in shapes:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"--shape {name}=...: no input {name!r} in any model{hint}; "
+                             f"their inputs are {', '.join(known)}")
+
+
 def time_interleaved(models: list[ModelUnderTest], block_runs: int) -> None:
     """Time the models in turns (A B, B A, ...) until every one has met its minimums.
 
@@ -349,6 +376,7 @@ def bench(models, config: BenchConfig | None = None, data=None) -> list[dict]:
     if data is not None and config.shapes:
         raise ValueError("--shape fixes generated inputs; with --data the data's own shapes "
                          "are used, so give one or the other")
+    check_shapes_used(paths, config.shapes)
     start_onnxruntime()
     under_test = [ModelUnderTest(p, config, data, source) for p in paths]
     time_interleaved(under_test, config.block_runs)

@@ -160,3 +160,20 @@ def test_cuda_uses_io_binding_and_reports_gpu_memory(tmp_path):
     result, = bench(matmul_add(tmp_path / "mm.onnx"), BenchConfig(provider="cuda", **QUICK))
     assert result["provider"] == "CUDAExecutionProvider" and result["io_binding"]
     assert result["memory_mb"]["gpu_peak"] is not None and result["memory_mb"]["gpu_method"]
+
+
+def test_each_shape_applies_to_the_models_that_have_that_input(tmp_path):
+    tokens = token_model(tmp_path / "tok.onnx", vocab=30)
+    dense = matmul_add(tmp_path / "dense.onnx")
+    results = bench([tokens, dense], BenchConfig(**QUICK, shapes={"input_ids": [1, 12],
+                                                                 "attention_mask": [1, 12]}))
+    assert results[0]["input_shapes"] == {"input_ids": [1, 12], "attention_mask": [1, 12]}
+    assert results[1]["input_shapes"] == {"x": [1, 16]}
+
+
+def test_a_shape_no_model_has_is_named_with_the_inputs_there_are(tmp_path):
+    paths = [token_model(tmp_path / "tok.onnx"), matmul_add(tmp_path / "dense.onnx")]
+    with pytest.raises(ValueError, match=r"no input 'input_id' in any model \(did you mean "
+                                         r"'input_ids'\?\); their inputs are attention_mask, "
+                                         r"input_ids, x"):
+        bench(paths, BenchConfig(**QUICK, shapes={"input_id": [1, 12]}))
