@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.checks import check_choice
+from core.deps import import_optional
 from core.stage import StageResult
 from core.files import check_output_dir
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
@@ -88,7 +89,7 @@ def _collect_optimum_warnings():
 def _run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None,
                  atol: float) -> dict:
     """optimum's export and validation into ``work_dir``; return what its validation said."""
-    from optimum.exporters.onnx import main_export
+    main_export = import_optional("optimum.exporters.onnx", "main_export", "optimum-onnx", "hf")
 
     with _collect_optimum_warnings() as messages:
         main_export(str(model_dir), output=work_dir, task=task, opset=opset, device="cpu",
@@ -100,9 +101,8 @@ def _run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None,
 
 
 def _load_torch_model(model_dir: Path, task: str):
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    auto = AutoModel if task == "feature-extraction" else AutoModelForSequenceClassification
+    name = "AutoModel" if task == "feature-extraction" else "AutoModelForSequenceClassification"
+    auto = import_optional("transformers", name, "transformers", "hf")
     return auto.from_pretrained(str(model_dir), local_files_only=True).eval()
 
 
