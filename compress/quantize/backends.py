@@ -9,6 +9,7 @@ import onnx
 
 from compress.quantize.config import FP16_FLOAT32_OPS, QuantizeConfig
 from compress.quantize.data import _FeedReader
+from compress.ort_noise import per_tensor_1d_weights_quietly
 
 
 def _qtype(name: str):
@@ -17,6 +18,7 @@ def _qtype(name: str):
     return QuantType.QInt8 if name == "int8" else QuantType.QUInt8
 
 
+@per_tensor_1d_weights_quietly()  # ORT's per-channel noise on 1-D weights: compress/ort_noise.py
 def _quantize_static(prepared: Path, target: Path, config: QuantizeConfig, feeds,
                      exclude: list[str]) -> None:
     from onnxruntime import quantization as q
