@@ -107,6 +107,9 @@ def token_vocab_sizes(model) -> dict[str, int]:
     with an index error; a model's own table says how large the vocabulary is.
     """
     tables = {t.name: int(t.dims[0]) for t in model.graph.initializer if len(t.dims) >= 1}
+    # A quantized model gathers from the table's DequantizeLinear output, not the table.
+    tables.update({n.output[0]: tables[n.input[0]] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input and n.input[0] in tables})
     inputs = {i.name for i in model.graph.input}
     casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
     sizes: dict[str, int] = {}

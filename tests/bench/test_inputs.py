@@ -36,6 +36,16 @@ def test_token_ids_stay_inside_the_models_vocabulary(tmp_path):
     session.run(None, feeds)  # no index error
 
 
+def test_a_quantized_embedding_table_still_bounds_the_token_ids(tmp_path):
+    """Quantized, the Gather reads the table through a DequantizeLinear node."""
+    model = onnx.load(str(token_model(tmp_path / "tok.onnx", vocab=50)))
+    table = next(t for t in model.graph.initializer if t.name == "E")
+    table.CopyFrom(onnx.numpy_helper.from_array(np.zeros((50, 8), np.int8), "E_q"))
+    model.graph.initializer.extend([onnx.numpy_helper.from_array(np.float32(0.1), "s")])
+    model.graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", ["E_q", "s"], ["E"]))
+    assert token_vocab_sizes(model) == {"input_ids": 50}
+
+
 def test_unknown_vocabulary_uses_the_small_default_range(tmp_path):
     session = _session(token_model(tmp_path / "tok.onnx", vocab=5000))
     feeds = generate_inputs(session, overrides={"input_ids": [1, 16],

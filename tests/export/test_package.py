@@ -72,3 +72,15 @@ def test_cli_handle(tmp_path, exported, capsys):
     printed = capsys.readouterr().out
     assert "\u2713 logits (batch 1)" in printed and "model.ort" in printed
     assert (tmp_path / "pkg" / MANIFEST).is_file()
+
+
+def test_an_int8_qdq_model_is_packaged_against_its_own_int8_kernels(tmp_path, exported):
+    """Run as written, Q/DQ computes in float; the .ort runs fused int8 kernels. The reference
+    is ORT's optimized session of the same file, so int8 rounding is not a parity failure."""
+    from compress.quantize import QuantizeConfig, quantize
+
+    calibration = {"input": np.random.default_rng(0).standard_normal((16, 1, 16), np.float32)}
+    quantize(exported, QuantizeConfig(mode="static"), tmp_path / "int8.onnx", calibration)
+    manifest = package_model(tmp_path / "int8.onnx", tmp_path / "pkg")
+    assert manifest["parity"]["ok"] and manifest["parity"]["reference"] == "optimized (Q/DQ graph)"
+    assert package_model(exported, tmp_path / "fp32")["parity"]["reference"] == "as written"
