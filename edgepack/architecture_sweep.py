@@ -13,6 +13,7 @@ prints the table; the test suite runs it on tiny widths.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,8 @@ class SweepSettings:
     """Pruning ratio and how the three models are timed (1 thread, batch 1 by default)."""
 
     ratio: float = 0.5
+    exporter: str = "dynamo"          # the suite uses torchscript: the same checks, faster
+    export_dense: bool = True         # the unpruned model, timed as the baseline
     threads: int = 1
     warmup: int = 5
     min_runs: int = 20
@@ -109,7 +112,8 @@ def _refusal(stage: str, exc: Exception) -> dict:
 def _export(model, arch: Architecture, path: Path, settings: SweepSettings) -> dict:
     from export.torch_export import ExportConfig, export_onnx
 
-    config = ExportConfig(input_names=arch.input_names, dynamic_axes=(1,) if arch.sequence else ())
+    config = ExportConfig(exporter=settings.exporter, input_names=arch.input_names,
+                          dynamic_axes=(1,) if arch.sequence else ())
     result = export_onnx(model, config, arch.inputs(1, seed=1), path,
                          parity_inputs=arch.inputs(settings.parity_rows, seed=2))
     return {"max_abs": result.record["parity"]["max_abs"], "ok": result.record["parity"]["ok"]}
@@ -163,7 +167,7 @@ def run_one(arch: Architecture, work: Path, settings: SweepSettings) -> dict:
     from export.package import package_model
 
     work.mkdir(parents=True, exist_ok=True)
-    row: dict = {"name": arch.name, "refused": []}
+    row: dict = {"name": arch.name, "refused": [], "seconds": {}}
     dense = arch.build()
     pruned = copy.deepcopy(dense)
     paths = {"fp32": work / "dense.onnx", "pruned": work / "pruned.onnx",
@@ -180,6 +184,8 @@ def run_one(arch: Architecture, work: Path, settings: SweepSettings) -> dict:
         ("package", lambda: row.update(package=sorted(package_model(
             paths["int8"], work / "package").get("files", {})))),
     ]
+    if not settings.export_dense:
+        stages = [stage for stage in stages if stage[0] != "export fp32"]
     needs = {"export pruned": "prune", "quantize": "export pruned", "package": "quantize"}
     missing: set[str] = set()
     for stage, run in stages:
@@ -188,11 +194,13 @@ def run_one(arch: Architecture, work: Path, settings: SweepSettings) -> dict:
             row["refused"].append({"stage": stage, "exit_code": None,
                                    "reason": f"skipped: needs {needs[stage]}"})
             continue
+        start = time.perf_counter()
         try:
             run()
         except Exception as exc:  # every stage's refusal is recorded, the sweep goes on
             missing.add(stage)
             row["refused"].append(_refusal(stage, exc))
+        row["seconds"][stage] = round(time.perf_counter() - start, 2)
     timed = {name: path for name, path in paths.items() if path.is_file()}
     if len(timed) > 1:
         try:
