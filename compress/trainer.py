@@ -3,9 +3,17 @@
 :func:`fit` runs AdamW with a one-cycle or cosine schedule, shows a progress bar (loss,
 accuracy, samples/s), evaluates after each epoch, keeps the best weights, stops early when
 asked, and writes a checkpoint atomically after each epoch (model, optimizer, scheduler, RNG
-states, epoch). Given the same checkpoint path again with ``resume=True`` it continues from
-the last finished epoch and ends with the same weights as an uninterrupted run: each epoch
-re-seeds torch from ``seed + epoch``, so shuffling and dropout do not depend on history.
+states, epoch, best epoch). Given the same checkpoint path again with ``resume=True`` it
+continues from the last finished epoch and ends with the same weights as an uninterrupted run:
+each epoch re-seeds torch, numpy, Python and the data loader's own generator from
+``seed + epoch``, so shuffling and dropout do not depend on history; and the RNG states after
+the last finished epoch are restored, so whatever runs after :func:`fit` draws the same
+numbers as in an uninterrupted run (even when the kill came after the last epoch).
+
+Tests stop a run at a chosen epoch without racing the machine: with the environment variable
+``EDGEPACK_TEST_PAUSE_AT`` set to an epoch's label (``"distill 3/12"``), :func:`fit` writes
+``paused`` to the file descriptor ``EDGEPACK_TEST_PAUSE_FD`` after that epoch's checkpoint
+and blocks until a signal ends the process (test-only; nothing else reads these variables).
 
 Under ``torchrun --nproc-per-node N`` (a process group is set up from torchrun's
 environment; gloo on CPU, NCCL on CUDA) the model is wrapped in DistributedDataParallel,
@@ -19,12 +27,14 @@ import dataclasses
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,6 +68,8 @@ class TrainConfig:
         check_choice("train", "schedule", self.schedule, SCHEDULES)
         if self.epochs < 0:
             raise ValueError(f"train.epochs must be >= 0, got {self.epochs}")
+        if self.patience < 0:
+            raise ValueError(f"train.patience must be >= 0, got {self.patience}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
 
@@ -93,14 +105,58 @@ def _scheduler(optimizer, config: TrainConfig, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+def rng_states() -> dict:
+    """torch, numpy and Python RNG states, as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                          "pos": int(pos), "has_gauss": int(has_gauss),
+                          "gauss": float(gauss)}}
+
+
+def restore_rng_states(state: dict) -> None:
+    """Put back what :func:`rng_states` saved (older checkpoints lack the numpy state)."""
+    torch.set_rng_state(state["torch_rng"])
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    saved = state.get("numpy_rng")
+    if saved is not None:
+        np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32),
+                             saved["pos"], saved["has_gauss"], saved["gauss"]))
+
+
+def seed_epoch(seed: int, batches) -> None:
+    """Seed every RNG an epoch may draw from: torch, numpy, Python, and the generator a
+    DataLoader (or its sampler) was given, which torch.manual_seed does not reach."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    for owner in (batches, getattr(batches, "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+
+
 def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, best: dict) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch,
-             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch, **rng_states(),
              "best_metric": best["metric"], "best_epoch": best["epoch"],
              "best_model": best["state"], "history": best["history"]}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+PAUSE_AT, PAUSE_FD = "EDGEPACK_TEST_PAUSE_AT", "EDGEPACK_TEST_PAUSE_FD"
+
+
+def _pause_for_test(label: str) -> None:
+    """Test-only: after the epoch named by ``EDGEPACK_TEST_PAUSE_AT`` is saved, tell the test
+    (write to ``EDGEPACK_TEST_PAUSE_FD``) and wait for its signal (see the module docstring)."""
+    if os.environ.get(PAUSE_AT) != label or not os.environ.get(PAUSE_FD):
+        return
+    os.write(int(os.environ[PAUSE_FD]), b"paused\n")
+    while True:
+        signal.pause()  # SIGINT raises KeyboardInterrupt here; SIGKILL ends the process
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -187,9 +243,11 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         start_epoch = int(state["epoch"]) + 1
         best.update(metric=float(state["best_metric"]), epoch=int(state["best_epoch"]),
                     state=state["best_model"], history=list(state["history"]))
+        restore_rng_states(state)
+        if _patience_ran_out(config, start_epoch - 1, best):
+            start_epoch = config.epochs  # the uninterrupted run stopped after that epoch
     for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed + epoch)
-        random.seed(config.seed + epoch)
+        seed_epoch(config.seed + epoch, train_batches)
         if sampler is not None:
             sampler.set_epoch(epoch)
         stats = _train_epoch(trained, train_batches, optimizer, scheduler, loss_fn, config,
@@ -207,13 +265,18 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         if path is not None and job.is_main:
             _save_checkpoint(path, model, optimizer, scheduler, epoch, best)
         job.barrier()
-        if config.patience and epoch - best["epoch"] >= config.patience:
+        _pause_for_test(f"{desc} {epoch + 1}/{config.epochs}")
+        if _patience_ran_out(config, epoch, best):
             break
     if best["state"] is not None and eval_batches is not None:
         model.load_state_dict(best["state"])
     model.eval()
     return {"history": best["history"], "best_epoch": best["epoch"],
             "best_metric": best["metric"] if best["epoch"] >= 0 else None}
+
+
+def _patience_ran_out(config: TrainConfig, epoch: int, best: dict) -> bool:
+    return bool(config.patience) and epoch - best["epoch"] >= config.patience
 
 
 def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, total) -> dict:

@@ -1,8 +1,13 @@
-"""Artifact files that are never half-written.
+"""Artifact files that are never half-written, and never written over a user's file.
 
 Every artifact is written to a temporary name in its final folder, flushed to disk and
 renamed into place (``os.replace`` is atomic on one filesystem), so a crash leaves either
-the old file or the new one, never a torn one.
+the old file or the new one, never a torn one. The temporary file is made private
+(``mkstemp``: mode 0600) and given the mode the user's umask asks for just before the
+rename, like any file ``open()`` creates.
+
+:func:`check_not_input` refuses an output path that is (or resolves to) one of the
+command's inputs, so ``bench M.onnx --json M.onnx`` cannot replace the model.
 """
 
 from __future__ import annotations
@@ -16,9 +21,42 @@ from pathlib import Path
 from typing import Iterator
 
 
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: equal after resolving links, or one inode."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(output: str | os.PathLike, inputs, flag: str = "output") -> None:
+    """Refuse an output path that is one of the inputs (it would be overwritten)."""
+    for given in inputs:
+        if given and same_file(output, given):
+            raise ValueError(f"{flag} {output} is the input file {given}; writing it would "
+                             "replace your input; choose another output path")
+
+
+def _refuse_system_path(path: Path) -> None:
+    resolved = str(path.resolve()) if path.is_absolute() or path.exists() else \
+        str(Path.cwd() / path)
+    for folder in SYSTEM_FOLDERS:
+        if resolved == folder or resolved.startswith(folder + "/"):
+            raise ValueError(f"output {path} is inside {folder}, a system folder; choose a "
+                             "path in a normal folder")
+
+
 def check_output_file(path: str | os.PathLike) -> Path:
-    """Refuse an output path that is a folder or whose folder cannot be written."""
+    """Refuse an output path that is a folder, a system path, or whose folder cannot be
+    written."""
     path = Path(path)
+    _refuse_system_path(path)
     if path.is_dir():
         raise ValueError(f"output {path} is an existing folder; expected a file path")
     parent = path.parent if str(path.parent) else Path(".")
@@ -30,8 +68,10 @@ def check_output_file(path: str | os.PathLike) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
-    """Refuse an output folder that is an existing file or cannot be written."""
+    """Refuse an output folder that is an existing file, a system path, or cannot be
+    written."""
     path = Path(path)
+    _refuse_system_path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {path} is an existing file; expected a folder")
     probe = path
@@ -50,18 +90,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     block raises, the temporary file is removed and ``path`` is untouched.
     """
     path = check_output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                        dir=path.parent)
+    except OSError as exc:
+        raise readable_os_error(exc, path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise readable_os_error(exc, path) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_os_error(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file the user asked for (not a temporary name) in words."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    error = OSError(f"cannot write {path}: {reason}")
+    error.errno = exc.errno
+    return error
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -88,3 +151,59 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+RUN_MARKER = "edgepack_run"          # manifest.json key of a run folder
+STAGE_FILES = ("config.json", "record.json", "checkpoint.pt")
+
+
+def _json_dict(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_edgepack_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds an edgepack run: its manifest.json says so, or (a run killed
+    before its manifest) every entry is a stage folder, the teacher's, a scratch folder or a
+    report, and the stage folders hold edgepack's config.json/record.json."""
+    folder = Path(folder)
+    manifest = _json_dict(folder / "manifest.json")
+    if manifest is not None:
+        return manifest.get(RUN_MARKER) is True
+    stages = [p for p in folder.iterdir() if p.is_dir() and p.name[:2].isdigit()]
+    if not stages:
+        return False
+    for stage in stages:
+        if stage.name == "00-teacher":
+            if any(p.name != "model.safetensors" and not p.name.startswith(".")
+                   for p in stage.iterdir()):
+                return False
+            continue
+        record = _json_dict(stage / "record.json") or {}
+        config = _json_dict(stage / "config.json") or {}
+        if "config_version" not in record and "kind" not in config and \
+                not (stage / "checkpoint.pt").is_file():
+            return False
+    allowed = ("report.json", "report.md", "tradeoff.png", "recipe.toml")
+    return all(p.name.startswith(".") or p in stages or p.name in allowed
+               for p in folder.iterdir())
+
+
+def check_run_folder(folder: str | os.PathLike, resume: bool) -> Path:
+    """A run folder is written only when it is new, empty, or (with ``resume``) an edgepack
+    run; a folder holding anything else is the user's, and is refused."""
+    folder = check_output_dir(folder)
+    if not folder.exists() or not any(folder.iterdir()):
+        return folder
+    if not is_edgepack_run(folder):
+        raise ValueError(f"output folder {folder} is not empty and does not hold an edgepack "
+                         "run (no manifest.json marked edgepack_run, no stage folders); "
+                         "edgepack writes only into an empty folder or its own run: choose "
+                         "another --out")
+    if not resume:
+        raise ValueError(f"output folder {folder} holds an earlier edgepack run; pass --resume "
+                         "to continue it, or choose another --out")
+    return folder

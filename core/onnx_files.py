@@ -69,9 +69,39 @@ def check_external_data(model: onnx.ModelProto, model_dir: Path) -> list[Path]:
             raise ValueError(f"external data of tensor {tensor.name!r} at offset {offset} "
                              f"length {length} does not fit {info.location!r} "
                              f"({size} bytes)")
+        needed = tensor_bytes(tensor)
+        if needed is not None and length < needed:
+            raise ValueError(f"external data of tensor {tensor.name!r} has {length} bytes in "
+                             f"{info.location!r} but its shape {list(tensor.dims)} needs "
+                             f"{needed}; the data file is truncated or the tensor is wrong")
         if data_file not in used:
             used.append(data_file)
     return used
+
+
+def tensor_bytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes a tensor's values take (None for types without a fixed size, e.g. strings)."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.INT4,
+                            onnx.TensorProto.UINT4):
+        return None
+    count = 1
+    for dim in tensor.dims:
+        count *= int(dim)
+    return count * itemsize
+
+
+def check_opset(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse an opset newer than any released one this onnx knows (e.g. opset 99)."""
+    newest = onnx.defs.onnx_opset_version()
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > newest:
+            raise ValueError(f"{path} declares opset {entry.version}; the newest opset this "
+                             f"onnx release knows is {newest}; re-export with opset <= "
+                             f"{newest}")
 
 
 def load_onnx_header(path: str | os.PathLike) -> onnx.ModelProto:
@@ -100,6 +130,7 @@ def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto:
     """
     path = Path(path)
     model = load_onnx_header(path)
+    check_opset(model, path)
     check_external_data(model, path.parent)
     try:
         onnx.checker.check_model(str(path), full_check=True)

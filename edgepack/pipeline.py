@@ -11,6 +11,7 @@ kept artifact. ``--resume`` reuses finished stages (:mod:`edgepack.resume`).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from typing import Callable
 from torch import nn
 
 from bench.runner import BenchConfig
-from core.files import atomic_write_json, check_output_dir, sha256_file
+from core.files import atomic_write_json, check_run_folder, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from edgepack.keep import judge, stage_tolerance
 from edgepack.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
@@ -70,6 +71,7 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     if done is not None:
         return reuse_stage(ctx, name, config, given, source, *done)
     clear_unfinished(folder, config, ctx.resume)
+    seed_stage(index, config)
     ctx.log(f"[{name}] running")
     entry = {"name": name, "kind": config.kind, "config": config.to_dict(),
              "config_version": config.version}
@@ -104,6 +106,20 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     return entry, Artifact(name, module, onnx_path, path, metrics, grad_source)
 
 
+def seed_stage(index: int, config: StageConfig | None = None) -> None:
+    """Seed every RNG from the stage's place and seed, so a stage draws the same numbers
+    whether the stages before it ran in this process or were reused by ``--resume``."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = int(getattr(config, "seed", 0) or 0) * 1000 + index
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
 def _skipped(index: int, config: StageConfig) -> dict:
     return {"name": f"{index:02d}-{config.kind}", "kind": config.kind,
             "config": config.to_dict(), "config_version": config.version, "kept": False,
@@ -125,11 +141,12 @@ def check_stages_against_data(stages: list[StageConfig], data: dict, resolve) ->
 
 
 def prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    check_output_dir(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
-        raise ValueError(f"output folder {out_dir} exists and is not empty; pass --resume to "
-                         "continue that run, or choose another --out")
+    """The run folder: new, empty, or (``--resume``) an edgepack run, whose stale scratch
+    folders from a killed run are removed."""
+    check_run_folder(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".scratch.*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
@@ -169,6 +186,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
             resume=resume, progress=progress, base_dir=base_dir,
             build=lambda spec, args: build_model(spec, args, base_dir), log=log)
+        seed_stage(0)
         teacher_entry, current = measure_teacher(ctx, model)
         entries = []
         for index, config in enumerate(stages, start=1):

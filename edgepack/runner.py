@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.files import check_run_folder
+from edgepack.measure import check_providers
 from edgepack.pipeline import run_pipeline
 from edgepack.recipe import Recipe, import_object, load_recipe
 from edgepack.teacher import prepare_teacher
@@ -50,6 +52,9 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
     """Run a recipe (a Recipe or a TOML path) into ``out_dir``; return the report."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    # Everything that can be checked is checked before the teacher trains.
+    check_run_folder(out_dir, resume)
+    check_providers(recipe.providers)
     seed_everything(recipe.seed)
     data = load_data(recipe)
     teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, recipe.base_dir,

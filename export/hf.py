@@ -27,7 +27,7 @@ import numpy as np
 from core.checks import check_choice
 from core.deps import import_optional
 from core.stage import StageResult
-from core.files import check_output_dir
+from core.files import same_file, check_output_dir
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 from export.parity import ParityError, compare_outputs, parity_summary
 
@@ -157,7 +157,7 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: flo
     task = normalize_task(task)
     model_dir = check_local_model_dir(model_dir)
     out_dir = check_output_dir(out_dir)
-    if out_dir.resolve() == model_dir.resolve():
+    if same_file(out_dir, model_dir):
         raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".hf-export.", dir=out_dir))

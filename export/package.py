@@ -9,7 +9,9 @@ needs, using ONNX Runtime's own converter:
 - ``required_operators.config``: the reduced-operator configuration that
   ``build.sh --include_ops_by_config`` reads (lines of ``domain;opset;op1,op2,...``);
 - ``manifest.json`` (written last): sha256 and size of each file, opsets, inputs and
-  outputs with shapes and types, the required operators and the parity numbers.
+  outputs with shapes and types, the required operators and the parity numbers. It is
+  marked ``"edgepack_package": true``: a folder holding any other manifest.json is the
+  user's, and is refused rather than written over.
 
 The ``.ort`` model is loaded back in ONNX Runtime and its outputs compared with the
 ``.onnx`` model's on generated inputs; a mismatch raises
@@ -27,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.files import atomic_write_json, check_output_dir, sha256_file
+from core.files import atomic_write_json, check_not_input, check_output_dir, sha256_file
 from core.onnx_files import check_onnx_file
 from core.stage import (
     StageConfig,
@@ -42,6 +44,7 @@ from export.parity import ParityError, compare_sessions
 
 OPERATORS_CONFIG = "required_operators.config"
 MANIFEST = "manifest.json"
+PACKAGE_MARKER = "edgepack_package"
 
 
 def _convert_to_ort(onnx_path: Path, work_dir: Path) -> tuple[Path, Path]:
@@ -137,6 +140,26 @@ def _file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
+def check_package_folder(out_dir, onnx_path: Path) -> Path:
+    """The output folder may be new, or hold an earlier package; never the user's files."""
+    import json
+
+    out_dir = check_output_dir(out_dir)
+    for name in ("model.ort", OPERATORS_CONFIG, MANIFEST):
+        check_not_input(out_dir / name, [onnx_path], "-o/--output")
+    manifest = out_dir / MANIFEST
+    if manifest.exists():
+        try:
+            marked = json.loads(manifest.read_text(encoding="utf-8")).get(PACKAGE_MARKER)
+        except (OSError, ValueError, AttributeError):
+            marked = False
+        if marked is not True:
+            raise ValueError(f"output folder {out_dir} holds a {MANIFEST} that is not an "
+                             "edgepack package manifest; choose another folder (edgepack "
+                             "writes over its own package only)")
+    return out_dir
+
+
 def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) -> dict:
     """Write ``model.ort``, ``required_operators.config`` and ``manifest.json`` to ``out_dir``.
 
@@ -147,7 +170,7 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) ->
 
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
-    out_dir = check_output_dir(out_dir)
+    out_dir = check_package_folder(out_dir, onnx_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
     try:
@@ -160,6 +183,7 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) ->
         ort_model.rename(final_model)
         _write_operators_config(config, final_config, final_model.name)
         manifest = {
+            PACKAGE_MARKER: True,
             "format": "ort",
             "onnxruntime_version": ort.__version__,
             "source": {"path": onnx_path.name, **_file_entry(onnx_path)},

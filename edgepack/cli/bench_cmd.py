@@ -60,11 +60,14 @@ def handle(args) -> int:
 
     from bench.report import markdown_report, results_table, tradeoff_plot
     from bench.runner import bench
-    from core.files import atomic_write_json, atomic_write_text, check_output_file
+    from core.files import (atomic_write_json, atomic_write_text, check_not_input,
+                            check_output_file)
 
-    for path in (args.json, args.markdown, args.plot):
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown),
+                       ("--plot", args.plot)):
         if path:
             check_output_file(path)
+            check_not_input(path, [*args.models, args.data], flag)
     config = config_from_args(args)
     _check_plot_has_labels(args)
     results = bench(args.models, config, data=args.data)

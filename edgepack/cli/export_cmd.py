@@ -88,7 +88,7 @@ def export_torch(args):
     import torch
 
     from edgepack.teacher import build_model
-    from core.files import check_output_file
+    from core.files import check_not_input, check_output_file
     from edgepack.cli.config_flags import config_kwargs
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights
@@ -105,6 +105,7 @@ def export_torch(args):
             settings[name] = parse_names(flag, getattr(args, name))
     config = ExportConfig(**settings)
     check_output_file(args.output)
+    check_not_input(args.output, [args.weights], "-o/--output")
     model = build_model(args.model, builder_args, Path.cwd())
     if args.weights:
         load_weights(model, args.weights, trust_pickle=args.trust_pickle)

@@ -62,8 +62,10 @@ def describe_settings(record: dict) -> str:
 
 def handle(args) -> int:
     from compress.quantize import QuantizeConfig, quantize
+    from core.files import check_not_input
     from edgepack.cli.config_flags import config_kwargs
 
+    check_not_input(args.output, [args.model, args.data, args.eval_data], "-o/--output")
     config = QuantizeConfig(**config_kwargs(args, QuantizeConfig))
     calibration = _calibration_from(args.data) if args.data else None
     evaluation = _evaluation_from(args.eval_data) if args.eval_data else None

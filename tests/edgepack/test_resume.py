@@ -1,13 +1,21 @@
-"""A run killed (SIGKILL) or interrupted (SIGINT) mid-training resumes to the same result."""
+"""A run killed (SIGKILL) or interrupted (SIGINT) mid-training resumes to the same result.
+
+The run is stopped at an exact epoch without racing the machine: the trainer's test hook
+(``EDGEPACK_TEST_PAUSE_AT``, see compress/trainer.py) writes to a pipe after that epoch's
+checkpoint and blocks; the test reads the pipe (a blocking read, no polling), then signals.
+Every artifact of the resumed run (distilled and pruned weights, ONNX, int8 ONNX) must hash
+the same as an uninterrupted run's.
+"""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+import torch
 
 from edgepack.cli.main import main
 
@@ -21,59 +29,96 @@ RECIPE = textwrap.dedent('''
     train_epochs = 2
 
     [data]
-    args = { samples = 1200, seed = 5, transfer_samples = 0 }
+    args = { samples = 1200, seed = 5, transfer_samples = 0, validation_samples = 200 }
 
     [[stages]]
     kind = "distill"
-    student = { build = "edgepack.zoo:mnist1d_cnn", args = { width = 4 } }
-    epochs = 12
+    student = { build = "edgepack.zoo:mnist1d_cnn", args = { width = 6 } }
+    epochs = 6
+
+    [[stages]]
+    kind = "prune"
+    ratio = 0.5
+    finetune_epochs = 3
+    require_faster = false
+
+    [[stages]]
+    kind = "export"
+    exporter = "torchscript"
+
+    [[stages]]
+    kind = "quantize"
+    mode = "dynamic"
 
     [bench]
-    min_runs = 10
-    min_time_s = 0.01
+    min_runs = 5
+    min_time_s = 0.0
+    warmup = 1
+
+    [robustness]
+    samples = 0
 ''')
+ARTIFACTS = (".safetensors", ".onnx")
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: more threads only contend on a shared machine
     folder = tmp_path_factory.mktemp("resume")
     (folder / "recipe.toml").write_text(RECIPE)
     out = folder / "straight"
     assert main(["run", str(folder / "recipe.toml"), "--out", str(out), "--no-progress"]) == 0
-    return folder, json.loads((out / "report.json").read_text())
+    yield folder, out
+    torch.set_num_threads(threads)
 
 
-def _start_and_stop(recipe, out, sig) -> int:
-    """Start a run in a subprocess; send ``sig`` once the 2nd epoch checkpoint exists."""
+def _start_and_stop(recipe, out, label: str, sig) -> int:
+    """Run in a subprocess that pauses after the epoch ``label``; then send ``sig``."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEPACK_TEST_PAUSE_AT": label, "EDGEPACK_TEST_PAUSE_FD": str(write_end)}
     proc = subprocess.Popen([sys.executable, "-m", "edgepack", "run", str(recipe), "--out",
                              str(out), "--no-progress"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    checkpoint = out / "01-distill" / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    first_seen = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        if checkpoint.exists():
-            first_seen = first_seen or checkpoint.stat().st_mtime_ns
-            if checkpoint.stat().st_mtime_ns != first_seen:  # a later epoch was written
-                break
-        time.sleep(0.005)
+                            stderr=subprocess.PIPE, text=True, env=env, pass_fds=(write_end,))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        said = pipe.readline()  # blocks until the epoch is saved (EOF if the run ended first)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
-    assert not (out / "01-distill" / "record.json").exists(), "the run finished before the signal"
+    _, err = proc.communicate(timeout=120)
+    assert said == b"paused\n", f"the run never reached {label!r}: {err[-2000:]}"
     assert not (out / "manifest.json").exists()
     return proc.returncode
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
-def test_stopped_run_resumes_to_the_same_result(uninterrupted, sig, code):
+def _artifact_hashes(out) -> dict:
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    return {name: digest for name, digest in files.items() if name.endswith(ARTIFACTS)}
+
+
+SLOW = pytest.mark.slow
+POINTS = [
+    pytest.param("prune finetune 1/1 2/3", signal.SIGKILL, -9, id="prune-finetune-sigkill"),
+    pytest.param("distill 2/6", signal.SIGKILL, -9, id="distill-early-sigkill", marks=SLOW),
+    pytest.param("distill 2/6", signal.SIGINT, 130, id="distill-early-sigint", marks=SLOW),
+    pytest.param("distill 6/6", signal.SIGKILL, -9, id="distill-last-epoch-sigkill", marks=SLOW),
+    pytest.param("prune finetune 1/1 3/3", signal.SIGKILL, -9, id="prune-last-epoch-sigkill",
+                 marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("label, sig, code", POINTS)
+def test_stopped_run_resumes_to_the_same_result(uninterrupted, label, sig, code):
     folder, straight = uninterrupted
-    out = folder / f"stopped-{sig.name}"
-    assert _start_and_stop(folder / "recipe.toml", out, sig) == code
+    out = folder / f"stopped-{label.replace(' ', '-').replace('/', 'of')}-{sig.name}"
+    assert _start_and_stop(folder / "recipe.toml", out, label, sig) == code
     assert main(["run", str(folder / "recipe.toml"), "--out", str(out), "--resume",
                  "--no-progress"]) == 0
-    resumed = json.loads((out / "report.json").read_text())
-    a, b = straight["stages"][0], resumed["stages"][0]
-    assert b["record"]["epochs_run"] == a["record"]["epochs_run"] == 12
-    assert b["sha256"] == a["sha256"]          # bit-identical student weights
-    assert b["accuracy"] == a["accuracy"]
-    assert not (out / "01-distill" / "checkpoint.pt").exists()
+    expected, got = _artifact_hashes(straight), _artifact_hashes(out)
+    assert len(expected) == 5 and got == expected   # teacher, distill, prune, export, quantize
+    a = json.loads((straight / "report.json").read_text())["stages"]
+    b = json.loads((out / "report.json").read_text())["stages"]
+    assert [s["accuracy"] for s in b] == [s["accuracy"] for s in a]
+    assert not list(out.glob(".scratch.*"))             # a killed run's scratch is cleared
+    assert not list(out.glob("*/checkpoint.pt"))
+    manifest = json.loads((out / "manifest.json").read_text())["files"]
+    assert not [name for name in manifest if "scratch" in name]
