@@ -32,10 +32,12 @@ from bench.inputs import (
 )
 from bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from bench.memory import GpuMemory, PeakRSS, rss_mb
+from bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
 from bench.session import (
     SessionOptions,
     first_line,
     make_session,
+    ProviderError,
     nodes_per_provider,
     provider_name,
     require_provider,
@@ -156,10 +158,15 @@ class ModelUnderTest:
         self.timer = RunTimer(self.run, config.min_runs, config.min_time_s, config.max_runs)
 
     def _timing_feeds(self) -> dict:
+        model_bytes = model_size_bytes(self.path)
         if self.eval_feeds is not None:
+            check_fits(f"benchmarking {self.path.name}", model_bytes,
+                       data_feed_bytes(self.eval_feeds, max(self.config.batch, EVAL_BATCH)))
             return timing_feeds(self.eval_feeds, self.config.batch)
         names = {i.name for i in self.session.get_inputs()}
         shapes = {k: v for k, v in self.config.shapes.items() if k in names}
+        check_fits(f"benchmarking {self.path.name}", model_bytes,
+                   generated_feed_bytes(self.session, self.config.batch, shapes))
         return generate_inputs(self.session, self.config.batch, shapes,
                                vocab_sizes=token_vocab_sizes(self.header))
 
@@ -233,9 +240,22 @@ def first_outputs(model: ModelUnderTest, batch: int) -> np.ndarray:
 
 
 def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Share of rows whose largest output is the label."""
+    """Share of rows whose largest output is the label; labels outside the model's classes
+    are refused (they would silently count as wrong)."""
     logits = outputs.reshape(len(labels), -1)
+    classes = logits.shape[1]
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels hold class ids from {labels.min()} to {labels.max()} but the "
+                         f"model outputs {classes} classes (ids 0 to {classes - 1}); check the "
+                         "labels match this model")
     return float((logits.argmax(1) == labels).mean())
+
+
+def nonfinite_rows(outputs: np.ndarray) -> int:
+    """How many rows of the outputs hold NaN or Inf."""
+    if not np.issubdtype(outputs.dtype, np.floating):
+        return 0
+    return int((~np.isfinite(outputs.reshape(len(outputs), -1))).any(1).sum())
 
 
 def reference_errors(outputs: np.ndarray, reference: np.ndarray) -> dict:
@@ -257,6 +277,12 @@ def _quality(model: ModelUnderTest, data: dict) -> dict:
         return {}
     outputs = first_outputs(model, max(model.config.batch, EVAL_BATCH))
     quality: dict = {"eval_rows": int(len(outputs))}
+    bad = nonfinite_rows(outputs)
+    if bad:  # an accuracy computed on NaN outputs would be a number that means nothing
+        quality.update(accuracy=None, nonfinite_rows=bad, failed=True,
+                       warning=f"outputs hold NaN or Inf in {bad} of {len(outputs)} rows; "
+                               "accuracy not reported")
+        return quality
     if "labels" in data:
         quality["accuracy"] = top1_accuracy(outputs, data["labels"])
     if "reference" in data:
@@ -282,8 +308,9 @@ def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> di
         "size_bytes": model_size_bytes(model.path),
         "params": parameter_count(model.header),
         "memory_mb": model.memory_mb(),
-        "nodes_per_provider": nodes_per_provider(model.session, model.path,
-                                                 config.session_options(), model.feeds),
+        "nodes_per_provider": check_provider_ran(
+            nodes_per_provider(model.session, model.path, config.session_options(),
+                               model.feeds), providers[0], model.path),
         "io_binding": model.io_binding,
         "settings": {k: v for k, v in config.to_dict().items() if k != "shapes"},
     }
@@ -295,6 +322,16 @@ def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> di
                              f"{NOISY_SPREAD:.0%}: the machine is noisy; close other work "
                              "or raise --min-time")
     return result
+
+
+def check_provider_ran(counts: dict[str, int], provider: str, path: Path) -> dict[str, int]:
+    """A provider that took no node did not run the model: reporting it would be false."""
+    if provider != "CPUExecutionProvider" and counts and not counts.get(provider):
+        raise ProviderError(f"{provider} was asked for but took none of the "
+                            f"{sum(counts.values())} nodes of {path} (all ran on "
+                            f"{', '.join(sorted(counts))}); timing it would time the CPU: "
+                            "use --provider cpu, or a provider that runs this model")
+    return counts
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,12 @@ class ModelSpec:
     train_epochs: int = 0
     lr: float = 1e-2
 
+    def __post_init__(self):
+        if self.train_epochs < 0:
+            raise ValueError(f"[model] train_epochs must be >= 0, got {self.train_epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"[model] lr must be > 0, got {self.lr}")
+
 
 @dataclass
 class DataSpec:
@@ -161,6 +167,8 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     if not isinstance(stage_modules, list) or not all(isinstance(m, str) for m in stage_modules):
         raise ValueError("recipe: stage_modules must be a list of module names, e.g. "
                          "[\"my_stages\"]")
+    for module in stage_modules:
+        check_builder_module(f"{module}:stage", "stage_modules entry")
     load_stages(stage_modules, base_dir)
     stages_raw = data.get("stages", [])
     if not isinstance(stages_raw, list):
@@ -168,12 +176,24 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     stages = [stage_from_dict(i, s) for i, s in enumerate(stages_raw)]
     check_stage_order(stages)
     bench, providers = bench_from_dict(data.get("bench", {}))
-    return Recipe(name=data.get("name", "recipe"), seed=data.get("seed", 0),
+    recipe = Recipe(name=data.get("name", "recipe"), seed=data.get("seed", 0),
                   tolerance=float(tolerance), model=_table("model", ModelSpec, data["model"]),
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
                   bench=bench, providers=providers,
                   robustness=_table("robustness", RobustnessSpec, data.get("robustness", {})),
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd())
+    check_recipe_code(recipe)
+    return recipe
+
+
+def check_recipe_code(recipe: Recipe) -> None:
+    """Every builder and provider the recipe names passes :func:`check_builder_module`."""
+    check_builder_module(recipe.model.build, "[model] build")
+    check_builder_module(recipe.data.provider, "[data] provider")
+    for index, stage in enumerate(recipe.stages):
+        student = getattr(stage, "student", None)
+        if isinstance(student, dict) and student.get("build"):
+            check_builder_module(str(student["build"]), f"stages[{index}].student build")
 
 
 def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:
@@ -246,11 +266,44 @@ def resolver(base_dir: Path | None, what: str = "builder"):
     return lambda spec: import_object(spec, base_dir, what=what)
 
 
+# Modules that run commands, touch files or reach into the interpreter: never model or data
+# code. The standard library as a whole is refused too (sys.stdlib_module_names).
+DENIED_MODULES = ("os", "subprocess", "builtins", "shutil", "sys", "importlib", "runpy",
+                  "pty", "socket", "ctypes", "multiprocessing", "pickle", "code", "codeop",
+                  "webbrowser", "posix", "nt", "signal", "tempfile", "pathlib", "io",
+                  "torch.hub", "setuptools", "pip", "IPython")
+ALLOW_ANY_BUILDER = {"on": False}   # switched by allow_any_builder() (--allow-any-builder)
+
+
+def allow_any_builder(on: bool = True) -> None:
+    """Let recipes and ``--model`` name builders from any module (the user vouches)."""
+    ALLOW_ANY_BUILDER["on"] = bool(on)
+
+
+def check_builder_module(spec: str, what: str) -> None:
+    """Refuse a builder or provider from the standard library or a module that is not model
+    or data code, before it is imported: a recipe names code to run, and ``os:system`` is
+    code too. ``--allow-any-builder`` lifts this."""
+    if ALLOW_ANY_BUILDER["on"]:
+        return
+    module_name = spec.partition(":")[0]
+    top = module_name.split(".")[0]
+    denied = top in sys.stdlib_module_names or top.startswith("_") or any(
+        module_name == d or module_name.startswith(d + ".") for d in DENIED_MODULES)
+    if denied:
+        raise ValueError(f"{what} {spec!r} comes from {module_name!r}, which is not model or "
+                         "data code (the standard library and modules that run commands or "
+                         "touch files are refused); point it at your own module, or pass "
+                         "--allow-any-builder if you mean it")
+
+
 def import_object(spec: str, base_dir: Path | None = None, what: str = "object"):
-    """Import ``module:function``, looking in the recipe's folder first."""
+    """Import ``module:function``, looking in the recipe's folder first; modules that are
+    not model or data code are refused before the import (:func:`check_builder_module`)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{what} {spec!r} must look like 'module:function'")
+    check_builder_module(spec, what)
     added = False
     if base_dir is not None and str(base_dir) not in sys.path:
         sys.path.insert(0, str(base_dir))

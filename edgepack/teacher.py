@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from core.errors import BadInput
 from compress.trainer import TrainConfig, fit, selection_batches
 from edgepack.recipe import DataSpec, ModelSpec, import_object
 from export.weights import load_weights, save_weights
@@ -35,7 +36,10 @@ def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
     try:
         model = builder(**args)
     except TypeError as exc:
-        raise ValueError(f"model builder {build!r} rejected args {args}: {exc}") from exc
+        raise BadInput(f"model builder {build!r} rejected args {args}: {exc}") from exc
+    except Exception as exc:  # the builder is the user's code: its failure is theirs to fix
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise BadInput(f"model builder {build!r} raised {type(exc).__name__}: {text}") from exc
     if not isinstance(model, nn.Module):
         raise ValueError(f"model builder {build!r} returned {type(model).__name__}, "
                          "expected a torch.nn.Module")

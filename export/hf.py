@@ -52,6 +52,14 @@ def check_local_model_dir(model_dir) -> Path:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"--hf {model_dir}: expected a folder holding config.json and the "
                          "weights, as save_pretrained() writes it")
+    if not list(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir()
+                         if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack"))
+        found = f" (found {', '.join(pickles)}: pickle or another framework's format)" \
+            if pickles else ""
+        raise ValueError(f"--hf {model_dir}: no .safetensors weights{found}; edgepack reads "
+                         "only safetensors, which cannot run code when loaded: convert with "
+                         "model.save_pretrained(folder, safe_serialization=True)")
     return path
 
 

@@ -62,6 +62,10 @@ def _convert_to_ort(onnx_path: Path, work_dir: Path) -> tuple[Path, Path]:
         with contextlib.redirect_stdout(io.StringIO()):
             convert_onnx_models_to_ort(onnx_path, output_dir=work_dir,
                                        optimization_styles=[OptimizationStyle.Fixed])
+    except Exception as exc:  # ONNX Runtime's load errors are not ValueErrors
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"ONNX Runtime cannot load {onnx_path} to convert it "
+                         f"({type(exc).__name__}: {text})") from exc
     finally:
         converter_log.setLevel(level)
     ort_model = work_dir / f"{onnx_path.stem}.ort"

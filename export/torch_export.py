@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.errors import CheckFailed
+from core.errors import BadInput, CheckFailed
 from core.checks import check_choice
 from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
                         register_stage)
@@ -277,6 +277,25 @@ def _export_to(model: nn.Module, inputs: tuple, path: Path, config: ExportConfig
                           opset_version=config.opset)
 
 
+def check_model_runs(model: nn.Module, example: tuple) -> None:
+    """Run the model once in torch: inputs it cannot take (a second input, integer token
+    ids, another shape) are the caller's mistake, not the exporter's."""
+    given = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in example)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(*example)
+    except Exception as exc:  # whatever the model raises on inputs it cannot take
+        raise BadInput(f"the model does not run on the example input ({given}): "
+                       f"{type(exc).__name__}: {_first_line(exc) or 'no message'}; give "
+                       "inputs that match its forward() (the command line passes one float32 "
+                       "tensor of --input-shape; for several or integer inputs call "
+                       "export.export_onnx from Python with example tensors, or use --hf)") \
+            from exc
+    finally:
+        model.train(was_training)
+
+
 def _weight_bytes(model: nn.Module) -> int:
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -396,6 +415,7 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
         raise ValueError(f"output {out_path} must end in .onnx")
     example = _as_tuple(example_inputs)
     _check_input_ranks(example, config)
+    check_model_runs(model, example)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()  # dropout and batch-norm statistics must not leak into the graph

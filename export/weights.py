@@ -127,6 +127,33 @@ def _resize_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: 
         module.num_embeddings, module.embedding_dim = module.weight.shape
 
 
+def output_layer(model: nn.Module) -> str | None:
+    """The name of the model's output layer: its last Linear or convolution."""
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    return names[-1] if names else None
+
+
+def check_shapes(model: nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
+    """Resizing serves pruned layers only: a tensor of another rank, or an output layer of
+    another size (3 classes loaded into a 4-class model), is refused by name."""
+    state = model.state_dict()
+    head = output_layer(model)
+    for name, own in state.items():  # the model's order: a layer's weight before its bias
+        stored = tensors[name]
+        if stored.shape == own.shape:
+            continue
+        if stored.dim() != own.dim():
+            raise ValueError(f"weights {path}: tensor {name!r} has shape {list(stored.shape)} "
+                             f"but the model's has shape {list(own.shape)} (rank "
+                             f"{stored.dim()} vs {own.dim()})")
+        if head is not None and name.startswith(head + ".") and stored.shape[0] != own.shape[0]:
+            raise ValueError(f"weights {path}: output layer tensor {name!r} has shape "
+                             f"{list(stored.shape)} but the model's has shape "
+                             f"{list(own.shape)}; the weights were made for a model with "
+                             "another number of outputs")
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike,
                  trust_pickle: bool = False) -> nn.Module:
     """Load weights into ``model``, resizing layers a structured pruning narrowed."""
@@ -137,6 +164,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike,
         detail = (f"missing {sorted(missing)[:3]}" if missing else "") + \
                  (f" unexpected {sorted(unexpected)[:3]}" if unexpected else "")
         raise ValueError(f"weights {path} do not match the model: {detail.strip()}")
+    check_shapes(model, tensors, path)
     for mod_name, module in model.named_modules():
         _resize_module(module, tensors, f"{mod_name}." if mod_name else "")
     model.load_state_dict(tensors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -54,12 +55,27 @@ def prepare(model_path: Path, work: Path) -> Path:
     # into the current folder; run it from the scratch folder so nothing is left behind.
     with _working_directory(work):
         try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            # A failure here is expected on some graphs and handled below: its traceback,
+            # which ONNX Runtime prints itself, is not the user's business.
+            with contextlib.redirect_stderr(io.StringIO()):
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
         except Exception:
             # Symbolic inference gives up on some graphs (transformers with dynamic axes);
             # ONNX shape inference plus ORT's optimiser is what quantization needs.
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            _pre_process_without_symbolic_shapes(source, prepared, model_path)
     return prepared
+
+
+def _pre_process_without_symbolic_shapes(source: Path, prepared: Path, model_path: Path) -> None:
+    """The plain pre-processing; a model it cannot read is bad input, named in one line."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    except Exception as exc:  # ONNX Runtime's errors are not ValueErrors
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ValueError(f"ONNX Runtime's quantization pre-processing cannot read "
+                         f"{model_path} ({type(exc).__name__}: {text})") from exc
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from compress.quantize.data import _feeds_only, checked_batches, evaluation_set
 from compress.quantize.prepare import prepare
 from compress.quantize.search import accuracy_aware_quantize
 from compress.trainer import selection_batches
+from bench.resources import check_fits
 from core.files import check_output_file
 from core.onnx_files import check_onnx_file, model_size_bytes
 from core.stage import StageInput, StageResult, StageSpec, register_stage
@@ -37,6 +38,8 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     model_path = Path(model_path)
     check_onnx_file(model_path)
     out_path = check_output_file(out_path)
+    # Pre-processing, calibration and the quantized copy each hold the model once more.
+    check_fits(f"quantizing {model_path.name}", 2 * model_size_bytes(model_path), 0)
     tolerance = config.tolerance if tolerance is None else tolerance
     _check_needs(config, calibration, evaluation, tolerance)
     feeds = _feeds_only(checked_batches(model_path, calibration, config.calibration_samples,

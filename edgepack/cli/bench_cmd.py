@@ -79,6 +79,11 @@ def handle(args) -> int:
     for r in results:
         if r.get("warning"):
             print(f"warning: {r['model']}: {r['warning']}", file=sys.stderr)
+    failed = [r["model"] for r in results if r.get("failed")]
+    if failed:  # a failed check: nothing is written
+        print(f"edgepack: the outputs of {', '.join(failed)} hold NaN or Inf; no accuracy is "
+              "reported and nothing was written", file=sys.stderr)
+        return 1
     if args.json:
         atomic_write_json(args.json, results)
     if args.markdown:

@@ -5,6 +5,8 @@ import sys
 
 
 def register(sub) -> None:
+    from edgepack.cli.run_cmd import add_allow_any_builder
+
     p = sub.add_parser("export", help="export a torch or Hugging Face model to ONNX, with "
                                       "a parity check")
     source = p.add_argument_group("source (one of)")
@@ -31,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--optimize", default=None, metavar="LEVEL",
                    help="also save ONNX Runtime's basic | extended | all optimization as "
                         "<name>.opt.onnx, parity-checked again")
+    add_allow_any_builder(p)
     p.add_argument("-o", "--output", required=True,
                    help="output .onnx path (--model) or output folder (--hf)")
     p.set_defaults(handler=handle)
@@ -135,6 +138,9 @@ def handle(args) -> int:
     from export.optimize import LEVELS
     from core.checks import check_choice
 
+    from edgepack.recipe import allow_any_builder
+
+    allow_any_builder(args.allow_any_builder)
     check_source(args)
     if args.optimize is not None:
         check_choice("--optimize", "level", args.optimize, LEVELS)

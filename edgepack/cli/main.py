@@ -12,7 +12,7 @@ import importlib
 import sys
 import traceback
 
-COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "env")
+COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "verify", "env")
 ISSUE_HINT = ("please report it with the output of `edgepack env` and the command you ran")
 
 
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:  # "[Errno 2] ..." reads as a code, not words
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

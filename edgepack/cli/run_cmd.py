@@ -9,7 +9,14 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_allow_any_builder(p)
     p.set_defaults(handler=handle)
+
+
+def add_allow_any_builder(parser) -> None:
+    parser.add_argument("--allow-any-builder", action="store_true",
+                        help="let the recipe name builders from any module, the standard "
+                             "library included (a recipe is code: only for recipes you trust)")
 
 
 def print_summary(report: dict, out, seconds: float) -> None:
@@ -37,8 +44,9 @@ def refuse_multiprocess() -> None:
 
 
 def handle(args) -> int:
-    from edgepack.recipe import load_recipe
+    from edgepack.recipe import allow_any_builder, load_recipe
 
+    allow_any_builder(args.allow_any_builder)
     refuse_multiprocess()
     from edgepack.runner import run_recipe
 
