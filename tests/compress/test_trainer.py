@@ -244,3 +244,61 @@ def test_torchrun_with_two_cpu_processes_matches_a_single_process_run(tmp_path):
     assert epochs_single == epochs_double == "6"
     assert float(accuracy_single) > 0.9
     assert abs(float(accuracy_double) - float(accuracy_single)) <= 0.03
+
+
+def _rng_draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())
+
+
+def test_resuming_after_the_last_epoch_restores_every_rng(tmp_path):
+    """A kill after the last checkpoint: nothing is left to train, and what runs after fit
+    must draw the numbers an uninterrupted run draws (torch, numpy and Python)."""
+    path = tmp_path / "ckpt.pt"
+    train, evaluation = _loaders()
+    fit(nn.Linear(4, 2), train, TrainConfig(epochs=2, progress=False), eval_batches=evaluation,
+        checkpoint=path)
+    uninterrupted = _rng_draws()
+    torch.manual_seed(123)   # the resumed process got here by another road
+    __import__("numpy").random.seed(123)
+    __import__("random").seed(123)
+    result = fit(nn.Linear(4, 2), train, TrainConfig(epochs=2, progress=False),
+                 eval_batches=evaluation, checkpoint=path, resume=True)
+    assert _rng_draws() == uninterrupted
+    assert len(result["history"]) == 2
+
+
+def test_a_loaders_own_generator_is_reseeded_each_epoch():
+    """A DataLoader given its own generator is not reached by torch.manual_seed; the trainer
+    seeds it per epoch, so the data order of epoch k does not depend on what ran before."""
+    x, y = _toy_data()
+    orders = []
+    for warmup in (0, 5):
+        generator = torch.Generator().manual_seed(7)
+        loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True,
+                            generator=generator)
+        for _ in range(warmup):
+            list(loader)   # history that must not matter
+        seen = []
+
+        def loss(model, batch, seen=seen):
+            seen.append(batch[0][0].clone())
+            return __import__("compress.trainer", fromlist=["x"]).cross_entropy_loss(model, batch)
+        torch.manual_seed(0)
+        fit(nn.Linear(4, 2), loader, TrainConfig(epochs=1, progress=False), loss_fn=loss)
+        orders.append(torch.stack(seen))
+    assert torch.equal(orders[0], orders[1])
+
+
+def test_resume_does_not_train_past_an_early_stop(tmp_path):
+    """Patience ran out at the epoch whose checkpoint was the last: resume stops too."""
+    path = tmp_path / "ckpt.pt"
+    train, evaluation = _loaders()
+    config = TrainConfig(epochs=30, lr=1e-9, patience=1, progress=False)  # no improvement
+    first = fit(nn.Linear(4, 2), train, config, eval_batches=evaluation, checkpoint=path)
+    resumed = fit(nn.Linear(4, 2), train, config, eval_batches=evaluation, checkpoint=path,
+                  resume=True)
+    assert len(resumed["history"]) == len(first["history"]) < 30

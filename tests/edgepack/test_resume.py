@@ -19,7 +19,7 @@ import torch
 
 from edgepack.cli.main import main
 
-RECIPE = textwrap.dedent('''
+FULL = textwrap.dedent('''
     name = "resume"
     tolerance = 1.0
 
@@ -58,18 +58,30 @@ RECIPE = textwrap.dedent('''
     [robustness]
     samples = 0
 ''')
+# The default suite's representative: distillation, then pruning killed mid fine-tuning.
+FAST = FULL.split("[[stages]]\nkind = \"export\"")[0].replace("epochs = 6", "epochs = 3") \
+    .replace("finetune_epochs = 3", "finetune_epochs = 2") + FULL[FULL.index("[bench]"):]
+RECIPES = {"fast": (FAST, 3), "full": (FULL, 5)}   # the recipe and its number of artifacts
 ARTIFACTS = (".safetensors", ".onnx")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def straight_runs(tmp_path_factory):
+    """Uninterrupted runs of each recipe, made on first use: ``{name: (folder, out)}``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: more threads only contend on a shared machine
-    folder = tmp_path_factory.mktemp("resume")
-    (folder / "recipe.toml").write_text(RECIPE)
-    out = folder / "straight"
-    assert main(["run", str(folder / "recipe.toml"), "--out", str(out), "--no-progress"]) == 0
-    yield folder, out
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            folder = tmp_path_factory.mktemp(f"resume-{name}")
+            (folder / "recipe.toml").write_text(RECIPES[name][0])
+            out = folder / "straight"
+            assert main(["run", str(folder / "recipe.toml"), "--out", str(out),
+                         "--no-progress"]) == 0
+            runs[name] = folder, out
+        return runs[name]
+    yield get
     torch.set_num_threads(threads)
 
 
@@ -97,24 +109,32 @@ def _artifact_hashes(out) -> dict:
 
 SLOW = pytest.mark.slow
 POINTS = [
-    pytest.param("prune finetune 1/1 2/3", signal.SIGKILL, -9, id="prune-finetune-sigkill"),
-    pytest.param("distill 2/6", signal.SIGKILL, -9, id="distill-early-sigkill", marks=SLOW),
-    pytest.param("distill 2/6", signal.SIGINT, 130, id="distill-early-sigint", marks=SLOW),
-    pytest.param("distill 6/6", signal.SIGKILL, -9, id="distill-last-epoch-sigkill", marks=SLOW),
-    pytest.param("prune finetune 1/1 3/3", signal.SIGKILL, -9, id="prune-last-epoch-sigkill",
+    pytest.param("fast", "prune finetune 1/1 1/2", signal.SIGKILL, -9,
+                 id="prune-finetune-sigkill"),
+    pytest.param("full", "distill 2/6", signal.SIGKILL, -9, id="distill-early-sigkill",
                  marks=SLOW),
+    pytest.param("full", "distill 2/6", signal.SIGINT, 130, id="distill-early-sigint",
+                 marks=SLOW),
+    pytest.param("full", "distill 5/6", signal.SIGKILL, -9, id="distill-late-sigkill",
+                 marks=SLOW),
+    pytest.param("full", "distill 6/6", signal.SIGKILL, -9, id="distill-last-epoch-sigkill",
+                 marks=SLOW),
+    pytest.param("full", "prune finetune 1/1 2/3", signal.SIGKILL, -9,
+                 id="prune-finetune-sigkill-full", marks=SLOW),
+    pytest.param("full", "prune finetune 1/1 3/3", signal.SIGINT, 130,
+                 id="prune-last-epoch-sigint", marks=SLOW),
 ]
 
 
-@pytest.mark.parametrize("label, sig, code", POINTS)
-def test_stopped_run_resumes_to_the_same_result(uninterrupted, label, sig, code):
-    folder, straight = uninterrupted
+@pytest.mark.parametrize("recipe, label, sig, code", POINTS)
+def test_stopped_run_resumes_to_the_same_result(straight_runs, recipe, label, sig, code):
+    folder, straight = straight_runs(recipe)
     out = folder / f"stopped-{label.replace(' ', '-').replace('/', 'of')}-{sig.name}"
     assert _start_and_stop(folder / "recipe.toml", out, label, sig) == code
     assert main(["run", str(folder / "recipe.toml"), "--out", str(out), "--resume",
                  "--no-progress"]) == 0
     expected, got = _artifact_hashes(straight), _artifact_hashes(out)
-    assert len(expected) == 5 and got == expected   # teacher, distill, prune, export, quantize
+    assert len(expected) == RECIPES[recipe][1] and got == expected
     a = json.loads((straight / "report.json").read_text())["stages"]
     b = json.loads((out / "report.json").read_text())["stages"]
     assert [s["accuracy"] for s in b] == [s["accuracy"] for s in a]
