@@ -44,8 +44,8 @@ def check_not_input(output: str | os.PathLike, inputs, flag: str = "output") -> 
 
 
 def _refuse_system_path(path: Path) -> None:
-    resolved = str(path.resolve()) if path.is_absolute() or path.exists() else \
-        str(Path.cwd() / path)
+    """/proc, /sys and /dev hold the kernel's files and devices, never an artifact."""
+    resolved = str(path.resolve())
     for folder in SYSTEM_FOLDERS:
         if resolved == folder or resolved.startswith(folder + "/"):
             raise ValueError(f"output {path} is inside {folder}, a system folder; choose a "
@@ -152,58 +152,3 @@ def sha256_file(path: str | os.PathLike) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-RUN_MARKER = "edgepack_run"          # manifest.json key of a run folder
-STAGE_FILES = ("config.json", "record.json", "checkpoint.pt")
-
-
-def _json_dict(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def is_edgepack_run(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds an edgepack run: its manifest.json says so, or (a run killed
-    before its manifest) every entry is a stage folder, the teacher's, a scratch folder or a
-    report, and the stage folders hold edgepack's config.json/record.json."""
-    folder = Path(folder)
-    manifest = _json_dict(folder / "manifest.json")
-    if manifest is not None:
-        return manifest.get(RUN_MARKER) is True
-    stages = [p for p in folder.iterdir() if p.is_dir() and p.name[:2].isdigit()]
-    if not stages:
-        return False
-    for stage in stages:
-        if stage.name == "00-teacher":
-            if any(p.name != "model.safetensors" and not p.name.startswith(".")
-                   for p in stage.iterdir()):
-                return False
-            continue
-        record = _json_dict(stage / "record.json") or {}
-        config = _json_dict(stage / "config.json") or {}
-        if "config_version" not in record and "kind" not in config and \
-                not (stage / "checkpoint.pt").is_file():
-            return False
-    allowed = ("report.json", "report.md", "tradeoff.png", "recipe.toml")
-    return all(p.name.startswith(".") or p in stages or p.name in allowed
-               for p in folder.iterdir())
-
-
-def check_run_folder(folder: str | os.PathLike, resume: bool) -> Path:
-    """A run folder is written only when it is new, empty, or (with ``resume``) an edgepack
-    run; a folder holding anything else is the user's, and is refused."""
-    folder = check_output_dir(folder)
-    if not folder.exists() or not any(folder.iterdir()):
-        return folder
-    if not is_edgepack_run(folder):
-        raise ValueError(f"output folder {folder} is not empty and does not hold an edgepack "
-                         "run (no manifest.json marked edgepack_run, no stage folders); "
-                         "edgepack writes only into an empty folder or its own run: choose "
-                         "another --out")
-    if not resume:
-        raise ValueError(f"output folder {folder} holds an earlier edgepack run; pass --resume "
-                         "to continue it, or choose another --out")
-    return folder

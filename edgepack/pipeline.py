@@ -19,12 +19,13 @@ from typing import Callable
 from torch import nn
 
 from bench.runner import BenchConfig
-from core.files import atomic_write_json, check_run_folder, sha256_file
+from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from edgepack.keep import judge, stage_tolerance
 from edgepack.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
 from edgepack.report_md import write_outputs
+from edgepack.run_folder import check_run_folder
 from edgepack.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
                              reuse_stage)
 from edgepack.stages import load_stages

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.files import check_run_folder
+from edgepack.run_folder import check_run_folder
 from edgepack.measure import check_providers
 from edgepack.pipeline import run_pipeline
 from edgepack.recipe import Recipe, import_object, load_recipe

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.files import RUN_MARKER, sha256_file
+from core.files import sha256_file
+from edgepack.run_folder import RUN_MARKER
 
 
 def listed_files(folder: Path) -> set[str]:

@@ -17,7 +17,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from core.files import atomic_write_json, is_edgepack_run, same_file
+from core.files import atomic_write_json, same_file
+from edgepack.run_folder import is_edgepack_run
 from edgepack.cli.main import main
 from tests.bench.conftest import external_data_model, matmul_add
 
