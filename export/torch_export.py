@@ -30,13 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.errors import BadInput, CheckFailed
+from core.errors import CheckFailed
 from core.checks import check_choice
 from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
                         register_stage)
 from core.files import check_output_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                                 parameter_count)
+from export.example_check import check_model_runs
 from export.outputs import FlatOutputs, flatten_outputs, output_tensors
 from export.parity import ParityError, compare_outputs, parity_summary
 
@@ -275,25 +276,6 @@ def _export_to(model: nn.Module, inputs: tuple, path: Path, config: ExportConfig
         torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=names,
                           output_names=outputs, dynamic_axes=_torchscript_axes(config),
                           opset_version=config.opset)
-
-
-def check_model_runs(model: nn.Module, example: tuple) -> None:
-    """Run the model once in torch: inputs it cannot take (a second input, integer token
-    ids, another shape) are the caller's mistake, not the exporter's."""
-    given = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in example)
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(*example)
-    except Exception as exc:  # whatever the model raises on inputs it cannot take
-        raise BadInput(f"the model does not run on the example input ({given}): "
-                       f"{type(exc).__name__}: {_first_line(exc) or 'no message'}; give "
-                       "inputs that match its forward() (the command line passes one float32 "
-                       "tensor of --input-shape; for several or integer inputs call "
-                       "export.export_onnx from Python with example tensors, or use --hf)") \
-            from exc
-    finally:
-        model.train(was_training)
 
 
 def _weight_bytes(model: nn.Module) -> int:
