@@ -88,16 +88,19 @@ def straight_runs(tmp_path_factory):
 def _start_and_stop(recipe, out, label: str, sig) -> int:
     """Run in a subprocess that pauses after the epoch ``label``; then send ``sig``."""
     read_end, write_end = os.pipe()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEPACK_TEST_PAUSE_AT": label, "EDGEPACK_TEST_PAUSE_FD": str(write_end)}
-    proc = subprocess.Popen([sys.executable, "-m", "edgepack", "run", str(recipe), "--out",
-                             str(out), "--no-progress"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, pass_fds=(write_end,))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEPACK_TEST_PAUSE_AT": label,
+           "EDGEPACK_TEST_PAUSE_FD": str(write_end)}
+    log = out.parent / f"{out.name}.stderr"   # a file: a full pipe could block the run
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "edgepack", "run", str(recipe), "--out",
+                                 str(out), "--no-progress"], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env, pass_fds=(write_end,))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         said = pipe.readline()  # blocks until the epoch is saved (EOF if the run ended first)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert said == b"paused\n", f"the run never reached {label!r}: {err[-2000:]}"
+    proc.wait(timeout=120)
+    assert said == b"paused\n", f"the run never reached {label!r}: {log.read_text()[-2000:]}"
     assert not (out / "manifest.json").exists()
     return proc.returncode
 
