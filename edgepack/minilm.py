@@ -62,14 +62,15 @@ def minilm_embedder(model_dir: str = "") -> nn.Module:
 
 
 def tiny_bert_embedder(hidden: int = 32, layers: int = 4, heads: int = 2,
-                       intermediate: int = 64, vocab_size: int = 30522, seed: int = 0) -> nn.Module:
+                       intermediate: int = 64, vocab_size: int = 30522, max_positions: int = 64,
+                       seed: int = 0) -> nn.Module:
     """A randomly initialised small BERT (no download), for tests."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate,
-                        max_position_embeddings=512, attn_implementation="eager")
+                        max_position_embeddings=max_positions, attn_implementation="eager")
     return SentenceEmbedder(BertModel(config)).eval()
 
 
@@ -132,11 +133,19 @@ def minilm_sentences(model_dir: str = "", train_sentences: int = 4000,
     train = pick(corpus["train"], train_sentences, seed, "train_sentences")
     held_out = pick(corpus["evaluation"], eval_sentences + calibration_sentences, seed,
                     "eval_sentences")
-    evaluation = tokenize(tokenizer, held_out[:eval_sentences], max_length, fixed=True)
-    calibration = tokenize(tokenizer, held_out[eval_sentences:] or held_out[:1], max_length,
-                           fixed=True)
+    return token_data(tokenizer, train, held_out[:eval_sentences],
+                      held_out[eval_sentences:] or held_out[:1], max_length=max_length,
+                      train_max_length=train_max_length, batch_size=batch_size)
+
+
+def token_data(tokenizer, train: list[str], evaluation: list[str], calibration: list[str],
+               max_length: int = 128, train_max_length: int = 64, batch_size: int = 32) -> dict:
+    """The pipeline's data sets from sentence lists (evaluation and calibration rows padded
+    to ``max_length``; calibration as feed dicts keyed by input name)."""
+    calibration_rows = tokenize(tokenizer, calibration, max_length, fixed=True)
     return {"train": TokenBatches(tokenize(tokenizer, train, train_max_length, fixed=False),
                                   batch_size),
-            "evaluation": TokenBatches(evaluation, 64),
-            "calibration": [{"input_ids": calibration[0].numpy(),
-                             "attention_mask": calibration[1].numpy()}]}
+            "evaluation": TokenBatches(tokenize(tokenizer, evaluation, max_length, fixed=True),
+                                       64),
+            "calibration": [{"input_ids": calibration_rows[0].numpy(),
+                             "attention_mask": calibration_rows[1].numpy()}]}
