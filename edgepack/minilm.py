@@ -117,8 +117,8 @@ def minilm_sentences(model_dir: str = "", train_sentences: int = 4000,
     stage) and ``calibration`` from its evaluation split, which no stage trains on.
     ``calibration`` is a list of feed dicts keyed by input name (several-input models).
     Training rows are cut at ``train_max_length`` tokens (the corpus's sentences average
-    about 22 tokens; 99% fit in 64), which keeps training time down without changing the
-    length every model is evaluated and timed at.
+    about 22 tokens; 97% fit in 48, 99.6% in 64), which keeps training time down without
+    changing the length every model is evaluated and timed at.
     """
     from transformers import AutoTokenizer
 

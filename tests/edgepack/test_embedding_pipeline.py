@@ -106,3 +106,16 @@ def test_embedding_keep_rule_drops_a_stage_below_the_minimum(tmp_path, tokenizer
                           progress=False, log=lambda _: None)
     stage = report["stages"][0]
     assert not stage["kept"] and "min_cosine 0.9999" in stage["reason"]
+
+
+def test_recipe_metric_table_round_trips_and_names_bad_keys(tmp_path):
+    from edgepack.recipe import load_recipe, recipe_from_dict, to_toml
+
+    recipe = load_recipe("examples/minilm.toml")
+    assert recipe.metric == MetricSpec(kind="embedding", min_cosine=0.95, min_spearman=0.95)
+    (tmp_path / "again.toml").write_text(to_toml(recipe))
+    assert load_recipe(tmp_path / "again.toml").metric == recipe.metric
+    with pytest.raises(ValueError, match=r"recipe \[metric\]: unknown key 'min_cosin'"):
+        recipe_from_dict({"model": {}, "metric": {"kind": "embedding", "min_cosin": 0.9}})
+    with pytest.raises(ValueError, match="metric.kind"):
+        recipe_from_dict({"model": {}, "metric": {"kind": "bleu"}})
