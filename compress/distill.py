@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.checks import check_choice, check_range, did_you_mean
+from core.tensors import as_tuple, call, concat, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
 from compress.kd import NO_LABEL, collect, kd_loss
@@ -120,16 +121,18 @@ def augment_inputs(inputs: torch.Tensor, how: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, inputs: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+def _logits(model: nn.Module, inputs, batch: int = 1024) -> torch.Tensor:
+    """Outputs for every row; ``inputs`` is a tensor or a tuple (token ids and mask)."""
     model.eval()
-    return torch.cat([model(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    return torch.cat([call(model, rows(inputs, i, i + batch))
+                      for i in range(0, num_rows(inputs), batch)])
 
 
 def check_compatible(teacher: nn.Module, student: nn.Module, sample: torch.Tensor) -> None:
     """Teacher and student must give logits of the same shape on the same input."""
     with torch.no_grad():
-        t_shape = tuple(teacher.eval()(sample[:2]).shape)
-        s_shape = tuple(student.eval()(sample[:2]).shape)
+        t_shape = tuple(call(teacher.eval(), rows(sample, 0, 2)).shape)
+        s_shape = tuple(call(student.eval(), rows(sample, 0, 2)).shape)
     if t_shape != s_shape:
         raise ValueError(f"teacher outputs shape {list(t_shape)} but the student outputs "
                          f"{list(s_shape)}; distillation needs the same output shape")
@@ -216,8 +219,8 @@ def build_hints(teacher, student, config: DistillConfig, sample: torch.Tensor):
     student_tap = FeatureTap(student, [s for _, s, _ in pairs], "student")
     teacher_tap = FeatureTap(teacher, [t for _, _, t in pairs], "teacher")
     with torch.no_grad():
-        student.eval()(sample[:2])
-        teacher.eval()(sample[:2])
+        call(student.eval(), rows(sample, 0, 2))
+        call(teacher.eval(), rows(sample, 0, 2))
     projections = {pair: projection(tuple(student_tap.outputs[s].shape),
                                     tuple(teacher_tap.outputs[t].shape), pair)
                    for pair, s, t in pairs}
@@ -237,10 +240,10 @@ def training_set(data: dict, config: DistillConfig):
     """Labelled inputs plus ``transfer_samples`` unlabelled ones (label -1)."""
     labelled = config.objective == "logits"  # embedding models train on inputs alone
     inputs, labels = collect(data["train"], labelled=labelled)
-    if inputs is None or len(inputs) == 0:
+    if inputs is None or num_rows(inputs) == 0:
         raise ValueError("distill: the training data is empty (0 samples)")
     if labels is None:
-        labels = torch.full((len(inputs),), NO_LABEL, dtype=torch.long)
+        labels = torch.full((num_rows(inputs),), NO_LABEL, dtype=torch.long)
     if config.transfer_samples:
         if data.get("transfer") is None:
             raise ValueError("distill.transfer_samples > 0 but the data provider gives no "
@@ -248,8 +251,9 @@ def training_set(data: dict, config: DistillConfig):
         extra, _ = collect(data["transfer"], config.transfer_samples, labelled=False)
         if extra is None:
             raise ValueError("distill: the transfer set is empty (0 samples)")
-        inputs = torch.cat([inputs, extra])
-        labels = torch.cat([labels, torch.full((len(extra),), NO_LABEL, dtype=labels.dtype)])
+        inputs = concat([inputs, extra])
+        labels = torch.cat([labels, torch.full((num_rows(extra),), NO_LABEL,
+                                               dtype=labels.dtype)])
     return inputs, labels
 
 
@@ -323,17 +327,17 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         trained, *taps = build_hints(teacher, student, config, inputs)
     # Teacher logits are computed once unless each step needs fresh teacher outputs.
     precomputed = config.augment == "none" and not config.feature_pairs
-    targets = _logits(teacher, inputs) if precomputed else torch.zeros(len(inputs))
-    loader = DataLoader(TensorDataset(inputs, targets, labels), batch_size=config.batch_size,
-                        shuffle=True)
+    targets = _logits(teacher, inputs) if precomputed else torch.zeros(num_rows(inputs))
+    loader = DataLoader(TensorDataset(*as_tuple(inputs), targets, labels),
+                        batch_size=config.batch_size, shuffle=True)
 
     def loss_fn(model, batch):
-        batch_inputs, batch_targets, batch_labels = batch
+        *batch_inputs, batch_targets, batch_labels = batch  # several inputs: token models
         if not precomputed:
-            batch_inputs = augment_inputs(batch_inputs, config.augment)
+            batch_inputs = [augment_inputs(batch_inputs[0], config.augment)] + batch_inputs[1:]
             with torch.no_grad():
-                batch_targets = teacher(batch_inputs)
-        logits = model(batch_inputs)
+                batch_targets = teacher(*batch_inputs)
+        logits = model(*batch_inputs)
         if config.objective == "embedding":
             loss = embedding_loss(logits, batch_targets)
         else:
@@ -360,7 +364,7 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
     if config.objective == "embedding":
         held_out, _ = collect(data.get("evaluation") or [], labelled=False)
         record["mean_cosine_to_teacher"] = mean_cosine(
-            student, teacher, held_out if held_out is not None else inputs[:1024])
+            student, teacher, held_out if held_out is not None else rows(inputs, 0, 1024))
     elif data.get("evaluation") is not None:
         record["teacher_accuracy"] = accuracy(teacher, data["evaluation"])
         record["student_accuracy"] = accuracy(student, data["evaluation"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from core.tensors import concat, num_rows, rows as take_rows
+
 NO_LABEL = -1  # the hard label of a teacher-labelled transfer-set row
 
 
@@ -30,7 +32,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 
 
 def collect(batches, limit: int | None = None, labelled: bool = True):
-    """Stack an iterable of batches into tensors (at most ``limit`` rows)."""
+    """Stack an iterable of batches into tensors (at most ``limit`` rows).
+
+    A batch's inputs may be one tensor or a tuple of tensors (token ids and mask); the
+    result keeps that structure.
+    """
     xs, ys, rows = [], [], 0
     for batch in batches:
         inputs, labels = (batch if labelled else (batch[0] if isinstance(batch, (tuple, list))
@@ -38,10 +44,10 @@ def collect(batches, limit: int | None = None, labelled: bool = True):
         xs.append(inputs)
         if labels is not None:
             ys.append(labels)
-        rows += inputs.shape[0]
+        rows += num_rows(inputs)
         if limit is not None and rows >= limit:
             break
     if not xs:
         return None, None
-    x = torch.cat(xs)[:limit]
+    x = take_rows(concat(xs), 0, limit)
     return x, (torch.cat(ys)[:limit] if ys else None)

@@ -3,7 +3,8 @@
 A candidate is kept when its accuracy drop against its input is within the tolerance (the
 stage's own ``tolerance`` field, or the recipe's) and, for a stage that promises speed
 (structured pruning, quantization), its p50 latency is below its input's, timed interleaved
-on the same runtime.
+on the same runtime. With the embedding metric (:mod:`edgepack.quality`) the accuracy
+tolerance is replaced by the recipe's minimum cosine and Spearman against the teacher.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.stage import StageConfig, spec_for
+from edgepack.quality import embedding_reasons
 
 
 def stage_tolerance(default: float, config: StageConfig) -> float:
@@ -37,6 +39,8 @@ def judge(ctx, config: StageConfig, source, metrics: dict, reference_latency: di
     ref_acc, acc = source.metrics.get("accuracy"), metrics.get("accuracy")
     if ref_acc is not None and acc is not None and ref_acc - acc > tolerance + 1e-12:
         reasons.append(f"accuracy drop {ref_acc - acc:.4f} > tolerance {tolerance:.4f}")
+    if ctx.metric.embedding:
+        reasons += embedding_reasons(ctx.metric, metrics)
     if promises_speed(config) and reference_latency is not None:
         ref_p50, p50 = reference_latency["p50"], metrics["latency_ms"]["p50"]
         if p50 >= ref_p50:

@@ -20,12 +20,14 @@ from bench.runner import BenchConfig, bench
 from bench.session import ProviderError, provider_name
 from compress.kd import collect
 from compress.prune import count_params
+from core.tensors import as_tuple, rows, to_numpy
+from edgepack.quality import MetricSpec, embedding_quality, onnx_outputs, quality_summary
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import save_weights
 
 METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
                "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
-               "robustness")
+               "robustness", "mean_cosine", "worst_cosine", "spearman")
 
 
 @dataclass
@@ -64,6 +66,8 @@ class PipelineContext:
     base_dir: Path | None = None
     build: Callable | None = None
     log: Callable[[str], None] = print
+    metric: MetricSpec = field(default_factory=MetricSpec)
+    reference: object = None             # embedding metric: the teacher's eval embeddings
 
 
 def stderr_log(message: str) -> None:
@@ -84,21 +88,26 @@ def check_providers(providers) -> None:
 
 
 def eval_arrays(data: dict) -> dict:
-    """The evaluation set, stacked once: numpy for ONNX Runtime, torch for parity checks."""
+    """The evaluation set, stacked once: numpy for ONNX Runtime, torch for parity checks.
+
+    Inputs are one tensor, or a tuple of tensors for several-input models (token ids, mask).
+    """
     inputs, labels = collect(data["evaluation"])
-    if inputs is None or len(inputs) == 0:
+    if inputs is None or len(as_tuple(inputs)[0]) == 0:
         raise ValueError("the data provider's evaluation set is empty (0 samples)")
-    return {"inputs": inputs.numpy(), "labels": labels.numpy(), "inputs_torch": inputs}
+    return {"inputs": to_numpy(inputs), "labels": labels.numpy(), "inputs_torch": inputs}
 
 
-def _onnx_input_name(path: Path) -> str:
+def _onnx_input_names(path: Path) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initializers)
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
-def _eval_data_for(path: Path, arrays: dict) -> dict:
-    return {_onnx_input_name(path): arrays["inputs"], "labels": arrays["labels"]}
+def _eval_data_for(path: Path, arrays: dict, labels: bool = True) -> dict:
+    """Feeds by input name (in the graph's input order), plus labels for accuracy."""
+    feeds = dict(zip(_onnx_input_names(path), as_tuple(arrays["inputs"])))
+    return {**feeds, "labels": arrays["labels"]} if labels else feeds
 
 
 def measure_pair(ctx: PipelineContext, reference: Path | None,
@@ -109,7 +118,8 @@ def measure_pair(ctx: PipelineContext, reference: Path | None,
     for provider in ctx.providers:
         config = dataclasses.replace(ctx.bench, provider=provider)
         paths = [candidate] + ([reference] if reference is not None else [])
-        results = bench(paths, config, _eval_data_for(candidate, ctx.eval_arrays))
+        results = bench(paths, config, _eval_data_for(candidate, ctx.eval_arrays,
+                                                      labels=not ctx.metric.embedding))
         by_provider[results[0]["provider"]] = results[0]
         if ref_result is None and len(results) > 1:
             ref_result = results[1]
@@ -135,13 +145,27 @@ def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path
     """A scratch ONNX export of a torch artifact, so it is timed on the same runtime."""
     path = ctx.scratch / f"{name}.onnx"
     export_onnx(module, ctx.bench_export, ctx.example_inputs, path,
-                parity_inputs=ctx.eval_arrays["inputs_torch"][:8])
+                parity_inputs=rows(ctx.eval_arrays["inputs_torch"], 0, 8))
     return path
 
 
+def measure_quality(ctx: PipelineContext, onnx_path: Path) -> dict:
+    """The embedding metric's figures for one ONNX model (nothing for accuracy: the bench
+    measured it)."""
+    if not ctx.metric.embedding:
+        return {}
+    found = embedding_quality(onnx_outputs(onnx_path, ctx.eval_arrays["inputs"]), ctx.reference)
+    return {"mean_cosine": found["mean_cosine"], "worst_cosine": found["min_cosine"],
+            "spearman": found["spearman"]}
+
+
 def measure_robustness(ctx: PipelineContext, source: nn.Module, onnx_path: Path) -> dict:
-    """FGSM/PGD accuracy of the ONNX model, attacked through its torch source."""
+    """FGSM/PGD accuracy of the ONNX model, attacked through its torch source (classifiers
+    only: an attack on token ids has no meaning here)."""
     from edgepack.robustness import robustness
+
+    if ctx.metric.embedding:
+        return {}
 
     return robustness(source, onnx_path, ctx.eval_arrays["inputs_torch"],
                       torch.from_numpy(ctx.eval_arrays["labels"]),
@@ -158,6 +182,7 @@ def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path
     else:
         metrics = metrics_from(result, result["size_bytes"], result["params"])
     grad_source = module if module is not None else source.source_module
+    metrics.update(measure_quality(ctx, onnx_path))
     metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
     return metrics, ref
 
@@ -170,8 +195,9 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
     onnx_path = export_for_bench(ctx, teacher, "teacher")
     result, _ = measure_pair(ctx, None, onnx_path)
     metrics = metrics_from(result, path.stat().st_size, count_params(teacher))
+    metrics.update(measure_quality(ctx, onnx_path))
     metrics["robustness"] = measure_robustness(ctx, teacher, onnx_path)
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
-    ctx.log(f"[teacher] accuracy {metrics['accuracy']:.4f}, p50 "
+    ctx.log(f"[teacher] {quality_summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
     return entry, Artifact("teacher", teacher, onnx_path, path, metrics)

@@ -21,9 +21,11 @@ from torch import nn
 from bench.runner import BenchConfig
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
+from core.tensors import rows
 from edgepack.keep import judge, stage_tolerance
 from edgepack.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
+from edgepack.quality import MetricSpec, quality_summary, teacher_embeddings
 from edgepack.report_md import write_outputs
 from edgepack.run_folder import check_run_folder
 from edgepack.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
@@ -101,7 +103,7 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
                  record=result.record)
     _finish(folder, entry)
     verdict = "kept" if kept else f"not kept: {reason}"
-    ctx.log(f"[{name}] accuracy {metrics['accuracy']:.4f}, p50 "
+    ctx.log(f"[{name}] {quality_summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
     grad_source = module if module is not None else source.source_module
     return entry, Artifact(name, module, onnx_path, path, metrics, grad_source)
@@ -154,13 +156,15 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                  tolerance: float = 0.01, bench_config: BenchConfig | None = None,
                  providers: tuple = ("cpu",), robustness: dict | None = None,
                  resume: bool = False, progress: bool = True, recipe=None,
-                 base_dir: Path | None = None, log: Callable[[str], None] = stderr_log) -> dict:
+                 base_dir: Path | None = None, log: Callable[[str], None] = stderr_log,
+                 metric: MetricSpec | None = None) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
 
     ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
-    iterable of ``(inputs, labels)`` batches (``transfer``: input batches). The pipeline runs
-    single-input classifiers; for models with several inputs (transformers) call the stage
-    functions (``export_hf``, ``quantize``, ``bench``) directly.
+    iterable of ``(inputs, labels)`` batches (``transfer``: input batches); inputs are one
+    tensor, or a tuple of tensors for several-input models. ``metric`` (default: accuracy)
+    says how quality is measured and judged (:mod:`edgepack.quality`): ``"embedding"``
+    compares every artifact's outputs with the teacher's on the evaluation set.
     """
     from bench.envinfo import environment
     from edgepack.recipe import check_stage_order, resolver, to_toml
@@ -175,18 +179,21 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume)
     arrays = eval_arrays(data)
+    metric = metric or MetricSpec()
     with tempfile.TemporaryDirectory(prefix=".scratch.", dir=out_dir) as scratch:
         # Scratch exports (to time torch stages) use the export stage's own settings, so
         # every model in one comparison has the same input names and exporter.
         export_config = next((s for s in stages if isinstance(s, ExportConfig)), ExportConfig())
         ctx = PipelineContext(
-            out_dir=out_dir, data=data, example_inputs=arrays["inputs_torch"][:1],
+            out_dir=out_dir, data=data, example_inputs=rows(arrays["inputs_torch"], 0, 1),
             eval_arrays=arrays, tolerance=tolerance, bench=bench_config, teacher=model.eval(),
             scratch=Path(scratch), providers=tuple(providers),
             robustness=robustness or {"eps": (0.1,), "samples": 512},
             bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
             resume=resume, progress=progress, base_dir=base_dir,
-            build=lambda spec, args: build_model(spec, args, base_dir), log=log)
+            build=lambda spec, args: build_model(spec, args, base_dir), log=log,
+            metric=metric, reference=teacher_embeddings(model, arrays["inputs_torch"])
+            if metric.embedding else None)
         seed_stage(0)
         teacher_entry, current = measure_teacher(ctx, model)
         entries = []
@@ -199,7 +206,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             if entry.get("kept"):
                 current = candidate
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
-              "env": environment(), "tolerance": tolerance,
+              "env": environment(), "tolerance": tolerance, "metric": metric.to_dict(),
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}

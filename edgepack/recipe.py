@@ -20,6 +20,7 @@ from typing import Any
 from bench.runner import BenchConfig
 from core.checks import checked_fields, did_you_mean
 from core.stage import StageConfig, spec_for, stage_spec
+from edgepack.quality import MetricSpec
 from edgepack.stages import load_stages
 
 try:
@@ -83,6 +84,7 @@ class Recipe:
     stage_modules: tuple[str, ...] = ()
     seed: int = 0
     tolerance: float = 0.01
+    metric: MetricSpec = field(default_factory=MetricSpec)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def to_dict(self) -> dict:
@@ -91,7 +93,7 @@ class Recipe:
                 "stage_modules": list(self.stage_modules),
                 "stages": [s.to_dict() for s in self.stages],
                 "bench": bench_to_dict(self.bench, self.providers),
-                "robustness": self.robustness.to_dict()}
+                "robustness": self.robustness.to_dict(), "metric": self.metric.to_dict()}
 
 
 def _table(owner: str, cls, data: Any):
@@ -146,7 +148,7 @@ def check_stage_order(stages: list[StageConfig]) -> None:
 
 
 TOP_LEVEL = ("name", "seed", "tolerance", "model", "data", "stages", "bench", "robustness",
-             "stage_modules")
+             "stage_modules", "metric")
 
 
 def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
@@ -181,7 +183,8 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
                   bench=bench, providers=providers,
                   robustness=_table("robustness", RobustnessSpec, data.get("robustness", {})),
-                  stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd())
+                  stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
+                  metric=_metric(data.get("metric", {})))
     check_recipe_code(recipe)
     return recipe
 
@@ -194,6 +197,16 @@ def check_recipe_code(recipe: Recipe) -> None:
         student = getattr(stage, "student", None)
         if isinstance(student, dict) and student.get("build"):
             check_builder_module(str(student["build"]), f"stages[{index}].student build")
+
+
+def _metric(data: Any) -> MetricSpec:
+    """The [metric] table (accuracy unless it says embedding), its errors naming it."""
+    try:
+        return _table("metric", MetricSpec, data)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(message if message.startswith("recipe") else
+                         f"recipe [metric]: {message}") from exc
 
 
 def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:
@@ -252,7 +265,7 @@ def to_toml(recipe: Recipe) -> str:
     lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "tolerance")]
     if data["stage_modules"]:
         lines.append(f"stage_modules = {_toml_value(data['stage_modules'])}")
-    for table in ("model", "data", "bench", "robustness"):
+    for table in ("model", "data", "bench", "robustness", "metric"):
         lines += ["", f"[{table}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items() if v is not None]
     for stage in data["stages"]:

@@ -25,10 +25,18 @@ def robustness_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_embedding(report: dict) -> bool:
+    return (report.get("metric") or {}).get("kind") == "embedding"
+
+
 def report_markdown(report: dict, rows: list[dict]) -> str:
+    from edgepack.embedding_report import embedding_table
+
     env, bench = report["env"], report["bench"]
+    table = embedding_table(rows, markdown=True) if is_embedding(report) else \
+        results_table(rows, markdown=True)
     return (f"# edgepack report: {report.get('name', 'run')}\n\n"
-            f"{results_table(rows, markdown=True)}\n\n"
+            f"{table}\n\n"
             f"Measured on {env['cpu']} ({env['arch']}, {env['logical_cores']} logical "
             f"cores), ONNX Runtime {env['onnxruntime']}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
@@ -51,8 +59,14 @@ def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
     rows = [{"name": "teacher", **report["teacher"]}] + [
         s for s in report["stages"] if "latency_ms" in s or not s.get("kept", True)]
     atomic_write_text(out_dir / "report.md", report_markdown(report, rows))
-    tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: accuracy "
-                  "vs latency (x: not kept)")
+    if is_embedding(report):
+        from edgepack.embedding_report import embedding_plot
+
+        embedding_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
+                       "agreement with the teacher vs latency (hollow: not kept)")
+    else:
+        tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
+                      "accuracy vs latency (x: not kept)")
     if recipe_toml is not None:
         atomic_write_text(out_dir / "recipe.toml", recipe_toml)
     write_manifest(out_dir)

@@ -14,7 +14,8 @@ from pathlib import Path
 from core.stage import registered_kinds
 
 BUILTIN_STAGE_MODULES = ("compress.distill", "compress.prune", "export.torch_export",
-                         "export.optimize", "compress.quantize", "export.package")
+                         "export.optimize", "export.fuse_transformer", "compress.quantize",
+                         "export.package")
 
 
 def load_stages(extra_modules=(), base_dir: Path | None = None) -> list[str]:

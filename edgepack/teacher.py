@@ -67,7 +67,8 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
         load_weights(net, weights)
         return net.eval()
     if model.train_epochs <= 0:
-        log("model: no weights and train_epochs = 0; compressing the untrained model")
+        log("model: no weights file and train_epochs = 0; compressing the model as its "
+            "builder made it (pretrained if the builder loads weights)")
         return net.eval()
     folder = cache_dir() / "teachers"
     key = teacher_key(model, data_spec, seed)

@@ -432,7 +432,9 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
 
 
 def _run_stage(config: ExportConfig, given: StageInput) -> StageResult:
-    parity = given.eval_inputs[:64] if given.eval_inputs is not None else None
+    from core.tensors import rows
+
+    parity = rows(given.eval_inputs, 0, 64) if given.eval_inputs is not None else None
     return export_onnx(given.artifact, config, given.example_inputs,
                        given.folder / "model.onnx", parity_inputs=parity)
 

@@ -21,9 +21,11 @@ def add_allow_any_builder(parser) -> None:
 
 def print_summary(report: dict, out, seconds: float) -> None:
     from bench.report import results_table
+    from edgepack.embedding_report import embedding_table
+    from edgepack.report_md import is_embedding
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
-    print(results_table(rows))
+    print(embedding_table(rows) if is_embedding(report) else results_table(rows))
     env = report["env"]
     print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "
           f"{report['stages'][0].get('provider', 'CPUExecutionProvider') if report['stages'] else ''}"

@@ -1,0 +1,139 @@
+"""What "quality" means in a pipeline: class accuracy, or sentence-embedding agreement.
+
+A recipe chooses its metric in a ``[metric]`` table:
+
+- ``kind = "accuracy"`` (the default): top-1 accuracy on the labelled evaluation set; a stage
+  is kept when its drop against its input is within the tolerance (:mod:`edgepack.keep`).
+- ``kind = "embedding"``: for models whose output is a sentence (or image) embedding. Each
+  artifact's embeddings of the held-out evaluation inputs are compared with the fp32
+  teacher's (its torch model, computed once): the **mean cosine** of each row to the
+  teacher's row, and the **Spearman** rank correlation between the teacher's and the
+  candidate's cosine similarities of every pair of rows (does it rank "which sentences are
+  alike" the same way). A stage is kept only if both reach ``min_cosine`` and
+  ``min_spearman``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.checks import check_choice, check_range
+from core.tensors import as_tuple
+
+METRIC_KINDS = ("accuracy", "embedding")
+EMBEDDING_KEYS = ("mean_cosine", "spearman")
+
+
+@dataclass
+class MetricSpec:
+    """The recipe's ``[metric]`` table."""
+
+    kind: str = "accuracy"
+    min_cosine: float = 0.95      # embedding: lowest mean cosine to the teacher kept
+    min_spearman: float = 0.95    # embedding: lowest Spearman of pairwise similarities kept
+
+    def __post_init__(self):
+        check_choice("metric", "kind", self.kind, METRIC_KINDS)
+        check_range("metric", "min_cosine", self.min_cosine, -1.0, 1.0, high_inclusive=True)
+        check_range("metric", "min_spearman", self.min_spearman, -1.0, 1.0,
+                    high_inclusive=True)
+
+    @property
+    def embedding(self) -> bool:
+        return self.kind == "embedding"
+
+    def to_dict(self) -> dict:
+        if not self.embedding:
+            return {"kind": self.kind}
+        return {"kind": self.kind, "min_cosine": self.min_cosine,
+                "min_spearman": self.min_spearman}
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64).reshape(len(x), -1)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 (ties are broken by position: similarities are floats)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    return ranks
+
+
+def pairwise_spearman(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """Spearman correlation of the two models' cosine similarities over all row pairs."""
+    if len(reference) < 3:
+        raise ValueError("the embedding metric needs at least 3 evaluation rows")
+    upper = np.triu_indices(len(reference), k=1)
+    a = (_unit_rows(candidate) @ _unit_rows(candidate).T)[upper]
+    b = (_unit_rows(reference) @ _unit_rows(reference).T)[upper]
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def embedding_quality(candidate: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean cosine to the reference rows, and Spearman of the pairwise similarities."""
+    if candidate.shape != reference.shape:
+        raise ValueError(f"the model gives embeddings of shape {list(candidate.shape)}; the "
+                         f"teacher's are {list(reference.shape)}")
+    cosine = (_unit_rows(candidate) * _unit_rows(reference)).sum(1)
+    return {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
+            "spearman": pairwise_spearman(candidate, reference)}
+
+
+def onnx_outputs(path: Path, inputs, batch: int = 64) -> np.ndarray:
+    """The ONNX model's first output for every row of ``inputs`` (arrays, one per input)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    arrays = as_tuple(inputs)
+    if len(arrays) != len(names):
+        raise ValueError(f"{path.name} takes {len(names)} inputs ({', '.join(names)}); the "
+                         f"evaluation data has {len(arrays)}")
+    outs = [session.run(None, {n: a[i:i + batch] for n, a in zip(names, arrays)})[0]
+            for i in range(0, len(arrays[0]), batch)]
+    return np.concatenate(outs)
+
+
+def embedding_reasons(spec: MetricSpec, metrics: dict) -> list[str]:
+    """Why a candidate falls short of the recipe's embedding thresholds (empty: it does not)."""
+    reasons = []
+    if metrics.get("mean_cosine") is not None and metrics["mean_cosine"] < spec.min_cosine:
+        reasons.append(f"mean cosine to the teacher {metrics['mean_cosine']:.4f} < "
+                       f"min_cosine {spec.min_cosine:.4f}")
+    if metrics.get("spearman") is not None and metrics["spearman"] < spec.min_spearman:
+        reasons.append(f"Spearman of pairwise similarities {metrics['spearman']:.4f} < "
+                       f"min_spearman {spec.min_spearman:.4f}")
+    return reasons
+
+
+def quality_summary(metrics: dict) -> str:
+    """One log fragment: accuracy, or cosine and Spearman."""
+    if metrics.get("mean_cosine") is not None:
+        return (f"cosine {metrics['mean_cosine']:.4f}, Spearman "
+                f"{metrics.get('spearman', float('nan')):.4f}")
+    accuracy = metrics.get("accuracy")
+    return f"accuracy {accuracy:.4f}" if accuracy is not None else "accuracy -"
+
+
+def teacher_embeddings(teacher, inputs, batch: int = 64) -> np.ndarray:
+    """The fp32 teacher's (torch) outputs for every evaluation row: the reference."""
+    import torch
+
+    from core.tensors import call, num_rows, rows
+
+    teacher.eval()
+    with torch.no_grad():
+        outs = [call(teacher, rows(inputs, i, i + batch)).float().numpy()
+                for i in range(0, num_rows(inputs), batch)]
+    return np.concatenate(outs)
