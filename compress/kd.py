@@ -6,12 +6,19 @@ Hinton et al. (2015)::
     loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))
 
 Rows of a transfer set carry the label :data:`NO_LABEL` and get only the soft term.
+
+:func:`teacher_outputs` labels a whole (transfer) set with the teacher once, before training:
+under torchrun each process runs the teacher on its own share of the rows and the shares are
+gathered, so a large transfer set costs one teacher pass in total, not one per process.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
+
+from compress.parallel import Distributed, moved_to
 
 NO_LABEL = -1  # the hard label of a teacher-labelled transfer-set row
 
@@ -45,3 +52,21 @@ def collect(batches, limit: int | None = None, labelled: bool = True):
         return None, None
     x = torch.cat(xs)[:limit]
     return x, (torch.cat(ys)[:limit] if ys else None)
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, inputs: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """The teacher's outputs for every row of ``inputs`` (on the CPU), computed once: in a
+    torchrun job each rank runs its contiguous share and all ranks gather the rest."""
+    job = Distributed()
+    teacher.eval()
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        with moved_to(teacher, job.device):
+            chunks = [teacher(inputs[i:min(i + batch, stop)].to(job.device)).cpu()
+                      for i in range(start, stop, batch)]
+            if not chunks:  # a rank without rows (fewer rows than ranks) still gives the shape
+                chunks = [teacher(inputs[:1].to(job.device)).cpu()[:0]]
+        return torch.cat(chunks)
+
+    return job.gather_rows(rows, len(inputs))

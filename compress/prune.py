@@ -40,6 +40,7 @@ from core.errors import BadInput
 from core.checks import check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.kd import NO_LABEL, collect, kd_loss
+from compress.parallel import Distributed, moved_to
 from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
 
@@ -181,9 +182,10 @@ def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
     if not epochs or not data or data.get("train") is None:
         return None
     loss_fn = cross_entropy_loss if teacher is None else _kd_loss_fn(teacher, config)
-    return fit(model, finetune_batches(config, data, teacher),
-               TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
-               loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
+    with moved_to(teacher, Distributed().device):  # the loss runs it beside the model
+        return fit(model, finetune_batches(config, data, teacher),
+                   TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
+                   loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
 
 
 def _run_with_layer_trace(model: nn.Module, example: tuple):

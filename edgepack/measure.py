@@ -20,6 +20,7 @@ from bench.runner import BenchConfig, bench
 from bench.session import ProviderError, provider_name
 from compress.kd import collect
 from compress.prune import count_params
+from edgepack.distributed import Crew
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import save_weights
 
@@ -64,6 +65,7 @@ class PipelineContext:
     base_dir: Path | None = None
     build: Callable | None = None
     log: Callable[[str], None] = print
+    crew: Crew = field(default_factory=Crew)   # the ranks of a torchrun job (alone: one)
 
 
 def stderr_log(message: str) -> None:
