@@ -358,7 +358,8 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
               "labelled_samples": int((labels != NO_LABEL).sum()),
               "transfer_samples": int((labels == NO_LABEL).sum()),
               "feature_pairs": list(config.feature_pairs),
-              "best_epoch": history["best_epoch"], "epochs_run": len(history["history"])}
+              "best_epoch": history["best_epoch"], "epochs_run": len(history["history"]),
+              "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]]}
     record["objective"] = config.objective
     if config.objective == "embedding":
         held_out, _ = collect(data.get("evaluation") or [], labelled=False)

@@ -88,10 +88,13 @@ class Crew:
             raise
 
     def share_teacher(self, teacher: nn.Module) -> None:
-        """Rank 0's teacher weights to every follower (they built the same architecture)."""
+        """Rank 0's teacher weights (safetensors bytes) to every follower, which built the
+        same architecture (loading resizes layers, should the weights be a pruned model's)."""
         if self.world > 1:
-            self._tell(("teacher", {k: v.detach().cpu() for k, v in
-                                    teacher.state_dict().items()}))
+            from safetensors.torch import save
+
+            self._tell(("teacher", save({k: v.detach().contiguous().cpu()
+                                         for k, v in teacher.state_dict().items()})))
 
     @contextmanager
     def training(self, index: int, config: StageConfig):
@@ -130,10 +133,13 @@ class Crew:
         ``given_for(config, module, name, folder)`` is the stage input rank 0 would build for
         ``module`` (named ``name``); ``folder`` is private to this process and deleted after.
         """
-        _, state = self._hear()
-        teacher.load_state_dict(state)
-        current, name = teacher.eval(), "teacher"
+        from export.weights import load_weights
+
+        _, weights = self._hear()
         with tempfile.TemporaryDirectory(prefix=f"edgepack-rank{self.rank}-") as private:
+            (Path(private) / "teacher.safetensors").write_bytes(weights)
+            current = load_weights(teacher, Path(private) / "teacher.safetensors").eval()
+            name = "teacher"
             while True:
                 kind, *rest = self._hear()
                 if kind == "finish":
