@@ -42,7 +42,7 @@ def worker(args) -> None:
 
     torch.set_num_threads(1)
     from compress.distill import DistillConfig, distill
-    from compress.parallel import init_process_group
+    from compress.parallel import Distributed, init_process_group
     from edgepack.zoo import mnist1d, mnist1d_cnn
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -58,7 +58,10 @@ def worker(args) -> None:
     wall = time.perf_counter() - start
     if int(os.environ.get("RANK", "0")) == 0:
         record = result.record
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() \
+            else "none (a plain process)"
         Path(args.result).write_text(json.dumps({
+            "backend": f"{backend} on {Distributed().device}",
             "wall_s": wall, "samples_per_s": record["samples_per_s"],
             "rows": record["labelled_samples"] + record["transfer_samples"]}))
 
@@ -97,30 +100,39 @@ def main(argv=None) -> int:
         return 0
     if args.epochs < 2 or args.global_batch % args.processes:
         parser.error("--epochs must be >= 2 and --global-batch divisible by --processes")
+    import torch
+
+    if args.device == "cuda" and torch.cuda.device_count() < args.processes:
+        parser.error(f"--device cuda needs {args.processes} GPUs; torch sees "
+                     f"{torch.cuda.device_count()}")
     return report(args)
 
 
 def report(args) -> int:
     from bench.envinfo import cpu_info
 
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     rates: dict[int, list[float]] = {1: [], args.processes: []}
-    rows = 0
+    rows, backends = 0, {}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
             for n in (1, args.processes):
                 figures = run_job(n, args, Path(folder) / f"{n}-{repeat}.json")
                 rates[n].append(samples_per_s(figures))
-                rows = figures["rows"]
+                rows, backends[n] = figures["rows"], figures["backend"]
                 print(f"  run {repeat + 1}: {n} process(es): {rates[n][-1]:,.0f} samples/s",
                       flush=True)
     n = args.processes
     pairs = [b / a for a, b in zip(rates[1], rates[n])]
     one, many = statistics.median(rates[1]), statistics.median(rates[n])
-    print(f"\nmachine: {cpu_info()}, {os.cpu_count()} logical CPUs; device {args.device}; "
-          f"1 thread per process")
+    cpu = cpu_info()
+    print(f"\nmachine: {cpu['cpu']}, {cpu['logical_cores']} logical CPUs; device {args.device}; "
+          f"1 thread per process; load average (1 min) {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     print(f"work: {rows:,} training rows an epoch (labelled + {args.transfer:,} transfer), "
           f"global batch {args.global_batch}, "
           f"{args.epochs} epochs (first not counted), {args.repeats} alternated pairs")
+    print(f"process group: 1 process {backends[1]}; {n} processes {backends[n]}")
     print(f"1 process : {one:,.0f} samples/s (runs: {', '.join(f'{r:,.0f}' for r in rates[1])})")
     print(f"{n} processes: {many:,.0f} samples/s (runs: {', '.join(f'{r:,.0f}' for r in rates[n])})")
     print(f"speed-up {statistics.median(pairs):.2f}x (pairs: "

@@ -34,9 +34,18 @@ from typing import Callable
 from torch import nn
 
 from compress.parallel import Distributed
+from core.errors import exit_code_for
 from core.stage import StageConfig, StageInput, spec_for
 
 WAIT_LIMIT = timedelta(hours=24)   # how long a follower waits for rank 0's next word
+
+
+class LeaderStopped(RuntimeError):
+    """Rank 0 stopped with an error: a follower stops with its line and its exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Crew:
@@ -65,8 +74,8 @@ class Crew:
         box = [None]
         dist.broadcast_object_list(box, src=0, group=self._group)
         if box[0][0] == "failed":
-            _, bad_input, text = box[0]
-            raise (ValueError if bad_input else RuntimeError)(f"rank 0 stopped: {text}")
+            _, exit_code, text = box[0]
+            raise LeaderStopped(f"rank 0 stopped: {text}", exit_code)
         return box[0]
 
     # ------------------------------------------------------------------ rank 0's side
@@ -80,7 +89,7 @@ class Crew:
             if self.is_main and self.world > 1 and self._followers_listening:
                 self._followers_listening = False
                 try:
-                    self._tell(("failed", isinstance(exc, ValueError),
+                    self._tell(("failed", exit_code_for(exc),
                                 str(exc).strip().splitlines()[0] if str(exc).strip()
                                 else type(exc).__name__))
                 except Exception:  # noqa: BLE001 - a follower already gone: torchrun stops it
@@ -174,17 +183,17 @@ def leads(function):
 
 
 def join() -> Crew:
-    """This process's crew, set up once per process: under torchrun it joins the job (the
-    process group from torchrun's environment, plus a gloo group for rank 0's messages)."""
+    """This process's crew. Under torchrun the first call joins the job (the process group
+    from torchrun's environment, plus a gloo group for rank 0's messages) and later calls
+    return the same crew; alone it is a crew of one, with nothing to set up."""
     global _CREW
     if _CREW is None:
         job = Distributed()
-        group = None
-        if job.active:
-            import torch.distributed as dist
+        if not job.active:
+            return Crew()
+        import torch.distributed as dist
 
-            group = dist.new_group(backend="gloo", timeout=WAIT_LIMIT)
-        _CREW = Crew(job.rank, job.world, group)
+        _CREW = Crew(job.rank, job.world, dist.new_group(backend="gloo", timeout=WAIT_LIMIT))
     return _CREW
 
 
