@@ -71,6 +71,9 @@ class Distributed:
                 raise ValueError("distributed training needs the training data as a "
                                  "torch.utils.data.DataLoader, to shard it across processes")
             return batches, None
+        if batches.batch_size is None and self.active:
+            raise ValueError("distributed training needs a DataLoader with a batch_size (not "
+                             "a batch_sampler), to shard its samples across processes")
         shuffled = isinstance(batches.sampler, RandomSampler)
         if not (self.active or shuffled) or batches.batch_size is None:
             return batches, None
