@@ -11,8 +11,9 @@ Distillation learns most from a *transfer set*: inputs labelled only by the teac
 targets, usually far more than the labelled set. The data provider may hand a ``"transfer"``
 iterable of unlabelled input batches; ``transfer_samples`` of them join the labelled
 training set (their hard label is -1, so only the soft term sees them). With
-``augment="none"`` the teacher's logits are computed once; otherwise the inputs are
-perturbed each step and the teacher is run on the perturbed batch.
+``augment="none"`` the teacher's logits are computed once (under torchrun: each process labels
+its share of the rows and the shares are gathered); otherwise the inputs are perturbed each
+step and the teacher is run on the perturbed batch.
 
 For *embedding models* (``objective="embedding"``: the output is a pooled sentence or image
 embedding, not class logits) there is no softmax to soften: the student learns the teacher's
@@ -40,7 +41,8 @@ from core.checks import check_choice, check_range, did_you_mean
 from core.tensors import as_tuple, call, concat, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
-from compress.kd import NO_LABEL, collect, kd_loss
+from compress.kd import NO_LABEL, collect, kd_loss, teacher_outputs
+from compress.parallel import Distributed, moved_to
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
@@ -327,7 +329,7 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         trained, *taps = build_hints(teacher, student, config, inputs)
     # Teacher logits are computed once unless each step needs fresh teacher outputs.
     precomputed = config.augment == "none" and not config.feature_pairs
-    targets = _logits(teacher, inputs) if precomputed else torch.zeros(num_rows(inputs))
+    targets = teacher_outputs(teacher, inputs) if precomputed else torch.zeros(num_rows(inputs))
     loader = DataLoader(TensorDataset(*as_tuple(inputs), targets, labels),
                         batch_size=config.batch_size, shuffle=True)
 
@@ -347,11 +349,12 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         return loss, logits, batch_labels
 
     try:
-        history = fit(trained, loader,
-                      TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
-                                  patience=config.patience, progress=progress),
-                      loss_fn=loss_fn, eval_batches=_eval_batches(data, config),
-                      checkpoint=checkpoint, resume=resume, desc="distill")
+        with moved_to(teacher, Distributed().device):  # beside the student (GPU jobs)
+            history = fit(trained, loader,
+                          TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
+                                      patience=config.patience, progress=progress),
+                          loss_fn=loss_fn, eval_batches=_eval_batches(data, config),
+                          checkpoint=checkpoint, resume=resume, desc="distill")
     finally:
         for tap in taps:
             tap.close()
@@ -359,7 +362,8 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
               "labelled_samples": int((labels != NO_LABEL).sum()),
               "transfer_samples": int((labels == NO_LABEL).sum()),
               "feature_pairs": list(config.feature_pairs),
-              "best_epoch": history["best_epoch"], "epochs_run": len(history["history"])}
+              "best_epoch": history["best_epoch"], "epochs_run": len(history["history"]),
+              "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]]}
     record["objective"] = config.objective
     if config.objective == "embedding":
         held_out, _ = collect(data.get("evaluation") or [], labelled=False)

@@ -6,14 +6,20 @@ Hinton et al. (2015)::
     loss = (1 - alpha) * CE(y, s) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))
 
 Rows of a transfer set carry the label :data:`NO_LABEL` and get only the soft term.
+
+:func:`teacher_outputs` labels a whole (transfer) set with the teacher once, before training:
+under torchrun each process runs the teacher on its own share of the rows and the shares are
+gathered, so a large transfer set costs one teacher pass in total, not one per process.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from core.tensors import concat, num_rows, rows as take_rows
+from compress.parallel import Distributed, moved_to
+from core.tensors import as_tuple, call, concat, is_multi, num_rows, rows as take_rows
 
 NO_LABEL = -1  # the hard label of a teacher-labelled transfer-set row
 
@@ -51,3 +57,28 @@ def collect(batches, limit: int | None = None, labelled: bool = True):
         return None, None
     x = take_rows(concat(xs), 0, limit)
     return x, (torch.cat(ys)[:limit] if ys else None)
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, inputs, batch: int = 1024) -> torch.Tensor:
+    """The teacher's outputs for every row of ``inputs`` (a tensor, or a tuple such as token
+    ids and mask; on the CPU), computed once: in a torchrun job each rank runs its contiguous
+    share and all ranks gather the rest."""
+    job = Distributed()
+    teacher.eval()
+
+    def on_device(start: int, stop: int):
+        part = take_rows(inputs, start, stop)
+        if is_multi(part):
+            return tuple(t.to(job.device) for t in as_tuple(part))
+        return part.to(job.device)
+
+    def share(start: int, stop: int) -> torch.Tensor:
+        with moved_to(teacher, job.device):
+            chunks = [call(teacher, on_device(i, min(i + batch, stop))).cpu()
+                      for i in range(start, stop, batch)]
+            if not chunks:  # a rank without rows (fewer rows than ranks) still gives the shape
+                chunks = [call(teacher, on_device(0, 1)).cpu()[:0]]
+        return torch.cat(chunks)
+
+    return job.gather_rows(share, num_rows(inputs))

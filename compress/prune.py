@@ -46,6 +46,7 @@ from core.stage import StageConfig, StageInput, StageResult, StageSpec, register
 from export.outputs import first_tensor
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.attention import HEAD_COUNT_ATTRS, update_head_counts
+from compress.parallel import Distributed, moved_to
 from compress.prune_plan import params_by_kind, pruning_plan
 from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
@@ -184,9 +185,10 @@ def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
     if not epochs or not data or data.get("train") is None:
         return None
     loss_fn = cross_entropy_loss if teacher is None else _kd_loss_fn(teacher, config)
-    return fit(model, finetune_batches(config, data, teacher),
-               TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
-               loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
+    with moved_to(teacher, Distributed().device):  # the loss runs it beside the model
+        return fit(model, finetune_batches(config, data, teacher),
+                   TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
+                   loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
 
 
 def _run_with_layer_trace(model: nn.Module, example: tuple):

@@ -16,9 +16,11 @@ Tests stop a run at a chosen epoch without racing the machine: with the environm
 and blocks until a signal ends the process (test-only; nothing else reads these variables).
 
 Under ``torchrun --nproc-per-node N`` (a process group is set up from torchrun's
-environment; gloo on CPU, NCCL on CUDA) the model is wrapped in DistributedDataParallel,
-each process reads its own shard of the data (DistributedSampler) and only rank 0 writes
-checkpoints and shows the progress bar.
+environment; gloo on CPU, NCCL on CUDA with one GPU per process) the model is wrapped in
+DistributedDataParallel, each process reads its own shard of the data (DistributedSampler,
+in the same order a single process reads it: :mod:`compress.parallel`), only rank 0 writes
+checkpoints and shows the progress bar, and on resume rank 0 reads the checkpoint and hands
+it to every rank (no shared filesystem is needed).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from torch import nn
 from core.errors import CheckFailed
 from core.checks import check_choice
 from core.files import atomic_path
+from compress.parallel import Distributed, gradients_finite, to_device
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -63,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 0          # epochs without improvement before stopping; 0 = never stop
     progress: bool = True
+    distributed: bool = True   # under torchrun: train on every process (False: this one alone)
 
     def __post_init__(self):
         check_choice("train", "schedule", self.schedule, SCHEDULES)
@@ -86,9 +90,10 @@ def accuracy(model: nn.Module, batches: Iterable) -> float:
     """Top-1 accuracy of ``model`` over ``(inputs, labels)`` batches, in eval mode."""
     was_training = model.training
     model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device
     correct = total = 0
     for inputs, labels in batches:
-        correct += int((model(inputs).argmax(-1) == labels).sum())
+        correct += int((model(inputs.to(device)).argmax(-1).cpu() == labels).sum())
         total += int(labels.numel())
     model.train(was_training)
     if total == 0:
@@ -167,52 +172,6 @@ def _load_checkpoint(path: Path) -> dict:
                          "delete it to start over") from exc
 
 
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
-
-    def __init__(self):
-        import torch.distributed as dist
-
-        self.active = dist.is_available() and (
-            dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1)
-        if self.active and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.rank = dist.get_rank() if self.active else 0
-        self.world = dist.get_world_size() if self.active else 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, model: nn.Module) -> nn.Module:
-        if not self.active:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model)
-
-    def shard(self, batches, seed: int):
-        """A DataLoader over this rank's share of the samples (DistributedSampler)."""
-        if not self.active:
-            return batches, None
-        from torch.utils.data import DataLoader
-        from torch.utils.data.distributed import DistributedSampler
-
-        if not isinstance(batches, DataLoader):
-            raise ValueError("distributed training needs the training data as a "
-                             "torch.utils.data.DataLoader, to shard it across processes")
-        sampler = DistributedSampler(batches.dataset, num_replicas=self.world, rank=self.rank,
-                                     shuffle=True, seed=seed)
-        return DataLoader(batches.dataset, batch_size=batches.batch_size, sampler=sampler,
-                          collate_fn=batches.collate_fn, num_workers=batches.num_workers), sampler
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         loss_fn: LossFn = cross_entropy_loss, eval_batches: Iterable | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
@@ -223,9 +182,12 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
     """
     if hasattr(train_batches, "__len__") and len(train_batches) == 0:
         raise ValueError(f"{desc}: training data is empty (0 batches)")
-    job = Distributed()
+    job = Distributed(enabled=config.distributed)
     train_batches, sampler = job.shard(train_batches, config.seed)
     steps_per_epoch = len(train_batches) if hasattr(train_batches, "__len__") else None
+    home = next(iter(model.parameters()), torch.empty(0)).device
+    if job.active:
+        model.to(job.device)  # cuda:LOCAL_RANK under NCCL; alone the model stays put
     trained = job.wrap(model)
     if not job.is_main:
         config = dataclasses.replace(config, progress=False)
@@ -235,8 +197,10 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
     best = {"metric": -math.inf, "epoch": -1, "state": None, "history": []}
     start_epoch = 0
     path = Path(checkpoint) if checkpoint else None
-    if path is not None and resume and path.exists():
-        state = _load_checkpoint(path)
+    # Rank 0 reads the checkpoint and hands it to the others (their disks may not have it).
+    state = job.from_main(lambda: _load_checkpoint(path) if path.exists() else None) \
+        if path is not None and resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -251,7 +215,7 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         if sampler is not None:
             sampler.set_epoch(epoch)
         stats = _train_epoch(trained, train_batches, optimizer, scheduler, loss_fn, config,
-                             f"{desc} {epoch + 1}/{config.epochs}", steps_per_epoch)
+                             f"{desc} {epoch + 1}/{config.epochs}", steps_per_epoch, job)
         if eval_batches is not None:
             stats["eval_accuracy"] = accuracy(model, eval_batches)
             metric = stats["eval_accuracy"]
@@ -270,7 +234,7 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
             break
     if best["state"] is not None and eval_batches is not None:
         model.load_state_dict(best["state"])
-    model.eval()
+    model.to(home).eval()
     return {"history": best["history"], "best_epoch": best["epoch"],
             "best_metric": best["metric"] if best["epoch"] >= 0 else None}
 
@@ -279,7 +243,8 @@ def _patience_ran_out(config: TrainConfig, epoch: int, best: dict) -> bool:
     return bool(config.patience) and epoch - best["epoch"] >= config.patience
 
 
-def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, total) -> dict:
+def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, total,
+                 job: Distributed) -> dict:
     from tqdm.auto import tqdm
 
     model.train()
@@ -289,12 +254,17 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
     bar = tqdm(batches, desc=desc, total=total, leave=False, file=sys.stderr,
                disable=not config.progress, dynamic_ncols=True)
     for batch in bar:
-        loss, logits, labels = loss_fn(model, batch)
-        if not torch.isfinite(loss):
+        loss, logits, labels = loss_fn(model, to_device(batch, job.device))
+        if not job.active and not torch.isfinite(loss):
             raise TrainingDiverged(f"{desc}: the loss became {loss.item()}; lower the "
                                    "learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # In a job one rank's bad loss reaches every rank through the averaged gradients,
+        # so all stop at the same step (none is left waiting in the next all-reduce).
+        if job.active and not gradients_finite(model):
+            raise TrainingDiverged(f"{desc}: the loss became {loss.item()} on at least one "
+                                   "process; lower the learning rate")
         optimizer.step()
         scheduler.step()
         n = int(labels.shape[0])
@@ -307,6 +277,8 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
                         acc=f"{correct / max(labelled, 1):.3f}", sps=f"{seen / elapsed:.0f}")
     bar.close()
+    # Job-wide figures, so every rank picks the same best epoch and stops at the same one.
+    loss_sum, seen, correct, labelled = job.sum_all([loss_sum, seen, correct, labelled])
     if seen == 0:
         raise ValueError(f"{desc}: training data is empty (0 samples)")
     return {"loss": loss_sum / seen, "train_accuracy": correct / max(labelled, 1),

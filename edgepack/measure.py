@@ -21,6 +21,7 @@ from bench.session import ProviderError, provider_name
 from compress.kd import collect
 from compress.prune import count_params
 from core.tensors import as_tuple, rows, to_numpy
+from edgepack.distributed import Crew
 from edgepack.quality import MetricSpec, embedding_quality, onnx_outputs, quality_summary
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import save_weights
@@ -68,6 +69,7 @@ class PipelineContext:
     log: Callable[[str], None] = print
     metric: MetricSpec = field(default_factory=MetricSpec)
     reference: object = None             # embedding metric: the teacher's eval embeddings
+    crew: Crew = field(default_factory=Crew)   # the ranks of a torchrun job (alone: one)
 
 
 def stderr_log(message: str) -> None:

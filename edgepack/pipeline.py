@@ -6,6 +6,10 @@ candidate and its input are benchmarked side by side (:mod:`edgepack.measure`) a
 candidate is kept only if it passes the keep rule (:mod:`edgepack.keep`). A stage that is not
 kept is still reported, with its numbers and the reason; the next stage starts from the last
 kept artifact. ``--resume`` reuses finished stages (:mod:`edgepack.resume`).
+
+Under torchrun every rank calls :func:`run_pipeline`: rank 0 runs it as above and writes the
+run; the others train each torch stage with it and adopt what it keeps
+(:mod:`edgepack.distributed`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from bench.runner import BenchConfig
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from core.tensors import rows
+from edgepack import distributed
 from edgepack.keep import judge, stage_tolerance
 from edgepack.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
@@ -79,7 +84,8 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     entry = {"name": name, "kind": config.kind, "config": config.to_dict(),
              "config_version": config.version}
     try:
-        result = spec.run(config, given)
+        with ctx.crew.training(index, config):
+            result = spec.run(config, given)
     except spec.failures as exc:
         entry.update(kept=False, reason=str(exc).splitlines()[0], failed=True)
         atomic_write_json(folder / RECORD, entry)
@@ -152,6 +158,7 @@ def prepare_out_dir(out_dir: Path, resume: bool) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+@distributed.leads
 def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
                  tolerance: float = 0.01, bench_config: BenchConfig | None = None,
                  providers: tuple = ("cpu",), robustness: dict | None = None,
@@ -159,6 +166,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                  base_dir: Path | None = None, log: Callable[[str], None] = stderr_log,
                  metric: MetricSpec | None = None) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
+
+    Under torchrun call it on every rank: rank 0 writes the run, every rank returns its report.
 
     ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
     iterable of ``(inputs, labels)`` batches (``transfer``: input batches); inputs are one
@@ -171,6 +180,9 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     from edgepack.teacher import build_model
 
     load_stages()
+    crew = distributed.join()
+    if not crew.is_main:
+        return _follow(crew, model, stages, data, tolerance, resume, base_dir, log)
     bench_config = bench_config or BenchConfig()
     check_stage_order(stages)
     check_providers(providers)
@@ -178,6 +190,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     check_stages_against_data(stages, data, resolve)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume)
+    crew.share_teacher(model)
     arrays = eval_arrays(data)
     metric = metric or MetricSpec()
     with tempfile.TemporaryDirectory(prefix=".scratch.", dir=out_dir) as scratch:
@@ -191,7 +204,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             robustness=robustness or {"eps": (0.1,), "samples": 512},
             bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
             resume=resume, progress=progress, base_dir=base_dir,
-            build=lambda spec, args: build_model(spec, args, base_dir), log=log,
+            build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew,
             metric=metric, reference=teacher_embeddings(model, arrays["inputs_torch"])
             if metric.embedding else None)
         seed_stage(0)
@@ -205,13 +218,31 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             entries.append(entry)
             if entry.get("kept"):
                 current = candidate
+                crew.share_kept(index, current)
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
               "env": environment(), "tolerance": tolerance, "metric": metric.to_dict(),
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)
+    crew.finish(report)
     return report
+
+
+def _follow(crew, model, stages, data, tolerance, resume, base_dir, log) -> dict:
+    """A rank other than 0: train each torch stage with rank 0, adopt what it keeps, write
+    nothing; return rank 0's report."""
+    from edgepack.teacher import build_model
+
+    arrays = eval_arrays(data)
+    ctx = PipelineContext(
+        out_dir=Path(tempfile.gettempdir()), data=data,
+        example_inputs=rows(arrays["inputs_torch"], 0, 1),
+        eval_arrays=arrays, tolerance=tolerance, bench=BenchConfig(), teacher=model.eval(),
+        scratch=Path(tempfile.gettempdir()), resume=resume, progress=False, base_dir=base_dir,
+        build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew)
+    return crew.follow(model, stages, lambda config, module, name, folder: stage_input(
+        ctx, config, Artifact(name, module), folder), log)
 
 
 def _version() -> str:

@@ -1,4 +1,8 @@
-"""Run a recipe: data from its provider, the teacher prepared, then the pipeline."""
+"""Run a recipe: data from its provider, the teacher prepared, then the pipeline.
+
+Under torchrun every rank runs the recipe: rank 0 prepares the teacher (and writes the run),
+the others build the same architecture and get rank 0's weights (:mod:`edgepack.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgepack.run_folder import check_run_folder
+from edgepack import distributed
 from edgepack.measure import check_providers
+from edgepack.run_folder import check_run_folder
 from edgepack.pipeline import run_pipeline
 from edgepack.recipe import Recipe, import_object, load_recipe
-from edgepack.teacher import prepare_teacher
+from edgepack.teacher import build_model, prepare_teacher
 
 DEMO_RECIPE = "mnist1d.toml"
 
@@ -47,18 +52,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@distributed.leads
 def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
                progress: bool = True) -> dict:
     """Run a recipe (a Recipe or a TOML path) into ``out_dir``; return the report."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    # Everything that can be checked is checked before the teacher trains.
-    check_run_folder(out_dir, resume)
+    # Everything that can be checked is checked before the teacher trains (by rank 0, the
+    # one that writes the run folder, under torchrun).
+    if distributed.join().is_main:
+        check_run_folder(out_dir, resume)
     check_providers(recipe.providers)
     seed_everything(recipe.seed)
     data = load_data(recipe)
-    teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed, recipe.base_dir,
-                              log=_log, progress=progress)
+    if distributed.join().is_main:
+        teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed,
+                                  recipe.base_dir, log=_log, progress=progress)
+    else:  # its weights come from rank 0 when the pipeline starts
+        teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
     return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
                         bench_config=recipe.bench, providers=recipe.providers,
                         robustness=recipe.robustness.to_dict(), resume=resume,

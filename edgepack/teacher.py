@@ -4,6 +4,11 @@ A trained teacher is cached under ``~/.cache/edgepack/teachers`` (``$XDG_CACHE_H
 honoured), keyed by a hash of everything that decides its weights: builder, arguments,
 epochs, learning rate, data provider and its arguments, seed. Training writes a checkpoint
 each epoch, so a killed first run resumes where it stopped.
+
+Under torchrun the teacher is prepared by rank 0 alone, exactly as a one-process run prepares
+it (so both share the cache); the other ranks build the same architecture and receive rank
+0's weights over the process group when the pipeline starts (:mod:`edgepack.distributed`),
+so no shared filesystem is needed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from compress.trainer import TrainConfig, fit, selection_batches
 from edgepack.recipe import DataSpec, ModelSpec, import_object
 from export.weights import load_weights, save_weights
 
-TRAINING_VERSION = 2  # bump when the training procedure changes, to retire old caches
+TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches
 
 
 def cache_dir() -> Path:
@@ -84,7 +89,7 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / f"{key}.checkpoint.pt"
     fit(net, data["train"], TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
-                                        progress=progress),
+                                        progress=progress, distributed=False),
         eval_batches=selection_batches(data), checkpoint=checkpoint, resume=True,
         desc="teacher")
     save_weights(net, cached, metadata={"build": model.build, "args": json.dumps(model.args)})

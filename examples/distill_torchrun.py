@@ -5,6 +5,11 @@ Run alone (one process) or under torchrun; the trainer then uses DistributedData
 writes checkpoints and the student's weights:
 
     torchrun --standalone --nproc-per-node 2 examples/distill_torchrun.py --out runs/ddp
+
+A whole recipe (distill, prune, export, quantize, benchmark) scales out the same way, with
+one run folder written by rank 0:
+
+    torchrun --standalone --nproc-per-node 2 -m edgepack run examples/mnist1d.toml --out runs/ddp
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from edgepack.cli.run_cmd import print_summary, refuse_multiprocess
+    from edgepack import distributed
+    from edgepack.cli.run_cmd import print_summary
     from edgepack.runner import run_demo
 
-    refuse_multiprocess()
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     report = run_demo(out, resume=args.resume, progress=not args.no_progress)
-    print_summary(report, out, time.perf_counter() - start)
+    if distributed.rank() == 0:
+        print_summary(report, out, time.perf_counter() - start)
     return 0

@@ -1,4 +1,8 @@
-"""``edgepack run RECIPE.toml``: a recipe end to end into a run folder."""
+"""``edgepack run RECIPE.toml``: a recipe end to end into a run folder.
+
+Under ``torchrun --nproc-per-node N -m edgepack run ...`` every rank trains; rank 0 alone
+writes the run folder and prints the summary.
+"""
 
 import time
 
@@ -35,26 +39,17 @@ def print_summary(report: dict, out, seconds: float) -> None:
           f"{seconds:.0f} s")
 
 
-def refuse_multiprocess() -> None:
-    """A whole run benchmarks and writes one run folder: it is one process, not a torchrun job."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("edgepack run/demo is a single process (it benchmarks and writes one "
-                         "run folder); train on several processes from your own script under "
-                         "torchrun, e.g. examples/distill_torchrun.py")
-
-
 def handle(args) -> int:
+    from edgepack import distributed
     from edgepack.recipe import allow_any_builder, load_recipe
 
     allow_any_builder(args.allow_any_builder)
-    refuse_multiprocess()
     from edgepack.runner import run_recipe
 
     recipe = load_recipe(args.recipe)  # checked before anything is written
     out = args.out or time.strftime(f"runs/{recipe.name}-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     report = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
-    print_summary(report, out, time.perf_counter() - start)
+    if distributed.rank() == 0:
+        print_summary(report, out, time.perf_counter() - start)
     return 0

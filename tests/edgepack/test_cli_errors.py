@@ -78,12 +78,14 @@ def test_env_reports_versions_and_providers(capsys):
         assert key in out
 
 
-def test_run_under_torchrun_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+def test_several_processes_without_torchrun_is_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     path = tmp_path / "recipe.toml"
     path.write_text(GOOD_HEAD)
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert "single process" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "WORLD_SIZE=2 but MASTER_ADDR is not set" in err and "torchrun" in err
     assert not (tmp_path / "out").exists()
 
 
