@@ -27,7 +27,7 @@ def ranks(values: np.ndarray) -> np.ndarray:
         v = sorted_values[row]
         starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
         ends = np.r_[starts[1:], len(v)]
-        average = (starts + ends - 1) / 2.0      # mean of the positions a tie spans
+        average = (starts + ends + 1) / 2.0      # mean of the 1-based ranks a tie spans
         out[row, order[row]] = np.repeat(average, ends - starts)
     return out
 
@@ -78,7 +78,7 @@ def occlusion_windows(sample_shape: tuple[int, ...], target: int = 20) -> list[t
 
 def occlusion(predict, inputs: np.ndarray, labels: np.ndarray, baseline: float,
               target: int = 20) -> np.ndarray:
-    """Drop in the true-class score when each window is set to ``baseline``: (N, windows).
+    """``|change|`` of the true-class score when each window is set to ``baseline``: (N, windows).
 
     ``predict`` maps a numpy batch to scores (see :func:`bench.robustness.blackbox.ort_predict`).
     """
@@ -89,5 +89,5 @@ def occlusion(predict, inputs: np.ndarray, labels: np.ndarray, baseline: float,
     for column, window in enumerate(windows):
         covered = inputs.copy()
         covered[(slice(None),) + window] = baseline
-        drops[:, column] = clean - predict(covered)[rows, labels]
+        drops[:, column] = np.abs(clean - predict(covered)[rows, labels])
     return drops
