@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.checks import check_choice
+from core.checks import check_choice, did_you_mean
 
 ATTACKS = ("noise", "fgsm", "pgd", "square")
 WHITE_BOX = ("fgsm", "pgd")          # need the torch model's input gradients
@@ -84,5 +84,8 @@ def parse_attacks(text: str, flag: str = "--attacks") -> tuple[str, ...]:
     if not names:
         raise ValueError(f"{flag} {text!r} is empty; expected some of {', '.join(ATTACKS)}")
     for name in names:
-        check_choice(flag.lstrip("-"), "attack", name, ATTACKS)
+        if name not in ATTACKS:
+            raise ValueError(f"{flag} {text!r}: unknown attack {name!r}"
+                             f"{did_you_mean(name, ATTACKS)}; expected some of "
+                             f"{', '.join(ATTACKS)}")
     return names

@@ -13,6 +13,10 @@ from pathlib import Path
 from bench.robustness.config import ATTACKS
 from core.files import atomic_path
 
+def _name(row: dict) -> str:
+    return str(row.get("name") or Path(str(row.get("model", "?"))).name)
+
+
 LABELS = {"noise": "noise", "fgsm": "FGSM", "pgd": "PGD", "square": "Square"}
 
 
@@ -41,13 +45,16 @@ def _attribution_cell(row: dict) -> str:
     return f"{attribution['rho']:.3f} ({attribution['method']}){flag}"
 
 
-def robustness_table(rows: list[dict]) -> str:
-    """Markdown: clean vs attacked accuracy per stage, and attribution drift ('' if none)."""
+def robustness_table(rows: list[dict], first: str = "stage") -> str:
+    """Markdown: clean vs attacked accuracy per row, and attribution drift ('' if none).
+
+    ``first`` heads the name column ("stage" in a run report, "model" for ``bench``).
+    """
     columns = _columns(rows)
     show_attr = any(r.get("attribution") for r in rows)
     if not columns and not any((r.get("robustness") or {}).get("reason") for r in rows):
         return ""
-    headers = ["stage", "clean"] + [f"{LABELS[a]} eps={e}" for a, e in columns]
+    headers = [first, "clean"] + [f"{LABELS[a]} eps={e}" for a, e in columns]
     headers += ["attribution rho vs teacher"] if show_attr else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
@@ -59,7 +66,7 @@ def robustness_table(rows: list[dict]) -> str:
             cells = ["-" if clean is None else f"{clean:.3f}"]
             cells += [_cell(rob, a, e) for a, e in columns]
             cells += [_attribution_cell(r)] if show_attr else []
-        lines.append("| " + " | ".join([str(r.get("name", "?"))] + cells).replace("\n", " ") + " |")
+        lines.append("| " + " | ".join([_name(r)] + cells).replace("\n", " ") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +109,7 @@ def robustness_plot(rows: list[dict], path: str | os.PathLike, title: str = "") 
         values = [(r["robustness"].get(attack) or {}).get(largest) for r in rows]
         ax.plot(positions, [float("nan") if v is None else v for v in values], "o--",
                 label=f"{LABELS[attack]} eps={largest}")
-    ax.set_xticks(list(positions), [str(r.get("name")) for r in rows], rotation=20, fontsize=8)
+    ax.set_xticks(list(positions), [_name(r) for r in rows], rotation=20, fontsize=8)
     ax.set_ylabel("top-1 accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title(title or "clean vs attacked accuracy per stage")

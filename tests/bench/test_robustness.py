@@ -114,7 +114,7 @@ def test_pgd_stays_in_the_ball_and_noise_is_seeded():
     (lambda: parse_epsilons("0.05,abc"), "--robustness '0.05,abc' is not valid"),
     (lambda: parse_epsilons("-0.1"), "positive numbers"),
     (lambda: parse_epsilons(""), "not valid"),
-    (lambda: parse_attacks("fgsm,sqare"), "did you mean 'square'"),
+    (lambda: parse_attacks("fgsm,sqare"), "--attacks 'fgsm,sqare': unknown attack 'sqare' (did you mean 'square'?)"),
     (lambda: RobustnessConfig(epsilons=(0.0,)), "epsilons must all be > 0"),
     (lambda: RobustnessConfig(attacks=("pdg",)), "did you mean 'pgd'"),
     (lambda: RobustnessConfig(query_budget=0), "query_budget must be >= 1"),
