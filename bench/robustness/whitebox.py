@@ -38,15 +38,18 @@ def fgsm(model, inputs, labels, eps: float):
     return (inputs + eps * _input_gradient(model, inputs, labels).sign()).detach()
 
 
-def pgd(model, inputs, labels, eps: float, steps: int = 10, seed: int = 0, loss_fn=None):
+def pgd(model, inputs, labels, eps: float, steps: int = 10, seed: int | None = 0,
+        loss_fn=None):
     """Projected gradient descent inside the L-infinity ball of radius ``eps``.
 
     ``loss_fn(model, x)`` replaces cross-entropy on ``labels`` when given (adversarial
-    training uses the stage's own loss, e.g. distillation's soft targets).
+    training uses the stage's own loss, e.g. distillation's soft targets). ``seed=None``
+    draws the random start from torch's global generator (the trainer seeds it per epoch,
+    so a resumed run draws the same starts).
     """
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
     step = 2.5 * eps / steps
     start = (torch.rand(inputs.shape, generator=generator) * 2 - 1) * eps
     x = (inputs + start.to(inputs.dtype)).detach()
