@@ -142,3 +142,15 @@ def test_table_and_plot_show_clean_vs_attacked(tmp_path):
     assert "0.200 (occlusion) **drifted**" in table
     assert "not applicable: token ids" in table
     assert robustness_plot(rows, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_package_imports_only_core_and_bench_and_torch_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.robustness, bench.robustness.report, "
+            "bench.robustness.attribution, bench.robustness.whitebox; "
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'compress', 'export', 'edgepack', 'torch'})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
