@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     parser.add_argument("--art", default=None, help="folder holding adversarial-robustness-toolbox")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = RobustnessConfig(epsilons=(0.05, 0.1, 0.2), samples=args.samples,
+    config = RobustnessConfig(eps=(0.05, 0.1, 0.2), samples=args.samples,
                               query_budget=args.queries)
     recipe, data, teacher = demo_teacher()
     student = distilled_student(recipe, data, teacher)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
             if args.art:
                 sys.path.insert(0, str(Path(args.art).resolve()))
                 art[name] = art_accuracies(model, x[:args.samples], y[:args.samples],
-                                           config.epsilons, config.pgd_steps,
+                                           config.eps, config.pgd_steps,
                                            robustness_session(fp32))
     print(f"MNIST-1D, first {args.samples} of {len(y)} held-out samples; eps in input standard "
           f"deviations (1 = {rows[0]['robustness']['scale']:.3f}); Square Attack at most "

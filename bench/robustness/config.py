@@ -1,6 +1,6 @@
 """What a robustness evaluation runs: the ``[robustness]`` table of a recipe, as a dataclass.
 
-``epsilons`` are L-infinity budgets in units of the evaluation inputs' standard deviation,
+``eps`` lists the L-infinity budgets in units of the evaluation inputs' standard deviation,
 so one setting means the same on any data scale (0.1: each input value may move by a tenth
 of the data's spread). Every attack runs at every epsilon on the same ``samples`` inputs.
 """
@@ -30,7 +30,7 @@ class RobustnessConfig:
       at most ``query_budget`` model calls per sample.
     """
 
-    epsilons: tuple[float, ...] = (0.05, 0.1)
+    eps: tuple[float, ...] = (0.05, 0.1)  # L-infinity budgets, in input standard deviations
     samples: int = 256                # evaluation inputs attacked; 0 turns robustness off
     attacks: tuple[str, ...] = ATTACKS
     query_budget: int = 200           # Square Attack: model calls per sample at most
@@ -40,10 +40,10 @@ class RobustnessConfig:
     attribution_threshold: float = 0.5   # mean Spearman rho below this flags a stage
 
     def __post_init__(self):
-        self.epsilons = tuple(float(e) for e in self.epsilons)
+        self.eps = tuple(float(e) for e in self.eps)
         self.attacks = tuple(self.attacks)
-        if any(not e > 0 for e in self.epsilons):
-            raise ValueError(f"robustness.epsilons must all be > 0, got {list(self.epsilons)}")
+        if any(not e > 0 for e in self.eps):
+            raise ValueError(f"robustness.eps must all be > 0, got {list(self.eps)}")
         for attack in self.attacks:
             check_choice("robustness", "attacks", attack, ATTACKS)
         for name in ("samples", "attribution_samples"):
@@ -58,7 +58,7 @@ class RobustnessConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.samples > 0 and bool(self.epsilons) and bool(self.attacks)
+        return self.samples > 0 and bool(self.eps) and bool(self.attacks)
 
     def to_dict(self) -> dict:
         """Plain TOML/JSON values (tuples become lists)."""

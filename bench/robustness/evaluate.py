@@ -89,7 +89,7 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
             out["skipped"][attack] = "no torch model to take gradients from"
             continue
         out[attack] = {}
-        for eps in config.epsilons:
+        for eps in config.eps:
             key, budget = str(eps), eps * scale
             if attack == "noise":
                 out[attack][key] = accuracy(predict, sign_noise(x, budget, config.seed), y)

@@ -66,7 +66,7 @@ def config_from_args(args):
                          "pass --source module:function")
     defaults = RobustnessConfig()
     attacks = parse_attacks(args.attacks) if args.attacks else defaults.attacks
-    return RobustnessConfig(epsilons=parse_epsilons(args.robustness), attacks=attacks,
+    return RobustnessConfig(eps=parse_epsilons(args.robustness), attacks=attacks,
                             samples=_positive_int(args.robustness_samples,
                                                   "--robustness-samples", defaults.samples),
                             query_budget=_positive_int(args.queries, "--queries",

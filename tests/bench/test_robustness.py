@@ -14,7 +14,7 @@ from tests.bench.conftest import token_model
 from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
                                        trained_tiny)
 
-CONFIG = RobustnessConfig(epsilons=(0.3,), samples=200, query_budget=60, pgd_steps=5)
+CONFIG = RobustnessConfig(eps=(0.3,), samples=200, query_budget=60, pgd_steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_pgd_stays_in_the_ball_and_noise_is_seeded():
     (lambda: parse_epsilons("-0.1"), "positive numbers"),
     (lambda: parse_epsilons(""), "not valid"),
     (lambda: parse_attacks("fgsm,sqare"), "--attacks 'fgsm,sqare': unknown attack 'sqare' (did you mean 'square'?)"),
-    (lambda: RobustnessConfig(epsilons=(0.0,)), "epsilons must all be > 0"),
+    (lambda: RobustnessConfig(eps=(0.0,)), "eps must all be > 0"),
     (lambda: RobustnessConfig(attacks=("pdg",)), "did you mean 'pgd'"),
     (lambda: RobustnessConfig(query_budget=0), "query_budget must be >= 1"),
     (lambda: RobustnessConfig(attribution_threshold=2.0), "in [-1, 1]"),

@@ -10,7 +10,7 @@ from edgepack.robustness import RobustnessProbe
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import eval_arrays, export_tiny, quantize_tiny, trained_tiny
 
-CONFIG = RobustnessConfig(epsilons=(0.2,), samples=64, query_budget=20, pgd_steps=3,
+CONFIG = RobustnessConfig(eps=(0.2,), samples=64, query_budget=20, pgd_steps=3,
                           attribution_samples=32, attribution_threshold=0.8)
 
 
