@@ -17,6 +17,7 @@ from typing import Callable
 
 from torch import nn
 
+from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from core.files import atomic_write_json, check_output_dir, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
@@ -134,7 +135,7 @@ def prepare_out_dir(out_dir: Path, resume: bool) -> None:
 
 def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
                  tolerance: float = 0.01, bench_config: BenchConfig | None = None,
-                 providers: tuple = ("cpu",), robustness: dict | None = None,
+                 providers: tuple = ("cpu",), robustness: RobustnessConfig | None = None,
                  resume: bool = False, progress: bool = True, recipe=None,
                  base_dir: Path | None = None, log: Callable[[str], None] = stderr_log) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
@@ -142,7 +143,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
     iterable of ``(inputs, labels)`` batches (``transfer``: input batches). The pipeline runs
     single-input classifiers; for models with several inputs (transformers) call the stage
-    functions (``export_hf``, ``quantize``, ``bench``) directly.
+    functions (``export_hf``, ``quantize``, ``bench``) directly. ``robustness``: the attacks
+    and attribution-drift check run on every row (:mod:`edgepack.robustness`).
     """
     from bench.envinfo import environment
     from edgepack.recipe import check_stage_order, resolver, to_toml
@@ -165,7 +167,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             out_dir=out_dir, data=data, example_inputs=arrays["inputs_torch"][:1],
             eval_arrays=arrays, tolerance=tolerance, bench=bench_config, teacher=model.eval(),
             scratch=Path(scratch), providers=tuple(providers),
-            robustness=robustness or {"eps": (0.1,), "samples": 512},
+            robustness=robustness or RobustnessConfig(),
             bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
             resume=resume, progress=progress, base_dir=base_dir,
             build=lambda spec, args: build_model(spec, args, base_dir), log=log)
@@ -182,6 +184,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
               "env": environment(), "tolerance": tolerance,
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
+              "robustness": ctx.robustness.to_dict(),
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)

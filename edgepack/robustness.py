@@ -38,14 +38,17 @@ class RobustnessProbe:
                         np.asarray(labels[:n]).astype(np.int64))
         self._teacher_maps: dict[str, np.ndarray] = {}
 
-    def measure(self, onnx_path: Path, module=None, source=None) -> dict:
+    def measure(self, onnx_path: Path, module=None, source=None,
+                attribution: bool = True) -> dict:
         """``{"robustness": ..., "attribution": ...}`` for one artifact (empty when off).
 
         ``module``: the candidate's torch model, if it is one; ``source``: the torch model
-        FGSM/PGD are crafted on (``module`` itself, or the model ``onnx_path`` came from).
+        FGSM/PGD are crafted on (``module`` itself, or the model ``onnx_path`` came from);
+        ``attribution=False`` for the teacher itself.
         """
         out: dict = {}
-        if not self.config.enabled and not self.config.attribution_samples:
+        attribution = attribution and self.config.attribution_samples > 0
+        if not self.config.enabled and not attribution:
             return out
         session = robustness_session(onnx_path)
         reason = not_applicable_reason(session, self.labels)
@@ -56,7 +59,7 @@ class RobustnessProbe:
             out["robustness"] = evaluate_robustness(session, self.inputs, self.labels,
                                                     self.config, source=source,
                                                     crafted_on=crafted_on)
-        if self.config.attribution_samples:
+        if attribution:
             out["attribution"] = self.attribution(session, module)
         return out
 

@@ -52,7 +52,8 @@ def robustness_table(rows: list[dict], first: str = "stage") -> str:
     """
     columns = _columns(rows)
     show_attr = any(r.get("attribution") for r in rows)
-    if not columns and not any((r.get("robustness") or {}).get("reason") for r in rows):
+    if not columns and not show_attr and \
+            not any((r.get("robustness") or {}).get("reason") for r in rows):
         return ""
     headers = [first, "clean"] + [f"{LABELS[a]} eps={e}" for a, e in columns]
     headers += ["attribution rho vs teacher"] if show_attr else []
