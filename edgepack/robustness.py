@@ -15,6 +15,7 @@ below ``attribution_threshold`` flags the stage in the report.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,7 @@ class RobustnessProbe:
 
     def attribution(self, session, module=None) -> dict:
         """Mean Spearman rho between this artifact's saliency maps and the teacher's."""
+        started = time.perf_counter()
         x, y = self._sample
         if module is not None:
             method, maps = "gradient x input", gradient_x_input(module, x, y)
@@ -73,7 +75,8 @@ class RobustnessProbe:
         rho = float(spearman(maps, self._teacher_map(method)).mean())
         return {"rho": rho, "method": method, "samples": int(len(x)),
                 "threshold": self.config.attribution_threshold,
-                "flagged": rho < self.config.attribution_threshold}
+                "flagged": rho < self.config.attribution_threshold,
+                "seconds": time.perf_counter() - started}
 
     @property
     def _baseline(self) -> float:
