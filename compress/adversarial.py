@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.robustness.whitebox import pgd
 from core.checks import check_range, checked_fields
@@ -73,7 +74,10 @@ class AdversarialLoss:
             def objective(m, x):
                 return self.loss_fn(m, (x, *head))[0]
 
-            attacked = pgd(model, inputs[:rows], None, self.eps, self.config.steps, seed=None,
+            # Craft on the plain module: under DistributedDataParallel a forward through the
+            # wrapper would wait for a gradient all-reduce that crafting never makes.
+            local = model.module if isinstance(model, DistributedDataParallel) else model
+            attacked = pgd(local, inputs[:rows], None, self.eps, self.config.steps, seed=None,
                            loss_fn=objective)
             inputs = torch.cat([attacked, inputs[rows:]])
             self.craft_seconds += time.perf_counter() - started
