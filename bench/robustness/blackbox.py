@@ -4,8 +4,9 @@ Square Attack (Andriushchenko et al., ECCV 2020, L-infinity version) needs nothi
 model's output scores, so it attacks the artifact exactly as shipped, an int8 ONNX file
 included, where gradients do not exist. Each sample starts at a random vertex of the
 eps-ball (+-eps at every value); each iteration redraws one random window of the
-perturbation (a square for images, a segment for signals) to a fresh +-eps per channel and
-keeps the change only if it lowers the margin ``score[true] - max score[other]``. A sample
+perturbation (a square for images, a segment for signals; one place for all samples, as
+in the reference code) to a fresh +-eps per sample and channel, and keeps the change for a
+sample only if it lowers its margin ``score[true] - max score[other]``. A sample
 is done once the margin is negative (misclassified) or its queries are spent. The window
 shrinks on the paper's schedule as queries are used.
 
@@ -38,7 +39,7 @@ def margins(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _window(sample_shape: tuple[int, ...], share: float, rng) -> tuple[slice, ...]:
-    """A random window over one sample's spatial axes (all but the channel axis, if any)."""
+    """A random window over a sample's spatial axes (all but the channel axis, if any)."""
     spatial = sample_shape[1:] if len(sample_shape) > 1 else sample_shape
     total = int(np.prod(spatial))
     side = max(1, int(round((share * total) ** (1 / len(spatial)))))
@@ -48,6 +49,23 @@ def _window(sample_shape: tuple[int, ...], share: float, rng) -> tuple[slice, ..
         begin = int(rng.integers(0, size - width + 1))
         slices.append(slice(begin, begin + width))
     return (slice(None), *slices) if len(sample_shape) > 1 else tuple(slices)
+
+
+def _fresh_signs(current: np.ndarray, eps: float, rng) -> np.ndarray:
+    """A new +-eps per sample and channel for a window whose perturbation is ``current``
+    (rows, channels, *window) or (rows, *window); a draw that would leave a sample's window
+    as it is gets one channel flipped, so no query is wasted (the reference code redraws)."""
+    channels = current.shape[1] if current.ndim > 2 else 1
+    shape = (len(current), channels) + (1,) * (current.ndim - 2)
+    signs = rng.choice(np.array([-eps, eps], np.float32), size=shape)
+    if current.ndim == 2:
+        signs = signs.reshape(len(current), 1)
+    same = np.isclose(current, signs, atol=1e-6 * max(eps, 1e-12))
+    unchanged = same.reshape(len(current), -1).all(axis=1)
+    for row in np.flatnonzero(unchanged):
+        channel = int(rng.integers(0, channels)) if current.ndim > 2 else 0
+        signs[row, channel] = -signs[row, channel]
+    return np.broadcast_to(signs, current.shape)
 
 
 def square_attack(predict, inputs: np.ndarray, labels: np.ndarray, eps: float,
@@ -73,18 +91,16 @@ def square_attack(predict, inputs: np.ndarray, labels: np.ndarray, eps: float,
         start_margin = margins(predict(start), labels[active])
         x[active] = start   # the start is a vertex of the ball, kept whatever its margin
         best[active] = start_margin
+    clean = inputs.astype(np.float32)
     for iteration in range(query_budget - 2):
         active = np.flatnonzero(best > 0)
         if not len(active):
             break
-        share = window_share(p_init, iteration, query_budget)
+        window = (slice(None),) + _window(x.shape[1:], window_share(p_init, iteration,
+                                                                    query_budget), rng)
         candidates = x[active].copy()
-        for row, index in enumerate(active):
-            window = _window(x.shape[1:], share, rng)
-            delta = candidates[row][window] - inputs[index][window]
-            per_channel = (delta.shape[0],) + (1,) * (delta.ndim - 1) if delta.ndim > 1 else (1,)
-            signs = rng.choice(np.array([-eps, eps], np.float32), size=per_channel)
-            candidates[row][window] = inputs[index][window] + np.broadcast_to(signs, delta.shape)
+        candidates[window] = clean[active][window] + _fresh_signs(
+            candidates[window] - clean[active][window], eps, rng)
         queries[active] += 1
         new = margins(predict(candidates), labels[active])
         better = new < best[active]
