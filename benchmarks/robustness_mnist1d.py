@@ -15,7 +15,10 @@ the int8 model's accuracy at least as much as the transfer attack; adversarial f
 raises PGD accuracy at eps 0.1 by >= 10 points at a clean cost <= 2 points.
 
     pip install --no-deps --target .art adversarial-robustness-toolbox==1.20.1 six  # optional
-    python benchmarks/robustness_mnist1d.py --art .art
+    python benchmarks/robustness_mnist1d.py --art .art [--run DEMO_RUN_DIR]
+
+``--run`` takes the distilled and pruned models from a finished ``edgepack demo`` run folder
+(the demo's own models) instead of distilling and pruning them again here.
 """
 
 from __future__ import annotations
@@ -55,6 +58,15 @@ def distilled_student(recipe, data, teacher):
     return student.eval()
 
 
+def demo_run_models(run: Path, recipe, student_like):
+    """The distilled and pruned students a finished demo run saved."""
+    from export.weights import load_weights
+
+    student = load_weights(copy.deepcopy(student_like), run / "01-distill" / "model.safetensors")
+    pruned_model = load_weights(copy.deepcopy(student_like), run / "02-prune" / "model.safetensors")
+    return student.eval(), pruned_model.eval()
+
+
 def pruned(student, config, data, teacher):
     model = copy.deepcopy(student)
     start = time.perf_counter()
@@ -89,13 +101,20 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--art", default=None, help="folder holding adversarial-robustness-toolbox")
+    parser.add_argument("--run", default=None, help="a finished `edgepack demo` run folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = RobustnessConfig(eps=(0.05, 0.1, 0.2), samples=args.samples,
                               query_budget=args.queries)
     recipe, data, teacher = demo_teacher()
-    student = distilled_student(recipe, data, teacher)
-    plain, plain_record, plain_s = pruned(student, recipe.stages[1], data, teacher)
+    if args.run:
+        config0 = recipe.stages[0]
+        shape = build_model(config0.student["build"], dict(config0.student["args"]), None)
+        student, plain = demo_run_models(Path(args.run), recipe, shape)
+        plain_s = None
+    else:
+        student = distilled_student(recipe, data, teacher)
+        plain, _, plain_s = pruned(student, recipe.stages[1], data, teacher)
     defended_config = dataclasses.replace(recipe.stages[1], adversarial=DEFENCE)
     defended, defended_record, defended_s = pruned(student, defended_config, data, teacher)
     inputs, labels = collect(data["evaluation"])
@@ -142,7 +161,8 @@ def main(argv=None) -> int:
                          for e in theirs[attack]]
                 print(f"  {name:10s} {attack.upper():4s} " + "; ".join(cells))
     effect = defended_record["adversarial"]
-    print(f"\nDefence {DEFENCE} on the demo prune stage: fine-tuning {plain_s:.0f} s -> "
+    plain_time = "(the demo run's)" if plain_s is None else f"{plain_s:.0f} s"
+    print(f"\nDefence {DEFENCE} on the demo prune stage: prune + fine-tuning {plain_time} -> "
           f"{defended_s:.0f} s ({effect['craft_seconds']:.0f} s crafting PGD examples)")
     for label, model in (("plain", plain), ("adversarial", defended)):
         rob = next(r["robustness"] for r in rows if r["name"] == ("pruned" if label == "plain"
