@@ -32,7 +32,9 @@ def _cell(rob: dict, attack: str, eps: str) -> str:
     if value is None:
         return "-"
     queries = (rob.get("queries") or {}).get(eps) if attack == "square" else None
-    return f"{value:.3f}" + (f" ({queries['median']:.0f} q)" if queries else "")
+    if not queries:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({queries['median']:.0f}/{queries['mean']:.0f} q)"
 
 
 def _attribution_cell(row: dict) -> str:
@@ -82,7 +84,7 @@ def robustness_notes(rows: list[dict], threshold: float | None = None) -> str:
             f"deviations (1 = {rob['scale']:.3g}). noise: random +-eps signs (the control); "
             "FGSM/PGD: crafted on the torch model each artifact is, or was exported from "
             "(a transfer attack for ONNX-only stages); Square: black-box Square Attack on the "
-            "artifact's scores (median queries per attacked sample in brackets).")
+            "artifact's scores (median/mean model calls per attacked sample in brackets).")
     if threshold is not None:
         text += (" Attribution: mean Spearman rank correlation of the stage's saliency maps "
                  "with the teacher's (gradient x input for torch models, occlusion through "

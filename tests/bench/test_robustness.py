@@ -130,7 +130,7 @@ def test_table_and_plot_show_clean_vs_attacked(tmp_path):
     rows = [{"name": "teacher", "robustness": {"applicable": True, "samples": 8, "scale": 1.0,
                                                "clean": 0.9, "noise": {"0.1": 0.88},
                                                "square": {"0.1": 0.5},
-                                               "queries": {"0.1": {"median": 12}}},
+                                               "queries": {"0.1": {"median": 12, "mean": 20.4}}},
              "attribution": {"rho": 1.0, "method": "gradient x input", "flagged": False}},
             {"name": "04-quantize", "robustness": {"applicable": True, "samples": 8, "scale": 1.0,
                                                    "clean": 0.85, "noise": {"0.1": 0.8},
@@ -138,7 +138,7 @@ def test_table_and_plot_show_clean_vs_attacked(tmp_path):
              "attribution": {"rho": 0.2, "method": "occlusion", "flagged": True}},
             {"name": "bert", "robustness": {"applicable": False, "reason": "token ids"}}]
     table = robustness_table(rows)
-    assert "| teacher | 0.900 | 0.880 | 0.500 (12 q) | 1.000 (gradient x input) |" in table
+    assert "| teacher | 0.900 | 0.880 | 0.500 (12/20 q) | 1.000 (gradient x input) |" in table
     assert "0.200 (occlusion) **drifted**" in table
     assert "not applicable: token ids" in table
     assert robustness_plot(rows, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
