@@ -17,7 +17,9 @@ raises PGD accuracy at eps 0.1 by >= 10 points at a clean cost <= 2 points.
     pip install --no-deps --target .art adversarial-robustness-toolbox==1.20.1 six  # optional
     python benchmarks/robustness_mnist1d.py --art .art [--run DEMO_RUN_DIR]
 
-``--run`` takes the distilled and pruned models from a finished ``edgepack demo`` run folder
+``--quick`` shortens the demo's training (distill 5 epochs on 10,000 transfer samples;
+prune fine-tuning 4 epochs on 5,000): the same stages and settings otherwise, for a busy
+machine. ``--run`` takes the distilled and pruned models from a finished ``edgepack demo`` run folder
 (the demo's own models) instead of distilling and pruning them again here.
 """
 
@@ -102,11 +104,17 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--art", default=None, help="folder holding adversarial-robustness-toolbox")
     parser.add_argument("--run", default=None, help="a finished `edgepack demo` run folder")
+    parser.add_argument("--quick", action="store_true", help="shorter distill and fine-tuning")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = RobustnessConfig(eps=(0.05, 0.1, 0.2), samples=args.samples,
                               query_budget=args.queries)
     recipe, data, teacher = demo_teacher()
+    if args.quick:
+        recipe.stages[0] = dataclasses.replace(recipe.stages[0], epochs=5,
+                                               transfer_samples=10_000)
+        recipe.stages[1] = dataclasses.replace(recipe.stages[1], finetune_epochs=4,
+                                               finetune_transfer_samples=5_000)
     if args.run:
         config0 = recipe.stages[0]
         shape = build_model(config0.student["build"], dict(config0.student["args"]), None)
@@ -147,6 +155,12 @@ def main(argv=None) -> int:
     print(f"MNIST-1D, first {args.samples} of {len(y)} held-out samples; eps in input standard "
           f"deviations (1 = {rows[0]['robustness']['scale']:.3f}); Square Attack at most "
           f"{args.queries} queries per sample; PGD {config.pgd_steps} steps, random start\n")
+    d, p = recipe.stages[0], recipe.stages[1]
+    origin = f"from {args.run}" if args.run else (
+        f"distill {d.epochs} epochs on {d.transfer_samples} transfer samples, prune ratio "
+        f"{p.ratio} with {p.finetune_epochs} fine-tuning epochs on "
+        f"{p.finetune_transfer_samples} transfer samples" + (" (--quick)" if args.quick else ""))
+    print(f"models: demo teacher; student and pruned {origin}\n")
     print(robustness_table(rows, "model"))
     for row in rows:
         print(f"  {row['name']}: {row['seconds']:.1f} s for all attacks")
