@@ -30,6 +30,7 @@ it is trained with the student and dropped afterwards.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,7 @@ from core.checks import check_choice, check_range, did_you_mean
 from core.tensors import as_tuple, call, concat, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
+from compress.adversarial import AdversarialLoss, adversarial_config, defence_record, with_defence
 from compress.kd import NO_LABEL, collect, kd_loss, teacher_outputs
 from compress.parallel import Distributed, moved_to
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
@@ -74,8 +76,12 @@ class DistillConfig(StageConfig):
     keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
+    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD training
 
     def __post_init__(self):
+        if adversarial_config(self.adversarial, "distill") and self.objective != "logits":
+            raise ValueError("distill.adversarial trains a classifier against attacks on its "
+                             "labels; it needs objective='logits'")
         if self.temperature <= 0:
             raise ValueError(f"distill.temperature must be > 0, got {self.temperature}")
         check_range("distill", "alpha", self.alpha, 0.0, 1.0, high_inclusive=True)
@@ -348,6 +354,8 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
             loss = loss + _hint_loss(model, *taps, config)
         return loss, logits, batch_labels
 
+    loss_fn = with_defence(loss_fn, config.adversarial, "distill", inputs)
+    started = time.perf_counter()
     try:
         with moved_to(teacher, Distributed().device):  # beside the student (GPU jobs)
             history = fit(trained, loader,
@@ -363,7 +371,11 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
               "transfer_samples": int((labels == NO_LABEL).sum()),
               "feature_pairs": list(config.feature_pairs),
               "best_epoch": history["best_epoch"], "epochs_run": len(history["history"]),
-              "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]]}
+              "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]],
+              "train_seconds": round(time.perf_counter() - started, 3)}
+    if isinstance(loss_fn, AdversarialLoss):
+        record["adversarial"] = defence_record(loss_fn, student, data.get("evaluation"),
+                                               record["train_seconds"])
     record["objective"] = config.objective
     if config.objective == "embedding":
         held_out, _ = collect(data.get("evaluation") or [], labelled=False)

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -44,6 +45,8 @@ from core.errors import BadInput
 from core.checks import check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from export.outputs import first_tensor
+from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
+                                  with_defence)
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.attention import HEAD_COUNT_ATTRS, update_head_counts
 from compress.parallel import Distributed, moved_to
@@ -79,8 +82,10 @@ class PruneConfig(StageConfig):
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
     require_faster: bool | None = None   # None: True for structured, False for unstructured
+    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD fine-tuning
 
     def __post_init__(self):
+        adversarial_config(self.adversarial, "prune")
         check_choice("prune", "method", self.method, METHODS)
         check_choice("prune", "scope", self.scope, SCOPES)
         check_range("prune", "ratio", self.ratio, 0.0, 1.0)
@@ -181,14 +186,23 @@ def _kd_loss_fn(teacher: nn.Module, config: PruneConfig):
 
 def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
               progress: bool = True) -> dict | None:
-    """Recover accuracy after a pruning step with the shared trainer."""
+    """Recover accuracy after a pruning step with the shared trainer (adversarially when
+    ``config.adversarial`` asks: then the history carries the defence's record)."""
     if not epochs or not data or data.get("train") is None:
         return None
     loss_fn = cross_entropy_loss if teacher is None else _kd_loss_fn(teacher, config)
+    batches = finetune_batches(config, data, teacher)
+    loss_fn = with_defence(loss_fn, config.adversarial, "prune", batches.dataset.tensors[0])
+    started = time.perf_counter()
     with moved_to(teacher, Distributed().device):  # the loss runs it beside the model
-        return fit(model, finetune_batches(config, data, teacher),
-                   TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
-                   loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
+        history = fit(model, batches,
+                      TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed,
+                                  progress=progress),
+                      loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
+    if isinstance(loss_fn, AdversarialLoss):
+        history["adversarial"] = defence_record(loss_fn, model, data.get("evaluation"),
+                                                time.perf_counter() - started)
+    return history
 
 
 def _run_with_layer_trace(model: nn.Module, example: tuple):
@@ -323,6 +337,8 @@ def _step_record(model, config, data, teacher, step: int, epochs: int, progress:
                         f"prune finetune {step + 1}/{config.iterative_steps}", progress)
     if history is not None:
         record.update(finetune_epochs=epochs, accuracy_after_finetune=history["best_metric"])
+        if "adversarial" in history:
+            record["adversarial"] = history["adversarial"]
     return record
 
 
@@ -369,7 +385,7 @@ def unstructured_prune(model: nn.Module, config: PruneConfig, example_inputs, da
     size_before = zipped_size(model)
     schedule = cubic_schedule(config.ratio, config.iterative_steps)
     epochs = epochs_per_step(config.finetune_epochs, config.iterative_steps)
-    done = 0.0
+    done, steps = 0.0, []
     for step, sparsity in enumerate(schedule):
         # torch's prune amounts apply to the weights still alive: convert the schedule.
         amount = (sparsity - done) / (1 - done) if done < 1 else 0.0
@@ -379,14 +395,14 @@ def unstructured_prune(model: nn.Module, config: PruneConfig, example_inputs, da
             for module, name in targets:
                 torch_prune.l1_unstructured(module, name, amount=amount)
         done = sparsity
-        _step_record(model, config, data, teacher, step, epochs[step], progress)
+        steps.append(_step_record(model, config, data, teacher, step, epochs[step], progress))
     for module, name in targets:
         if torch_prune.is_pruned(module):
             torch_prune.remove(module, name)  # masks become plain zeros before export
     return {"params_before": count_params(model), "params_after": count_params(model),
             "nonzero_params": int(sum((p != 0).sum() for p in model.parameters())),
             "schedule": schedule, "layer_sparsity": layer_sparsity(model),
-            "zip_bytes_before": size_before, "zip_bytes_after": zipped_size(model),
+            "zip_bytes_before": size_before, "zip_bytes_after": zipped_size(model), "steps": steps,
             "note": "unstructured sparsity shrinks the compressed file; dense kernels do not "
                     "run faster"}
 
@@ -399,6 +415,10 @@ def prune(model: nn.Module, config: PruneConfig, example_inputs, data: dict | No
               **method(model, config, example_inputs, data, teacher, progress)}
     if data and data.get("evaluation") is not None:
         record["accuracy_after_finetune"] = accuracy(model, data["evaluation"])
+    defended = [s["adversarial"] for s in record.get("steps", []) if "adversarial" in s]
+    if defended:  # cost over every step, effect after the last
+        record["adversarial"] = {**defended[-1], **{
+            k: round(sum(d[k] for d in defended), 3) for k in ("craft_seconds", "train_seconds")}}
     model.eval()
     return StageResult(artifact=model, record=record)
 

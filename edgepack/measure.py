@@ -10,12 +10,13 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import onnx
 import torch
 from torch import nn
 
+from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig, bench
 from bench.session import ProviderError, provider_name
 from compress.kd import collect
@@ -28,7 +29,7 @@ from export.weights import save_weights
 
 METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
                "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
-               "robustness", "mean_cosine", "worst_cosine", "spearman")
+               "robustness", "attribution", "mean_cosine", "worst_cosine", "spearman")
 
 
 @dataclass
@@ -60,7 +61,8 @@ class PipelineContext:
     teacher: nn.Module
     scratch: Path
     providers: tuple = ("cpu",)
-    robustness: dict = field(default_factory=lambda: {"eps": (0.1,), "samples": 512})
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    probe: Any = None   # edgepack.robustness.RobustnessProbe, made beside the teacher's row
     bench_export: ExportConfig = field(default_factory=ExportConfig)   # for scratch exports
     resume: bool = False
     progress: bool = True
@@ -161,18 +163,16 @@ def measure_quality(ctx: PipelineContext, onnx_path: Path) -> dict:
             "spearman": found["spearman"]}
 
 
-def measure_robustness(ctx: PipelineContext, source: nn.Module, onnx_path: Path) -> dict:
-    """FGSM/PGD accuracy of the ONNX model, attacked through its torch source (classifiers
-    only: an attack on token ids has no meaning here)."""
-    from edgepack.robustness import robustness
+def measure_robustness(ctx: PipelineContext, onnx_path: Path, module: nn.Module | None,
+                       source: nn.Module | None) -> dict:
+    """``robustness`` (attacks) and ``attribution`` (drift from the teacher) of one artifact.
 
-    if ctx.metric.embedding:
+    ``module``: the artifact's torch model when it is one; ``source``: the torch model
+    white-box attacks are crafted on (``module``, or the model the ONNX file came from).
+    """
+    if ctx.probe is None:
         return {}
-
-    return robustness(source, onnx_path, ctx.eval_arrays["inputs_torch"],
-                      torch.from_numpy(ctx.eval_arrays["labels"]),
-                      eps_values=tuple(ctx.robustness["eps"]),
-                      samples=ctx.robustness["samples"])
+    return ctx.probe.measure(onnx_path, module=module, source=source)
 
 
 def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path,
@@ -185,7 +185,7 @@ def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path
         metrics = metrics_from(result, result["size_bytes"], result["params"])
     grad_source = module if module is not None else source.source_module
     metrics.update(measure_quality(ctx, onnx_path))
-    metrics["robustness"] = measure_robustness(ctx, grad_source, onnx_path)
+    metrics.update(measure_robustness(ctx, onnx_path, module, grad_source))
     return metrics, ref
 
 
@@ -198,7 +198,13 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
     result, _ = measure_pair(ctx, None, onnx_path)
     metrics = metrics_from(result, path.stat().st_size, count_params(teacher))
     metrics.update(measure_quality(ctx, onnx_path))
-    metrics["robustness"] = measure_robustness(ctx, teacher, onnx_path)
+    if not ctx.metric.embedding:  # attacks and attributions need a classifier on signals
+        from edgepack.robustness import RobustnessProbe
+
+        ctx.probe = RobustnessProbe(ctx.robustness, ctx.eval_arrays["inputs"],
+                                    ctx.eval_arrays["labels"], teacher, onnx_path)
+        metrics.update(ctx.probe.measure(onnx_path, module=teacher, source=teacher,
+                                         attribution=False))   # the teacher is the reference
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
     ctx.log(f"[teacher] {quality_summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")

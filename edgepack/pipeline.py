@@ -22,6 +22,7 @@ from typing import Callable
 
 from torch import nn
 
+from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
@@ -161,7 +162,7 @@ def prepare_out_dir(out_dir: Path, resume: bool) -> None:
 @distributed.leads
 def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
                  tolerance: float = 0.01, bench_config: BenchConfig | None = None,
-                 providers: tuple = ("cpu",), robustness: dict | None = None,
+                 providers: tuple = ("cpu",), robustness: RobustnessConfig | None = None,
                  resume: bool = False, progress: bool = True, recipe=None,
                  base_dir: Path | None = None, log: Callable[[str], None] = stderr_log,
                  metric: MetricSpec | None = None) -> dict:
@@ -174,6 +175,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     tensor, or a tuple of tensors for several-input models. ``metric`` (default: accuracy)
     says how quality is measured and judged (:mod:`edgepack.quality`): ``"embedding"``
     compares every artifact's outputs with the teacher's on the evaluation set.
+    ``robustness``: the attacks and attribution-drift check run on every row
+    (:mod:`edgepack.robustness`).
     """
     from bench.envinfo import environment
     from edgepack.recipe import check_stage_order, resolver, to_toml
@@ -201,7 +204,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             out_dir=out_dir, data=data, example_inputs=rows(arrays["inputs_torch"], 0, 1),
             eval_arrays=arrays, tolerance=tolerance, bench=bench_config, teacher=model.eval(),
             scratch=Path(scratch), providers=tuple(providers),
-            robustness=robustness or {"eps": (0.1,), "samples": 512},
+            robustness=robustness or RobustnessConfig(),
             bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
             resume=resume, progress=progress, base_dir=base_dir,
             build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew,
@@ -222,6 +225,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
               "env": environment(), "tolerance": tolerance, "metric": metric.to_dict(),
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
+              "robustness": ctx.robustness.to_dict(),
               "teacher": teacher_entry, "stages": entries,
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)

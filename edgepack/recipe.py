@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from core.checks import checked_fields, did_you_mean
 from core.stage import StageConfig, spec_for, stage_spec
@@ -53,15 +54,6 @@ class DataSpec:
     args: dict = field(default_factory=dict)
 
 
-@dataclass
-class RobustnessSpec:
-    """Accuracy under attack per stage (FGSM/PGD crafted on each artifact's torch model)."""
-
-    eps: tuple[float, ...] = (0.1,)   # L-infinity budgets, in input standard deviations
-    samples: int = 512                # evaluation samples attacked; 0 turns it off
-
-    def to_dict(self) -> dict:
-        return {"eps": list(self.eps), "samples": self.samples}
 
 
 def bench_to_dict(bench: BenchConfig, providers) -> dict:
@@ -80,7 +72,7 @@ class Recipe:
     stages: list[StageConfig]
     bench: BenchConfig = field(default_factory=BenchConfig)
     providers: tuple[str, ...] = ("cpu",)
-    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     stage_modules: tuple[str, ...] = ()
     seed: int = 0
     tolerance: float = 0.01
@@ -182,7 +174,7 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   tolerance=float(tolerance), model=_table("model", ModelSpec, data["model"]),
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
                   bench=bench, providers=providers,
-                  robustness=_table("robustness", RobustnessSpec, data.get("robustness", {})),
+                  robustness=_table("robustness", RobustnessConfig, data.get("robustness", {})),
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
                   metric=_metric(data.get("metric", {})))
     check_recipe_code(recipe)
@@ -216,6 +208,11 @@ def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:
     data = dict(data)
     if "provider" in data:
         raise ValueError("recipe [bench]: use providers = [\"cpu\", ...] (a list), not provider")
+    moved = [k for k in ("robustness_eps", "robustness_samples") if k in data]
+    if moved:
+        raise ValueError(f"recipe [bench].{moved[0]} has moved to the [robustness] table: write "
+                         "[robustness] with eps = [...] (was robustness_eps) and samples = N "
+                         "(was robustness_samples)")
     providers = data.pop("providers", ["cpu"])
     if not isinstance(providers, list) or not providers or \
             not all(isinstance(p, str) for p in providers):

@@ -1,28 +1,29 @@
-"""The run folder's reports: report.json, report.md, tradeoff.png, and manifest.json last."""
+"""The run folder's reports: report.json, report.md, tradeoff.png, robustness.png, and
+manifest.json last."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.report import results_table, tradeoff_plot
+from bench.robustness.report import robustness_notes, robustness_plot, robustness_table
 from core.files import atomic_write_json, atomic_write_text, sha256_file
 
 
-def robustness_table(rows: list[dict]) -> str:
-    """Markdown: accuracy under FGSM/PGD per stage (empty when robustness was off)."""
-    keys = sorted({(attack, eps) for r in rows for attack, by_eps in
-                   (r.get("robustness") or {}).items() for eps in by_eps})
-    if not keys:
+def robustness_section(report: dict, rows: list[dict]) -> str:
+    """Clean vs attacked accuracy per stage, attribution drift, and what was measured how."""
+    table = robustness_table(rows)
+    if not table:
         return ""
-    header = "| stage | " + " | ".join(f"{a.upper()} eps={e}" for a, e in keys) + " |"
-    lines = ["", "Accuracy under attack (perturbations crafted on the torch model each "
-             "artifact is or came from; eps in input standard deviations):", "", header,
-             "|" + "---|" * (len(keys) + 1)]
-    for r in rows:
-        rob = r.get("robustness") or {}
-        cells = [f"{rob[a][e]:.4f}" if e in rob.get(a, {}) else "-" for a, e in keys]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    threshold = (report.get("robustness") or {}).get("attribution_threshold")
+    drifted = [f"{r['name']} (rho {r['attribution']['rho']:.3f})" for r in rows
+               if (r.get("attribution") or {}).get("flagged")]
+    text = "\n## Robustness\n\n" + table + "\n" + robustness_notes(rows, threshold)
+    if drifted:
+        text += (f"\n**Attribution drift:** {', '.join(drifted)} rank input positions unlike "
+                 f"the teacher (below {threshold}): the compressed model may be right for other "
+                 "reasons; inspect it before shipping.\n")
+    return text
 
 
 def is_embedding(report: dict) -> bool:
@@ -41,7 +42,7 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
             f"cores), ONNX Runtime {env['onnxruntime']}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
             "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
-            f"{report.get('final_artifact') or '(none kept)'}\n" + robustness_table(rows))
+            f"{report.get('final_artifact') or '(none kept)'}\n" + robustness_section(report, rows))
 
 
 def write_manifest(out_dir: Path) -> None:
@@ -67,6 +68,8 @@ def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
     else:
         tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
                       "accuracy vs latency (x: not kept)")
+    robustness_plot(rows, out_dir / "robustness.png",
+                    title=f"{report.get('name', '')}: clean vs attacked accuracy per stage")
     if recipe_toml is not None:
         atomic_write_text(out_dir / "recipe.toml", recipe_toml)
     write_manifest(out_dir)

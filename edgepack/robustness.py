@@ -1,83 +1,93 @@
-"""Robustness: accuracy under small adversarial perturbations (FGSM and PGD).
+"""Robustness and attribution drift of every stage of a run, on one fixed sample.
 
-Compression can leave clean accuracy intact while making a model brittle. For each stage the
-report gives its accuracy on inputs perturbed against the torch model it came from (for an
-ONNX artifact: the torch model it was exported from), run through the artifact itself on
-ONNX Runtime. ``eps`` is the L-infinity budget in units of the evaluation inputs' standard
-deviation, so one setting means the same on any data scale.
+The pipeline makes one :class:`RobustnessProbe` per run and calls :meth:`measure` for the
+teacher and for each stage's candidate. Attacks run on the candidate's ONNX file (for torch
+stages the scratch export that is also timed), through ONNX Runtime; FGSM/PGD are crafted
+on the torch model the candidate is, or was exported from (a transfer attack for int8
+files); the black-box Square Attack needs no torch model. See :mod:`bench.robustness`.
 
-- FGSM (Goodfellow et al. 2015): one step of size eps along the sign of the input gradient.
-- PGD (Madry et al. 2018): ``steps`` steps of size 2.5 * eps / steps, projected back into
-  the eps-ball each step, from a random start inside it.
+Attribution drift compares the candidate's saliency maps with the teacher's on the first
+``attribution_samples`` evaluation inputs: gradient x input when the candidate is a torch
+model, occlusion through ONNX Runtime when it exists only as ONNX (the teacher's occlusion
+maps come from its own ONNX export, so both sides use the same method). A mean Spearman rho
+below ``attribution_threshold`` flags the stage in the report.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+
+from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
+from bench.robustness.attribution import gradient_x_input, occlusion, spearman
+from bench.robustness.blackbox import ort_predict
+from bench.robustness.evaluate import not_applicable_reason
 
 
-def fgsm(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """One signed-gradient step of size ``eps`` that increases the loss."""
-    x = inputs.clone().requires_grad_(True)
-    F.cross_entropy(model(x), labels).backward()
-    return (inputs + eps * x.grad.sign()).detach()
+class RobustnessProbe:
+    """The run's robustness settings, its fixed sample, and the teacher's saliency maps."""
 
+    def __init__(self, config: RobustnessConfig, inputs: np.ndarray, labels: np.ndarray,
+                 teacher, teacher_onnx: Path):
+        self.config = config
+        self.inputs, self.labels = inputs, labels
+        self.teacher, self.teacher_onnx = teacher, Path(teacher_onnx)
+        n = config.attribution_samples
+        self._sample = (np.ascontiguousarray(inputs[:n], dtype=np.float32),
+                        np.asarray(labels[:n]).astype(np.int64))
+        self._teacher_maps: dict[str, np.ndarray] = {}
 
-def pgd(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, eps: float,
-        steps: int = 10, seed: int = 0) -> torch.Tensor:
-    """Projected gradient descent inside the L-infinity ball of radius ``eps``."""
-    generator = torch.Generator().manual_seed(seed)
-    step = 2.5 * eps / steps
-    noise = (torch.rand(inputs.shape, generator=generator) * 2 - 1) * eps
-    x = (inputs + noise).detach()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        F.cross_entropy(model(x), labels).backward()
-        x = x.detach() + step * x.grad.sign()
-        x = inputs + (x - inputs).clamp(-eps, eps)
-    return x.detach()
+    def measure(self, onnx_path: Path, module=None, source=None,
+                attribution: bool = True) -> dict:
+        """``{"robustness": ..., "attribution": ...}`` for one artifact (empty when off).
 
-
-ATTACKS = {"fgsm": fgsm, "pgd": pgd}
-
-
-def onnx_accuracy(session, inputs: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    """Top-1 accuracy of an ONNX Runtime session on ``inputs``."""
-    name = session.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(inputs), batch):
-        logits = session.run(None, {name: inputs[start:start + batch]})[0]
-        correct += int((logits.argmax(-1) == labels[start:start + batch]).sum())
-    return correct / len(labels)
-
-
-def robustness(source: nn.Module, onnx_path, inputs: torch.Tensor, labels: torch.Tensor,
-               eps_values=(0.1,), samples: int = 512) -> dict:
-    """``{"fgsm": {"0.1": acc}, "pgd": {"0.1": acc}}`` for the ONNX model at ``onnx_path``."""
-    import onnxruntime as ort
-
-    if not eps_values or samples <= 0:
-        return {}
-    inputs, labels = inputs[:samples].float(), labels[:samples]
-    scale = float(inputs.std())
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    was_training = source.training
-    source.eval()
-    params = [p.requires_grad for p in source.parameters()]
-    for p in source.parameters():
-        p.requires_grad_(False)  # only the input needs a gradient
-    try:
-        out: dict[str, dict[str, float]] = {}
-        for name, attack in ATTACKS.items():
-            out[name] = {}
-            for eps in eps_values:
-                adversarial = attack(source, inputs, labels, eps * scale)
-                out[name][str(eps)] = onnx_accuracy(session, adversarial.numpy(), labels.numpy())
+        ``module``: the candidate's torch model, if it is one; ``source``: the torch model
+        FGSM/PGD are crafted on (``module`` itself, or the model ``onnx_path`` came from);
+        ``attribution=False`` for the teacher itself.
+        """
+        out: dict = {}
+        attribution = attribution and self.config.attribution_samples > 0
+        if not self.config.enabled and not attribution:
+            return out
+        session = robustness_session(onnx_path)
+        reason = not_applicable_reason(session, self.labels)
+        if reason:
+            return {"robustness": {"applicable": False, "reason": reason}}
+        if self.config.enabled:
+            crafted_on = "the model itself" if module is not None else "its torch parent"
+            out["robustness"] = evaluate_robustness(session, self.inputs, self.labels,
+                                                    self.config, source=source,
+                                                    crafted_on=crafted_on)
+        if attribution:
+            out["attribution"] = self.attribution(session, module)
         return out
-    finally:
-        for p, flag in zip(source.parameters(), params):
-            p.requires_grad_(flag)
-        source.train(was_training)
+
+    def attribution(self, session, module=None) -> dict:
+        """Mean Spearman rho between this artifact's saliency maps and the teacher's."""
+        started = time.perf_counter()
+        x, y = self._sample
+        if module is not None:
+            method, maps = "gradient x input", gradient_x_input(module, x, y)
+        else:
+            method, maps = "occlusion", occlusion(ort_predict(session), x, y, self._baseline)
+        rho = float(spearman(maps, self._teacher_map(method)).mean())
+        return {"rho": rho, "method": method, "samples": int(len(x)),
+                "threshold": self.config.attribution_threshold,
+                "flagged": rho < self.config.attribution_threshold,
+                "seconds": time.perf_counter() - started}
+
+    @property
+    def _baseline(self) -> float:
+        return float(self.inputs.mean())
+
+    def _teacher_map(self, method: str) -> np.ndarray:
+        if method not in self._teacher_maps:
+            x, y = self._sample
+            if method == "gradient x input":
+                self._teacher_maps[method] = gradient_x_input(self.teacher, x, y)
+            else:
+                predict = ort_predict(robustness_session(self.teacher_onnx))
+                self._teacher_maps[method] = occlusion(predict, x, y, self._baseline)
+        return self._teacher_maps[method]

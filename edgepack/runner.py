@@ -72,7 +72,7 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
         teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
     return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
                         bench_config=recipe.bench, providers=recipe.providers,
-                        robustness=recipe.robustness.to_dict(), resume=resume,
+                        robustness=recipe.robustness, resume=resume,
                         progress=progress, recipe=recipe, base_dir=recipe.base_dir, log=_log,
                         metric=recipe.metric)
 

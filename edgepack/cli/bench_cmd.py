@@ -2,7 +2,10 @@
 
 Each flag maps onto one :class:`bench.runner.BenchConfig` field; the command calls
 :func:`bench.bench` once and writes the table (stdout), JSON, Markdown and plot it asked for.
+``--robustness`` adds attacks on each model (see :mod:`edgepack.cli.robustness_flags`).
 """
+
+from edgepack.cli import robustness_flags
 
 
 def register(sub) -> None:
@@ -22,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--json", default=None, help="write results as JSON here")
     p.add_argument("--markdown", default=None, help="write a Markdown report here")
     p.add_argument("--plot", default=None, help="write accuracy vs latency PNG here (needs labels)")
+    robustness_flags.register(p)
     p.set_defaults(handler=handle)
 
 
@@ -59,6 +63,7 @@ def handle(args) -> int:
     import sys
 
     from bench.report import markdown_report, results_table, tradeoff_plot
+    from bench.robustness.report import robustness_notes, robustness_table
     from bench.runner import bench
     from core.files import (atomic_write_json, atomic_write_text, check_not_input,
                             check_output_file)
@@ -69,13 +74,21 @@ def handle(args) -> int:
             check_output_file(path)
             check_not_input(path, [*args.models, args.data], flag)
     config = config_from_args(args)
+    robustness = robustness_flags.config_from_args(args)
     _check_plot_has_labels(args)
+    source = robustness_flags.source_model(args) if robustness else None
     results = bench(args.models, config, data=args.data)
+    if robustness is not None:
+        for result, attacked in zip(results, robustness_flags.evaluate_models(
+                args.models, args.data, robustness, source)):
+            result["robustness"] = attacked
     env = _environment()
     print(f"{env['cpu']}, {config.provider}, threads {config.threads}, batch {config.batch}, "
           f"{config.warmup} warm-up + at least {config.min_runs} runs and {config.min_time_s} s "
           "per model, interleaved")
     print(results_table(results))
+    if robustness is not None:
+        print("\n" + robustness_table(results, "model").rstrip())
     for r in results:
         if r.get("warning"):
             print(f"warning: {r['model']}: {r['warning']}", file=sys.stderr)
@@ -87,7 +100,10 @@ def handle(args) -> int:
     if args.json:
         atomic_write_json(args.json, results)
     if args.markdown:
-        atomic_write_text(args.markdown, markdown_report(results, env))
+        markdown = markdown_report(results, env)
+        if robustness is not None:
+            markdown += "\n" + robustness_table(results, "model") + "\n" + robustness_notes(results)
+        atomic_write_text(args.markdown, markdown)
     if args.plot:
         tradeoff_plot(results, args.plot)
     return 0

@@ -150,3 +150,22 @@ def test_cuda_requested_without_cuda_is_an_error_not_a_cpu_run(tmp_path, capsys)
     assert code == 2
     assert "CUDAExecutionProvider is not available" in err
     assert not (folder / "out").exists()
+
+
+def test_every_row_reports_clean_vs_attacked_accuracy_and_attribution_drift(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["robustness"]["eps"] == [0.05, 0.1]
+    assert report["teacher"]["robustness"]["clean"] > 0 and "attribution" not in report["teacher"]
+    methods = {}
+    for stage in report["stages"]:
+        rob = stage["robustness"]
+        assert {"clean", "noise", "fgsm", "pgd", "square", "queries"} <= set(rob)
+        assert rob["queries"]["0.1"]["max"] <= report["robustness"]["query_budget"]
+        assert -1.0 <= stage["attribution"]["rho"] <= 1.0
+        methods[stage["kind"]] = stage["attribution"]["method"]
+    assert methods == {"distill": "gradient x input", "prune": "gradient x input",
+                       "export": "occlusion", "quantize": "occlusion"}
+    assert report["stages"][3]["robustness"]["crafted_on"] == "its torch parent"
+    markdown = (run_dir / "report.md").read_text()
+    assert "## Robustness" in markdown and "| 04-quantize |" in markdown.split("## Robustness")[1]
+    assert (run_dir / "robustness.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,114 @@
+"""One robustness evaluation of an ONNX model: clean, noise, transfer and black-box accuracy.
+
+Everything is measured on the artifact itself, through ONNX Runtime, on the first
+``samples`` evaluation inputs (a fixed sample: every stage of a run sees the same inputs).
+White-box examples (FGSM, PGD) are crafted on a torch model, ``source``: for a torch stage
+that is the stage's own model (a white-box attack); for an ONNX-only stage, the model it was
+exported from (a *transfer* attack, as an attacker holding the fp32 weights would run it
+against the int8 file). The black-box Square Attack needs no source.
+
+The result is a plain dict (the report's ``robustness`` entry)::
+
+    {"applicable": true, "samples": 256, "scale": 1.02, "clean": 0.93,
+     "noise": {"0.1": 0.92}, "fgsm": {"0.1": 0.41}, "pgd": {"0.1": 0.22},
+     "square": {"0.1": 0.35}, "queries": {"0.1": {"mean": 61.2, "median": 38, ...}},
+     "crafted_on": "the model itself", "skipped": {}, "seconds": 1.9}
+
+or ``{"applicable": false, "reason": "..."}`` for a model these attacks do not fit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bench.robustness.blackbox import ort_predict, square_attack
+from bench.robustness.config import RobustnessConfig, WHITE_BOX
+from bench.robustness.whitebox import craft, sign_noise
+
+FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
+def not_applicable_reason(session, labels) -> str:
+    """Why these attacks do not fit this model, or "" when they do."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        return (f"the model has {len(inputs)} inputs ({names}); L-infinity attacks here "
+                "perturb one float input (for text, word-substitution attacks fit instead)")
+    declared = inputs[0]
+    if declared.type not in FLOAT_TYPES:
+        return (f"input {declared.name!r} is {declared.type} (token ids or other discrete "
+                "values): an L-infinity perturbation of it has no meaning")
+    if len(declared.shape) < 2:
+        return f"input {declared.name!r} has rank {len(declared.shape)}; expected a batch axis"
+    if labels is None:
+        return "the evaluation data has no 'labels'; accuracy under attack needs class labels"
+    return ""
+
+
+def accuracy(predict, inputs: np.ndarray, labels: np.ndarray) -> float:
+    return float((predict(inputs).argmax(-1) == labels).mean())
+
+
+def _queries_summary(queries: np.ndarray, attacked: np.ndarray, budget: int) -> dict:
+    """Model calls per sample over the samples the attack worked on (clean-correct ones)."""
+    used = queries[attacked] if attacked.any() else np.zeros(1, dtype=np.int64)
+    return {"mean": float(used.mean()), "median": float(np.median(used)), "max": int(used.max()),
+            "budget": budget, "attacked": int(attacked.sum())}
+
+
+def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
+                        config: RobustnessConfig, source=None,
+                        crafted_on: str = "the model itself") -> dict:
+    """Accuracy of the model behind ``session`` under every attack and epsilon in ``config``.
+
+    ``source``: the torch model white-box examples are crafted on (None: FGSM/PGD are
+    skipped, with the reason in ``skipped``).
+    """
+    reason = not_applicable_reason(session, labels)
+    if reason:
+        return {"applicable": False, "reason": reason}
+    if not config.enabled:
+        return {}
+    started = time.perf_counter()
+    x = np.ascontiguousarray(inputs[:config.samples], dtype=np.float32)
+    y = np.asarray(labels[:config.samples]).astype(np.int64)
+    if len(x) == 0:
+        raise ValueError("robustness: the evaluation data has no rows")
+    predict = ort_predict(session)
+    scale = float(x.std()) or 1.0
+    clean_correct = predict(x).argmax(-1) == y
+    out: dict = {"applicable": True, "samples": int(len(x)), "scale": scale,
+                 "clean": float(clean_correct.mean()), "skipped": {}}
+    if source is not None:
+        out["crafted_on"] = crafted_on
+    for attack in config.attacks:
+        if attack in WHITE_BOX and source is None:
+            out["skipped"][attack] = "no torch model to take gradients from"
+            continue
+        out[attack] = {}
+        for eps in config.eps:
+            key, budget = str(eps), eps * scale
+            if attack == "noise":
+                out[attack][key] = accuracy(predict, sign_noise(x, budget, config.seed), y)
+            elif attack in WHITE_BOX:
+                adversarial = craft(attack, source, x, y, budget, config.pgd_steps, config.seed)
+                out[attack][key] = accuracy(predict, adversarial, y)
+            else:
+                result = square_attack(predict, x, y, budget, config.query_budget,
+                                       seed=config.seed)
+                out[attack][key] = float(result["correct"].mean())
+                out.setdefault("queries", {})[key] = _queries_summary(
+                    result["queries"], clean_correct, config.query_budget)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def robustness_session(path, threads: int = 1):
+    """A CPU session for attacks (one thread by default: attacks run many small batches)."""
+    from bench.session import SessionOptions, make_session
+
+    return make_session(path, SessionOptions(provider="cpu", threads=threads,
+                                             inter_op_threads=1))

@@ -1,0 +1,105 @@
+"""Adversarial fine-tuning (PGD examples mixed into each batch) as an option of pruning's
+fine-tuning and of distillation: mechanism, effect, record, and bad settings."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench.robustness.whitebox import pgd
+from compress.adversarial import AdversarialConfig, AdversarialLoss
+from compress.distill import DistillConfig, distill
+from compress.prune import PruneConfig, prune
+from compress.trainer import cross_entropy_loss
+from edgepack.zoo import mnist1d_cnn
+from tests.bench.robust_models import mnist1d_arrays, trained_tiny
+
+EPS = 0.3   # in input standard deviations
+
+
+def _data():
+    a = mnist1d_arrays()
+    x, y = torch.from_numpy(a["x"]), torch.from_numpy(a["y"])
+    xt, yt = torch.from_numpy(a["x_test"]), torch.from_numpy(a["y_test"])
+    return {"train": DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True),
+            "evaluation": DataLoader(TensorDataset(xt, yt), batch_size=512)}
+
+
+def _pgd_accuracy(model, data) -> float:
+    x, y = data["evaluation"].dataset.tensors
+    attacked = pgd(model, x, y, EPS * float(x.std()), steps=10, seed=0)
+    with torch.no_grad():
+        return float((model(attacked).argmax(1) == y).float().mean())
+
+
+def test_the_first_ratio_of_each_batch_becomes_pgd_examples_inside_the_ball():
+    model = trained_tiny()
+    x, y = _data()["evaluation"].dataset.tensors
+    x, y = x[:32], y[:32]
+    seen = {}
+
+    def spy(m, batch):
+        seen["inputs"] = batch[0]
+        return cross_entropy_loss(m, batch)
+
+    torch.manual_seed(0)
+    loss = AdversarialLoss(spy, AdversarialConfig(eps=EPS, steps=3, ratio=0.25), scale=1.0)
+    attacked_loss = loss(model, (x, y))[0]
+    moved = (seen["inputs"] - x).abs().amax(dim=(1, 2))
+    assert (moved[:8] > 0).all() and (moved[:8] <= EPS + 1e-6).all()
+    assert (moved[8:] == 0).all()                      # the rest of the batch stays clean
+    assert attacked_loss.item() > cross_entropy_loss(model, (x, y))[0].item()
+    assert loss.crafted == 8 and loss.craft_seconds > 0
+
+
+def test_adversarial_finetuning_raises_pgd_accuracy_and_records_cost_and_effect():
+    data = _data()
+    results = {}
+    for name, adversarial in (("plain", {}), ("defended", {"eps": EPS, "steps": 3, "ratio": 0.5})):
+        model = copy.deepcopy(trained_tiny())
+        config = PruneConfig(method="unstructured", ratio=0.1, finetune_epochs=4, lr=5e-3,
+                             adversarial=adversarial)
+        record = prune(model, config, data["evaluation"].dataset.tensors[0][:1], data=data,
+                       progress=False).record
+        results[name] = (_pgd_accuracy(model, data), record)
+    (plain, plain_record), (defended, record) = results["plain"], results["defended"]
+    assert defended > plain + 0.05, (plain, defended)   # seen: 0.04 -> 0.14 on seeds 0 and 1
+    assert "adversarial" not in plain_record
+    effect = record["adversarial"]
+    assert effect["pgd_accuracy"] == pytest.approx(defended, abs=0.02)
+    assert 0 < effect["craft_seconds"] < effect["train_seconds"]
+    assert effect["clean_accuracy"] > 0.3 and effect["crafted_examples"] == 4 * 600
+
+
+def test_distillation_takes_the_defence_too():
+    data = _data()
+    torch.manual_seed(0)
+    student = mnist1d_cnn(width=8)
+    record = distill(trained_tiny(), student, DistillConfig(
+        epochs=1, adversarial={"eps": EPS, "steps": 2, "ratio": 0.5}), data,
+        progress=False).record
+    assert set(record["adversarial"]) >= {"craft_seconds", "train_seconds", "clean_accuracy",
+                                          "pgd_accuracy"}
+    # 1,200 rows in batches of 128: nine of 64 attacked rows and one of 24
+    assert record["adversarial"]["crafted_examples"] == 9 * 64 + 24
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: PruneConfig(adversarial={"epsilon": 0.1}),
+     "unknown key 'epsilon' (did you mean 'eps'?)"),
+    (lambda: PruneConfig(adversarial={"eps": 0}), "adversarial.eps must be > 0"),
+    (lambda: DistillConfig(adversarial={"ratio": 1.5}), "adversarial.ratio=1.5 is outside"),
+    (lambda: DistillConfig(adversarial={"steps": 0}), "adversarial.steps must be >= 1"),
+    (lambda: DistillConfig(objective="embedding", adversarial={"eps": 0.1}),
+     "needs objective='logits'"),
+])
+def test_bad_defence_settings_name_the_field(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_the_defence_round_trips_through_the_config_dict():
+    config = PruneConfig(adversarial={"eps": 0.1, "steps": 5, "ratio": 0.5})
+    assert PruneConfig.from_dict(config.to_dict()) == config
