@@ -78,8 +78,7 @@ def test_an_epoch_line_says_loss_accuracy_and_speed():
 def _run(tmp_path, capsys, *flags):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(DEMO_LIKE)
-    argv = ["run", str(recipe), "--out", str(tmp_path / f"out{len(flags)}{''.join(flags)}"),
-            *flags]
+    argv = ["run", str(recipe), "--out", str(tmp_path / "out"), *flags]
     assert cli_main.main(argv) == 0
     return capsys.readouterr()
 
@@ -96,12 +95,50 @@ def test_a_run_whose_stderr_is_not_a_terminal_writes_lines_not_redraws(tmp_path,
     assert "final artifact" in captured.out
 
 
-def test_quiet_prints_no_progress_and_verbose_adds_nothing_but_lines(tmp_path, capsys):
-    quiet = _run(tmp_path, capsys, "--quiet")
-    assert quiet.err.strip() == "" and "final artifact" in quiet.out
-    verbose = _run(tmp_path, capsys, "--verbose")
-    assert "\r" not in verbose.err
-    assert len([line for line in verbose.err.splitlines() if ": loss " in line]) == EPOCHS
+EXPORT_ONLY = textwrap.dedent('''
+    name = "quiet"
+    tolerance = 1.0
+    [model]
+    build = "edgepack.zoo:mnist1d_cnn"
+    args = { width = 4 }
+    train_epochs = 1
+    [data]
+    args = { samples = 200, transfer_samples = 0, calibration_samples = 32, validation_samples = 0 }
+    [[stages]]
+    kind = "export"
+    [bench]
+    min_runs = 5
+    min_time_s = 0.01
+    [robustness]
+    samples = 0
+''')
+
+
+def test_quiet_prints_nothing_on_stderr_but_the_summary_still_comes(tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(EXPORT_ONLY)
+    assert cli_main.main(["run", str(recipe), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "" and "final artifact" in captured.out
+
+
+@pytest.mark.parametrize("flags, level, progress", [
+    ([], logging.INFO, True), (["--quiet"], logging.WARNING, False),
+    (["--verbose"], logging.DEBUG, True), (["--no-progress"], logging.INFO, False)])
+def test_flags_set_the_level_and_whether_training_shows_progress(flags, level, progress):
+    import argparse
+
+    from edgepack.cli.logs import add_log_flags, configure_logging
+
+    parser = argparse.ArgumentParser()
+    add_log_flags(parser)
+    stream = io.StringIO()
+    assert configure_logging(parser.parse_args(flags), stream) is progress
+    assert all(logging.getLogger(n).level == level for n in PROJECT_LOGGERS)
+    configure_logging(parser.parse_args(flags), stream)   # a second call replaces the first
+    assert len(logging.getLogger("compress").handlers) == 1
+    logging.getLogger("compress.trainer").debug("an epoch line")
+    assert ("an epoch line" in stream.getvalue()) is (level == logging.DEBUG)
 
 
 def test_quiet_and_verbose_do_not_mix(capsys):
