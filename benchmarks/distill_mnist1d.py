@@ -89,6 +89,11 @@ def choose_lr(teacher, stage, data, seed: int, lrs) -> tuple[float, float, dict,
     return kd_lr, alone_lr, kd[kd_lr][1], alone[alone_lr][1]
 
 
+def print_seed(teacher_acc: float, seed: int, alone: float, kd: float) -> None:
+    print(f"seed {seed}: alone {alone:.4f}  KD {kd:.4f}  gap closed "
+          f"{gap_closed(teacher_acc, alone, kd):.0%}", flush=True)
+
+
 def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -127,13 +132,12 @@ def main(argv=None) -> int:
     print(f"learning rates chosen on validation: KD {kd_lr:g}, alone {alone_lr:g}")
     rows = [(args.seeds[0], accuracy(alone_student, evaluation),
              accuracy(kd_student, evaluation))]
+    print_seed(teacher_acc, *rows[-1])
     for seed in args.seeds[1:]:
         kd_student, _ = run_kd(teacher, stage, data, seed, kd_lr)
         alone_student, _ = run_alone(stage, data, seed, alone_lr)
         rows.append((seed, accuracy(alone_student, evaluation), accuracy(kd_student, evaluation)))
-    for seed, alone, kd in rows:
-        print(f"seed {seed}: alone {alone:.4f}  KD {kd:.4f}  gap closed "
-              f"{gap_closed(teacher_acc, alone, kd):.0%}")
+        print_seed(teacher_acc, *rows[-1])
     report(teacher_acc, rows, n_eval, time.perf_counter() - start)
     return 0
 
