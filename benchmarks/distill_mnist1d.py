@@ -1,89 +1,165 @@
-"""How much of the teacher-student gap logit KD closes on MNIST-1D (mean of 3 seeds).
+"""How much of the teacher-student gap logit KD closes on MNIST-1D, at equal compute.
 
-Target: a student with >= 8x fewer parameters, trained with KD, closes >= 50% of the
-accuracy gap between the same student trained alone and the teacher. (Hinton et al. 2015
-on MNIST: 146 errors alone, 74 distilled, teacher 67 -- 92% of the gap closed.)
+Target: on the demo's teacher/student pair, the KD student closes >= 50% of the accuracy gap
+between the same student trained alone and the teacher, mean of 3 seeds.
 
-Teacher: the demo's width-64 CNN (31,498 parameters, trained once and cached). Student:
-width 16 (3,274 parameters, 9.6x fewer), trained per seed twice with the same trainer --
-alone on the 8,000 labelled samples (alpha = 0), and with KD (alpha = 0.9, T = 4) on them
-plus a teacher-labelled transfer set of unlabelled MNIST-1D samples.
+Fair by construction (:mod:`compress.distill_baseline`): per seed, both students start from
+the same initial weights and take the same optimizer steps (same batch size, same batches per
+epoch -- the alone-student's epochs reshuffle the labelled set as often as the KD student's
+labelled + transfer set needs --, same epochs, one-cycle schedule, weight decay), both pick
+their best epoch on the same validation set, and each learning rate is chosen on that
+validation set from the same small grid (on the first seed). The only difference is what
+distillation adds: the teacher's soft targets, on the labelled set plus an unlabelled transfer
+set. Accuracy is measured on a separately generated evaluation set (default 10,000 samples,
+sharing no seed with training, validation or transfer data); its binomial standard error is
+printed, so a difference can be read against the noise.
 
-    python benchmarks/distill_mnist1d.py [--epochs 12] [--alone-epochs 30] [--transfer 40000]
+    python benchmarks/distill_mnist1d.py [--seeds 0 1 2] [--lrs 0.003 0.01 0.03]
+                                         [--evaluation-samples 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.envinfo import cpu_info  # noqa: E402
 from compress.distill import DistillConfig, distill  # noqa: E402
+from compress.distill_baseline import (binomial_se, gap_closed, kd_batches_per_epoch,  # noqa: E402
+                                       train_alone)
+from compress.prune import count_params  # noqa: E402
 from compress.trainer import accuracy  # noqa: E402
 from edgepack.runner import demo_teacher  # noqa: E402
-from edgepack.zoo import mnist1d_cnn  # noqa: E402
+from edgepack.teacher import build_model  # noqa: E402
+from edgepack.zoo import cached_mnist1d  # noqa: E402
 
-STUDENT_WIDTH = 16
+EVALUATION_SEED = 3_000  # distinct from the demo's data (42), transfer (1000), validation (2000)
 
 
-def train_student(teacher, data, seed: int, alpha: float, epochs: int, transfer: int) -> float:
-    torch.manual_seed(seed)
-    student = mnist1d_cnn(width=STUDENT_WIDTH)
-    config = DistillConfig(alpha=alpha, temperature=4.0, epochs=epochs, lr=1e-2, seed=seed,
-                           transfer_samples=transfer)
-    distill(teacher, student, config, data, progress=False)
-    return accuracy(student, data["evaluation"])
+def evaluation_set(samples: int) -> DataLoader:
+    """A large held-out MNIST-1D set of its own seed: every generated sample is used."""
+    raw = cached_mnist1d(samples, EVALUATION_SEED)
+    x = torch.from_numpy(np.concatenate([raw["x"], raw["x_test"]])).unsqueeze(1)
+    y = torch.from_numpy(np.concatenate([raw["y"], raw["y_test"]]))
+    return DataLoader(TensorDataset(x, y), batch_size=1000)
+
+
+def new_student(stage: DistillConfig, seed: int):
+    torch.manual_seed(seed)  # both students of a seed start from the same weights
+    return build_model(stage.student["build"], stage.student.get("args", {}), None)
+
+
+def run_kd(teacher, stage: DistillConfig, data, seed: int, lr: float):
+    student = new_student(stage, seed)
+    config = dataclasses.replace(stage, seed=seed, lr=lr)
+    history = distill(teacher, student, config, data, progress=False).record
+    return student, history
+
+
+def run_alone(stage: DistillConfig, data, seed: int, lr: float):
+    student = new_student(stage, seed)
+    history = train_alone(student, dataclasses.replace(stage, seed=seed), data, lr=lr)
+    return student, history["best_metric"]
+
+
+def choose_lr(teacher, stage, data, seed: int, lrs) -> tuple[float, float, dict, dict]:
+    """Each student's learning rate, chosen on the validation set; the trained students."""
+    kd, alone = {}, {}
+    for lr in lrs:
+        student, _ = run_kd(teacher, stage, data, seed, lr)
+        kd[lr] = (accuracy(student, data["validation"]), student)
+        student, _ = run_alone(stage, data, seed, lr)
+        alone[lr] = (accuracy(student, data["validation"]), student)
+        print(f"  seed {seed} lr {lr:g}: validation accuracy KD {kd[lr][0]:.4f}, "
+              f"alone {alone[lr][0]:.4f}", flush=True)
+    kd_lr = max(kd, key=lambda k: kd[k][0])
+    alone_lr = max(alone, key=lambda k: alone[k][0])
+    return kd_lr, alone_lr, kd[kd_lr][1], alone[alone_lr][1]
+
+
+def print_seed(teacher_acc: float, seed: int, alone: float, kd: float) -> None:
+    print(f"seed {seed}: alone {alone:.4f}  KD {kd:.4f}  gap closed "
+          f"{gap_closed(teacher_acc, alone, kd):.0%}", flush=True)
+
+
+def spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="KD epochs")
-    parser.add_argument("--alone-epochs", type=int, default=30,
-                        help="epochs for the student alone (its epochs are 6x shorter)")
-    parser.add_argument("--transfer", type=int, default=40_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03],
+                        help="learning-rate grid, searched on the first seed for each student")
+    parser.add_argument("--evaluation-samples", type=int, default=10_000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     recipe, data, teacher = demo_teacher()
-    teacher_acc = accuracy(teacher, data["evaluation"])
-    teacher_params = sum(p.numel() for p in teacher.parameters())
-    student_params = sum(p.numel() for p in mnist1d_cnn(width=STUDENT_WIDTH).parameters())
-    evaluated = len(data["evaluation"].dataset)
-
+    stage = next(s for s in recipe.stages if s.kind == "distill")
+    evaluation = evaluation_set(args.evaluation_samples)
+    n_eval = len(evaluation.dataset)
+    teacher_acc = accuracy(teacher, evaluation)
+    student_params = count_params(new_student(stage, 0))
+    steps = kd_batches_per_epoch(stage, data)
     cpu = cpu_info()
     print(f"machine: {cpu['cpu']} ({cpu['arch']}, {cpu['logical_cores']} logical cores), "
           f"torch {torch.__version__}, 1 thread")
-    print(f"teacher width 64: {teacher_params:,} params, accuracy {teacher_acc:.4f}; student "
-          f"width {STUDENT_WIDTH}: {student_params:,} params "
-          f"({teacher_params / student_params:.1f}x fewer)")
-    print(f"student alone: {args.alone_epochs} epochs on the labelled set; KD: {args.epochs} "
-          f"epochs, alpha 0.9, T 4, plus a transfer set of {args.transfer:,}; accuracy on "
-          f"{evaluated} held-out samples")
-    alone, distilled = [], []
-    for seed in args.seeds:
-        start = time.perf_counter()
-        alone.append(train_student(teacher, data, seed, 0.0, args.alone_epochs, 0))
-        distilled.append(train_student(teacher, data, seed, 0.9, args.epochs, args.transfer))
-        print(f"seed {seed}: alone {alone[-1]:.4f}  KD {distilled[-1]:.4f}  "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-    mean_alone, mean_kd = statistics.mean(alone), statistics.mean(distilled)
-    gap = teacher_acc - mean_alone
-    closed = (mean_kd - mean_alone) / gap if gap > 0 else float("nan")
-    errors = lambda acc: round((1 - acc) * evaluated)  # noqa: E731
-    print(f"mean of {len(args.seeds)} seeds: alone {mean_alone:.4f} ({errors(mean_alone)} "
-          f"errors), KD {mean_kd:.4f} ({errors(mean_kd)} errors), teacher {teacher_acc:.4f} "
-          f"({errors(teacher_acc)} errors)")
-    verdict = "met" if closed >= 0.5 else "NOT met"
-    print(f"gap closed by KD: {closed:.0%} (target >= 50%: {verdict})")
+    print(f"teacher {recipe.model.args}: {count_params(teacher):,} params; student "
+          f"{stage.student.get('args')}: {student_params:,} params "
+          f"({count_params(teacher) / student_params:.1f}x fewer)")
+    print(f"both students: {stage.epochs} epochs x {steps} batches of {stage.batch_size} "
+          f"(one-cycle); KD: alpha {stage.alpha}, T {stage.temperature}, 8,000 labelled + "
+          f"{stage.transfer_samples:,} transfer samples; alone: the labelled set reshuffled to "
+          f"fill the same {steps} batches")
+    print(f"evaluation: {n_eval:,} held-out samples (seed {EVALUATION_SEED}); teacher "
+          f"accuracy {teacher_acc:.4f}", flush=True)
+
+    start = time.perf_counter()
+    kd_lr, alone_lr, kd_student, alone_student = choose_lr(teacher, stage, data, args.seeds[0],
+                                                           args.lrs)
+    print(f"learning rates chosen on validation: KD {kd_lr:g}, alone {alone_lr:g}")
+    rows = [(args.seeds[0], accuracy(alone_student, evaluation),
+             accuracy(kd_student, evaluation))]
+    print_seed(teacher_acc, *rows[-1])
+    for seed in args.seeds[1:]:
+        kd_student, _ = run_kd(teacher, stage, data, seed, kd_lr)
+        alone_student, _ = run_alone(stage, data, seed, alone_lr)
+        rows.append((seed, accuracy(alone_student, evaluation), accuracy(kd_student, evaluation)))
+        print_seed(teacher_acc, *rows[-1])
+    report(teacher_acc, rows, n_eval, time.perf_counter() - start)
     return 0
+
+
+def report(teacher_acc: float, rows, n_eval: int, seconds: float) -> None:
+    alone = [r[1] for r in rows]
+    kd = [r[2] for r in rows]
+    closed = [gap_closed(teacher_acc, a, k) for _, a, k in rows]
+    mean_alone, mean_kd = statistics.mean(alone), statistics.mean(kd)
+    mean_closed = gap_closed(teacher_acc, mean_alone, mean_kd)
+    se = binomial_se(mean_alone, n_eval)
+    print(f"mean of {len(rows)} seeds: alone {mean_alone:.4f} (sd {spread(alone):.4f}), KD "
+          f"{mean_kd:.4f} (sd {spread(kd):.4f}), teacher {teacher_acc:.4f}; KD - alone "
+          f"{mean_kd - mean_alone:+.4f}")
+    print(f"gap closed by KD at equal compute: {mean_closed:.0%} of the mean gap "
+          f"(per seed: mean {statistics.mean(closed):.0%}, sd {spread(closed):.0%})")
+    print(f"noise: binomial standard error of one accuracy on {n_eval:,} samples "
+          f"{se:.4f} ({se * 100:.2f} points); of a difference between two models "
+          f"{se * math.sqrt(2):.4f}, so 0.5 point is {0.005 / (se * math.sqrt(2)):.1f} "
+          "standard errors")
+    verdict = "met" if mean_closed >= 0.5 else "NOT met"
+    print(f"target >= 50% of the gap closed (mean of seeds): {verdict}; {seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One small trainer for teacher training, distillation and fine-tuning after pruning.
 
-:func:`fit` runs AdamW with a one-cycle or cosine schedule, shows a progress bar (loss,
-accuracy, samples/s), evaluates after each epoch, keeps the best weights, stops early when
+:func:`fit` runs AdamW with a one-cycle or cosine schedule, shows its progress, evaluates
+after each epoch, keeps the best weights, stops early when
 asked, and writes a checkpoint atomically after each epoch (model, optimizer, scheduler, RNG
 states, epoch, best epoch). Given the same checkpoint path again with ``resume=True`` it
 continues from the last finished epoch and ends with the same weights as an uninterrupted run:
@@ -21,11 +21,17 @@ DistributedDataParallel, each process reads its own shard of the data (Distribut
 in the same order a single process reads it: :mod:`compress.parallel`), only rank 0 writes
 checkpoints and shows the progress bar, and on resume rank 0 reads the checkpoint and hands
 it to every rank (no shared filesystem is needed).
+
+Progress: a bar (loss, accuracy, samples/s) only when stderr is a terminal, since a bar
+redraws its line with carriage returns and floods a log file; otherwise one line per epoch,
+logged at INFO on the ``compress.trainer`` logger (at DEBUG when ``progress=False``), so
+callers that set no logging up see nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -46,6 +52,22 @@ from core.files import atomic_path
 from compress.parallel import Distributed, gradients_finite, to_device
 
 SCHEDULES = ("onecycle", "cosine", "constant")
+log = logging.getLogger(__name__)
+
+
+def bar_wanted(progress: bool, stream=None) -> bool:
+    """Progress bars only on a terminal: elsewhere their redraws flood the log."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(progress and isatty is not None and isatty())
+
+
+def epoch_line(desc: str, stats: dict) -> str:
+    """One line that sums up a finished epoch."""
+    line = (f"{desc}: loss {stats['loss']:.4f}, train accuracy {stats['train_accuracy']:.3f}")
+    if "eval_accuracy" in stats:
+        line += f", validation accuracy {stats['eval_accuracy']:.4f}"
+    return line + f", {stats['samples_per_s']:,.0f} samples/s"
 
 
 class TrainingDiverged(CheckFailed):
@@ -214,13 +236,17 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         seed_epoch(config.seed + epoch, train_batches)
         if sampler is not None:
             sampler.set_epoch(epoch)
+        label = f"{desc} {epoch + 1}/{config.epochs}"
         stats = _train_epoch(trained, train_batches, optimizer, scheduler, loss_fn, config,
-                             f"{desc} {epoch + 1}/{config.epochs}", steps_per_epoch, job)
+                             label, steps_per_epoch, job)
         if eval_batches is not None:
             stats["eval_accuracy"] = accuracy(model, eval_batches)
             metric = stats["eval_accuracy"]
         else:
             metric = -stats["loss"]
+        if job.is_main:
+            shown = config.progress and not bar_wanted(config.progress)
+            log.log(logging.INFO if shown else logging.DEBUG, epoch_line(label, stats))
         stats["epoch"] = epoch
         best["history"].append(stats)
         if metric > best["metric"]:
@@ -252,7 +278,7 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
     loss_sum = 0.0
     start = time.perf_counter()
     bar = tqdm(batches, desc=desc, total=total, leave=False, file=sys.stderr,
-               disable=not config.progress, dynamic_ncols=True)
+               disable=not bar_wanted(config.progress), dynamic_ncols=True)
     for batch in bar:
         loss, logits, labels = loss_fn(model, to_device(batch, job.device))
         if not job.active and not torch.isfinite(loss):

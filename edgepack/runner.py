@@ -6,8 +6,8 @@ the others build the same architecture and get rank 0's weights (:mod:`edgepack.
 
 from __future__ import annotations
 
+import logging
 import random
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +25,8 @@ DEMO_RECIPE = "mnist1d.toml"
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Stage and teacher lines: INFO on the ``edgepack`` logger (the CLI shows them)."""
+    logging.getLogger("edgepack").info(message)
 
 
 def load_data(recipe: Recipe) -> dict:

@@ -2,13 +2,15 @@
 
 import time
 
+from edgepack.cli.logs import add_log_flags, configure_logging
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the built-in MNIST-1D recipe end to end (offline)")
     p.add_argument("--out", default=None,
                    help="run folder (default: runs/demo-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_log_flags(p)
     p.set_defaults(handler=handle)
 
 
@@ -18,8 +20,9 @@ def handle(args) -> int:
     from edgepack.runner import run_demo
 
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    progress = configure_logging(args)
     start = time.perf_counter()
-    report = run_demo(out, resume=args.resume, progress=not args.no_progress)
+    report = run_demo(out, resume=args.resume, progress=progress)
     if distributed.rank() == 0:
         print_summary(report, out, time.perf_counter() - start)
     return 0

@@ -6,13 +6,15 @@ writes the run folder and prints the summary.
 
 import time
 
+from edgepack.cli.logs import add_log_flags, configure_logging
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a TOML recipe")
     p.add_argument("recipe", help="recipe file (TOML)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_log_flags(p)
     add_allow_any_builder(p)
     p.set_defaults(handler=handle)
 
@@ -48,8 +50,9 @@ def handle(args) -> int:
 
     recipe = load_recipe(args.recipe)  # checked before anything is written
     out = args.out or time.strftime(f"runs/{recipe.name}-%Y%m%d-%H%M%S")
+    progress = configure_logging(args)
     start = time.perf_counter()
-    report = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
+    report = run_recipe(recipe, out, resume=args.resume, progress=progress)
     if distributed.rank() == 0:
         print_summary(report, out, time.perf_counter() - start)
     return 0
