@@ -10,24 +10,35 @@ inference and graph optimisation), and an opset older than 13 is upgraded (or re
 the op that cannot be upgraded). Calibration and evaluation data are checked against the
 model's inputs (name, rank, dtype) before anything runs.
 
-After quantizing, the quantized model runs on the calibration data and must give finite
-outputs: a model that "quantized fine" but returns NaN is refused here, not discovered on a
-device. With ``accuracy_aware=True`` and evaluation data, a model whose accuracy drop exceeds
-the tolerance is repaired step by step: nodes are ranked by the quantization error they add
-(fp32 vs quantized activations, via ``onnxruntime.quantization.qdq_loss_debug``) and the worst
-are kept in float until the drop is within tolerance; if no step gets there, the best step is
-returned and the record says so.
+Settings: ``preset="auto"`` (the default) reads the CPU flags (or the provider) and picks the
+settings ONNX Runtime's kernels want there (x86: U8S8; see :mod:`.auto_preset`). Transformer
+graphs get ONNX Runtime's fusions before quantizing, and static mode on them quantizes only
+the weight MatMuls (:mod:`.fusions`). ``latency_aware`` keeps in float the nodes the profiler
+shows to be slower in int8 on this machine (:mod:`.mixed_precision`).
 
-Whether the quantized model is *faster* is decided by the pipeline, which times it against its
-input; :func:`speed_gate_cause` explains a model that is not (Q/DQ pairs left unfused, compute
-ops left in float).
+Every result is then checked against its fp32 input before it is written:
+
+- outputs must be finite, and close on held-out inputs (:mod:`.output_check`: mean cosine,
+  batch-centred cosine, max/mean absolute error, top-1 agreement; ``min_cosine`` 0.99 by
+  default). A model that fails is repaired when ``accuracy_aware`` (the default): the nodes
+  adding the most error are kept in float, one per step, until the check passes
+  (:mod:`.search`); otherwise it is refused with :class:`OutputCheckFailed` (exit 1);
+- it must be faster than its input, timed interleaved (:mod:`.speed_check`), or it is
+  refused with :class:`SpeedCheckFailed` (exit 1) unless ``allow_slower``; static int8 on a
+  transformer must also beat dynamic int8, or it is refused recommending dynamic.
+
+:func:`speed_gate_cause` explains a model that is not faster (Q/DQ pairs left unfused,
+compute ops left in float).
 """
 
 from compress.quantize.backends import quantize_into
 from compress.quantize.checks import count_ops, speed_gate_cause
 from compress.quantize.config import PRESETS, QuantizationCheckError, QuantizeConfig
+from compress.quantize.output_check import OutputCheckFailed
 from compress.quantize.prepare import prepare, upgrade_opset
+from compress.quantize.speed_check import SpeedCheckFailed
 from compress.quantize.stage import quantize
 
-__all__ = ["PRESETS", "QuantizationCheckError", "QuantizeConfig", "count_ops", "prepare",
-           "quantize", "quantize_into", "speed_gate_cause", "upgrade_opset"]
+__all__ = ["PRESETS", "OutputCheckFailed", "QuantizationCheckError", "QuantizeConfig",
+           "SpeedCheckFailed", "count_ops", "prepare", "quantize", "quantize_into",
+           "speed_gate_cause", "upgrade_opset"]

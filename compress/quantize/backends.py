@@ -18,9 +18,14 @@ def _qtype(name: str):
     return QuantType.QInt8 if name == "int8" else QuantType.QUInt8
 
 
+# Fused transformer ops (Attention, SkipLayerNormalization...) live in the com.microsoft
+# domain, where ONNX shape inference gives no output types; their outputs are float.
+_FLOAT_DEFAULT = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+
+
 @per_tensor_1d_weights_quietly()  # ORT's per-channel noise on 1-D weights: compress/ort_noise.py
 def _quantize_static(prepared: Path, target: Path, config: QuantizeConfig, feeds,
-                     exclude: list[str]) -> None:
+                     exclude: list[str], include: list[str] | None) -> None:
     from onnxruntime import quantization as q
 
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
@@ -30,9 +35,10 @@ def _quantize_static(prepared: Path, target: Path, config: QuantizeConfig, feeds
                       per_channel=config.per_channel, reduce_range=config.reduce_range,
                       activation_type=_qtype(config.activation_type),
                       weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
+                      nodes_to_quantize=list(include or []),
                       calibrate_method=methods[config.calibration],
                       extra_options={"ActivationSymmetric": config.symmetric,
-                                     "WeightSymmetric": True})
+                                     "WeightSymmetric": True, **_FLOAT_DEFAULT})
 
 
 def _quantize_fp16(prepared: Path, target: Path, config: QuantizeConfig,
@@ -70,17 +76,20 @@ def _quantize_int4(prepared: Path, target: Path, config: QuantizeConfig,
 
 
 def quantize_into(prepared: Path, target: Path, config: QuantizeConfig, feeds,
-                  exclude: Iterable[str] = ()) -> None:
-    """Quantize the prepared model into ``target``; ``exclude``: node names kept in float."""
+                  exclude: Iterable[str] = (), include: Iterable[str] | None = None) -> None:
+    """Quantize the prepared model into ``target``; ``exclude``: node names kept in float;
+    ``include``: when given, the only nodes quantized (int8 modes)."""
     from onnxruntime import quantization as q
 
     exclude = list(exclude)
+    include = list(include) if include is not None else None
     if config.mode == "dynamic":
         q.quantize_dynamic(str(prepared), str(target), per_channel=config.per_channel,
                            reduce_range=config.reduce_range, weight_type=q.QuantType.QInt8,
-                           nodes_to_exclude=exclude, extra_options={"WeightSymmetric": True})
+                           nodes_to_exclude=exclude, nodes_to_quantize=include or [],
+                           extra_options={"WeightSymmetric": True, **_FLOAT_DEFAULT})
     elif config.mode == "static":
-        _quantize_static(prepared, target, config, feeds, exclude)
+        _quantize_static(prepared, target, config, feeds, exclude, include)
     elif config.mode == "fp16":
         _quantize_fp16(prepared, target, config, exclude)
     else:

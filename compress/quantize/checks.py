@@ -52,6 +52,11 @@ def count_ops(model_path: Path) -> dict[str, int]:
 
 
 
+def has_quantized_ops(model_path: Path) -> bool:
+    """Whether the graph still quantizes anything (Q/DQ pairs or integer compute ops)."""
+    counts = count_ops(model_path)
+    return any(counts.get(op) for op in ("QuantizeLinear", "DequantizeLinear",
+                                          "DynamicQuantizeLinear", *INT_COMPUTE_OPS))
 
 
 def optimized_op_counts(model_path: Path) -> tuple[dict[str, int], int]:

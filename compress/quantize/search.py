@@ -9,7 +9,7 @@ import onnx
 
 from compress.quantize.backends import quantize_into
 from compress.quantize.config import RANKING_ROWS, QuantizeConfig
-from compress.quantize.data import EvaluationSet, _FeedReader, evaluate
+from compress.quantize.data import _FeedReader
 
 
 def _relative_errors(float_acts: dict, quant_acts: dict) -> dict[str, float]:
@@ -38,12 +38,15 @@ def _collect(model_path: Path, feeds, work: Path) -> dict:
 
 
 def _first_rows(feeds: list[dict], rows: int) -> list[dict]:
+    """The first ``rows`` rows of a list of batches."""
     out, taken = [], 0
     for feed in feeds:
         if taken >= rows:
             break
-        out.append(feed)
-        taken += next(iter(feed.values())).shape[0]
+        size = next(iter(feed.values())).shape[0]
+        out.append({k: v[:rows - taken] for k, v in feed.items()} if taken + size > rows
+                   else feed)
+        taken += size
     return out
 
 
@@ -56,7 +59,6 @@ def rank_nodes_by_error(float_path: Path, quant_path: Path, feeds, work: Path) -
     tensor's Q/DQ pair belongs to the node that produces it, so keeping a node in float may
     take its producer too; the search adds one node per step and records every step.
     """
-    feeds = _first_rows(feeds, RANKING_ROWS)
     errors = _relative_errors(_collect(float_path, feeds, work), _collect(quant_path, feeds, work))
     ranking = []
     for node in onnx.load(str(float_path)).graph.node:
@@ -71,49 +73,82 @@ def rank_nodes_by_error(float_path: Path, quant_path: Path, feeds, work: Path) -
     return [r for r in ranking if r["added_error"] > 0]
 
 
-def _step(path: Path, float_nodes: list[str], evaluation: EvaluationSet,
-          reference: float) -> dict:
-    score = evaluate(path, evaluation)
-    return {"float_nodes": list(float_nodes), "accuracy": round(score, 6),
-            "drop": round(reference - score, 6), "path": path}
+def _quantizable_ops(mode: str) -> set[str]:
+    """Op types ONNX Runtime quantizes in this mode: keeping any other in float changes
+    nothing, so the search never spends a step on one."""
+    from onnxruntime.quantization import registry
+
+    if mode == "dynamic":
+        return set(registry.IntegerOpsRegistry)
+    return set(registry.QLinearOpsRegistry) | set(registry.QDQRegistry)
 
 
-def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds,
-                            evaluation: EvaluationSet, tolerance: float,
-                            work: Path) -> tuple[Path, dict]:
-    """Quantize; while the drop exceeds ``tolerance``, keep the next-worst node in float.
+def _producers(model_path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """For each node, the named nodes producing its inputs; and each node's op type."""
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    made_by = {out: n.name for n in graph.node for out in n.output if n.name}
+    producers = {n.name: [made_by[i] for i in n.input if i in made_by] for n in graph.node}
+    return producers, {n.name: n.op_type for n in graph.node}
 
-    Returns the first step within tolerance, or the best step when none is, with a record
-    of every step (nodes kept in float, accuracy, drop).
+
+def ranking_rows(feeds: list[dict]) -> int:
+    """Rows used to rank nodes: every activation of every node is held in memory, so inputs
+    with long rows (token sequences, images) get fewer."""
+    per_row = max(int(v[0].size) for v in feeds[0].values() if v.ndim) if feeds else 1
+    return RANKING_ROWS if per_row <= 256 else 8
+
+
+def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_out,
+                            judge, first: Path, work: Path, exclude=(), include=None
+                            ) -> tuple[Path, dict]:
+    """Repair a model that failed the output check: keep the node adding the most error in
+    float, quantize again, check again; stop at the first model that passes.
+
+    ``judge(path)`` is the output check: ``(passed, score, figures)``, score being the
+    smallest mean cosine over the outputs (or the accuracy with labelled data). ``first``
+    is the model that failed. Returns the first passing step, or the best step when none
+    passes (the caller refuses it), with a record of every step.
     """
-    reference = evaluate(prepared, evaluation)
-    first = work / "step00.onnx"
-    quantize_into(prepared, first, config, feeds)
-    steps = [_step(first, [], evaluation, reference)]
-    ranking: list[dict] = []
-    if steps[0]["drop"] > tolerance:
-        ranking = rank_nodes_by_error(prepared, first, evaluation.batches, work)
+    passed, score, figures = judge(first)
+    steps = [{"float_nodes": [], "passed": passed, "score": score, "path": first,
+              "figures": figures}]
+    ranking = [] if passed else rank_nodes_by_error(
+        prepared, first, _first_rows(held_out, ranking_rows(held_out)), work)
     float_nodes: list[str] = []
-    for candidate in ranking[:config.max_float_nodes]:
-        if steps[-1]["drop"] <= tolerance:
-            break
-        float_nodes.append(candidate["node"])
+    producers, ops = _producers(prepared)
+    quantizable = _quantizable_ops(config.mode)
+
+    def eligible(node: str) -> bool:
+        return (ops.get(node) in quantizable and node not in exclude and node not in float_nodes
+                and (include is None or node in include))
+
+    ranking = [r for r in ranking if eligible(r["node"])]
+    queue = [r["node"] for r in ranking]
+    while queue and len(float_nodes) < config.max_float_nodes and not steps[-1]["passed"]:
+        node = queue.pop(0)
+        if not eligible(node):
+            continue
+        float_nodes.append(node)
         path = work / f"step{len(steps):02d}.onnx"
-        quantize_into(prepared, path, config, feeds, exclude=float_nodes)
-        steps.append(_step(path, float_nodes, evaluation, reference))
-    within = [s for s in steps if s["drop"] <= tolerance]
-    best = within[0] if within else max(steps, key=lambda s: (s["accuracy"],
+        quantize_into(prepared, path, config, feeds, exclude=[*exclude, *float_nodes],
+                      include=include)
+        passed, score, figures = judge(path)
+        if not passed and score <= steps[-1]["score"]:
+            # No better: the node's input is still quantized by the node producing it (in
+            # QDQ a tensor's Q/DQ pair belongs to its producer), so that producer is next.
+            queue = [p for p in producers.get(node, []) if eligible(p)] + queue
+        steps.append({"float_nodes": list(float_nodes), "passed": passed, "score": score,
+                      "path": path, "figures": figures})
+    within = [s for s in steps if s["passed"]]
+    best = within[0] if within else max(steps, key=lambda s: (s["score"],
                                                                -len(s["float_nodes"])))
-    record = {"metric": evaluation.metric, "float_accuracy": round(reference, 6),
-              "tolerance": tolerance, "met_tolerance": bool(within),
-              "kept_in_float": best["float_nodes"], "accuracy": best["accuracy"],
-              "steps": [{k: v for k, v in s.items() if k != "path"} for s in steps],
-              "ranking": ranking[:max(config.max_float_nodes, 10)],
-              "evaluation_rows": int(sum(next(iter(b.values())).shape[0]
-                                         for b in evaluation.batches))}
+    record = {"metric": "output check", "met_tolerance": bool(within),
+              "kept_in_float": best["float_nodes"], "score": best["score"],
+              "steps": [{k: v for k, v in s.items() if k not in ("path", "figures")}
+                        for s in steps],
+              "ranking": ranking[:max(config.max_float_nodes, 10)]}
     if not within:
-        record["note"] = (f"no step met the tolerance {tolerance} (best drop "
-                          f"{best['drop']:.4f} with {len(best['float_nodes'])} nodes in float, "
-                          f"{len(ranking)} candidates, max_float_nodes="
-                          f"{config.max_float_nodes}); returning the best step")
-    return best["path"], record
+        record["note"] = (f"no step passed the output check (best score {best['score']:.4f} "
+                          f"with {len(best['float_nodes'])} nodes in float, {len(ranking)} "
+                          f"candidates, max_float_nodes={config.max_float_nodes})")
+    return best["path"], {**record, "figures": best["figures"]}

@@ -9,11 +9,13 @@ def register(sub) -> None:
     p.add_argument("model", help="input .onnx")
     p.add_argument("-o", "--output", required=True, help="output .onnx")
     p.add_argument("--data", default=None,
-                   help="calibration data (.npz, one array per input; also used for the "
-                        "NaN/Inf check)")
+                   help="calibration data (.npz, one array per input); its last "
+                        "--held-out-fraction of rows is kept for the output check")
     p.add_argument("--eval-data", default=None,
-                   help="evaluation .npz for --accuracy-aware (with labels: top-1 accuracy; "
-                        "without: cosine similarity to the fp32 outputs)")
+                   help="held-out .npz for the output check (with labels and --tolerance: "
+                        "the top-1 accuracy drop is checked too)")
+    p.add_argument("--keep-failed", default=None, metavar="PATH",
+                   help="write a model that fails a check here (nothing is written otherwise)")
     add_config_flags(p, QuantizeConfig)
     p.set_defaults(handler=handle)
 
@@ -34,18 +36,33 @@ def _evaluation_from(path):
 def _print_search(search: dict) -> None:
     for index, step in enumerate(search["steps"]):
         kept = ", ".join(step["float_nodes"]) or "none"
-        print(f"  step {index}: {search['metric']} {step['accuracy']:.4f} (drop "
-              f"{step['drop']:+.4f}); in float: {kept}")
-    verdict = "within" if search["met_tolerance"] else "NOT within"
-    print(f"  {verdict} tolerance {search['tolerance']}; kept in float: "
-          f"{', '.join(search['kept_in_float']) or 'none'}")
+        verdict = "passed" if step["passed"] else "failed"
+        print(f"  step {index}: output check {verdict} (score {step['score']:.4f}); in "
+              f"float: {kept}")
+    print(f"  accuracy-aware: kept in float: {', '.join(search['kept_in_float']) or 'none'}")
     if "note" in search:
         print(f"  note: {search['note']}")
 
 
+def _print_checks(record: dict) -> None:
+    from compress.quantize.output_check import describe as describe_outputs
+    from compress.quantize.speed_check import describe as describe_speed
+
+    check = record["output_check"]
+    print(f"  output check passed on {record['held_out']['rows']} rows of "
+          f"{record['held_out']['source']}: {describe_outputs(check['outputs'])}")
+    speed = record["speed_check"]
+    print(f"  speed check: {describe_speed(None if 'skipped' in speed else speed)}")
+    latency = record.get("latency_aware")
+    if latency and latency["kept_float"]:
+        kept = ", ".join(f"{op} x{n}" for op, n in latency["kept_float_by_op"].items())
+        print(f"  latency-aware: {len(latency['kept_float'])} nodes kept in float, slower in "
+              f"int8 here ({kept})")
+
+
 def describe_settings(record: dict) -> str:
     """The settings that apply to the mode that ran (dynamic has no format or calibration)."""
-    parts = [f"preset {record['preset']}"] if record["preset"] else []
+    parts = [f"preset {record['preset']}"] if record["preset"] not in ("", "none") else []
     if record["mode"] == "static":
         parts += [f"format {record['format']}", f"activations {record['activation_type']}",
                   f"{record['calibration']} calibration on {record['calibration_samples']} "
@@ -65,15 +82,19 @@ def handle(args) -> int:
     from core.files import check_not_input
     from edgepack.cli.config_flags import config_kwargs
 
-    check_not_input(args.output, [args.model, args.data, args.eval_data], "-o/--output")
+    check_not_input(args.output, [args.model, args.data, args.eval_data, args.keep_failed],
+                    "-o/--output")
     config = QuantizeConfig(**config_kwargs(args, QuantizeConfig))
+    if config.auto_choice:
+        print(f"preset auto: {config.auto_choice}")
     calibration = _calibration_from(args.data) if args.data else None
     evaluation = _evaluation_from(args.eval_data) if args.eval_data else None
     result = quantize(args.model, config, args.output, calibration=calibration,
-                      evaluation=evaluation)
+                      evaluation=evaluation, keep_failed=args.keep_failed)
     record = result.record
     print(f"wrote {args.output}: {record['mode']} ({describe_settings(record)}), "
           f"{record['size_bytes_before']:,} -> {record['size_bytes']:,} bytes")
     if "accuracy_search" in record:
         _print_search(record["accuracy_search"])
+    _print_checks(record)
     return 0

@@ -42,7 +42,8 @@ def test_keep_only_what_is_accurate_enough_and_where_promised_faster(
 
 def test_a_slower_quantized_model_is_refused_with_its_cause(tmp_path):
     fp32 = matmul_add(tmp_path / "m.onnx")
-    int8 = quantize(fp32, QuantizeConfig(mode="dynamic"), tmp_path / "q.onnx").artifact
+    int8 = quantize(fp32, QuantizeConfig(mode="dynamic", speed_check=False, latency_aware=False),
+                    tmp_path / "q.onnx").artifact
     ok, why = judge(_ctx(tmp_path), QuantizeConfig(mode="dynamic"), SOURCE, _metrics(0.95, 1.5),
                     {"p50": 1.0}, int8)
     assert not ok
