@@ -151,16 +151,18 @@ def main(argv=None) -> int:
 def report(teacher_acc: float, rows, n_eval: int, seconds: float) -> None:
     alone = [r[1] for r in rows]
     kd = [r[2] for r in rows]
-    closed = [gap_closed(teacher_acc, a, k) for _, a, k in rows]
+    closed = [c for c in (gap_closed(teacher_acc, a, k) for _, a, k in rows)
+              if not math.isnan(c)]  # a seed whose student alone beats the teacher has no gap
     mean_alone, mean_kd = statistics.mean(alone), statistics.mean(kd)
     mean_closed = gap_closed(teacher_acc, mean_alone, mean_kd)
     se = binomial_se(mean_alone, n_eval)
     print(f"mean of {len(rows)} seeds: alone {mean_alone:.4f} (sd {spread(alone):.4f}), KD "
           f"{mean_kd:.4f} (sd {spread(kd):.4f}), teacher {teacher_acc:.4f}; KD - alone "
           f"{mean_kd - mean_alone:+.4f}")
+    per_seed = (f"mean {statistics.mean(closed):.0%}, sd {spread(closed):.0%} over the "
+                f"{len(closed)} seeds with a gap" if closed else "no seed has a gap")
     print(f"gap closed by KD at equal compute: {closed_text(teacher_acc, mean_alone, mean_kd)} "
-          f"of the mean gap (per seed: mean {statistics.mean(closed):.0%}, sd "
-          f"{spread(closed):.0%})")
+          f"of the mean gap (per seed: {per_seed})")
     print(f"noise: binomial standard error of one accuracy on {n_eval:,} samples "
           f"{se:.4f} ({se * 100:.2f} points); of a difference between two models "
           f"{se * math.sqrt(2):.4f}, so 0.5 point is {0.005 / (se * math.sqrt(2)):.1f} "
