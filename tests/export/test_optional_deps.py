@@ -59,6 +59,7 @@ def test_cli_hf_export_with_a_broken_optimum_exits_2_with_one_line(broken_site, 
     folder = tmp_path / "bert"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")  # the --hf checks look for weights
     code = main(["export", "--hf", str(folder), "--task", "text-classification",
                  "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
