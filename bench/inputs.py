@@ -113,12 +113,16 @@ def token_vocab_sizes(model) -> dict[str, int]:
     inputs = {i.name for i in model.graph.input}
     casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
     sizes: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
-            continue
-        source = casts.get(node.input[1], node.input[1])
-        if source in inputs:
-            sizes[source] = min(sizes.get(source, tables[node.input[0]]), tables[node.input[0]])
+    pairs = [(n.input[0], n.input[1]) for n in model.graph.node
+             if n.op_type == "Gather" and len(n.input) >= 2]
+    # ORT's fused BERT embedding: (input_ids, segment_ids, word table, position, segment table)
+    pairs += [(n.input[table], n.input[ids]) for n in model.graph.node
+              if n.op_type == "EmbedLayerNormalization"
+              for ids, table in ((0, 2), (1, 4)) if len(n.input) > table and n.input[ids]]
+    for table, index in pairs:
+        source = casts.get(index, index)
+        if table in tables and source in inputs:
+            sizes[source] = min(sizes.get(source, tables[table]), tables[table])
     return sizes
 
 

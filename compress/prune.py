@@ -67,6 +67,7 @@ class PruneConfig(StageConfig):
     """What to prune, how much, and how to recover accuracy afterwards."""
 
     kind = "prune"
+    version = 2  # 2: heads are pruned at ``ratio`` unless head_ratio says otherwise
     method: str = "structured"
     ratio: float = 0.5
     scope: str = "layer"             # "global": rank all layers together

@@ -46,6 +46,17 @@ def test_a_quantized_embedding_table_still_bounds_the_token_ids(tmp_path):
     assert token_vocab_sizes(model) == {"input_ids": 50}
 
 
+def test_a_fused_bert_embedding_still_bounds_the_token_ids(tmp_path):
+    """After ORT's transformer fusion the table is read by EmbedLayerNormalization."""
+    model = onnx.load(str(token_model(tmp_path / "tok.onnx", vocab=50)))
+    gather = next(n for n in model.graph.node if n.op_type == "Gather")
+    model.graph.node.remove(gather)
+    model.graph.node.insert(0, onnx.helper.make_node(
+        "EmbedLayerNormalization", ["input_ids", "", "E", "P", "", "g", "b"], ["emb"],
+        domain="com.microsoft"))
+    assert token_vocab_sizes(model) == {"input_ids": 50}
+
+
 def test_unknown_vocabulary_uses_the_small_default_range(tmp_path):
     session = _session(token_model(tmp_path / "tok.onnx", vocab=5000))
     feeds = generate_inputs(session, overrides={"input_ids": [1, 16],

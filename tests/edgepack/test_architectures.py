@@ -22,14 +22,26 @@ QUICK = SweepSettings(exporter="torchscript", export_dense=False, warmup=1, min_
 @pytest.mark.parametrize("arch", tiny_architectures(), ids=lambda a: a.builder)
 def test_every_stage_works_on_the_architecture(tmp_path, arch):
     row = run_one(arch, tmp_path, QUICK)
-    assert row["refused"] == []
+    # Allowed: quantize's own checks refusing int8 (exit 1, with the reason: no faster
+    # here, or accurate only with every node in float) and the stages that need its output.
+    quantize_refused = [r for r in row["refused"] if r["stage"] == "quantize"]
+    assert all(r["exit_code"] == 1 and r["reason"] for r in quantize_refused)
+    assert [r for r in row["refused"] if r["stage"] != "quantize"
+            and r["reason"] != "skipped: needs quantize"] == []
     record = row["prune"]
-    assert record["params_after"] < 0.6 * record["params_before"]
+    kinds_before, kinds_after = (record["params_by_kind"][k] for k in ("before", "after"))
+    if arch.builder == "bert_classifier":  # the hidden size (embeddings) is kept
+        assert kinds_after["embedding"] == kinds_before["embedding"]
+        assert kinds_after["attention"] == kinds_before["attention"] // 2
+    else:
+        assert record["params_after"] < 0.6 * record["params_before"]
     if arch.builder in ("vit_tiny", "bert_classifier"):
         assert record["attention_heads_after"] == [2] * len(record["attention_heads_before"])
     assert row["parity_pruned"]["ok"]
+    if "int8" not in row["latency"]:  # refused by quantize's checks: nothing to package
+        assert quantize_refused and set(row["latency"]) == {"pruned"}
+        return
     assert row["package"] == ["model.ort", "required_operators.config"]
-    assert set(row["latency"]) == {"pruned", "int8"}
     assert row["int8_agreement"]["cosine"] > 0.8  # random tiny weights, 4 calibration rows
 
 
