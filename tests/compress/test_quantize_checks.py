@@ -165,7 +165,7 @@ def test_cli_exits_1_on_a_failed_output_check_and_keeps_the_model_only_where_ask
     assert "mean cosine" in err and "< 0.99" in err and "likely cause" in err
     assert main([*args, "--keep-failed", str(kept)]) == 1 and kept.is_file()
     assert not out.exists()
-    assert main([*args, "--min-cosine", "-1", "--min-top1", "0"]) == 0 and out.is_file()
+    assert main([*args, "--min-cosine", "-1", "--min-top1-agreement", "0"]) == 0 and out.is_file()
 
 
 # --------------------------------------------------------------------------- speed check
