@@ -10,12 +10,15 @@ nodes win depends on the CPU and on ONNX Runtime's kernels, so it is measured, n
 2. each profiled node is charged to the original node it came from: ONNX Runtime names the
    nodes it fuses or rewrites after the original (``/layer1/conv/Conv_token_3``,
    ``.../Conv_output_0_DequantizeLinear``), so the longest original name that prefixes it
-   owns it; a node's int8 time includes the Q/DQ conversions named after it;
-3. nodes whose int8 time is larger than their float time (by ``MARGIN``) are kept in float,
-   and the record lists each with both times.
+   owns it; a node's int8 time includes the Q/DQ conversions named after it. A compute op
+   and the activations/residual adds ONNX Runtime fuses into it form one group (the fused
+   node carries either name: ``/relu/Relu_output_0_nchwc`` in float, ``/conv/Conv_token_1``
+   in int8), timed and decided together;
+3. groups whose int8 time is larger than their float time (by ``MARGIN``) are kept in
+   float, and the record lists each with both times.
 
 The result is quantized again without those nodes; the caller's speed check then times it
-against its input (and the fully quantized model), end to end.
+against its input, end to end.
 """
 
 from __future__ import annotations
@@ -96,9 +99,10 @@ def quantized_owners(events: list[dict], node_names: list[str]) -> set[str]:
 
 
 def _is_integer_op(op: str) -> bool:
-    return (op.startswith("QLinear") or op.startswith("Quantize") or op.startswith("Dequantize")
-            or op.startswith("DynamicQuantize") or op.startswith("Q")
-            or op.endswith("Integer") or op.endswith("IntegerToFloat"))
+    """QLinear*/QGemm/QAttention/QuantizeLinear, DequantizeLinear, DynamicQuantize*,
+    MatMulInteger, ConvInteger, MatMulIntegerToFloat."""
+    return (op.startswith(("Q", "Dequantize", "DynamicQuantize"))
+            or op.endswith(("Integer", "IntegerToFloat")))
 
 
 def fusion_groups(graph) -> dict[str, str]:
