@@ -127,7 +127,8 @@ def _feeds(arch: Architecture, rows: int, seed: int) -> dict[str, np.ndarray]:
 def _quantize(pruned_onnx: Path, arch: Architecture, path: Path, settings: SweepSettings):
     from compress.quantize import QuantizeConfig, quantize
 
-    quantize(pruned_onnx, QuantizeConfig(), path,
+    # The sweep times every candidate itself, interleaved: the stage's own speed check is off.
+    quantize(pruned_onnx, QuantizeConfig(speed_check=False), path,
              _feeds(arch, settings.calibration_rows, seed=3))
 
 
