@@ -10,12 +10,15 @@ nodes win depends on the CPU and on ONNX Runtime's kernels, so it is measured, n
 2. each profiled node is charged to the original node it came from: ONNX Runtime names the
    nodes it fuses or rewrites after the original (``/layer1/conv/Conv_token_3``,
    ``.../Conv_output_0_DequantizeLinear``), so the longest original name that prefixes it
-   owns it; a node's int8 time includes the Q/DQ conversions named after it;
-3. nodes whose int8 time is larger than their float time (by ``MARGIN``) are kept in float,
-   and the record lists each with both times.
+   owns it; a node's int8 time includes the Q/DQ conversions named after it. A compute op
+   and the activations/residual adds ONNX Runtime fuses into it form one group (the fused
+   node carries either name: ``/relu/Relu_output_0_nchwc`` in float, ``/conv/Conv_token_1``
+   in int8), timed and decided together;
+3. groups whose int8 time is larger than their float time (by ``MARGIN``) are kept in
+   float, and the record lists each with both times.
 
 The result is quantized again without those nodes; the caller's speed check then times it
-against its input (and the fully quantized model), end to end.
+against its input, end to end.
 """
 
 from __future__ import annotations
@@ -68,14 +71,34 @@ def _kernel_events(trace: list) -> list[dict]:
             and str(e.get("name", "")).endswith("_kernel_time")]
 
 
-def charge_to_nodes(events: list[dict], node_names: list[str]) -> tuple[dict, float]:
-    """Kernel time per original node (longest original name prefixing the profiled name),
-    and the time no original node owns (graph inputs' Q/DQ, layout reorders)."""
-    by_length = sorted((n for n in node_names if n), key=len, reverse=True)
+def name_owners(graph) -> dict[str, str]:
+    """Prefix -> original node: ONNX Runtime names a rewritten node after the original node
+    or after its output tensor (``/relu/Relu_output_0_nchwc``; exporters that name tensors
+    apart from nodes make the second the only clue), and Q/DQ nodes after the tensor."""
+    owners = {}
+    for node in graph.node:
+        for out in node.output:
+            if out:
+                owners[out] = node.name
+        if node.name:
+            owners[node.name] = node.name
+    return owners
+
+
+def _owner(name: str, prefixes: list[str], owners: dict[str, str]) -> str | None:
+    prefix = next((p for p in prefixes if name.startswith(p)), None)
+    return None if prefix is None else owners[prefix]
+
+
+def charge_to_nodes(events: list[dict], owners: dict[str, str]) -> tuple[dict, float]:
+    """Kernel time per original node (the longest node or output-tensor name prefixing the
+    profiled name, see :func:`name_owners`), and the time no original node owns (layout
+    reorders, the graph input's quantization)."""
+    prefixes = sorted(owners, key=len, reverse=True)
     charged: dict[str, float] = defaultdict(float)
     unowned = 0.0
     for event in events:
-        owner = next((n for n in by_length if event["name"].startswith(n)), None)
+        owner = _owner(event["name"], prefixes, owners)
         if owner is None:
             unowned += event["us"]
         else:
@@ -83,22 +106,23 @@ def charge_to_nodes(events: list[dict], node_names: list[str]) -> tuple[dict, fl
     return dict(charged), unowned
 
 
-def quantized_owners(events: list[dict], node_names: list[str]) -> set[str]:
+def quantized_owners(events: list[dict], owners: dict[str, str]) -> set[str]:
     """Original nodes that run at least one integer or Q/DQ kernel in the int8 model."""
-    by_length = sorted((n for n in node_names if n), key=len, reverse=True)
-    owners = set()
+    prefixes = sorted(owners, key=len, reverse=True)
+    found = set()
     for event in events:
         if _is_integer_op(event["op"]):
-            owner = next((n for n in by_length if event["name"].startswith(n)), None)
+            owner = _owner(event["name"], prefixes, owners)
             if owner is not None:
-                owners.add(owner)
-    return owners
+                found.add(owner)
+    return found
 
 
 def _is_integer_op(op: str) -> bool:
-    return (op.startswith("QLinear") or op.startswith("Quantize") or op.startswith("Dequantize")
-            or op.startswith("DynamicQuantize") or op.startswith("Q")
-            or op.endswith("Integer") or op.endswith("IntegerToFloat"))
+    """QLinear*/QGemm/QAttention/QuantizeLinear, DequantizeLinear, DynamicQuantize*,
+    MatMulInteger, ConvInteger, MatMulIntegerToFloat."""
+    return (op.startswith(("Q", "Dequantize", "DynamicQuantize"))
+            or op.endswith(("Integer", "IntegerToFloat")))
 
 
 def fusion_groups(graph) -> dict[str, str]:
@@ -138,16 +162,17 @@ def slower_in_int8(float_path: Path, int8_path: Path, config: QuantizeConfig,
     """Nodes slower in int8 than in float (worst first), and the profile summary."""
     graph = onnx.load(str(float_path), load_external_data=False).graph
     names = [n.name for n in graph.node]
+    owners = name_owners(graph)
     ops = {n.name: n.op_type for n in graph.node}
     group = fusion_groups(graph)
     members: dict[str, list[str]] = defaultdict(list)
     for name in names:
         members[group[name]].append(name)
     float_charged, float_unowned = charge_to_nodes(_profile(float_path, config, feeds,
-                                                            PROFILE_RUNS), names)
+                                                            PROFILE_RUNS), owners)
     int8_events = _profile(int8_path, config, feeds, PROFILE_RUNS)
-    int8_charged, int8_unowned = charge_to_nodes(int8_events, names)
-    quantized = {group.get(n, n) for n in quantized_owners(int8_events, names)}
+    int8_charged, int8_unowned = charge_to_nodes(int8_events, owners)
+    quantized = {group.get(n, n) for n in quantized_owners(int8_events, owners)}
     float_us, int8_us = _by_group(float_charged, group), _by_group(int8_charged, group)
     total = sum(float_us.values()) + float_unowned
     slower = []

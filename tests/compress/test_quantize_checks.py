@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from compress.quantize import (OutputCheckFailed, QuantizeConfig, SpeedCheckFailed, count_ops,
                                quantize)
 from compress.quantize.auto_preset import choose_preset
-from compress.quantize.mixed_precision import charge_to_nodes
+from compress.quantize.mixed_precision import charge_to_nodes, name_owners
 from compress.quantize.output_check import failures, output_figures, split_held_out
 from edgepack.cli.main import main
 from tests.compress.test_quantize import _save, cfg, labelled, outlier_mlp, tiny_cnn
@@ -165,7 +165,7 @@ def test_cli_exits_1_on_a_failed_output_check_and_keeps_the_model_only_where_ask
     assert "mean cosine" in err and "< 0.99" in err and "likely cause" in err
     assert main([*args, "--keep-failed", str(kept)]) == 1 and kept.is_file()
     assert not out.exists()
-    assert main([*args, "--min-cosine", "-1", "--min-top1", "0"]) == 0 and out.is_file()
+    assert main([*args, "--min-cosine", "-1", "--min-top1-agreement", "0"]) == 0 and out.is_file()
 
 
 # --------------------------------------------------------------------------- speed check
@@ -217,8 +217,15 @@ def test_profiled_nodes_are_charged_to_the_longest_original_name():
               {"name": "/l1/Conv_1_token_4", "op": "QLinearConv", "us": 7.0},
               {"name": "/l1/Conv_output_0_DequantizeLinear", "op": "DequantizeLinear", "us": 2.0},
               {"name": "input_QuantizeLinear", "op": "QuantizeLinear", "us": 1.0}]
-    charged, unowned = charge_to_nodes(events, ["/l1/Conv", "/l1/Conv_1"])
+    owners = {"/l1/Conv": "/l1/Conv", "/l1/Conv_1": "/l1/Conv_1"}
+    charged, unowned = charge_to_nodes(events, owners)
     assert charged == {"/l1/Conv": 7.0, "/l1/Conv_1": 7.0} and unowned == 1.0
+    # Exporters that name tensors apart from nodes: the output tensor's name is the clue.
+    fused = [{"name": "relu_out_nchwc", "op": "Conv", "us": 9.0}]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="node_conv"),
+                               helper.make_node("Relu", ["c"], ["relu_out"], name="node_relu")],
+                              "g", [], [])
+    assert charge_to_nodes(fused, name_owners(graph))[0] == {"node_relu": 9.0}
 
 
 def test_a_compute_op_and_the_activations_fused_into_it_are_decided_together(cnn):
