@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved  # noqa: E402
-from edgepack.embedding_report import embedding_plot, embedding_table  # noqa: E402
-from edgepack.quality import embedding_quality  # noqa: E402
+from bench.envinfo import cpu_info
+from bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved
+from edgepack.embedding_report import embedding_plot, embedding_table
+from edgepack.quality import embedding_quality
 
 SEQUENCE_LENGTH = 128
 

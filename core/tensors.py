@@ -7,7 +7,8 @@ count, stack and feed both, so the pipeline and distillation need no special cas
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

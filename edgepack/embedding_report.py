@@ -45,7 +45,7 @@ def embedding_table(rows: list[dict], markdown: bool = False) -> str:
         return "\n".join(out + ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
                                 for cells in lines])
     widths = [max([len(h)] + [len(c[i]) for c in lines]) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines])
 
 
