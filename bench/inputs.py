@@ -8,12 +8,13 @@ wrong file fails with one line naming the input and the expected shape and type.
 
 from __future__ import annotations
 
-import difflib
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from core.checks import did_you_mean
 
 ORT_TO_NUMPY = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -45,9 +46,8 @@ def check_shape_overrides(session, overrides: dict[str, list[int]]) -> None:
     names = [i.name for i in session.get_inputs()]
     for name in overrides:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"--shape {name}=...: the model has no input {name!r}{hint}; "
+            raise ValueError(f"--shape {name}=...: the model has no input {name!r}"
+                             f"{did_you_mean(name, names)}; "
                              f"its inputs are {', '.join(names)}")
 
 

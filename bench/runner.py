@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +47,7 @@ from core.onnx_files import (
     model_size_bytes,
     parameter_count,
 )
+from core.checks import did_you_mean
 from core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
@@ -107,8 +107,7 @@ class BenchConfig:
     def with_profile(cls, profile: str, **overrides) -> "BenchConfig":
         """A config from a named profile (:data:`PROFILES`); ``overrides`` win."""
         if profile not in PROFILES:
-            close = difflib.get_close_matches(profile, list(PROFILES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(profile, PROFILES)
             raise ValueError(f"unknown bench profile {profile!r}; expected one of "
                              f"{', '.join(PROFILES)}{hint}")
         return cls(**{**PROFILES[profile], **overrides})
@@ -376,9 +375,8 @@ def check_shapes_used(paths: list[Path], shapes: dict) -> None:
     known = sorted({name for names in inputs.values() for name in names})
     for name in shapes:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"--shape {name}=...: no input {name!r} in any model{hint}; "
+            raise ValueError(f"--shape {name}=...: no input {name!r} in any model"
+                             f"{did_you_mean(name, known)}; "
                              f"their inputs are {', '.join(known)}")
 
 
