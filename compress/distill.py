@@ -39,11 +39,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.checks import check_choice, check_range, did_you_mean
-from core.tensors import as_tuple, call, concat, num_rows, rows
+from core.tensors import as_tuple, call, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
 from compress.adversarial import AdversarialLoss, adversarial_config, defence_record, with_defence
-from compress.kd import NO_LABEL, collect, kd_loss, teacher_outputs
+from compress.kd import NO_LABEL, collect, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
@@ -77,6 +77,7 @@ class DistillConfig(StageConfig):
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
     adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD training
+    baseline_lrs: tuple[float, ...] = ()  # also train the student alone at equal compute
 
     def __post_init__(self):
         if adversarial_config(self.adversarial, "distill") and self.objective != "logits":
@@ -103,6 +104,12 @@ class DistillConfig(StageConfig):
                 raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"distill.batch_size must be >= 1, got {self.batch_size}")
+        if any(lr <= 0 for lr in self.baseline_lrs):
+            raise ValueError(f"distill.baseline_lrs must be learning rates > 0, got "
+                             f"{list(self.baseline_lrs)}")
+        if self.baseline_lrs and self.objective != "logits":
+            raise ValueError("distill.baseline_lrs compares accuracies: it needs "
+                             "objective='logits'")
 
 
 def embedding_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
@@ -242,27 +249,6 @@ def _hint_loss(model: HintedStudent, student_tap, teacher_tap, config) -> torch.
         total = total + feature_loss(projected, teacher_tap.outputs[t].detach(),
                                      config.feature_loss)
     return config.feature_weight * total / max(len(config.feature_pairs), 1)
-
-
-def training_set(data: dict, config: DistillConfig):
-    """Labelled inputs plus ``transfer_samples`` unlabelled ones (label -1)."""
-    labelled = config.objective == "logits"  # embedding models train on inputs alone
-    inputs, labels = collect(data["train"], labelled=labelled)
-    if inputs is None or num_rows(inputs) == 0:
-        raise ValueError("distill: the training data is empty (0 samples)")
-    if labels is None:
-        labels = torch.full((num_rows(inputs),), NO_LABEL, dtype=torch.long)
-    if config.transfer_samples:
-        if data.get("transfer") is None:
-            raise ValueError("distill.transfer_samples > 0 but the data provider gives no "
-                             "'transfer' set")
-        extra, _ = collect(data["transfer"], config.transfer_samples, labelled=False)
-        if extra is None:
-            raise ValueError("distill: the transfer set is empty (0 samples)")
-        inputs = concat([inputs, extra])
-        labels = torch.cat([labels, torch.full((num_rows(extra),), NO_LABEL,
-                                               dtype=labels.dtype)])
-    return inputs, labels
 
 
 def student_from_pruned_teacher(teacher: nn.Module, ratio: float, example_inputs,
@@ -407,8 +393,14 @@ def _student_for(config: DistillConfig, given: StageInput) -> nn.Module:
 
 def _run_stage(config: DistillConfig, given: StageInput) -> StageResult:
     student = _student_for(config, given)
-    return distill(given.artifact, student, config, given.data, checkpoint=given.checkpoint,
-                   resume=given.resume, progress=given.progress)
+    result = distill(given.artifact, student, config, given.data, checkpoint=given.checkpoint,
+                     resume=given.resume, progress=given.progress)
+    if config.baseline_lrs:  # is distillation worth it? The same student alone, same steps
+        from compress.distill_baseline import compare_with_alone
+
+        result.record["alone_baseline"] = compare_with_alone(
+            lambda: _student_for(config, given), config, given.data, given.artifact, student)
+    return result
 
 
 def _rebuild(config: DistillConfig, given: StageInput, weights) -> nn.Module:

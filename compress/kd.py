@@ -82,3 +82,27 @@ def teacher_outputs(teacher: nn.Module, inputs, batch: int = 1024) -> torch.Tens
         return torch.cat(chunks)
 
     return job.gather_rows(share, num_rows(inputs))
+
+
+def training_set(data: dict, config):
+    """Labelled inputs plus ``config.transfer_samples`` unlabelled ones (label -1).
+
+    ``config`` is a distillation config: its ``objective`` and ``transfer_samples`` count.
+    """
+    labelled = config.objective == "logits"  # embedding models train on inputs alone
+    inputs, labels = collect(data["train"], labelled=labelled)
+    if inputs is None or num_rows(inputs) == 0:
+        raise ValueError("distill: the training data is empty (0 samples)")
+    if labels is None:
+        labels = torch.full((num_rows(inputs),), NO_LABEL, dtype=torch.long)
+    if config.transfer_samples:
+        if data.get("transfer") is None:
+            raise ValueError("distill.transfer_samples > 0 but the data provider gives no "
+                             "'transfer' set")
+        extra, _ = collect(data["transfer"], config.transfer_samples, labelled=False)
+        if extra is None:
+            raise ValueError("distill: the transfer set is empty (0 samples)")
+        inputs = concat([inputs, extra])
+        labels = torch.cat([labels, torch.full((num_rows(extra),), NO_LABEL,
+                                               dtype=labels.dtype)])
+    return inputs, labels

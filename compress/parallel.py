@@ -24,6 +24,11 @@ import torch
 from torch import nn
 
 
+def _resamples(sampler) -> bool:
+    """Does this RandomSampler draw other than one permutation of its dataset per epoch?"""
+    return bool(sampler.replacement) or sampler.num_samples != len(sampler.data_source)
+
+
 class Distributed:
     """This process's place in a torchrun job (rank 0 of 1 when run alone, or ``enabled=False``).
 
@@ -75,6 +80,14 @@ class Distributed:
             raise ValueError("distributed training needs a DataLoader with a batch_size (not "
                              "a batch_sampler), to shard its samples across processes")
         shuffled = isinstance(batches.sampler, RandomSampler)
+        if shuffled and _resamples(batches.sampler):
+            # Drawing more (or fewer) rows than the dataset holds, or with replacement, is
+            # the caller's choice of steps: a DistributedSampler would silently undo it.
+            if self.active:
+                raise ValueError("distributed training cannot shard a RandomSampler that "
+                                 "draws num_samples != len(dataset) or with replacement; "
+                                 "repeat the rows in the dataset instead")
+            return batches, None
         if not (self.active or shuffled) or batches.batch_size is None:
             return batches, None
         sampler = DistributedSampler(batches.dataset, num_replicas=self.world, rank=self.rank,

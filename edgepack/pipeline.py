@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,7 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     ctx.log(f"[{name}] running")
     entry = {"name": name, "kind": config.kind, "config": config.to_dict(),
              "config_version": config.version}
+    started = time.perf_counter()
     try:
         with ctx.crew.training(index, config):
             result = spec.run(config, given)
@@ -92,7 +94,9 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
         atomic_write_json(folder / RECORD, entry)
         return entry, source
     path = _save_artifact(result.artifact, folder)
-    entry.update(artifact=str(path.relative_to(ctx.out_dir)), sha256=sha256_file(path))
+    ran = time.perf_counter()
+    entry.update(artifact=str(path.relative_to(ctx.out_dir)), sha256=sha256_file(path),
+                 seconds={"run": round(ran - started, 3)})
     if spec.produces == "package":  # an end product: checked by its stage, not timed
         entry.update(kept=True, reason="", record=result.record)
         _finish(folder, entry)
@@ -103,6 +107,7 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     metrics, ref = measure_candidate(ctx, module, path, onnx_path, source)
     ref_latency = ref["latency_ms"] if ref else None
     kept, reason = judge(ctx, config, source, metrics, ref_latency, onnx_path)
+    entry["seconds"]["measure"] = round(time.perf_counter() - ran, 3)  # bench, attacks, judge
     entry.update(**metrics, kept=kept, reason=reason,
                  input={"name": source.name, "accuracy": source.metrics.get("accuracy"),
                         "latency_ms": ref_latency},

@@ -19,7 +19,8 @@ from typing import Any
 
 from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
-from core.checks import checked_fields, did_you_mean
+from compress.distill import AUGMENTATIONS
+from core.checks import check_choice, checked_fields, did_you_mean
 from core.stage import StageConfig, spec_for, stage_spec
 from edgepack.quality import MetricSpec
 from edgepack.stages import load_stages
@@ -38,10 +39,12 @@ class ModelSpec:
     weights: str = ""
     train_epochs: int = 0
     lr: float = 1e-2
+    augment: str = "none"            # training inputs perturbed each step: "shift" or "noise"
 
     def __post_init__(self):
         if self.train_epochs < 0:
             raise ValueError(f"[model] train_epochs must be >= 0, got {self.train_epochs}")
+        check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
             raise ValueError(f"[model] lr must be > 0, got {self.lr}")
 
@@ -76,11 +79,13 @@ class Recipe:
     stage_modules: tuple[str, ...] = ()
     seed: int = 0
     tolerance: float = 0.01
+    train_threads: int = 0           # torch threads for training and attacks; 0: torch's default
     metric: MetricSpec = field(default_factory=MetricSpec)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "seed": self.seed, "tolerance": self.tolerance,
+                "train_threads": self.train_threads,
                 "model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
                 "stage_modules": list(self.stage_modules),
                 "stages": [s.to_dict() for s in self.stages],
@@ -139,8 +144,8 @@ def check_stage_order(stages: list[StageConfig]) -> None:
             current, made_by = spec.produces, spec.kind
 
 
-TOP_LEVEL = ("name", "seed", "tolerance", "model", "data", "stages", "bench", "robustness",
-             "stage_modules", "metric")
+TOP_LEVEL = ("name", "seed", "tolerance", "train_threads", "model", "data", "stages", "bench",
+             "robustness", "stage_modules", "metric")
 
 
 def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
@@ -149,9 +154,13 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     if unknown:
         raise ValueError(f"recipe: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_LEVEL)};"
                          f" valid keys: {', '.join(TOP_LEVEL)}")
-    for key, kind, label in (("name", str, "a string"), ("seed", int, "an integer")):
+    for key, kind, label in (("name", str, "a string"), ("seed", int, "an integer"),
+                             ("train_threads", int, "an integer >= 0 (0: torch's default)")):
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             raise ValueError(f"recipe: {key} must be {label}, got {data[key]!r}")
+    if data.get("train_threads", 0) < 0:
+        raise ValueError(f"recipe: train_threads must be an integer >= 0 (0: torch's default), "
+                         f"got {data['train_threads']!r}")
     tolerance = data.get("tolerance", 0.01)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"recipe: tolerance must be a number >= 0, got {tolerance!r}")
@@ -171,7 +180,8 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     check_stage_order(stages)
     bench, providers = bench_from_dict(data.get("bench", {}))
     recipe = Recipe(name=data.get("name", "recipe"), seed=data.get("seed", 0),
-                  tolerance=float(tolerance), model=_table("model", ModelSpec, data["model"]),
+                  tolerance=float(tolerance), train_threads=data.get("train_threads", 0),
+                  model=_table("model", ModelSpec, data["model"]),
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
                   bench=bench, providers=providers,
                   robustness=_table("robustness", RobustnessConfig, data.get("robustness", {})),
@@ -259,7 +269,8 @@ def _toml_value(value: Any) -> str:
 def to_toml(recipe: Recipe) -> str:
     """The resolved recipe as TOML (``None`` values, TOML's missing value, are left out)."""
     data = recipe.to_dict()
-    lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "tolerance")]
+    lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "tolerance",
+                                                       "train_threads")]
     if data["stage_modules"]:
         lines.append(f"stage_modules = {_toml_value(data['stage_modules'])}")
     for table in ("model", "data", "bench", "robustness", "metric"):

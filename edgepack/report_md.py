@@ -26,6 +26,31 @@ def robustness_section(report: dict, rows: list[dict]) -> str:
     return text
 
 
+def baseline_line(stage: dict) -> str:
+    """One line: the distilled student against its twin trained alone at equal compute."""
+    b = ((stage.get("record") or {}) if isinstance(stage.get("record"), dict) else {}).get(
+        "alone_baseline")
+    if not b:
+        return ""
+    closed = "no gap to close (the student alone is not below the teacher)" \
+        if b["gap_closed"] is None else f"{b['gap_closed']:.0%} of the gap closed"
+    verdict = "" if b["kd_accuracy"] > b["alone_accuracy"] else \
+        "; distillation did not beat training alone"
+    return (f"{stage['name']}: KD {b['kd_accuracy']:.4f} vs the same student alone "
+            f"{b['alone_accuracy']:.4f} (equal steps: {b['steps']}; its lr {b['alone_lr']:g}, "
+            f"best on validation of {', '.join(b['validation_accuracy'])}), teacher "
+            f"{b['teacher_accuracy']:.4f}: {closed}{verdict}; binomial SE "
+            f"{b['binomial_se'] * 100:.2f} points on {b['evaluation_samples']:,} samples")
+
+
+def distillation_section(rows: list[dict]) -> str:
+    lines = [line for line in map(baseline_line, rows) if line]
+    if not lines:
+        return ""
+    return ("\n## Distillation against a fair baseline\n\n"
+            + "\n".join(f"- {line}" for line in lines) + "\n")
+
+
 def is_embedding(report: dict) -> bool:
     return (report.get("metric") or {}).get("kind") == "embedding"
 
@@ -42,7 +67,8 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
             f"cores), ONNX Runtime {env['onnxruntime']}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
             "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
-            f"{report.get('final_artifact') or '(none kept)'}\n" + robustness_section(report, rows))
+            f"{report.get('final_artifact') or '(none kept)'}\n" + distillation_section(rows)
+            + robustness_section(report, rows))
 
 
 def write_manifest(out_dir: Path) -> None:

@@ -6,6 +6,7 @@ the others build the same architecture and get rank 0's weights (:mod:`edgepack.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from importlib import resources
@@ -47,6 +48,23 @@ def load_data(recipe: Recipe) -> dict:
     return data
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Train with ``threads`` intra-op threads (0: leave torch's setting), restored after.
+
+    Small models train no faster on several threads, and on a busy machine each step then
+    waits for the slowest thread: the demo's students train 5x faster on one thread when
+    other work shares the cores (benchmarks/demo_wall_time.py).
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -66,16 +84,17 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
     check_providers(recipe.providers)
     seed_everything(recipe.seed)
     data = load_data(recipe)
-    if distributed.join().is_main:
-        teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed,
-                                  recipe.base_dir, log=_log, progress=progress)
-    else:  # its weights come from rank 0 when the pipeline starts
-        teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
-    return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
-                        bench_config=recipe.bench, providers=recipe.providers,
-                        robustness=recipe.robustness, resume=resume,
-                        progress=progress, recipe=recipe, base_dir=recipe.base_dir, log=_log,
-                        metric=recipe.metric)
+    with torch_threads(recipe.train_threads):
+        if distributed.join().is_main:
+            teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed,
+                                      recipe.base_dir, log=_log, progress=progress)
+        else:  # its weights come from rank 0 when the pipeline starts
+            teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
+        return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
+                            bench_config=recipe.bench, providers=recipe.providers,
+                            robustness=recipe.robustness, resume=resume,
+                            progress=progress, recipe=recipe, base_dir=recipe.base_dir,
+                            log=_log, metric=recipe.metric)
 
 
 def demo_recipe() -> Recipe:

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from core.errors import BadInput
-from compress.trainer import TrainConfig, fit, selection_batches
+from compress.distill import augment_inputs
+from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
 from edgepack.recipe import DataSpec, ModelSpec, import_object
 from export.weights import load_weights, save_weights
 
@@ -53,10 +54,29 @@ def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
 
 def teacher_key(model: ModelSpec, data: DataSpec, seed: int) -> str:
     """A short hash of everything that decides the trained weights."""
-    blob = json.dumps({"build": model.build, "args": model.args, "epochs": model.train_epochs,
-                       "lr": model.lr, "data": data.provider, "data_args": data.args,
-                       "seed": seed, "version": TRAINING_VERSION}, sort_keys=True)
+    decided = {"build": model.build, "args": model.args, "epochs": model.train_epochs,
+               "lr": model.lr, "data": data.provider, "data_args": data.args,
+               "seed": seed, "version": TRAINING_VERSION}
+    if model.augment != "none":  # (absent when off, so teachers cached before it still match)
+        decided["augment"] = model.augment
+    blob = json.dumps(decided, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def augmented_loss(augment: str):
+    """Cross-entropy on inputs perturbed afresh each step (``"none"``: the inputs as given).
+
+    A teacher that has seen its inputs shifted or noised generalises better from the same
+    labelled set, and distillation hands that on to the student.
+    """
+    if augment == "none":
+        return cross_entropy_loss
+
+    def loss(model: nn.Module, batch):
+        inputs, labels = batch
+        return cross_entropy_loss(model, (augment_inputs(inputs, augment), labels))
+
+    return loss
 
 
 def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int,
@@ -90,8 +110,8 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
     checkpoint = folder / f"{key}.checkpoint.pt"
     fit(net, data["train"], TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
                                         progress=progress, distributed=False),
-        eval_batches=selection_batches(data), checkpoint=checkpoint, resume=True,
-        desc="teacher")
+        loss_fn=augmented_loss(model.augment), eval_batches=selection_batches(data),
+        checkpoint=checkpoint, resume=True, desc="teacher")
     save_weights(net, cached, metadata={"build": model.build, "args": json.dumps(model.args)})
     checkpoint.unlink(missing_ok=True)
     return net.eval()

@@ -28,7 +28,7 @@ def add_allow_any_builder(parser) -> None:
 def print_summary(report: dict, out, seconds: float) -> None:
     from bench.report import results_table
     from edgepack.embedding_report import embedding_table
-    from edgepack.report_md import is_embedding
+    from edgepack.report_md import baseline_line, is_embedding
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
     print(embedding_table(rows) if is_embedding(report) else results_table(rows))
@@ -36,6 +36,9 @@ def print_summary(report: dict, out, seconds: float) -> None:
     print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "
           f"{report['stages'][0].get('provider', 'CPUExecutionProvider') if report['stages'] else ''}"
           f", threads {report['bench']['threads']}, batch {report['bench']['batch']}")
+    for stage in report["stages"]:
+        if baseline_line(stage):
+            print(baseline_line(stage))
     print(f"final artifact: {report.get('final_artifact')}")
     print(f"run folder: {out} (report.json, report.md, tradeoff.png, manifest.json); "
           f"{seconds:.0f} s")

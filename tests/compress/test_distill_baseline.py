@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.distill import DistillConfig
-from compress.distill_baseline import (binomial_se, equal_steps_loader, gap_closed,
-                                       kd_batches_per_epoch, train_alone)
+from compress.distill_baseline import (binomial_se, compare_with_alone, equal_steps_loader,
+                                       gap_closed, kd_batches_per_epoch, train_alone)
+from compress.parallel import Distributed
 from edgepack.zoo import mnist1d_cnn
 
 
@@ -42,6 +43,62 @@ def test_train_alone_takes_the_same_number_of_epochs_and_uses_the_grid_lr():
     config = DistillConfig(transfer_samples=160, batch_size=32, epochs=2)
     history = train_alone(mnist1d_cnn(width=4), config, data, lr=0.003)
     assert len(history["history"]) == 2 and history["best_metric"] is not None
+
+
+def _count_training_steps(model):
+    """Forward passes in training mode: one per optimizer step."""
+    steps = []
+    model.register_forward_hook(lambda m, i, o: steps.append(1) if m.training else None)
+    return steps
+
+
+def test_the_trainer_really_takes_every_step_the_baseline_asks_for():
+    """The trainer once re-sharded any shuffled loader over its dataset, silently dropping
+    the baseline's extra passes: the alone-student took a third of the KD student's steps."""
+    data = _data()
+    config = DistillConfig(transfer_samples=160, batch_size=32, epochs=2)
+    student = mnist1d_cnn(width=4)
+    steps = _count_training_steps(student)
+    train_alone(student, config, data, lr=0.003)
+    assert len(steps) == 2 * kd_batches_per_epoch(config, data) == 16
+
+
+def test_a_resampling_loader_is_kept_as_asked_when_training_alone():
+    dataset = TensorDataset(torch.randn(10, 1, 40), torch.zeros(10, dtype=torch.long))
+    sampler = torch.utils.data.RandomSampler(dataset, num_samples=30)
+    loader = DataLoader(dataset, batch_size=5, sampler=sampler)
+    kept, extra = Distributed(enabled=False).shard(loader, seed=0)
+    assert kept is loader and extra is None and len(kept) == 6
+
+
+def test_the_stage_compares_kd_with_the_student_alone_and_picks_its_lr_on_validation():
+    data = _data()
+    data["evaluation"] = data["validation"]
+    config = DistillConfig(transfer_samples=160, batch_size=32, epochs=1,
+                           baseline_lrs=(0.001, 0.01))
+    made = []
+
+    def new_student():
+        torch.manual_seed(3)
+        made.append(mnist1d_cnn(width=4))
+        return made[-1]
+
+    teacher, distilled = mnist1d_cnn(width=8), mnist1d_cnn(width=4)
+    record = compare_with_alone(new_student, config, data, teacher, distilled)
+    assert len(made) == 2 and record["alone_lr"] in (0.001, 0.01)
+    assert set(record["validation_accuracy"]) == {"0.001", "0.01"}
+    assert record["steps"] == 8 and record["evaluation_samples"] == 32
+    expected = gap_closed(record["teacher_accuracy"], record["alone_accuracy"],
+                          record["kd_accuracy"])
+    assert record["gap_closed"] == (None if math.isnan(expected) else pytest.approx(expected))
+    assert record["binomial_se"] == pytest.approx(binomial_se(record["alone_accuracy"], 32))
+
+
+def test_baseline_lrs_are_checked():
+    with pytest.raises(ValueError, match="baseline_lrs must be learning rates > 0"):
+        DistillConfig(baseline_lrs=(0.01, 0.0))
+    with pytest.raises(ValueError, match="needs objective='logits'"):
+        DistillConfig(baseline_lrs=(0.01,), objective="embedding")
 
 
 @pytest.mark.parametrize("teacher, alone, kd, closed", [

@@ -37,6 +37,7 @@ RECIPE = textwrap.dedent('''
     student = { build = "edgepack.zoo:mnist1d_cnn", args = { width = 4 } }
     epochs = 2
     transfer_samples = 1000
+    baseline_lrs = [0.01]            # the same student alone, at equal steps, for the report
 
     [[stages]]
     kind = "prune"
@@ -169,3 +170,15 @@ def test_every_row_reports_clean_vs_attacked_accuracy_and_attribution_drift(run_
     markdown = (run_dir / "report.md").read_text()
     assert "## Robustness" in markdown and "| 04-quantize |" in markdown.split("## Robustness")[1]
     assert (run_dir / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distillation_is_reported_against_the_same_student_alone_at_equal_steps(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    baseline = report["stages"][0]["record"]["alone_baseline"]
+    batch = report["stages"][0]["config"]["batch_size"]
+    assert baseline["steps"] == 2 * -(-(1200 + 1000) // batch)   # 2 epochs of the KD batches
+    assert baseline["alone_lr"] == 0.01 and baseline["kd_lr"] == report["stages"][0]["config"]["lr"]
+    assert 0 <= baseline["alone_accuracy"] <= 1 and baseline["binomial_se"] > 0
+    markdown = (run_dir / "report.md").read_text()
+    assert "## Distillation against a fair baseline" in markdown
+    assert f"vs the same student alone {baseline['alone_accuracy']:.4f}" in markdown

@@ -45,6 +45,8 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     ({"stages": [{"kind": "export"}, {"kind": "prune"}]}, "must come before the export stage"),
     ({"tolerence": 0.1}, "unknown key 'tolerence' (did you mean 'tolerance'?)"),
     ({"tolerance": "1%"}, "tolerance must be a number >= 0"),
+    ({"train_threads": -1}, "train_threads must be an integer >= 0"),
+    ({"train_threads": 1.5}, "train_threads must be an integer >= 0"),
     ({"bench": {"thread": 2}}, "unknown key 'thread' (did you mean 'threads'?)"),
     ({"bench": {"graph_optimization": "max"}}, "graph_optimization='max' is not valid"),
     ({"bench": {"spin_wait": "no"}}, "spin_wait must be a boolean"),
@@ -68,3 +70,31 @@ def test_invalid_toml_names_the_file(tmp_path):
     path.write_text("name = \n")
     with pytest.raises(ValueError, match="bad.toml is not valid TOML"):
         load_recipe(path)
+
+
+def test_train_threads_apply_while_the_recipe_trains_and_are_restored_after(monkeypatch, tmp_path):
+    import torch
+
+    from edgepack import runner
+
+    seen = {}
+
+    def fake_pipeline(*args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        return {}
+
+    def fake_teacher(*args, **kwargs):
+        seen["teacher_threads"] = torch.get_num_threads()
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(runner, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(runner, "prepare_teacher", fake_teacher)
+    monkeypatch.setattr(runner, "load_data", lambda recipe: {})
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    recipe = recipe_from_dict({**BASE, "train_threads": wanted})
+    assert recipe.train_threads == wanted
+    assert "train_threads = " in to_toml(recipe)
+    runner.run_recipe(recipe, tmp_path / "out")
+    assert seen == {"threads": wanted, "teacher_threads": wanted}
+    assert torch.get_num_threads() == before
