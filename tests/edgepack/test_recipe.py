@@ -51,6 +51,7 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     ({"bench": {"graph_optimization": "max"}}, "graph_optimization='max' is not valid"),
     ({"bench": {"spin_wait": "no"}}, "spin_wait must be a boolean"),
     ({"model": {"build": "m:f", "epochs": 3}}, "[model]: unknown key 'epochs'"),
+    ({"model": {"build": "m:f", "augment": "flip"}}, "[model].augment='flip' is not valid"),
     ({"stages": [{"kind": "quantize", "mode": "int3"}]}, "quantize.mode='int3' is not valid"),
 ])
 def test_bad_recipes_are_refused_with_one_clear_message(patch, message):

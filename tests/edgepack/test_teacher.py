@@ -30,7 +30,25 @@ def test_the_key_changes_with_everything_that_decides_the_weights():
     assert teacher_key(ModelSpec(**{**SPEC.__dict__, "args": {"width": 8}}), DATA, 0) != base
     assert teacher_key(ModelSpec(**{**SPEC.__dict__, "train_epochs": 2}), DATA, 0) != base
     assert teacher_key(SPEC, DataSpec(DATA.provider, {"samples": 301}), 0) != base
+    assert teacher_key(ModelSpec(**{**SPEC.__dict__, "augment": "shift"}), DATA, 0) != base
     assert teacher_key(SPEC, DATA, 0) == base
+
+
+def test_an_augmented_teacher_trains_on_perturbed_inputs(monkeypatch):
+    import torch
+
+    from edgepack.teacher import augmented_loss
+
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10))
+    model.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    x, y = torch.arange(40.0).reshape(1, 1, 40), torch.zeros(1, dtype=torch.long)
+    torch.manual_seed(1)
+    for _ in range(8):
+        augmented_loss("shift")(model, (x, y))
+    augmented_loss("none")(model, (x, y))
+    assert any(not torch.equal(s, x) for s in seen[:-1])   # shifted at least once in 8 draws
+    assert torch.equal(seen[-1], x)                         # "none": the inputs as given
 
 
 def test_a_damaged_cache_entry_is_trained_again(tmp_path, monkeypatch):
