@@ -5,8 +5,8 @@ between the same student trained alone and the teacher, mean of 3 seeds.
 
 Fair by construction (:mod:`compress.distill_baseline`): per seed, both students start from
 the same initial weights and take the same optimizer steps (same batch size, same batches per
-epoch -- the alone-student's epochs reshuffle the labelled set as often as the KD student's
-labelled + transfer set needs --, same epochs, one-cycle schedule, weight decay), both pick
+epoch -- the alone-student's epoch repeats the labelled set, shuffled, to fill as many batches
+as the KD student's labelled + transfer set --, same epochs, one-cycle schedule, weight decay), both pick
 their best epoch on the same validation set, and each learning rate is chosen on that
 validation set from the same small grid (on the first seed). The only difference is what
 distillation adds: the teacher's soft targets, on the labelled set plus an unlabelled transfer
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
           f"({count_params(teacher) / student_params:.1f}x fewer)")
     print(f"both students: {stage.epochs} epochs x {steps} batches of {stage.batch_size} "
           f"(one-cycle); KD: alpha {stage.alpha}, T {stage.temperature}, 8,000 labelled + "
-          f"{stage.transfer_samples:,} transfer samples; alone: the labelled set reshuffled to "
-          f"fill the same {steps} batches")
+          f"{stage.transfer_samples:,} transfer samples; alone: the labelled set repeated, "
+          f"shuffled, to fill the same {steps} batches")
     print(f"evaluation: {n_eval:,} held-out samples (seed {EVALUATION_SEED}); teacher "
           f"accuracy {teacher_acc:.4f}", flush=True)
 
