@@ -8,11 +8,12 @@ offline, and it is hard enough that a small CNN and a tiny one differ by a few p
 
 from __future__ import annotations
 
-import contextlib
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from edgepack.mnist1d_data import make_many, make_mnist1d
 
 SIGNAL_LENGTH = 40
 CLASSES = 10
@@ -66,53 +67,49 @@ def resnet_cnn(width: int = 32, blocks: int = 3, classes: int = 10, in_channels:
     return nn.Sequential(*layers)
 
 
-@contextlib.contextmanager
-def _numpy_seed(seed: int):
-    """make_dataset seeds numpy's global generator; give the caller's state back after."""
-    state = np.random.get_state()
-    np.random.seed(seed)
+def _cache_path(samples: int, seed: int):
+    from edgepack.teacher import cache_dir
+
+    return cache_dir() / "data" / f"mnist1d-n{samples}-seed{seed}.npz"
+
+
+def _read_cached(samples: int, seed: int) -> dict[str, np.ndarray] | None:
+    path = _cache_path(samples, seed)
+    if not path.is_file():
+        return None
     try:
-        yield
-    finally:
-        np.random.set_state(state)
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in ("x", "y", "x_test", "y_test")}
+    except Exception:
+        return None  # a damaged cache entry is simply made again
 
 
-def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
-    """Generate MNIST-1D locally: ``x`` (N, 40) float32 and ``y`` (N,) int64, 80/20 split."""
-    from mnist1d.data import get_dataset_args, make_dataset
+def _write_cached(samples: int, seed: int, data: dict[str, np.ndarray]) -> None:
+    from core.files import atomic_path
 
-    if samples < 10:
-        raise ValueError(f"mnist1d: samples must be >= 10, got {samples}")
-    args = get_dataset_args()
-    args.num_samples = int(samples)
-    args.seed = int(seed)
-    with _numpy_seed(seed):
-        raw = make_dataset(args)
-    return {"x": raw["x"].astype(np.float32), "y": raw["y"].astype(np.int64),
-            "x_test": raw["x_test"].astype(np.float32), "y_test": raw["y_test"].astype(np.int64)}
+    try:
+        with atomic_path(_cache_path(samples, seed)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **data)
+    except (OSError, ValueError):
+        pass  # a read-only cache folder only costs time
 
 
 def cached_mnist1d(samples: int, seed: int, cache: bool = True) -> dict[str, np.ndarray]:
     """MNIST-1D from the cache folder when made before (plain .npz, no pickle)."""
-    from edgepack.teacher import cache_dir
-    from core.files import atomic_path
-
-    path = cache_dir() / "data" / f"mnist1d-n{samples}-seed{seed}.npz"
-    if cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {k: archive[k] for k in ("x", "y", "x_test", "y_test")}
-        except Exception:
-            pass  # a damaged cache entry is simply made again
-    data = make_mnist1d(samples, seed)
-    if cache:
-        try:
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.savez(handle, **data)
-        except (OSError, ValueError):
-            pass  # a read-only cache folder only costs time
+    data = _read_cached(samples, seed) if cache else None
+    if data is None:
+        data = make_mnist1d(samples, seed)
+        if cache:
+            _write_cached(samples, seed, data)
     return data
+
+
+def prefetch_mnist1d(specs: list[tuple[int, int]]) -> None:
+    """Make and cache the ``(samples, seed)`` sets not cached yet, in parallel."""
+    missing = [spec for spec in specs if spec[0] and _read_cached(*spec) is None]
+    for spec, data in make_many(missing).items():
+        _write_cached(*spec, data)
 
 
 class TransferSet:
@@ -139,7 +136,7 @@ class TransferSet:
 
 
 def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
-            calibration_samples: int = 512, transfer_samples: int = 40_000,
+            calibration_samples: int = 512, transfer_samples: int = 0,
             transfer_seed: int = 1_000, validation_samples: int = 2_000,
             validation_seed: int = 2_000) -> dict:
     """The demo's data provider: train, calibration, validation, evaluation, transfer.
@@ -149,8 +146,11 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     best training epoch, so ``evaluation`` is used for nothing but the reported accuracy;
     it and the unlabelled ``transfer`` set are made with their own seeds, sharing no sample
     with the others. The generator makes as many samples as asked, so neither costs the
-    labelled training set a sample.
+    labelled training set a sample. There is a ``transfer`` set only when
+    ``transfer_samples`` asks for one. Sets not cached yet are made in parallel.
     """
+    prefetch_mnist1d([(samples, seed), (validation_samples, validation_seed),
+                      (transfer_samples, transfer_seed)])
     data = cached_mnist1d(samples, seed)
     x, y = torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"])
     xt, yt = torch.from_numpy(data["x_test"]).unsqueeze(1), torch.from_numpy(data["y_test"])
@@ -158,8 +158,9 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     calibration = DataLoader(TensorDataset(x[:calibration_samples], y[:calibration_samples]),
                              batch_size=batch_size)
     evaluation = DataLoader(TensorDataset(xt, yt), batch_size=512)
-    sets = {"train": train, "calibration": calibration, "evaluation": evaluation,
-            "transfer": TransferSet(transfer_samples, transfer_seed, batch_size)}
+    sets = {"train": train, "calibration": calibration, "evaluation": evaluation}
+    if transfer_samples:
+        sets["transfer"] = TransferSet(transfer_samples, transfer_seed, batch_size)
     if validation_samples:
         held = cached_mnist1d(validation_samples, validation_seed)
         xv = torch.from_numpy(np.concatenate([held["x"], held["x_test"]])).unsqueeze(1)

@@ -82,3 +82,29 @@ def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
     validation = {tuple(x.flatten().tolist()) for x in data["validation"].dataset.tensors[0]}
     evaluation = {tuple(x.flatten().tolist()) for x in data["evaluation"].dataset.tensors[0]}
     assert len(validation) == 100 and not validation & evaluation
+
+
+def test_sets_made_in_parallel_are_the_sets_made_one_by_one(monkeypatch):
+    from edgepack import mnist1d_data
+
+    monkeypatch.setattr(mnist1d_data, "PARALLEL_FROM", 0)   # a worker even for small sets
+    made = mnist1d_data.make_many([(300, 5), (200, 6)])
+    for spec in ((300, 5), (200, 6)):
+        for key, array in make_mnist1d(*spec).items():
+            np.testing.assert_array_equal(made[spec][key], array)
+
+
+def test_a_failed_worker_costs_time_never_different_data(monkeypatch):
+    from edgepack import mnist1d_data
+
+    monkeypatch.setattr(mnist1d_data, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(mnist1d_data.sys, "executable", "/bin/false")   # the worker fails
+    made = mnist1d_data.make_many([(300, 5), (200, 6)])
+    np.testing.assert_array_equal(made[(300, 5)]["x"], make_mnist1d(300, 5)["x"])
+
+
+def test_there_is_a_transfer_set_only_when_asked_for():
+    from edgepack.zoo import mnist1d
+
+    assert "transfer" not in mnist1d(samples=300, validation_samples=0)
+    assert len(mnist1d(samples=300, transfer_samples=10, validation_samples=0)["transfer"]) == 1
