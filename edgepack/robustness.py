@@ -24,6 +24,7 @@ from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_s
 from bench.robustness.attribution import gradient_x_input, occlusion, spearman
 from bench.robustness.blackbox import ort_predict
 from bench.robustness.evaluate import not_applicable_reason
+from bench.robustness.whitebox import torch_threads
 
 
 class RobustnessProbe:
@@ -51,7 +52,7 @@ class RobustnessProbe:
         attribution = attribution and self.config.attribution_samples > 0
         if not self.config.enabled and not attribution:
             return out
-        session = robustness_session(onnx_path)
+        session = robustness_session(onnx_path, self.config.threads)
         reason = not_applicable_reason(session, self.labels)
         if reason:
             return {"robustness": {"applicable": False, "reason": reason}}
@@ -61,12 +62,13 @@ class RobustnessProbe:
                                                     self.config, source=source,
                                                     crafted_on=crafted_on)
         if attribution:
-            out["attribution"] = self.attribution(session, module)
+            with torch_threads(self.config.threads):
+                out["attribution"] = self.attribution(session, module)
         return out
 
     def attribution(self, session, module=None) -> dict:
         """Mean Spearman rho between this artifact's saliency maps and the teacher's."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         x, y = self._sample
         if module is not None:
             method, maps = "gradient x input", gradient_x_input(module, x, y)
@@ -76,7 +78,8 @@ class RobustnessProbe:
         return {"rho": rho, "method": method, "samples": int(len(x)),
                 "threshold": self.config.attribution_threshold,
                 "flagged": rho < self.config.attribution_threshold,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu_started}
 
     @property
     def _baseline(self) -> float:
@@ -88,6 +91,7 @@ class RobustnessProbe:
             if method == "gradient x input":
                 self._teacher_maps[method] = gradient_x_input(self.teacher, x, y)
             else:
-                predict = ort_predict(robustness_session(self.teacher_onnx))
+                predict = ort_predict(robustness_session(self.teacher_onnx,
+                                                          self.config.threads))
                 self._teacher_maps[method] = occlusion(predict, x, y, self._baseline)
         return self._teacher_maps[method]
