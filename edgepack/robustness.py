@@ -24,7 +24,6 @@ from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_s
 from bench.robustness.attribution import gradient_x_input, occlusion, spearman
 from bench.robustness.blackbox import ort_predict
 from bench.robustness.evaluate import not_applicable_reason
-from bench.robustness.whitebox import torch_threads
 
 
 class RobustnessProbe:
@@ -52,7 +51,7 @@ class RobustnessProbe:
         attribution = attribution and self.config.attribution_samples > 0
         if not self.config.enabled and not attribution:
             return out
-        session = robustness_session(onnx_path, self.config.threads)
+        session = robustness_session(onnx_path)
         reason = not_applicable_reason(session, self.labels)
         if reason:
             return {"robustness": {"applicable": False, "reason": reason}}
@@ -62,8 +61,7 @@ class RobustnessProbe:
                                                     self.config, source=source,
                                                     crafted_on=crafted_on)
         if attribution:
-            with torch_threads(self.config.threads):
-                out["attribution"] = self.attribution(session, module)
+            out["attribution"] = self.attribution(session, module)
         return out
 
     def attribution(self, session, module=None) -> dict:
@@ -91,7 +89,6 @@ class RobustnessProbe:
             if method == "gradient x input":
                 self._teacher_maps[method] = gradient_x_input(self.teacher, x, y)
             else:
-                predict = ort_predict(robustness_session(self.teacher_onnx,
-                                                          self.config.threads))
+                predict = ort_predict(robustness_session(self.teacher_onnx))
                 self._teacher_maps[method] = occlusion(predict, x, y, self._baseline)
         return self._teacher_maps[method]

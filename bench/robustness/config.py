@@ -28,10 +28,6 @@ class RobustnessConfig:
       ONNX-only stages such as an int8 model);
     - ``square``: black-box Square Attack on the artifact's scores through ONNX Runtime,
       at most ``query_budget`` model calls per sample.
-
-    ``threads``: the attacks run many small batches, where more threads mostly wait on each
-    other (on a loaded 2-core machine, 2 torch threads made PGD 5x slower than 1); raise it
-    for large models.
     """
 
     eps: tuple[float, ...] = (0.05, 0.1)  # L-infinity budgets, in input standard deviations
@@ -40,7 +36,6 @@ class RobustnessConfig:
     query_budget: int = 200           # Square Attack: model calls per sample at most
     pgd_steps: int = 10
     seed: int = 0
-    threads: int = 1                  # torch and ONNX Runtime threads the attacks run on
     attribution_samples: int = 64     # inputs whose saliency maps are compared to the teacher's
     attribution_threshold: float = 0.5   # mean Spearman rho below this flags a stage
 
@@ -54,7 +49,7 @@ class RobustnessConfig:
         for name in ("samples", "attribution_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"robustness.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("query_budget", "pgd_steps", "threads"):
+        for name in ("query_budget", "pgd_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"robustness.{name} must be >= 1, got {getattr(self, name)}")
         if not -1.0 <= self.attribution_threshold <= 1.0:

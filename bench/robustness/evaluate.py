@@ -94,8 +94,7 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
             if attack == "noise":
                 out[attack][key] = accuracy(predict, sign_noise(x, budget, config.seed), y)
             elif attack in WHITE_BOX:
-                adversarial = craft(attack, source, x, y, budget, config.pgd_steps,
-                                    config.seed, threads=config.threads)
+                adversarial = craft(attack, source, x, y, budget, config.pgd_steps, config.seed)
                 out[attack][key] = accuracy(predict, adversarial, y)
             else:
                 result = square_attack(predict, x, y, budget, config.query_budget,

@@ -13,8 +13,6 @@ so crafting never disturbs training state; the model is run in eval mode.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 
@@ -68,33 +66,18 @@ def sign_noise(inputs: np.ndarray, eps: float, seed: int = 0) -> np.ndarray:
     return (inputs + eps * signs).astype(inputs.dtype)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """torch's intra-op thread count set to ``threads`` inside, restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def craft(attack: str, model, inputs: np.ndarray, labels: np.ndarray, eps: float,
-          steps: int = 10, seed: int = 0, batch: int = 256, threads: int = 1) -> np.ndarray:
-    """Adversarial copies of ``inputs`` (numpy in, numpy out), crafted in batches on
-    ``threads`` torch threads."""
+          steps: int = 10, seed: int = 0, batch: int = 256) -> np.ndarray:
+    """Adversarial copies of ``inputs`` (numpy in, numpy out), crafted in batches."""
     import torch
 
     out = []
-    with torch_threads(threads):
-        for start in range(0, len(inputs), batch):
-            x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch]))
-            y = torch.from_numpy(np.ascontiguousarray(labels[start:start + batch])).long()
-            if attack == "fgsm":
-                adversarial = fgsm(model, x, y, eps)
-            else:
-                adversarial = pgd(model, x, y, eps, steps=steps, seed=seed + start)
-            out.append(adversarial.numpy())
+    for start in range(0, len(inputs), batch):
+        x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch]))
+        y = torch.from_numpy(np.ascontiguousarray(labels[start:start + batch])).long()
+        if attack == "fgsm":
+            adversarial = fgsm(model, x, y, eps)
+        else:
+            adversarial = pgd(model, x, y, eps, steps=steps, seed=seed + start)
+        out.append(adversarial.numpy())
     return np.concatenate(out)

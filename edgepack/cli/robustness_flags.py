@@ -101,7 +101,7 @@ def evaluate_models(models, data_path, config, source) -> list[dict]:
     arrays = load_npz(data_path)
     results = []
     for path in models:
-        session = robustness_session(path, config.threads)
+        session = robustness_session(path)
         feeds = check_feeds(session, arrays, str(data_path))
         inputs = next(iter(feeds.values())) if len(feeds) == 1 else None
         results.append(evaluate_robustness(session, inputs, arrays.get("labels"), config,

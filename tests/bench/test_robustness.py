@@ -1,8 +1,6 @@
 """bench.robustness: attacks against the noise control, the black-box budget, the int8
 artifact, models the attacks do not fit, determinism, and the report table."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,7 @@ from bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attac
                               parse_epsilons, robustness_session)
 from bench.robustness.blackbox import margins, square_attack
 from bench.robustness.report import robustness_plot, robustness_table
-from bench.robustness.whitebox import craft, pgd, sign_noise
+from bench.robustness.whitebox import pgd, sign_noise
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
                                        trained_tiny)
@@ -112,19 +110,6 @@ def test_pgd_stays_in_the_ball_and_noise_is_seeded():
     assert np.allclose(np.abs(sign_noise(x, 0.1) - x), 0.1, atol=1e-6)
 
 
-def test_crafting_runs_on_the_configured_torch_threads_and_restores_them():
-    model, seen = copy.deepcopy(trained_tiny()), []
-    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
-    x, y = eval_arrays(8)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        craft("pgd", model, x, y, 0.1, steps=2, threads=1)
-        assert set(seen) == {1} and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: parse_epsilons("0.05,abc"), "--robustness '0.05,abc' is not valid"),
     (lambda: parse_epsilons("-0.1"), "positive numbers"),
@@ -133,7 +118,6 @@ def test_crafting_runs_on_the_configured_torch_threads_and_restores_them():
     (lambda: RobustnessConfig(eps=(0.0,)), "eps must all be > 0"),
     (lambda: RobustnessConfig(attacks=("pdg",)), "did you mean 'pgd'"),
     (lambda: RobustnessConfig(query_budget=0), "query_budget must be >= 1"),
-    (lambda: RobustnessConfig(threads=0), "threads must be >= 1"),
     (lambda: RobustnessConfig(attribution_threshold=2.0), "in [-1, 1]"),
 ])
 def test_bad_settings_name_the_field(make, message):
