@@ -15,7 +15,8 @@ below ``attribution_threshold`` flags the stage in the report.
 A row whose ONNX file has the same bytes as an earlier row's, attacked from a torch model
 with the same weights (the export stage's file is the previous stage's scratch export,
 byte for byte), gets that row's attack results (marked ``reused``) instead of a rerun:
-every attack is seeded, so a rerun would give the same figures.
+every attack is seeded, so a rerun would give the same figures. Likewise FGSM/PGD examples
+are crafted once per source model: the int8 file is attacked with its fp32 parent's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RobustnessProbe:
                         np.asarray(labels[:n]).astype(np.int64))
         self._teacher_maps: dict[str, np.ndarray] = {}
         self._results: dict[tuple[str, str], dict] = {}   # (file, source weights) -> attacks
+        self._crafted: tuple[str, dict] = ("", {})   # (source weights, FGSM/PGD examples)
 
     def measure(self, onnx_path: Path, module=None, source=None,
                 attribution: bool = True) -> dict:
@@ -64,18 +66,24 @@ class RobustnessProbe:
             return {"robustness": {"applicable": False, "reason": reason}}
         if self.config.enabled:
             crafted_on = "the model itself" if module is not None else "its torch parent"
-            key = (artifact_digest(onnx_path), weights_digest(source))
-            if key in self._results:   # the same bytes attacked from the same weights
-                out["robustness"] = {**self._results[key], "crafted_on": crafted_on,
-                                     "reused": True, "seconds": 0.0, "cpu_seconds": 0.0}
-            else:
-                out["robustness"] = evaluate_robustness(
-                    session, self.inputs, self.labels, self.config, source=source,
-                    crafted_on=crafted_on)
-                self._results[key] = dict(out["robustness"])
+            out["robustness"] = self.attacks(session, onnx_path, source, crafted_on)
         if attribution:
             out["attribution"] = self.attribution(session, module)
         return out
+
+    def attacks(self, session, onnx_path: Path, source, crafted_on: str) -> dict:
+        """Every attack on one file; an earlier row's result for the same bytes and source."""
+        key = (artifact_digest(onnx_path), weights_digest(source))
+        if key in self._results:
+            return {**self._results[key], "crafted_on": crafted_on, "reused": True,
+                    "seconds": 0.0, "cpu_seconds": 0.0}
+        if self._crafted[0] != key[1]:   # examples kept for the latest source only (memory)
+            self._crafted = (key[1], {})
+        result = evaluate_robustness(session, self.inputs, self.labels, self.config,
+                                     source=source, crafted_on=crafted_on,
+                                     crafted=self._crafted[1])
+        self._results[key] = dict(result)
+        return result
 
     def attribution(self, session, module=None) -> dict:
         """Mean Spearman rho between this artifact's saliency maps and the teacher's."""

@@ -61,12 +61,15 @@ def _queries_summary(queries: np.ndarray, attacked: np.ndarray, budget: int) -> 
 
 def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
                         config: RobustnessConfig, source=None,
-                        crafted_on: str = "the model itself") -> dict:
+                        crafted_on: str = "the model itself", crafted: dict | None = None) -> dict:
     """Accuracy of the model behind ``session`` under every attack and epsilon in ``config``.
 
     ``source``: the torch model white-box examples are crafted on (None: FGSM/PGD are
-    skipped, with the reason in ``skipped``).
+    skipped, with the reason in ``skipped``). ``crafted``: FGSM/PGD examples already made
+    on ``source`` from these inputs with this config, by ``(attack, eps)``, filled as they
+    are made: an fp32 file and its int8 copy share their parent's examples.
     """
+    crafted = {} if crafted is None else crafted
     reason = not_applicable_reason(session, labels)
     if reason:
         return {"applicable": False, "reason": reason}
@@ -94,8 +97,10 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
             if attack == "noise":
                 out[attack][key] = accuracy(predict, sign_noise(x, budget, config.seed), y)
             elif attack in WHITE_BOX:
-                adversarial = craft(attack, source, x, y, budget, config.pgd_steps, config.seed)
-                out[attack][key] = accuracy(predict, adversarial, y)
+                if (attack, eps) not in crafted:
+                    crafted[attack, eps] = craft(attack, source, x, y, budget, config.pgd_steps,
+                                                 config.seed)
+                out[attack][key] = accuracy(predict, crafted[attack, eps], y)
             else:
                 result = square_attack(predict, x, y, budget, config.query_budget,
                                        seed=config.seed)

@@ -74,6 +74,24 @@ def test_evaluation_reports_queries_and_is_deterministic(fp32_path):
     assert strip(first) == strip(second)
 
 
+def test_an_int8_copy_is_attacked_with_its_parents_examples(fp32_path, tmp_path, monkeypatch):
+    import bench.robustness.evaluate as evaluate
+
+    int8 = quantize_tiny(fp32_path, tmp_path / "shared.int8.onnx")
+    x, y = eval_arrays(64)
+    config = RobustnessConfig(eps=(0.3,), samples=64, attacks=("fgsm", "pgd"), pgd_steps=3)
+    alone = evaluate_robustness(robustness_session(int8), x, y, config, source=trained_tiny())
+    made = []
+    monkeypatch.setattr(evaluate, "craft", lambda *a, **k: made.append(a[0]) or craft(*a, **k))
+    crafted: dict = {}
+    evaluate_robustness(robustness_session(fp32_path), x, y, config, source=trained_tiny(),
+                        crafted=crafted)
+    shared = evaluate_robustness(robustness_session(int8), x, y, config, source=trained_tiny(),
+                                 crafted=crafted)
+    assert made == ["fgsm", "pgd"]                  # crafted for the fp32 file only
+    assert (shared["fgsm"], shared["pgd"]) == (alone["fgsm"], alone["pgd"])
+
+
 def test_token_id_inputs_are_declared_not_applicable(tmp_path):
     session = robustness_session(token_model(tmp_path / "tok.onnx"))
     ids = np.zeros((4, 8), np.int64)
