@@ -9,7 +9,7 @@ from bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attac
                               parse_epsilons, robustness_session)
 from bench.robustness.blackbox import margins, square_attack
 from bench.robustness.report import robustness_plot, robustness_table
-from bench.robustness.whitebox import pgd, sign_noise
+from bench.robustness.whitebox import craft, pgd, sign_noise
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
                                        trained_tiny)
