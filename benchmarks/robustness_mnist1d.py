@@ -4,8 +4,8 @@ Models, all read from the demo's recipe (widths, stages and settings; nothing ha
 the demo teacher, its distilled student, the student pruned by the demo's prune stage, and
 the same prune stage with adversarial fine-tuning (``--defence``, by default
 ``adversarial = {eps = 0.2, steps = 7, ratio = 0.5}`` over ``--defence-epochs`` (6)
-fine-tuning epochs). When those epochs differ from the recipe's, the plain prune stage is also run with
-as many epochs, so the defence is judged against equal fine-tuning, not only the demo's.
+fine-tuning epochs). When those epochs differ from the recipe's, the plain prune stage is also
+run with as many epochs, so the defence is judged against equal fine-tuning, not only the demo's.
 Each pruned model is exported to ONNX and statically quantized to int8 (QDQ).
 
 Every ONNX file is attacked through ONNX Runtime on the first ``--samples`` held-out inputs:
@@ -155,7 +155,8 @@ def art_crosscheck(files: dict, x, y, config, starts: int) -> list[str]:
         estimator = ref.classifier(model, x.shape[1:], int(predict(x[:1]).shape[-1]))
         for eps in config.eps:
             budget, steps = eps * scale, config.pgd_steps
-            fgsm = (acc(craft("fgsm", model, x, y, budget)), acc(ref.art_fgsm(estimator, x, y, budget)))
+            fgsm = (acc(craft("fgsm", model, x, y, budget)),
+                    acc(ref.art_fgsm(estimator, x, y, budget)))
             with ref.same_start(config.seed):
                 same = (acc(craft("pgd", model, x, y, budget, steps, config.seed)),
                         acc(ref.art_pgd(estimator, x, y, budget, steps)))
@@ -169,7 +170,8 @@ def art_crosscheck(files: dict, x, y, config, starts: int) -> list[str]:
                 f"({100 * (fgsm[0] - fgsm[1]):+.1f} pt) | PGD same start {same[0]:.3f} vs "
                 f"{same[1]:.3f} ({100 * (same[0] - same[1]):+.1f} pt) | PGD {starts} starts "
                 f"{np.mean(ours):.3f} [{min(ours):.3f}-{max(ours):.3f}] vs {np.mean(theirs):.3f} "
-                f"[{min(theirs):.3f}-{max(theirs):.3f}] ({100 * (np.mean(ours) - np.mean(theirs)):+.1f} pt)")
+                f"[{min(theirs):.3f}-{max(theirs):.3f}] "
+                f"({100 * (np.mean(ours) - np.mean(theirs)):+.1f} pt)")
     return lines
 
 

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
         on = statistics.median(r[key] for r in runs["on"])
         off = statistics.median(r[key] for r in runs["off"])
         share = on / off - 1
-        print(f"  {label:4s}: on {on:6.1f} s, off {off:6.1f} s: the section adds {100 * share:+.1f}%"
+        print(f"  {label:4s}: on {on:6.1f} s, off {off:6.1f} s: the section adds "
+              f"{100 * share:+.1f}%"
               f" (target <= {100 * TARGET:.0f}%: {'met' if share <= TARGET else 'NOT met'})")
     section = statistics.median(r["section_cpu"] for r in runs["on"])
     print(f"  the section's own CPU time in the reports: {section:.1f} s")

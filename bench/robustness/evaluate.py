@@ -108,7 +108,7 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
                 out.setdefault("queries", {})[key] = _queries_summary(
                     result["queries"], clean_correct, config.query_budget)
     out["seconds"] = time.perf_counter() - started
-    out["cpu_seconds"] = time.process_time() - cpu_started   # all threads: the cost on a busy machine
+    out["cpu_seconds"] = time.process_time() - cpu_started   # all threads; what a busy machine pays
     return out
 
 
