@@ -34,7 +34,7 @@ The checks of issue 16:
 folder (the demo's own models) instead of distilling and pruning them again here.
 ``--quick`` shortens the demo's training (distill 5 epochs on 10,000 transfer samples).
 
-Figures: see the README's robustness section (filled in from a run of this script).
+Figures (2-core AMD EPYC, AVX2; the exact commands): the README's robustness section.
 """
 
 from __future__ import annotations
