@@ -94,6 +94,24 @@ def with_defence(loss_fn, settings: dict, owner: str, train_inputs: torch.Tensor
     return AdversarialLoss(loss_fn, config, float(train_inputs.float().std()) or 1.0)
 
 
+def clean_target_columns(inputs: torch.Tensor, labels: torch.Tensor, teacher,
+                         settings: dict) -> tuple:
+    """The columns of a fine-tuning set with a teacher: ``(inputs, labels)``, or under
+    adversarial fine-tuning ``(inputs, the teacher's outputs on the clean inputs, labels)``.
+
+    The attacked copy of an input then learns the teacher's answer on the original
+    (adversarially robust distillation, Goldblum et al. 2020). Asked on the attacked copy,
+    the teacher, no more robust than the student, would teach its own mistakes, and the
+    attack, which maximises the distance to it, would seek where the two disagree rather
+    than where the student is wrong.
+    """
+    if teacher is None or not settings:
+        return inputs, labels
+    from compress.kd import teacher_outputs
+
+    return inputs, teacher_outputs(teacher, inputs), labels
+
+
 def defence_record(tracker: AdversarialLoss, model, evaluation, train_seconds: float) -> dict:
     """The defence's cost (seconds) and effect (clean and PGD accuracy after training)."""
     from compress.kd import collect

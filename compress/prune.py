@@ -45,8 +45,8 @@ from core.errors import BadInput
 from core.checks import check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from export.outputs import first_tensor
-from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
-                                  with_defence)
+from compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
+                                  defence_record, with_defence)
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.attention import HEAD_COUNT_ATTRS, update_head_counts
 from compress.parallel import Distributed, moved_to
@@ -168,7 +168,8 @@ def finetune_batches(config: PruneConfig, data: dict, teacher) -> DataLoader:
         inputs = torch.cat([inputs, extra])
         labels = torch.cat([labels, torch.full((len(extra),), NO_LABEL, dtype=labels.dtype)])
     batch_size = getattr(data["train"], "batch_size", None) or 128
-    return DataLoader(TensorDataset(inputs, labels), batch_size=batch_size, shuffle=True)
+    columns = clean_target_columns(inputs, labels, teacher, config.adversarial)
+    return DataLoader(TensorDataset(*columns), batch_size=batch_size, shuffle=True)
 
 
 def _kd_loss_fn(teacher: nn.Module, config: PruneConfig):
@@ -176,10 +177,10 @@ def _kd_loss_fn(teacher: nn.Module, config: PruneConfig):
     teacher.eval()
 
     def loss_fn(model, batch):
-        inputs, labels = batch
+        inputs, *clean_targets, labels = batch   # see clean_target_columns
         logits = model(inputs)
         with torch.no_grad():
-            targets = teacher(inputs)
+            targets = clean_targets[0] if clean_targets else teacher(inputs)
         return kd_loss(logits, targets, labels, config.kd_temperature, config.kd_alpha), \
             logits, labels
     return loss_fn

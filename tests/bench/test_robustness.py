@@ -9,7 +9,7 @@ from bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attac
                               parse_epsilons, robustness_session)
 from bench.robustness.blackbox import margins, square_attack
 from bench.robustness.report import robustness_plot, robustness_table
-from bench.robustness.whitebox import pgd, sign_noise
+from bench.robustness.whitebox import craft, pgd, sign_noise
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
                                        trained_tiny)
@@ -70,8 +70,26 @@ def test_evaluation_reports_queries_and_is_deterministic(fp32_path):
     second = evaluate_robustness(robustness_session(fp32_path), x, y, CONFIG, source=trained_tiny())
     queries = first["queries"]["0.3"]
     assert 1 <= queries["median"] <= queries["max"] <= CONFIG.query_budget
-    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
     assert strip(first) == strip(second)
+
+
+def test_an_int8_copy_is_attacked_with_its_parents_examples(fp32_path, tmp_path, monkeypatch):
+    import bench.robustness.evaluate as evaluate
+
+    int8 = quantize_tiny(fp32_path, tmp_path / "shared.int8.onnx")
+    x, y = eval_arrays(64)
+    config = RobustnessConfig(eps=(0.3,), samples=64, attacks=("fgsm", "pgd"), pgd_steps=3)
+    alone = evaluate_robustness(robustness_session(int8), x, y, config, source=trained_tiny())
+    made = []
+    monkeypatch.setattr(evaluate, "craft", lambda *a, **k: made.append(a[0]) or craft(*a, **k))
+    crafted: dict = {}
+    evaluate_robustness(robustness_session(fp32_path), x, y, config, source=trained_tiny(),
+                        crafted=crafted)
+    shared = evaluate_robustness(robustness_session(int8), x, y, config, source=trained_tiny(),
+                                 crafted=crafted)
+    assert made == ["fgsm", "pgd"]                  # crafted for the fp32 file only
+    assert (shared["fgsm"], shared["pgd"]) == (alone["fgsm"], alone["pgd"])
 
 
 def test_token_id_inputs_are_declared_not_applicable(tmp_path):

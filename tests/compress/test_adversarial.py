@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench.robustness.whitebox import pgd
 from compress.adversarial import AdversarialConfig, AdversarialLoss
 from compress.distill import DistillConfig, distill
-from compress.prune import PruneConfig, prune
+from compress.prune import PruneConfig, finetune_batches, prune
 from compress.trainer import cross_entropy_loss
 from edgepack.zoo import mnist1d_cnn
 from tests.bench.robust_models import mnist1d_arrays, trained_tiny
@@ -83,6 +83,27 @@ def test_distillation_takes_the_defence_too():
                                           "pgd_accuracy"}
     # 1,200 rows in batches of 128: nine of 64 attacked rows and one of 24
     assert record["adversarial"]["crafted_examples"] == 9 * 64 + 24
+
+
+def test_with_a_teacher_attacked_rows_learn_its_answer_on_the_clean_input():
+    """The teacher is asked once, on the clean training inputs, never on an attacked copy
+    (it is no more robust than the student: asked there, it would teach its mistakes)."""
+    data = _data()
+    teacher, seen = copy.deepcopy(trained_tiny()), []
+    teacher.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    student = copy.deepcopy(trained_tiny()).requires_grad_(True)   # a teacher elsewhere
+    config = PruneConfig(method="unstructured", ratio=0.1, finetune_epochs=1,
+                         adversarial={"eps": EPS, "steps": 2, "ratio": 0.5})
+    prune(student, config, data["evaluation"].dataset.tensors[0][:1], data=data,
+          teacher=teacher, progress=False)
+    train_inputs = data["train"].dataset.tensors[0]
+    seen = torch.cat(seen).flatten(1)
+    assert len(seen) == len(train_inputs)                     # one pass over the rows ...
+    nearest = torch.cdist(seen, train_inputs.flatten(1),
+                          compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    assert (nearest == 0).all()                               # ... each a clean training row
+    plain = PruneConfig(method="unstructured", ratio=0.1, finetune_epochs=1)
+    assert len(finetune_batches(plain, data, teacher).dataset.tensors) == 2   # asked per batch
 
 
 @pytest.mark.parametrize("make, message", [

@@ -55,3 +55,27 @@ def test_token_models_are_not_applicable(probe, tmp_path):
     probe, _ = probe
     out = probe.measure(token_model(tmp_path / "tok.onnx"))
     assert out == {"robustness": {"applicable": False, "reason": out["robustness"]["reason"]}}
+
+
+def test_the_same_file_from_the_same_weights_is_attacked_once(probe, tmp_path):
+    """The export stage's file is the previous stage's scratch export, byte for byte: its
+    attacks are not run again, and give the same figures."""
+    import shutil
+
+    probe, folder = probe
+    probe = RobustnessProbe(CONFIG, probe.inputs, probe.labels, probe.teacher,
+                            probe.teacher_onnx)     # nothing attacked yet
+    model = trained_tiny()
+    first = probe.measure(export_tiny(model, folder / "scratch.onnx"), module=model,
+                          source=model)["robustness"]
+    copied = shutil.copy(folder / "scratch.onnx", tmp_path / "exported.onnx")
+    again = probe.measure(copied, module=None, source=copy.deepcopy(model))["robustness"]
+    assert again["reused"] is True and "reused" not in first
+    figures = ("clean", "noise", "fgsm", "pgd", "square", "queries")
+    assert {k: again[k] for k in figures} == {k: first[k] for k in figures}
+    assert again["crafted_on"] == "its torch parent"
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert "reused" not in probe.measure(copied, module=None, source=other)["robustness"]
+
