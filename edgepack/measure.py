@@ -201,8 +201,11 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
     if not ctx.metric.embedding:  # attacks and attributions need a classifier on signals
         from edgepack.robustness import RobustnessProbe
 
+        from edgepack.teacher import cache_dir
+
         ctx.probe = RobustnessProbe(ctx.robustness, ctx.eval_arrays["inputs"],
-                                    ctx.eval_arrays["labels"], teacher, onnx_path)
+                                    ctx.eval_arrays["labels"], teacher, onnx_path,
+                                    cache_folder=cache_dir() / "robustness")
         metrics.update(ctx.probe.measure(onnx_path, module=teacher, source=teacher,
                                          attribution=False))   # the teacher is the reference
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}

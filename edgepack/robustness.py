@@ -17,11 +17,17 @@ with the same weights (the export stage's file is the previous stage's scratch e
 byte for byte), gets that row's attack results (marked ``reused``) instead of a rerun:
 every attack is seeded, so a rerun would give the same figures. Likewise FGSM/PGD examples
 are crafted once per source model: the int8 file is attacked with its fp32 parent's.
+
+For the same reason a probe given a ``cache_folder`` keeps each row's attack results on disk,
+keyed by everything that decides them (file bytes, source weights, settings, the sample, the
+library versions): a rerun of the same recipe (the demo with its teacher cached) reads them
+back, marked ``cached``, instead of attacking the same files again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -37,8 +43,9 @@ class RobustnessProbe:
     """The run's robustness settings, its fixed sample, and the teacher's saliency maps."""
 
     def __init__(self, config: RobustnessConfig, inputs: np.ndarray, labels: np.ndarray,
-                 teacher, teacher_onnx: Path):
+                 teacher, teacher_onnx: Path, cache_folder: Path | None = None):
         self.config = config
+        self.cache_folder = Path(cache_folder) if cache_folder is not None else None
         self.inputs, self.labels = inputs, labels
         self.teacher, self.teacher_onnx = teacher, Path(teacher_onnx)
         n = config.attribution_samples
@@ -77,13 +84,56 @@ class RobustnessProbe:
         if key in self._results:
             return {**self._results[key], "crafted_on": crafted_on, "reused": True,
                     "seconds": 0.0, "cpu_seconds": 0.0}
+        stored = self._read_stored(key)
+        if stored is not None:
+            self._results[key] = stored
+            return {**stored, "crafted_on": crafted_on, "cached": True,
+                    "seconds": 0.0, "cpu_seconds": 0.0}
         if self._crafted[0] != key[1]:   # examples kept for the latest source only (memory)
             self._crafted = (key[1], {})
         result = evaluate_robustness(session, self.inputs, self.labels, self.config,
                                      source=source, crafted_on=crafted_on,
                                      crafted=self._crafted[1])
         self._results[key] = dict(result)
+        self._store(key, result)
         return result
+
+    def _stored_path(self, key: tuple[str, str]) -> Path | None:
+        if self.cache_folder is None:
+            return None
+        import onnxruntime
+        import torch
+
+        x, y = self.inputs, self.labels
+        decided = {"file": key[0], "source": key[1], "config": self.config.to_dict(),
+                   "sample": hashlib.sha256(np.ascontiguousarray(x).tobytes()
+                                            + np.ascontiguousarray(y).tobytes()).hexdigest(),
+                   "versions": [onnxruntime.__version__, torch.__version__, np.__version__],
+                   "format": 1}
+        name = hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:24]
+        return self.cache_folder / f"{name}.json"
+
+    def _read_stored(self, key: tuple[str, str]) -> dict | None:
+        path = self._stored_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # a damaged entry is measured again
+
+    def _store(self, key: tuple[str, str], result: dict) -> None:
+        from core.files import atomic_write_json
+
+        path = self._stored_path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {k: v for k, v in result.items()
+                                     if k not in ("crafted_on", "reused", "cached")})
+        except (OSError, TypeError, ValueError):
+            pass  # a read-only cache folder only costs time
 
     def attribution(self, session, module=None) -> dict:
         """Mean Spearman rho between this artifact's saliency maps and the teacher's."""

@@ -11,12 +11,12 @@ from edgepack.teacher import build_model
 from edgepack.zoo import make_mnist1d
 
 
-def test_demo_student_has_at_least_3x_fewer_parameters_yet_is_wide_enough_to_time():
+def test_demo_student_has_at_least_2x_fewer_parameters_yet_is_wide_enough_to_time():
     recipe = demo_recipe()
     teacher = build_model(recipe.model.build, recipe.model.args, None)
     student_spec = recipe.stages[0].student
     student = build_model(student_spec["build"], student_spec["args"], None)
-    assert count_params(teacher) >= 3 * count_params(student)
+    assert count_params(teacher) >= 2 * count_params(student)
     # At width 16 (3,274 parameters) ONNX Runtime's per-call cost hid every speed-up; after
     # pruning a quarter of its channels the student must still be at least 48 wide.
     assert student_spec["args"]["width"] * (1 - recipe.stages[1].ratio) >= 48

@@ -79,3 +79,28 @@ def test_the_same_file_from_the_same_weights_is_attacked_once(probe, tmp_path):
         next(other.parameters()).add_(1e-3)
     assert "reused" not in probe.measure(copied, module=None, source=other)["robustness"]
 
+
+
+def test_a_rerun_reads_the_attacks_back_from_the_cache_folder(probe, tmp_path):
+    """Seeded attacks on the same bytes from the same weights give the same figures: a second
+    run (a fresh probe, as a new process would make) reads them back, marked cached."""
+    probe, folder = probe
+    model = trained_tiny()
+    path = export_tiny(model, folder / "cached.onnx")
+
+    def fresh_probe():
+        return RobustnessProbe(CONFIG, probe.inputs, probe.labels, probe.teacher,
+                               probe.teacher_onnx, cache_folder=tmp_path / "cache")
+
+    first = fresh_probe().measure(path, module=model, source=model)["robustness"]
+    again = fresh_probe().measure(path, module=model, source=model)["robustness"]
+    assert "cached" not in first and again["cached"] is True and again["seconds"] == 0.0
+    figures = ("clean", "noise", "fgsm", "pgd", "square", "queries")
+    assert {k: again[k] for k in figures} == {k: first[k] for k in figures}
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)   # other weights: another key, attacked afresh
+    assert "cached" not in fresh_probe().measure(path, module=None, source=other)["robustness"]
+    for entry in (tmp_path / "cache").glob("*.json"):
+        entry.write_text("{not json")         # a damaged entry is measured again
+    assert "cached" not in fresh_probe().measure(path, module=model, source=model)["robustness"]
