@@ -47,7 +47,27 @@ def main() -> int:
           f"{proc.stderr.count(chr(13))} carriage returns")
     print(f"teacher accuracy {report['teacher']['accuracy']:.4f}; final artifact "
           f"{report['final_artifact']}")
+    print_breakdown(report, wall)
     return 0
+
+
+def print_breakdown(report: dict, wall: float) -> None:
+    """Where the wall time went: each stage's run and measurement (bench, attacks), the
+    robustness section alone, and the rest (start-up, data, teacher training and its row)."""
+    stages = report["stages"]
+    rows = [(s["name"], (s.get("seconds") or {}).get("run", 0.0),
+             (s.get("seconds") or {}).get("measure", 0.0)) for s in stages]
+    attacks = sum(((r.get("robustness") or {}).get("seconds", 0.0)
+                   + (r.get("attribution") or {}).get("seconds", 0.0))
+                  for r in [report["teacher"], *stages])
+    baseline = sum((s.get("record") or {}).get("alone_baseline", {}).get("seconds", 0.0)
+                   for s in stages if isinstance(s.get("record"), dict))
+    for name, run, measure in rows:
+        print(f"  {name:12s} run {run:6.1f} s  measure {measure:5.1f} s")
+    staged = sum(run + measure for _, run, measure in rows)
+    print(f"  robustness section (all rows): {attacks:.1f} s; distillation's alone baseline: "
+          f"{baseline:.1f} s; start-up, data, teacher training and the teacher's row: "
+          f"{wall - staged:.1f} s")
 
 
 if __name__ == "__main__":
