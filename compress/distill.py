@@ -18,7 +18,10 @@ step and the teacher is run on the perturbed batch.
 For *embedding models* (``objective="embedding"``: the output is a pooled sentence or image
 embedding, not class logits) there is no softmax to soften: the student learns the teacher's
 embedding directly, with ``(1 - cosine) + MSE`` between the two (labels are not needed), and
-is scored by its mean cosine similarity to the teacher.
+is scored by its mean cosine similarity to the teacher. For token inputs,
+``length_grouped`` batches sentences of similar length and cuts each batch's padding
+(:mod:`compress.token_batches`), and ``freeze`` keeps chosen parameters (a transformer's
+word embeddings) fixed: both make CPU training cheaper without changing the objective.
 
 *Feature (hint) distillation* adds, for each ``"student_layer:teacher_layer"`` pair in
 ``feature_pairs``, a loss between the two layers' outputs (MSE, cosine, or both -- the last
