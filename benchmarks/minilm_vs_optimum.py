@@ -104,16 +104,16 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
                                                                config.keep_every),
                                run_dir / stage["artifact"])
         label = f"{run_dir.name}/{stage['name']} (not kept; built by the benchmark)"
-        fp32 = work / f"{stage['name']}.onnx"
+        fp32 = work / f"{run_dir.name}-{stage['name']}.onnx"   # unique across run folders
         export_onnx(student, export_config, (ids[:1], mask[:1]), fp32,
                     parity_inputs=(ids[:8], mask[:8]))
         found[label + " fp32"] = fp32
         try:
             quantize(fp32, dataclasses.replace(quantize_config, speed_check=False),
-                     work / f"{stage['name']}-int8.onnx",
+                     fp32.with_name(fp32.stem + "-int8.onnx"),
                      evaluation={"input_ids": tokens["input_ids"],
                                  "attention_mask": tokens["attention_mask"]})
-            found[label + " int8"] = work / f"{stage['name']}-int8.onnx"
+            found[label + " int8"] = fp32.with_name(fp32.stem + "-int8.onnx")
         except CheckFailed as failed:
             print(f"{label}: int8 refused by its output check: {failed}")
     return found
