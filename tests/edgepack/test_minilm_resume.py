@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgepack.cli.main import main
 from tests.edgepack.test_resume import _artifact_hashes, _start_and_stop
@@ -64,6 +65,17 @@ def small_recipe() -> str:
 def test_minilm_distillation_killed_after_an_epoch_resumes_to_the_same_student(tmp_path,
                                                                                monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # One thread in this process too, like the killed run's (OMP_NUM_THREADS=1): float sums
+    # split over other thread counts round differently, and the hashes must match.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _kill_and_resume(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _kill_and_resume(tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(small_recipe())
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
