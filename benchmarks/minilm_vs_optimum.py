@@ -11,7 +11,10 @@ batch 1, sequence length 128, a real held-out sentence padded to 128 tokens):
 3. edgepack's result: the final artifact of ``edgepack run examples/minilm.toml``.
 
 Every other ONNX candidate of the given run folders (each stage's artifact) is timed in the
-same interleaving, for the latency-vs-quality plot. Quality is measured on the recipe's
+same interleaving, for the latency-vs-quality plot. A distilled student the keep rule did
+not keep has no ONNX file in its run (the pipeline goes on from the stage's input); so that
+the plot still shows every candidate tried, it is exported and quantized here with the
+recipe's own export and quantize settings, and labelled "not kept; built by the benchmark". Quality is measured on the recipe's
 held-out sentences (never trained on): mean cosine of each model's mean-pooled sentence
 embedding to the fp32 teacher's, and the Spearman correlation of their pairwise similarities.
 
@@ -71,6 +74,49 @@ def run_candidates(run_dir: Path) -> dict[str, Path]:
         raise SystemExit(f"{run_dir}: the run kept no ONNX artifact (final_artifact={final})")
     return {**{k: v for k, v in found.items() if v != run_dir / final},
             "edgepack (" + run_dir.name + ")": run_dir / final}
+
+
+def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Path]:
+    """Students of ``run_dir`` the keep rule did not keep: fp32 ONNX and int8, built here."""
+    import dataclasses
+
+    import torch
+
+    from compress.distill import DistillConfig, student_keeping_every_kth_layer
+    from compress.quantize import QuantizeConfig, quantize
+    from core.errors import CheckFailed
+    from edgepack.minilm import minilm_embedder
+    from edgepack.recipe import load_recipe
+    from export.torch_export import ExportConfig, export_onnx
+    from export.weights import load_weights
+
+    recipe = load_recipe(run_dir / "recipe.toml")
+    stages = json.loads((run_dir / "report.json").read_text())["stages"]
+    export_config = next(c for c in recipe.stages if isinstance(c, ExportConfig))
+    quantize_config = next(c for c in recipe.stages if isinstance(c, QuantizeConfig))
+    ids, mask = (torch.from_numpy(tokens[n]) for n in ("input_ids", "attention_mask"))
+    found = {}
+    for stage, config in zip(stages, recipe.stages):
+        if stage.get("kept") or not isinstance(config, DistillConfig) \
+                or config.student_init != "every-kth-layer":
+            continue
+        student = load_weights(student_keeping_every_kth_layer(minilm_embedder(),
+                                                               config.keep_every),
+                               run_dir / stage["artifact"])
+        label = f"{run_dir.name}/{stage['name']} (not kept; built by the benchmark)"
+        fp32 = work / f"{run_dir.name}-{stage['name']}.onnx"   # unique across run folders
+        export_onnx(student, export_config, (ids[:1], mask[:1]), fp32,
+                    parity_inputs=(ids[:8], mask[:8]))
+        found[label + " fp32"] = fp32
+        try:
+            quantize(fp32, dataclasses.replace(quantize_config, speed_check=False),
+                     fp32.with_name(fp32.stem + "-int8.onnx"),
+                     evaluation={"input_ids": tokens["input_ids"],
+                                 "attention_mask": tokens["attention_mask"]})
+            found[label + " int8"] = fp32.with_name(fp32.stem + "-int8.onnx")
+        except CheckFailed as failed:
+            print(f"{label}: int8 refused by its output check: {failed}")
+    return found
 
 
 def held_out(run_dir: Path) -> dict[str, np.ndarray]:
@@ -160,6 +206,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="minilm-vs-optimum.") as tmp:
         paths = optimum_models(model_dir, Path(tmp))
         for run_dir in args.run:
+            paths.update(student_candidates(run_dir, Path(tmp), tokens))
             paths.update(run_candidates(run_dir))
         reference = embeddings(paths["fp32 teacher (Optimum export)"], tokens)
         rows = [{"name": name, **embedding_quality(embeddings(path, tokens), reference)}
@@ -168,8 +215,8 @@ def main() -> int:
                              min_time_s=args.min_time)
         timed = time_all(paths, tokens, config)
         names = list(paths)
-        profiles = {n: op_profile(paths[n], tokens) for n in (names[1], names[-1])} \
-            if args.profile else {}
+        profiled = [names[1], names[-1]] + [n for n in names[2:-1] if n.endswith(" int8")]
+        profiles = {n: op_profile(paths[n], tokens) for n in profiled} if args.profile else {}
     for row in rows:
         row.update(timed[row["name"]])
     print_report(rows, len(tokens["input_ids"]))
@@ -180,7 +227,8 @@ def main() -> int:
         args.json.write_text(json.dumps({"cpu": cpu_info(), "rows": rows,
                                          "op_profile": profiles}, indent=2) + "\n")
     if args.plot:
-        embedding_plot(rows, args.plot, title="all-MiniLM-L6-v2, batch 1, length 128, 1 thread: "
+        marked = [{**r, "kept": "not kept" not in r["name"]} for r in rows]  # hollow: not
+        embedding_plot(marked, args.plot, title="all-MiniLM-L6-v2, batch 1, length 128, 1 thread: "
                        "agreement with fp32 vs latency")
     return 0
 

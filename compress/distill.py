@@ -18,7 +18,10 @@ step and the teacher is run on the perturbed batch.
 For *embedding models* (``objective="embedding"``: the output is a pooled sentence or image
 embedding, not class logits) there is no softmax to soften: the student learns the teacher's
 embedding directly, with ``(1 - cosine) + MSE`` between the two (labels are not needed), and
-is scored by its mean cosine similarity to the teacher.
+is scored by its mean cosine similarity to the teacher. For token inputs,
+``length_grouped`` batches sentences of similar length and cuts each batch's padding
+(:mod:`compress.token_batches`), and ``freeze`` keeps chosen parameters (a transformer's
+word embeddings) fixed: both make CPU training cheaper without changing the objective.
 
 *Feature (hint) distillation* adds, for each ``"student_layer:teacher_layer"`` pair in
 ``feature_pairs``, a loss between the two layers' outputs (MSE, cosine, or both -- the last
@@ -43,8 +46,9 @@ from core.tensors import as_tuple, call, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
 from compress.adversarial import AdversarialLoss, adversarial_config, defence_record, with_defence
-from compress.kd import NO_LABEL, collect, kd_loss, teacher_outputs, training_set
+from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
+from compress.token_batches import length_grouped_loader, outputs_by_length
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
@@ -74,6 +78,8 @@ class DistillConfig(StageConfig):
     student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher", "every-kth-layer"
     init_ratio: float = 0.5          # "pruned-teacher": share of channels removed
     keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
+    length_grouped: bool = False     # token inputs: batch similar lengths, cut the padding
+    freeze: tuple[str, ...] = ()     # parameter-name prefixes the student does not train
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
     adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD training
@@ -313,6 +319,7 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
     """
     inputs, labels = training_set(data, config)
     check_compatible(teacher, student, inputs)
+    frozen = freeze(student, config.freeze)
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
@@ -321,9 +328,15 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         trained, *taps = build_hints(teacher, student, config, inputs)
     # Teacher logits are computed once unless each step needs fresh teacher outputs.
     precomputed = config.augment == "none" and not config.feature_pairs
-    targets = teacher_outputs(teacher, inputs) if precomputed else torch.zeros(num_rows(inputs))
-    loader = DataLoader(TensorDataset(*as_tuple(inputs), targets, labels),
-                        batch_size=config.batch_size, shuffle=True)
+    if config.length_grouped:  # token inputs (compress/token_batches.py)
+        targets = outputs_by_length(teacher, inputs) if precomputed else \
+            torch.zeros(num_rows(inputs))
+        loader = length_grouped_loader(inputs, targets, labels, batch_size=config.batch_size)
+    else:
+        targets = teacher_outputs(teacher, inputs) if precomputed else \
+            torch.zeros(num_rows(inputs))
+        loader = DataLoader(TensorDataset(*as_tuple(inputs), targets, labels),
+                            batch_size=config.batch_size, shuffle=True)
 
     def loss_fn(model, batch):
         *batch_inputs, batch_targets, batch_labels = batch  # several inputs: token models
@@ -355,7 +368,7 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
     record = {"temperature": config.temperature, "alpha": config.alpha,
               "labelled_samples": int((labels != NO_LABEL).sum()),
               "transfer_samples": int((labels == NO_LABEL).sum()),
-              "feature_pairs": list(config.feature_pairs),
+              "feature_pairs": list(config.feature_pairs), "frozen_params": frozen,
               "best_epoch": history["best_epoch"], "epochs_run": len(history["history"]),
               "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]],
               "train_seconds": round(time.perf_counter() - started, 3)}

@@ -106,3 +106,23 @@ def training_set(data: dict, config):
         labels = torch.cat([labels, torch.full((num_rows(extra),), NO_LABEL,
                                                dtype=labels.dtype)])
     return inputs, labels
+
+
+def freeze(model: nn.Module, prefixes) -> int:
+    """Stop training the parameters whose names start with one of ``prefixes`` (a student's
+    word embeddings, say: most of a small transformer's weights, and slow to update); return
+    how many parameters that fixes. A prefix that names nothing is an error, not a no-op."""
+    from core.checks import did_you_mean
+
+    names = [name for name, _ in model.named_parameters()]
+    fixed = 0
+    for prefix in prefixes:
+        matched = [name for name in names if name.startswith(prefix)]
+        if not matched:
+            raise ValueError(f"distill.freeze: no parameter name starts with {prefix!r}"
+                             f"{did_you_mean(prefix, names)}")
+        for name, parameter in model.named_parameters():
+            if name in matched:
+                parameter.requires_grad_(False)
+                fixed += parameter.numel()
+    return fixed

@@ -64,7 +64,8 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
     data = token_data(tokenizer, SENTENCES[:8], SENTENCES[8:], SENTENCES[:2], max_length=16,
                       train_max_length=12, batch_size=4)
     stages = [DistillConfig(objective="embedding", student_init="every-kth-layer",
-                            keep_every=2, epochs=1, lr=1e-3, batch_size=4),
+                            keep_every=2, epochs=1, lr=1e-3, batch_size=4,
+                            length_grouped=True, freeze=("encoder.embeddings.word_embeddings",)),
               EXPORT,
               FuseConfig(),
               QuantizeConfig(mode="dynamic", per_channel=True)]
@@ -79,6 +80,8 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
         assert stage.get("failed") is not True, stage
     distill, export = report["stages"][0], report["stages"][1]
     assert distill["kept"] and export["kept"]
+    words = teacher.encoder.embeddings.word_embeddings.weight
+    assert distill["record"]["frozen_params"] == words.numel()
     assert distill["params"] < report["teacher"]["params"]
     # The exported student takes token ids and mask, with free batch and sequence axes.
     session = ort.InferenceSession(str(tmp_path / "run" / export["artifact"]))
