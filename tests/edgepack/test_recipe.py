@@ -23,7 +23,7 @@ def test_demo_recipe_loads_with_all_four_stage_kinds():
     recipe = load_recipe(ROOT / "examples" / "mnist1d.toml")
     assert [type(s) for s in recipe.stages] == [DistillConfig, PruneConfig, ExportConfig,
                                                 QuantizeConfig]
-    assert recipe.model.args == {"width": 128}
+    assert recipe.model.args == {"width": 96}
     assert recipe.stages[0].student["args"] == {"width": 64}
     assert recipe.bench.threads == 1
 
