@@ -1,9 +1,9 @@
 """MNIST-1D generated locally, with no torch import (so a worker process starts fast).
 
-``mnist1d.data.make_dataset`` builds each sample in Python (about 0.7 ms a sample), so the
-demo's 28,000 samples take some 20 s of one core. :func:`make_many` makes several sets at once:
-the largest in a worker process (a plain ``python -c``), the rest here, so a 2-core machine makes them in
-about the time of the largest alone.
+``mnist1d.data.make_dataset`` builds each sample in Python (about 0.5 ms a sample), so the
+demo's 28,000 samples take some 15 s of one core. The large unlabelled transfer set is not
+needed until distillation, so :func:`start_making` makes it in a worker process while the
+teacher trains on the other core, and :func:`finish_making` collects it when it is first used.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger("edgepack")
 
-PARALLEL_FROM = 4_000  # samples in the largest set before a worker process pays for its start
+BACKGROUND_FROM = 4_000  # samples in a set before a worker process pays for its start
 
 @contextlib.contextmanager
 def _numpy_seed(seed: int):
@@ -48,36 +47,32 @@ def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
             "x_test": raw["x_test"].astype(np.float32), "y_test": raw["y_test"].astype(np.int64)}
 
 
-def _made_elsewhere(samples: int, seed: int, folder: str) -> subprocess.Popen:
-    """Start a plain Python process (no multiprocessing, so the caller's main script is
-    never re-run) that makes one set and saves it as .npz in ``folder``."""
-    code = ("import sys, numpy; from edgepack.mnist1d_data import make_mnist1d; "
-            "numpy.savez(sys.argv[3], **make_mnist1d(int(sys.argv[1]), int(sys.argv[2])))")
+def start_making(samples: int, seed: int, path: Path) -> subprocess.Popen:
+    """Make one set in a plain Python process (no multiprocessing, so the caller's main
+    script is never re-run) that saves it at ``path`` (written aside, then renamed)."""
+    code = ("import os, sys, numpy; from edgepack.mnist1d_data import make_mnist1d; "
+            "path = sys.argv[3]; part = path + '.part.npz'; "
+            "numpy.savez(part, **make_mnist1d(int(sys.argv[1]), int(sys.argv[2]))); "
+            "os.replace(part, path)")
     package_root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.Popen([sys.executable, "-c", code, str(samples), str(seed),
-                             os.path.join(folder, "set.npz")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-c", code, str(samples), str(seed), str(path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def make_many(specs: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str, np.ndarray]]:
-    """``make_mnist1d(samples, seed)`` for each ``(samples, seed)``; the same arrays whether
-    made here or in the worker (each set is seeded by its own seed alone)."""
-    specs = sorted(set(specs), reverse=True)   # the largest first: the worker's share
-    if len(specs) < 2 or specs[0][0] < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        return {spec: make_mnist1d(*spec) for spec in specs}
-    with tempfile.TemporaryDirectory(prefix="edgepack-mnist1d-") as folder:
-        worker = _made_elsewhere(*specs[0], folder)
+def finish_making(worker: subprocess.Popen, samples: int, seed: int,
+                  path: Path) -> dict[str, np.ndarray]:
+    """Wait for :func:`start_making`'s process and read its set; if it failed, make the same
+    set here (slower, never different)."""
+    _, err = worker.communicate()
+    if worker.returncode == 0:
         try:
-            made = {spec: make_mnist1d(*spec) for spec in specs[1:]}
-        finally:
-            _, err = worker.communicate()
-        if worker.returncode == 0:
-            with np.load(os.path.join(folder, "set.npz"), allow_pickle=False) as archive:
-                made[specs[0]] = {k: archive[k] for k in ("x", "y", "x_test", "y_test")}
-        else:  # the same set, made here instead: slower, never different
-            log.debug("mnist1d worker failed (%s); making the set here",
-                      err.decode(errors="replace").strip().splitlines()[-1:] or "no message")
-            made[specs[0]] = make_mnist1d(*specs[0])
-    return made
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in ("x", "y", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError) as exc:
+            err = str(exc).encode()
+    lines = err.decode(errors="replace").strip().splitlines()
+    log.debug("mnist1d worker failed (%s); making the set here", lines[-1] if lines else "")
+    return make_mnist1d(samples, seed)

@@ -8,12 +8,15 @@ offline, and it is hard enough that a small CNN and a tiny one differ by a few p
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from edgepack.mnist1d_data import make_many, make_mnist1d
+from edgepack import mnist1d_data
+from edgepack.mnist1d_data import make_mnist1d
 
 SIGNAL_LENGTH = 40
 CLASSES = 10
@@ -105,23 +108,29 @@ def cached_mnist1d(samples: int, seed: int, cache: bool = True) -> dict[str, np.
     return data
 
 
-def prefetch_mnist1d(specs: list[tuple[int, int]]) -> None:
-    """Make and cache the ``(samples, seed)`` sets not cached yet, in parallel."""
-    missing = [spec for spec in specs if spec[0] and _read_cached(*spec) is None]
-    for spec, data in make_many(missing).items():
-        _write_cached(*spec, data)
-
-
 class TransferSet:
-    """Unlabelled MNIST-1D inputs for distillation, generated on first use only."""
+    """Unlabelled MNIST-1D inputs for distillation, made on first use only.
 
-    def __init__(self, samples: int, seed: int, batch_size: int):
+    With ``background=True`` a large set not cached yet starts being made at once in a
+    worker process (see :mod:`edgepack.mnist1d_data`), and first use waits for it.
+    """
+
+    def __init__(self, samples: int, seed: int, batch_size: int, background: bool = False):
         self.samples, self.seed, self.batch_size = samples, seed, batch_size
         self._inputs: torch.Tensor | None = None
+        self._worker = None
+        if (background and samples >= mnist1d_data.BACKGROUND_FROM
+                and (os.cpu_count() or 1) >= 2 and _read_cached(samples, seed) is None):
+            self._worker = mnist1d_data.start_making(samples, seed, _cache_path(samples, seed))
 
     def _load(self) -> torch.Tensor:
         if self._inputs is None:
-            data = cached_mnist1d(self.samples, self.seed)
+            if self._worker is not None:
+                data = mnist1d_data.finish_making(self._worker, self.samples, self.seed,
+                                                  _cache_path(self.samples, self.seed))
+                self._worker = None
+            else:
+                data = cached_mnist1d(self.samples, self.seed)
             x = np.concatenate([data["x"], data["x_test"]])
             self._inputs = torch.from_numpy(x).unsqueeze(1)
         return self._inputs
@@ -147,10 +156,11 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     it and the unlabelled ``transfer`` set are made with their own seeds, sharing no sample
     with the others. The generator makes as many samples as asked, so neither costs the
     labelled training set a sample. There is a ``transfer`` set only when
-    ``transfer_samples`` asks for one. Sets not cached yet are made in parallel.
+    ``transfer_samples`` asks for one; a large one is made in a worker process while the
+    teacher trains.
     """
-    prefetch_mnist1d([(samples, seed), (validation_samples, validation_seed),
-                      (transfer_samples, transfer_seed)])
+    transfer = TransferSet(transfer_samples, transfer_seed, batch_size, background=True) \
+        if transfer_samples else None   # started first: made while the rest is made here
     data = cached_mnist1d(samples, seed)
     x, y = torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"])
     xt, yt = torch.from_numpy(data["x_test"]).unsqueeze(1), torch.from_numpy(data["y_test"])
@@ -159,8 +169,8 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
                              batch_size=batch_size)
     evaluation = DataLoader(TensorDataset(xt, yt), batch_size=512)
     sets = {"train": train, "calibration": calibration, "evaluation": evaluation}
-    if transfer_samples:
-        sets["transfer"] = TransferSet(transfer_samples, transfer_seed, batch_size)
+    if transfer is not None:
+        sets["transfer"] = transfer
     if validation_samples:
         held = cached_mnist1d(validation_samples, validation_seed)
         xv = torch.from_numpy(np.concatenate([held["x"], held["x_test"]])).unsqueeze(1)

@@ -4,6 +4,7 @@ benchmarks/demo_wall_time.py)."""
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from compress.prune import count_params
 from edgepack.runner import demo_recipe
@@ -84,23 +85,30 @@ def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
     assert len(validation) == 100 and not validation & evaluation
 
 
-def test_sets_made_in_parallel_are_the_sets_made_one_by_one(monkeypatch):
+def _transfer_made_in_the_background(monkeypatch, tmp_path, executable=None):
     from edgepack import mnist1d_data
+    from edgepack.zoo import TransferSet
 
-    monkeypatch.setattr(mnist1d_data, "PARALLEL_FROM", 0)   # a worker even for small sets
-    made = mnist1d_data.make_many([(300, 5), (200, 6)])
-    for spec in ((300, 5), (200, 6)):
-        for key, array in make_mnist1d(*spec).items():
-            np.testing.assert_array_equal(made[spec][key], array)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(mnist1d_data, "BACKGROUND_FROM", 0)   # a worker even for a small set
+    if executable:
+        monkeypatch.setattr(mnist1d_data.sys, "executable", executable)
+    transfer = TransferSet(300, 5, batch_size=100, background=True)
+    assert transfer._worker is not None                      # started at once, not on use
+    return torch.cat(list(transfer)).squeeze(1).numpy()
 
 
-def test_a_failed_worker_costs_time_never_different_data(monkeypatch):
-    from edgepack import mnist1d_data
+def test_a_transfer_set_made_in_the_background_is_the_set_made_here(monkeypatch, tmp_path):
+    made = _transfer_made_in_the_background(monkeypatch, tmp_path)
+    expected = make_mnist1d(300, 5)
+    np.testing.assert_array_equal(made, np.concatenate([expected["x"], expected["x_test"]]))
+    assert (tmp_path / "edgepack" / "data" / "mnist1d-n300-seed5.npz").is_file()   # cached
 
-    monkeypatch.setattr(mnist1d_data, "PARALLEL_FROM", 0)
-    monkeypatch.setattr(mnist1d_data.sys, "executable", "/bin/false")   # the worker fails
-    made = mnist1d_data.make_many([(300, 5), (200, 6)])
-    np.testing.assert_array_equal(made[(300, 5)]["x"], make_mnist1d(300, 5)["x"])
+
+def test_a_failed_worker_costs_time_never_different_data(monkeypatch, tmp_path):
+    made = _transfer_made_in_the_background(monkeypatch, tmp_path, executable="/bin/false")
+    expected = make_mnist1d(300, 5)
+    np.testing.assert_array_equal(made, np.concatenate([expected["x"], expected["x_test"]]))
 
 
 def test_there_is_a_transfer_set_only_when_asked_for():
