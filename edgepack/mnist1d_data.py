@@ -21,6 +21,7 @@ log = logging.getLogger("edgepack")
 
 BACKGROUND_FROM = 4_000  # samples in a set before a worker process pays for its start
 
+
 @contextlib.contextmanager
 def _numpy_seed(seed: int):
     """make_dataset seeds numpy's global generator; give the caller's state back after."""
