@@ -28,8 +28,8 @@ def robustness_section(report: dict, rows: list[dict]) -> str:
 
 def baseline_line(stage: dict) -> str:
     """One line: the distilled student against its twin trained alone at equal compute."""
-    b = ((stage.get("record") or {}) if isinstance(stage.get("record"), dict) else {}).get(
-        "alone_baseline")
+    record = stage.get("record")
+    b = record.get("alone_baseline") if isinstance(record, dict) else None
     if not b:
         return ""
     closed = "no gap to close (the student alone is not below the teacher)" \
