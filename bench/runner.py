@@ -29,25 +29,26 @@ from bench.inputs import (
     timing_feeds,
     token_vocab_sizes,
 )
+from bench.ir_version import lower_to_runtime
 from bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from bench.memory import GpuMemory, PeakRSS, rss_mb
 from bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
 from bench.session import (
+    ProviderError,
     SessionOptions,
     first_line,
     make_session,
-    ProviderError,
     nodes_per_provider,
     provider_name,
     require_provider,
 )
+from core.checks import did_you_mean
 from core.onnx_files import (
     check_onnx_file,
     load_onnx_header,
     model_size_bytes,
     parameter_count,
 )
-from core.checks import did_you_mean
 from core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
@@ -347,6 +348,7 @@ def start_onnxruntime() -> None:
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "start",
                               [value], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    lower_to_runtime(model)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), sess_options=so,

@@ -161,7 +161,14 @@ def init_process_group() -> None:
                          "set: start several processes with torchrun (torchrun "
                          "--nproc-per-node N -m edgepack run RECIPE.toml)")
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise ValueError(f"this process is LOCAL_RANK={local_rank} but the machine has "
+                             f"{gpus} CUDA device(s), and NCCL needs one GPU per process: start "
+                             f"at most {gpus} per node (torchrun --nproc-per-node {gpus}), or "
+                             "hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU with "
+                             "gloo")
+        torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")

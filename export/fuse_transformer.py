@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.ir_version import lower_file_to_runtime, lower_to_runtime
 from core.checks import check_choice
 from core.files import check_output_file
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
@@ -67,6 +68,7 @@ def fuse_transformer(path, config: FuseConfig, out_path, parity_inputs=None) -> 
         counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
         tmp_model = tmp_dir / out_path.name
         fused.save_model_to_file(str(tmp_model))  # adds the com.microsoft opset import
+        lower_file_to_runtime(tmp_model)
         _add_shapes(tmp_model)
         parity = _check_parity(path, tmp_model, parity_inputs, config)
         if not parity["ok"]:
@@ -92,6 +94,7 @@ def _add_shapes(target: Path) -> None:
 
     inferred = SymbolicShapeInference.infer_shapes(onnx.load(str(target)), auto_merge=True)
     if inferred is not None:
+        lower_to_runtime(inferred)
         onnx.save(inferred, str(target))
 
 

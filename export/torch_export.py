@@ -30,13 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.errors import CheckFailed
+from bench.ir_version import lower_file_to_runtime
 from core.checks import check_choice
-from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
-                        register_stage)
+from core.errors import CheckFailed
 from core.files import check_output_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
-                                parameter_count)
+                             parameter_count)
+from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
+                        register_stage)
 from export.example_check import check_model_runs
 from export.outputs import FlatOutputs, flatten_outputs, output_tensors
 from export.parity import ParityError, compare_outputs, parity_summary
@@ -307,6 +308,7 @@ def _write_onnx(model: nn.Module, inputs: tuple, tmp_model: Path, config: Export
             _export_to(FlatOutputs(model).train(model.training), inputs, tmp_model, config)
     except Exception as exc:  # the exporters raise anything; the message says what
         raise ExportError(describe_export_failure(model, exc, config.exporter)) from exc
+    lower_file_to_runtime(tmp_model)  # onnx may stamp an IR newer than onnxruntime reads
     if _weight_bytes(model) > config.external_data_threshold:
         move_weights_to_data_file(tmp_model)
     check_onnx_file(tmp_model)

@@ -11,6 +11,27 @@ def pytest_configure(config):
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edgepack-test-cache-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _hand_built_models_are_readable()
+
+
+def _hand_built_models_are_readable() -> None:
+    """Models the tests build with ``onnx.helper.make_model`` carry onnx's newest IR version,
+    which the installed onnxruntime may not read yet (onnx 1.23 writes IR 14, onnxruntime-gpu
+    1.31 reads up to 13). edgepack lowers every file it writes (bench/ir_version.py); the
+    tests' own models get the same treatment, so they test edgepack, not that mismatch."""
+    from onnx import helper
+
+    from bench.ir_version import lower_to_runtime, runtime_ir_version
+
+    runtime_ir_version()  # probed (and cached) with the real make_model
+    make_model = helper.make_model
+
+    def make_readable_model(*args, **kwargs):
+        model = make_model(*args, **kwargs)
+        lower_to_runtime(model)
+        return model
+
+    helper.make_model = make_readable_model
 
 
 def _has_cuda_ep() -> bool:

@@ -52,7 +52,8 @@ def pgd(model, inputs, labels, eps: float, steps: int = 10, seed: int | None = 0
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     step = 2.5 * eps / steps
     start = (torch.rand(inputs.shape, generator=generator) * 2 - 1) * eps
-    x = (inputs + start.to(inputs.dtype)).detach()
+    # Drawn on the CPU (the same start on any device), then moved beside the inputs.
+    x = (inputs + start.to(inputs.device, inputs.dtype)).detach()
     for _ in range(steps):
         x = x + step * _input_gradient(model, x, labels, loss_fn).sign()
         x = (inputs + (x - inputs).clamp(-eps, eps)).detach()

@@ -7,9 +7,10 @@ from typing import Iterable
 
 import onnx
 
+from bench.ir_version import lower_file_to_runtime
+from compress.ort_noise import per_tensor_1d_weights_quietly
 from compress.quantize.config import FP16_FLOAT32_OPS, QuantizeConfig
 from compress.quantize.data import _FeedReader
-from compress.ort_noise import per_tensor_1d_weights_quietly
 
 
 def _qtype(name: str):
@@ -94,3 +95,4 @@ def quantize_into(prepared: Path, target: Path, config: QuantizeConfig, feeds,
         _quantize_fp16(prepared, target, config, exclude)
     else:
         _quantize_int4(prepared, target, config, exclude)
+    lower_file_to_runtime(target)  # the quantizers stamp onnx's newest IR version

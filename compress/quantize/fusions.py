@@ -25,6 +25,8 @@ from pathlib import Path
 
 import onnx
 
+from bench.ir_version import lower_file_to_runtime
+
 TOKEN_INPUT_WORDS = ("input_ids", "attention_mask", "token_type_ids")
 FUSED_ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")
 WEIGHT_OPS = ("MatMul", "Gemm")
@@ -79,6 +81,7 @@ def fuse_transformer(source: Path, work: Path) -> tuple[Path, dict]:
     fused = {op: n for op, n in model.get_fused_operator_statistics().items() if n}
     target = work / "fused.onnx"
     model.save_model_to_file(str(target))
+    lower_file_to_runtime(target)
     return target, fused
 
 

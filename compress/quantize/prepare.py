@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from bench.ir_version import lower_to_runtime
 from compress.quantize.config import MIN_OPSET
 
 
@@ -33,7 +34,11 @@ def upgrade_opset(model_path: Path, work: Path) -> Path:
     model = onnx.load(str(model_path))
     opset = _opset(model)
     if opset >= MIN_OPSET:
-        return model_path
+        if not lower_to_runtime(model):
+            return model_path
+        path = work / "lowered.onnx"  # stamped newer than onnxruntime reads; nothing else
+        onnx.save(model, str(path))
+        return path
     try:
         upgraded = version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:
@@ -41,6 +46,7 @@ def upgrade_opset(model_path: Path, work: Path) -> Path:
                          f"{MIN_OPSET} and {_op_that_failed(model, str(exc))}; re-export the "
                          f"model with opset >= {MIN_OPSET}") from exc
     path = work / "upgraded.onnx"
+    lower_to_runtime(upgraded)
     onnx.save(upgraded, str(path))
     return path
 

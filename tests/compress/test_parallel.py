@@ -51,3 +51,19 @@ def test_teacher_outputs_alone_are_the_teachers_outputs_for_every_row():
     with torch.no_grad():
         assert torch.allclose(outputs, teacher(inputs), atol=1e-6)
     assert teacher_outputs(teacher, inputs[:0]).shape == (0, 4)
+
+
+def test_more_processes_than_gpus_is_refused_with_the_count_and_the_ways_out(monkeypatch):
+    import pytest
+
+    from compress.parallel import init_process_group
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "RANK": "1",
+                       "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=1 but the machine has 1 CUDA") as error:
+        init_process_group()
+    assert "--nproc-per-node 1" in str(error.value)
+    assert "CUDA_VISIBLE_DEVICES=" in str(error.value)

@@ -306,10 +306,21 @@ def test_ort_transformer_fusions_run_before_quantizing_a_bert(tmp_path):
     torch.manual_seed(0)
     bert = BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=64,
-                                max_position_embeddings=32)).eval()
+                                max_position_embeddings=32,
+                                attn_implementation="eager")).eval()  # the pattern ORT fuses
     data = token_data(rows=24, seq=16, vocab=64)
     path = tmp_path / "bert.onnx"
-    torch.onnx.export(bert, (torch.from_numpy(data["input_ids"][:1]),
+
+    class ByKeyword(torch.nn.Module):  # BertModel's positional order changed in transformers 5
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    torch.onnx.export(ByKeyword().eval(), (torch.from_numpy(data["input_ids"][:1]),
                              torch.from_numpy(data["attention_mask"][:1])), str(path),
                       input_names=["input_ids", "attention_mask"],
                       output_names=["last_hidden_state", "pooler_output"],

@@ -210,7 +210,9 @@ def test_torchrun_with_two_cpu_processes_matches_a_single_process_run(tmp_path):
 
     script = tmp_path / "train_ddp.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # CUDA_VISIBLE_DEVICES empty: gloo on the CPU, also on a machine with fewer GPUs than 2.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
     single, double = tmp_path / "single", tmp_path / "double"
     single.mkdir()
     double.mkdir()

@@ -59,7 +59,9 @@ RECIPE = textwrap.dedent('''
 
 def _env(tmp: Path) -> dict:
     tmp.mkdir(exist_ok=True)
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    # CUDA_VISIBLE_DEVICES empty: gloo on the CPU, also on a machine with fewer GPUs than ranks.
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp),
+            "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _edgepack(processes: int, recipe: Path, out: Path, *extra: str) -> list[str]:
