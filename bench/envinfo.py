@@ -66,5 +66,15 @@ def environment() -> dict:
         "onnxruntime_device": device,
         "providers": providers,
         "cuda_available_to_torch": bool(torch.cuda.is_available()),
+        "gpus": gpu_names(),
         **cpu,
     }
+
+
+def gpu_names() -> list[str]:
+    """The NVIDIA GPUs the driver lists (none without a driver), for the report's
+    "measured on" line: a CUDA figure without the GPU's name is not reproducible."""
+    from bench.memory import GpuMemory
+
+    gpu = GpuMemory.open()
+    return gpu.names() if gpu is not None else []

@@ -171,6 +171,15 @@ class GpuMemory:
                 continue
         return None
 
+    def names(self) -> list[str]:
+        """The devices' names as the driver gives them ("NVIDIA H200", ...)."""
+        names = []
+        for handle in self._handles:
+            buffer = ctypes.create_string_buffer(96)
+            if self._nvml.nvmlDeviceGetName(handle, buffer, ctypes.c_uint(96)) == 0:
+                names.append(buffer.value.decode(errors="replace"))
+        return names
+
     def _process_mb(self) -> float | None:
         """This process's memory on all devices; None where the driver cannot see our PID."""
         getter = getattr(self._nvml, "nvmlDeviceGetComputeRunningProcesses_v3", None)

@@ -55,6 +55,18 @@ def is_embedding(report: dict) -> bool:
     return (report.get("metric") or {}).get("kind") == "embedding"
 
 
+def measured_on(env: dict, bench: dict) -> str:
+    """The machine and runtime the judged figures came from: the GPU's name too when the
+    first (judged) provider is not the CPU."""
+    host = f"{env['cpu']} ({env['arch']}, {env['logical_cores']} logical cores)"
+    provider = (bench.get("providers") or ["cpu"])[0]
+    runtime = f"ONNX Runtime {env['onnxruntime']}"
+    if provider.lower() in ("cpu", "cpuexecutionprovider"):
+        return f"{host}, {runtime} on the CPU"
+    gpus = ", ".join(env.get("gpus") or []) or "a GPU the NVIDIA driver did not name"
+    return f"{gpus} (host {host}), {runtime} with the {provider} provider"
+
+
 def report_markdown(report: dict, rows: list[dict]) -> str:
     from edgepack.embedding_report import embedding_table
 
@@ -63,8 +75,7 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
         results_table(rows, markdown=True)
     return (f"# edgepack report: {report.get('name', 'run')}\n\n"
             f"{table}\n\n"
-            f"Measured on {env['cpu']} ({env['arch']}, {env['logical_cores']} logical "
-            f"cores), ONNX Runtime {env['onnxruntime']}, threads {bench['threads']}, batch "
+            f"Measured on {measured_on(env, bench)}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
             "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
             f"{report.get('final_artifact') or '(none kept)'}\n" + distillation_section(rows)
