@@ -51,6 +51,28 @@ def distillation_section(rows: list[dict]) -> str:
             + "\n".join(f"- {line}" for line in lines) + "\n")
 
 
+def providers_section(rows: list[dict]) -> str:
+    """p50 on every provider when a run timed several: the judged (first) provider is not
+    always the fastest one for a model (small models at batch 1 often run faster on the CPU
+    than on a GPU)."""
+    timed = [r for r in rows if r.get("by_provider")]
+    if not timed:
+        return ""
+    providers = list(timed[0]["by_provider"])
+    short = [name.replace("ExecutionProvider", "") for name in providers]
+    lines = ["| model | " + " | ".join(f"{name} p50 ms" for name in short) + " | fastest |",
+             "|---" * (len(providers) + 2) + "|"]
+    for row in timed:
+        p50 = [(row["by_provider"].get(name) or {}).get("latency_ms", {}).get("p50")
+               for name in providers]
+        known = [(value, name) for value, name in zip(p50, short) if value is not None]
+        fastest = min(known)[1] if known else "-"
+        cells = " | ".join("-" if value is None else f"{value:.4f}" for value in p50)
+        lines.append(f"| {row['name']} | {cells} | {fastest} |")
+    return ("\n## Every provider\n\nThe stages were kept or refused on the first provider; "
+            "these are the same files timed on each.\n\n" + "\n".join(lines) + "\n")
+
+
 def is_embedding(report: dict) -> bool:
     return (report.get("metric") or {}).get("kind") == "embedding"
 
@@ -78,7 +100,8 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
             f"Measured on {measured_on(env, bench)}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
             "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
-            f"{report.get('final_artifact') or '(none kept)'}\n" + distillation_section(rows)
+            f"{report.get('final_artifact') or '(none kept)'}\n" + providers_section(rows)
+            + distillation_section(rows)
             + robustness_section(report, rows))
 
 

@@ -37,3 +37,20 @@ def test_a_cuda_run_names_the_gpu_and_a_cpu_run_the_cpu():
     assert cpu == "Some CPU (x86_64, 16 logical cores), ONNX Runtime 1.31.1 on the CPU"
     unnamed = measured_on({**ENV, "gpus": []}, {"providers": ["cuda"]})
     assert unnamed.startswith("a GPU the NVIDIA driver did not name")
+
+
+def test_a_run_timed_on_several_providers_shows_each_and_the_fastest():
+    from edgepack.report_md import providers_section
+
+    def timed(cuda, cpu):
+        return {"CUDAExecutionProvider": {"latency_ms": {"p50": cuda}},
+                "CPUExecutionProvider": {"latency_ms": {"p50": cpu}}}
+
+    rows = [{"name": "teacher", "by_provider": timed(0.116, 0.047)},
+            {"name": "04-quantize", "by_provider": timed(0.05, 0.0193)},
+            {"name": "01-distill", "by_provider": timed(0.01, 0.033)}]
+    text = providers_section(rows)
+    assert "| model | CUDA p50 ms | CPU p50 ms | fastest |" in text
+    assert "| teacher | 0.1160 | 0.0470 | CPU |" in text
+    assert "| 01-distill | 0.0100 | 0.0330 | CUDA |" in text
+    assert providers_section([{"name": "teacher"}]) == ""
