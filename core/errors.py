@@ -2,7 +2,8 @@
 
 - :class:`BadInput` (exit 2): the user asked for something that cannot work — a missing
   file, a bad value, a model that does not fit the data. One line names what is wrong and
-  what was expected. ``ValueError`` and ``OSError`` raised by validation count as bad input.
+  what was expected. ``ValueError`` and ``OSError`` raised by validation count as bad input,
+  and so does a package the user's code imports that is not installed.
 - :class:`CheckFailed` (exit 1): a stage ran and its own check refused the result (export
   parity, NaN outputs, a quantized model that is not accurate or not faster). The message
   carries the figures.
@@ -39,11 +40,33 @@ class MissingDependency(BadInput):
                          f"pip install 'edgepack[{extra}]' (or fix the broken install)")
 
 
+PROJECT_PACKAGES = ("core", "bench", "export", "compress", "edgepack")
+
+
+def missing_package(exc: BaseException) -> str | None:
+    """The package a ``ModuleNotFoundError`` says is not installed, when it is not one of
+    edgepack's own (a module of ours missing is a broken install: a bug, not the user's)."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top not in PROJECT_PACKAGES:
+            return top
+    return None
+
+
+def missing_package_message(exc: BaseException) -> str:
+    """One line for a package the run needs that is not installed (a model or data
+    function's own import, say)."""
+    package = missing_package(exc)
+    return (f"the Python package {package!r} is not installed, and the run needs it "
+            f"({exc}); install it into this environment (pip install {package}, or the "
+            f"distribution that provides it)")
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The exit code an exception means (see the module docstring)."""
     code = getattr(exc, "exit_code", None)
     if code is not None:
         return int(code)
-    if isinstance(exc, (ValueError, OSError)):
+    if isinstance(exc, (ValueError, OSError)) or missing_package(exc):
         return EXIT_BAD_INPUT
     return EXIT_BUG

@@ -332,6 +332,8 @@ def import_object(spec: str, base_dir: Path | None = None, what: str = "object")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        if exc.name and not module_name.startswith(exc.name):
+            raise  # the module is there; a package it imports is not (core.errors says so)
         raise ValueError(f"{what} {spec!r}: module {module_name!r} not found (looked in "
                          f"{base_dir or 'the Python path'} and the Python path)") from exc
     finally:

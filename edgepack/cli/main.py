@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(exc: Exception, debug: bool) -> int:
     """Print what went wrong the way its kind asks for; return the exit code."""
-    from core.errors import EXIT_BAD_INPUT, EXIT_BUG, exit_code_for
+    from core.errors import (EXIT_BAD_INPUT, EXIT_BUG, exit_code_for, missing_package,
+                             missing_package_message)
 
     if debug:
         traceback.print_exc()
@@ -65,7 +66,8 @@ def _report(exc: Exception, debug: bool) -> int:
         print(f"edgepack: internal error (a bug): {type(exc).__name__}: {_one_line(exc)}; "
               f"run with --debug for the traceback, and {ISSUE_HINT}", file=sys.stderr)
     elif code == EXIT_BAD_INPUT:
-        print(f"edgepack: error: {_one_line(exc)}", file=sys.stderr)
+        line = missing_package_message(exc) if missing_package(exc) else _one_line(exc)
+        print(f"edgepack: error: {line}", file=sys.stderr)
     else:
         print(f"edgepack: {exc}", file=sys.stderr)  # check failures: every line counts
     return code

@@ -19,6 +19,8 @@ from edgepack.cli.config_flags import add_config_flags, config_kwargs
     (BadInput("bad"), 2), (MissingDependency("optimum", "hf", ImportError("boom")), 2),
     (CheckFailed("parity"), 1), (TrainingDiverged("loss nan"), 1),
     (KeyError("a bug"), 3), (TypeError("a bug"), 3), (AttributeError("a bug"), 3),
+    (ModuleNotFoundError("No module named 'mnist1d'", name="mnist1d"), 2),
+    (ModuleNotFoundError("No module named 'compress.gone'", name="compress.gone"), 3),
 ])
 def test_each_exception_kind_has_its_exit_code(exc, code):
     assert exit_code_for(exc) == code
@@ -82,3 +84,27 @@ def test_resume_redoes_a_stage_written_with_another_config_version(tmp_path, cap
     assert "made with config version 0, this edgepack writes 1: running it again" in \
         capsys.readouterr().err
     assert json.loads(record_path.read_text())["config_version"] == 1
+
+
+@pytest.mark.parametrize("where", ["builder module", "data provider"])
+def test_a_package_the_users_code_needs_is_named_not_called_a_bug(tmp_path, capsys, where):
+    """The user's module exists; a package it imports (when imported, or when the data
+    provider runs) is not installed: exit 2 naming the package, never 'module not found'
+    or 'a bug'."""
+    recipe = RECIPE
+    if where == "builder module":
+        (tmp_path / "my_models.py").write_text("import not_installed_pkg_xyz\n\n\n"
+                                               "def build(**kw):\n    pass\n")
+        recipe = recipe.replace("edgepack.zoo:mnist1d_cnn", "my_models:build")
+    else:
+        (tmp_path / "my_data.py").write_text("def make(**kw):\n"
+                                             "    import not_installed_pkg_xyz.sub\n")
+        recipe = recipe.replace("[data]\n", '[data]\nprovider = "my_data:make"\n')
+    (tmp_path / "recipe.toml").write_text(recipe)
+    code = cli_main.main(["run", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "o"),
+                          "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the Python package 'not_installed_pkg_xyz' is not installed" in err
+    assert "a bug" not in err and "not found (looked in" not in err
+    assert not (tmp_path / "o").exists()
