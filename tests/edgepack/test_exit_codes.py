@@ -93,13 +93,15 @@ def test_a_package_the_users_code_needs_is_named_not_called_a_bug(tmp_path, caps
     or 'a bug'."""
     recipe = RECIPE
     if where == "builder module":
-        (tmp_path / "my_models.py").write_text("import not_installed_pkg_xyz\n\n\n"
-                                               "def build(**kw):\n    pass\n")
-        recipe = recipe.replace("edgepack.zoo:mnist1d_cnn", "my_models:build")
+        # Module names of their own: a module another test writes under a common name
+        # ("my_data") would be found in sys.modules instead.
+        (tmp_path / "needs_pkg_models.py").write_text("import not_installed_pkg_xyz\n\n\n"
+                                                      "def build(**kw):\n    pass\n")
+        recipe = recipe.replace("edgepack.zoo:mnist1d_cnn", "needs_pkg_models:build")
     else:
-        (tmp_path / "my_data.py").write_text("def make(**kw):\n"
-                                             "    import not_installed_pkg_xyz.sub\n")
-        recipe = recipe.replace("[data]\n", '[data]\nprovider = "my_data:make"\n')
+        (tmp_path / "needs_pkg_data.py").write_text("def make(**kw):\n"
+                                                    "    import not_installed_pkg_xyz.sub\n")
+        recipe = recipe.replace("[data]\n", '[data]\nprovider = "needs_pkg_data:make"\n')
     (tmp_path / "recipe.toml").write_text(recipe)
     code = cli_main.main(["run", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "o"),
                           "--no-progress"])
