@@ -3,9 +3,11 @@
 Models, all read from the demo's recipe (widths, stages and settings; nothing hard-coded):
 the demo teacher, its distilled student, the student pruned by the demo's prune stage, and
 the same prune stage with adversarial fine-tuning (``--defence``, by default
-``adversarial = {eps = 0.2, steps = 7, ratio = 0.5}`` over ``--defence-epochs`` (6)
-fine-tuning epochs). When those epochs differ from the recipe's, the plain prune stage is also
-run with as many epochs, so the defence is judged against equal fine-tuning, not only the demo's.
+``adversarial = {eps = 0.2, steps = 7, loss = "trades", beta = 1}`` over ``--defence-epochs``
+(6) fine-tuning epochs, on the labelled set plus ``--defence-transfer`` (16,000)
+teacher-labelled transfer inputs). When those epochs or inputs differ from the recipe's, the
+plain prune stage is also run with as many, so the defence is judged against equal
+fine-tuning, not only against the demo's.
 Each pruned model is exported to ONNX and statically quantized to int8 (QDQ).
 
 Every ONNX file is attacked through ONNX Runtime on the first ``--samples`` held-out inputs:
@@ -65,8 +67,9 @@ from edgepack.runner import demo_teacher  # noqa: E402
 from edgepack.teacher import build_model  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
-DEFENCE = "eps=0.2,steps=7,ratio=0.5"   # tuned on the demo student (see the README)
+DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (README)
 DEFENCE_EPOCHS = 6
+DEFENCE_TRANSFER = 16_000   # the demo's transfer inputs, teacher-labelled, also fine-tuned on
 EPS = (0.05, 0.1, 0.2)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -124,8 +125,8 @@ class AdversarialLoss:
         attacked = self._craft(model, clean_inputs,
                                lambda m, x: trades_divergence(m(x), reference))
         loss, logits, labels = self.loss_fn(model, batch)
-        robust = trades_divergence(model(attacked), model(clean_inputs))
-        return loss + self.config.beta * robust, logits, labels
+        clean, moved = model(torch.cat([clean_inputs, attacked])).split(rows)   # one pass
+        return loss + self.config.beta * trades_divergence(moved, clean), logits, labels
 
     def _craft(self, model, inputs: torch.Tensor, objective) -> torch.Tensor:
         """PGD examples of ``inputs`` that maximise ``objective(model, x)``, timed."""
@@ -167,6 +168,36 @@ def clean_target_columns(inputs: torch.Tensor, labels: torch.Tensor, teacher,
     return inputs, teacher_outputs(teacher, inputs), labels
 
 
+def robust_accuracies(model, inputs, labels, eps: float) -> tuple[float, float]:
+    """Clean accuracy and accuracy under PGD (10 steps, seed 0, absolute ``eps``)."""
+    was_training = model.training
+    model.eval()
+    attacked = pgd(model, inputs, labels, eps, steps=10, seed=0)
+    with torch.no_grad():
+        clean = float((model(inputs).argmax(-1) == labels).float().mean())
+        robust = float((model(attacked).argmax(-1) == labels).float().mean())
+    model.train(was_training)
+    return clean, robust
+
+
+def epoch_score(loss_fn, selection) -> Callable | None:
+    """Under adversarial training, what picks the best epoch: the mean of clean and PGD
+    accuracy (at the defence's eps) on the first rows of the ``selection`` set (validation);
+    None otherwise, and clean accuracy picks.
+
+    Clean accuracy alone would pick the epoch that gave up the most robustness to get its
+    last tenth of a point, undoing the defence (on the demo: 8.8 PGD points kept of 10.4).
+    """
+    if not isinstance(loss_fn, AdversarialLoss) or selection is None:
+        return None
+    from compress.kd import collect
+
+    inputs, labels = collect(selection, EFFECT_SAMPLES)
+    if inputs is None or labels is None:
+        return None
+    return lambda model: sum(robust_accuracies(model, inputs, labels, loss_fn.eps)) / 2
+
+
 def defence_record(tracker: AdversarialLoss, model, evaluation, train_seconds: float) -> dict:
     """The defence's cost (seconds) and effect (clean and PGD accuracy after training)."""
     from compress.kd import collect
@@ -180,9 +211,7 @@ def defence_record(tracker: AdversarialLoss, model, evaluation, train_seconds: f
     if inputs is None or labels is None:
         return record
     model.eval()
-    attacked = pgd(model, inputs, labels, tracker.eps, steps=10, seed=0)
-    with torch.no_grad():
-        record["clean_accuracy"] = float((model(inputs).argmax(-1) == labels).float().mean())
-        record["pgd_accuracy"] = float((model(attacked).argmax(-1) == labels).float().mean())
+    record["clean_accuracy"], record["pgd_accuracy"] = robust_accuracies(
+        model, inputs, labels, tracker.eps)
     record["pgd_eps"] = tracker.config.eps
     return record

@@ -1,5 +1,6 @@
-"""Adversarial fine-tuning (PGD examples mixed into each batch) as an option of pruning's
-fine-tuning and of distillation: mechanism, effect, record, and bad settings."""
+"""Adversarial fine-tuning (PGD examples in each batch: Madry's replacement rows or TRADES'
+KL term) as an option of pruning's fine-tuning and of distillation: mechanism, effect,
+record, and bad settings."""
 
 import copy
 
@@ -7,12 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.robustness.whitebox import pgd
 import compress.adversarial as adversarial_module
-from compress.adversarial import AdversarialConfig, AdversarialLoss, trades_divergence
+from bench.robustness.whitebox import pgd
+from compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_score,
+                                  trades_divergence)
 from compress.distill import DistillConfig, distill
 from compress.prune import PruneConfig, finetune_batches, prune
-from compress.trainer import cross_entropy_loss
+from compress.trainer import TrainConfig, cross_entropy_loss, fit
 from edgepack.zoo import mnist1d_cnn
 from tests.bench.robust_models import mnist1d_arrays, trained_tiny
 
@@ -67,10 +69,9 @@ def test_trades_adds_beta_times_the_kl_between_clean_and_crafted_answers(monkeyp
         return cross_entropy_loss(m, batch)
 
     def recording_pgd(*args, **kwargs):
-        crafted.append(adversarial_module.pgd.__wrapped__(*args, **kwargs))
+        crafted.append(pgd(*args, **kwargs))
         return crafted[-1]
 
-    recording_pgd.__wrapped__ = adversarial_module.pgd
     monkeypatch.setattr(adversarial_module, "pgd", recording_pgd)
     torch.manual_seed(0)
     config = AdversarialConfig(eps=EPS, steps=5, loss="trades", beta=3.0, ratio=0.5)
@@ -85,6 +86,30 @@ def test_trades_adds_beta_times_the_kl_between_clean_and_crafted_answers(monkeyp
         noise = x[:16] + EPS * torch.randn_like(x[:16]).sign()
         assert divergence > trades_divergence(model(noise), model(x[:16]))   # crafted, not noise
     assert loss.item() == pytest.approx(clean.item() + 3.0 * divergence.item(), rel=1e-5)
+
+
+def test_under_a_defence_the_epoch_kept_is_picked_on_clean_and_pgd_accuracy():
+    data = _data()
+    x, y = data["evaluation"].dataset.tensors
+    model = copy.deepcopy(trained_tiny())
+    defended = AdversarialLoss(cross_entropy_loss, AdversarialConfig(eps=EPS), scale=1.0)
+    assert epoch_score(cross_entropy_loss, data["evaluation"]) is None   # no defence
+    score = epoch_score(defended, data["evaluation"])
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    assert score(model) == pytest.approx((clean + _pgd_accuracy(model, data)) / 2)
+    # fit keeps the epoch the score likes best, not the most accurate one
+    scores, kept = iter([0.2, 0.9, 0.5]), []
+
+    def select(m):
+        kept.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    history = fit(model, data["train"], TrainConfig(epochs=3, lr=1e-3, progress=False),
+                  eval_batches=data["evaluation"], select=select)
+    assert history["best_epoch"] == 1 and history["best_metric"] == 0.9
+    assert [h["selection_score"] for h in history["history"]] == [0.2, 0.9, 0.5]
+    assert all(torch.equal(v, kept[1][k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("settings, ratio, beta", [
