@@ -169,7 +169,10 @@ def clean_target_columns(inputs: torch.Tensor, labels: torch.Tensor, teacher,
 
 
 def robust_accuracies(model, inputs, labels, eps: float) -> tuple[float, float]:
-    """Clean accuracy and accuracy under PGD (10 steps, seed 0, absolute ``eps``)."""
+    """Clean accuracy and accuracy under PGD (10 steps, seed 0, absolute ``eps``), the
+    inputs moved beside the model (a torchrun job trains on its GPU)."""
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    inputs, labels = inputs.to(device), labels.to(device)
     was_training = model.training
     model.eval()
     attacked = pgd(model, inputs, labels, eps, steps=10, seed=0)
