@@ -3,9 +3,11 @@
 Models, all read from the demo's recipe (widths, stages and settings; nothing hard-coded):
 the demo teacher, its distilled student, the student pruned by the demo's prune stage, and
 the same prune stage with adversarial fine-tuning (``--defence``, by default
-``adversarial = {eps = 0.2, steps = 7, ratio = 0.5}`` over ``--defence-epochs`` (6)
-fine-tuning epochs). When those epochs differ from the recipe's, the plain prune stage is also
-run with as many epochs, so the defence is judged against equal fine-tuning, not only the demo's.
+``adversarial = {eps = 0.2, steps = 7, loss = "trades", beta = 1}`` over ``--defence-epochs``
+(6) fine-tuning epochs, on the labelled set plus ``--defence-transfer`` (16,000)
+teacher-labelled transfer inputs). When those epochs or inputs differ from the recipe's, the
+plain prune stage is also run with as many, so the defence is judged against equal
+fine-tuning, not only against the demo's.
 Each pruned model is exported to ONNX and statically quantized to int8 (QDQ).
 
 Every ONNX file is attacked through ONNX Runtime on the first ``--samples`` held-out inputs:
@@ -65,14 +67,15 @@ from edgepack.runner import demo_teacher  # noqa: E402
 from edgepack.teacher import build_model  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
-DEFENCE = "eps=0.2,steps=7,ratio=0.5"   # tuned on the demo student (see the README)
+DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (README)
 DEFENCE_EPOCHS = 6
+DEFENCE_TRANSFER = 16_000   # the demo's transfer inputs, teacher-labelled, also fine-tuned on
 EPS = (0.05, 0.1, 0.2)
 
 
 def parse_defence(text: str) -> dict:
-    """``"eps=0.2,steps=5,ratio=0.5"`` -> the prune stage's ``adversarial`` table."""
-    kinds = {"eps": float, "steps": int, "ratio": float}
+    """``"eps=0.2,steps=5,loss=trades,beta=1"`` -> the prune stage's ``adversarial`` table."""
+    kinds = {"eps": float, "steps": int, "ratio": float, "loss": str, "beta": float}
     pairs = dict(part.split("=", 1) for part in text.split(","))
     return {key: kinds[key](value) for key, value in pairs.items()}
 
@@ -114,11 +117,14 @@ def torch_models(args, recipe, data, teacher) -> tuple[dict, dict]:
         plain, _, plain_s = pruned(student, prune_config, data, teacher)
         models, seconds = {"student": student, "pruned": plain}, {"pruned": plain_s}
     epochs = args.defence_epochs or prune_config.finetune_epochs
-    if epochs != prune_config.finetune_epochs:
-        same = dataclasses.replace(prune_config, finetune_epochs=epochs)
-        models[f"pruned {epochs}ep"], _, seconds[f"pruned {epochs}ep"] = pruned(
-            student, same, data, teacher)
+    extra = args.defence_transfer
+    if (epochs, extra) != (prune_config.finetune_epochs, prune_config.finetune_transfer_samples):
+        same = dataclasses.replace(prune_config, finetune_epochs=epochs,
+                                   finetune_transfer_samples=extra)
+        label = f"pruned {epochs}ep" + (f"+{extra // 1000}k" if extra else "")
+        models[label], _, seconds[label] = pruned(student, same, data, teacher)
     defended = dataclasses.replace(prune_config, finetune_epochs=epochs,
+                                   finetune_transfer_samples=extra,
                                    adversarial=parse_defence(args.defence))
     models["pruned+adv"], record, seconds["pruned+adv"] = pruned(student, defended, data,
                                                                  teacher)
@@ -195,13 +201,14 @@ def query_curve(files: dict, rows: list[dict], x, y, config, budgets) -> list[st
     return lines
 
 
-def defence_lines(rows: list[dict], seconds: dict, defence: str, epochs: int) -> list[str]:
+def defence_lines(rows: list[dict], seconds: dict, defence: str, epochs: int,
+                  extra: int) -> list[str]:
     """Lines: clean, PGD and Square accuracy at eps 0.1, each plain pruned model against the
     defended one (torch-crafted PGD on fp32 files, transfer on int8), and the time it cost."""
     find = {r["name"]: r["robustness"] for r in rows}
     plain = [n for n in find if n.startswith("pruned") and "+adv" not in n and "int8" not in n]
-    lines = [f"Defence adversarial = {{{defence}}} over {epochs} fine-tuning epochs "
-             "(accuracy at eps 0.1, plain -> defended):"]
+    lines = [f"Defence adversarial = {{{defence}}} over {epochs} fine-tuning epochs, "
+             f"{extra} transfer inputs added (accuracy at eps 0.1, plain -> defended):"]
     for suffix in ("", " int8"):
         adv = find["pruned+adv" + suffix]
         for name in plain:
@@ -234,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--defence", default=DEFENCE, help="the prune stage's adversarial table")
     parser.add_argument("--defence-epochs", type=int, default=DEFENCE_EPOCHS,
                         help="fine-tuning epochs of the defended prune stage (0: the recipe's)")
+    parser.add_argument("--defence-transfer", type=int, default=DEFENCE_TRANSFER,
+                        help="teacher-labelled transfer inputs added to the fine-tuning set of "
+                             "the defended stage and of its equal-length plain control")
     parser.add_argument("--quick", action="store_true", help="shorter distillation")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -284,7 +294,7 @@ def main(argv=None) -> int:
         print("\n".join(art))
     epochs = args.defence_epochs or p.finetune_epochs
     print()
-    print("\n".join(defence_lines(rows, seconds, args.defence, epochs)))
+    print("\n".join(defence_lines(rows, seconds, args.defence, epochs, args.defence_transfer)))
     return 0
 
 

@@ -45,7 +45,8 @@ from core.checks import check_choice, check_range, did_you_mean
 from core.tensors import as_tuple, call, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
-from compress.adversarial import AdversarialLoss, adversarial_config, defence_record, with_defence
+from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
+                                  epoch_score, with_defence)
 from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
 from compress.token_batches import length_grouped_loader, outputs_by_length
@@ -82,7 +83,7 @@ class DistillConfig(StageConfig):
     freeze: tuple[str, ...] = ()     # parameter-name prefixes the student does not train
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
-    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD training
+    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio, loss, beta}: PGD
     baseline_lrs: tuple[float, ...] = ()  # also train the student alone at equal compute
 
     def __post_init__(self):
@@ -361,7 +362,8 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
                           TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
                                       patience=config.patience, progress=progress),
                           loss_fn=loss_fn, eval_batches=_eval_batches(data, config),
-                          checkpoint=checkpoint, resume=resume, desc="distill")
+                          checkpoint=checkpoint, resume=resume, desc="distill",
+                          select=epoch_score(loss_fn, _eval_batches(data, config)))
     finally:
         for tap in taps:
             tap.close()

@@ -46,7 +46,7 @@ from core.checks import check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from export.outputs import first_tensor
 from compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
-                                  defence_record, with_defence)
+                                  defence_record, epoch_score, with_defence)
 from compress.kd import NO_LABEL, collect, kd_loss
 from compress.attention import HEAD_COUNT_ATTRS, update_head_counts
 from compress.parallel import Distributed, moved_to
@@ -83,7 +83,7 @@ class PruneConfig(StageConfig):
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
     require_faster: bool | None = None   # None: True for structured, False for unstructured
-    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio}: PGD fine-tuning
+    adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio, loss, beta}: PGD
 
     def __post_init__(self):
         adversarial_config(self.adversarial, "prune")
@@ -198,9 +198,9 @@ def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
     started = time.perf_counter()
     with moved_to(teacher, Distributed().device):  # the loss runs it beside the model
         history = fit(model, batches,
-                      TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed,
-                                  progress=progress),
-                      loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc)
+                      TrainConfig(epochs=epochs, lr=config.lr, seed=config.seed, progress=progress),
+                      loss_fn=loss_fn, eval_batches=selection_batches(data), desc=desc,
+                      select=epoch_score(loss_fn, selection_batches(data)))
     if isinstance(loss_fn, AdversarialLoss):
         history["adversarial"] = defence_record(loss_fn, model, data.get("evaluation"),
                                                 time.perf_counter() - started)

@@ -197,10 +197,12 @@ def _load_checkpoint(path: Path) -> dict:
 def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         loss_fn: LossFn = cross_entropy_loss, eval_batches: Iterable | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
-        desc: str = "train") -> dict:
+        desc: str = "train", select: Callable[[nn.Module], float] | None = None) -> dict:
     """Train ``model`` in place; return the history and the best epoch's metric.
 
-    With ``eval_batches`` the weights of the best evaluation epoch are restored at the end.
+    With ``eval_batches`` the weights of the best evaluation epoch are restored at the end:
+    best by accuracy on them, or by ``select(model)`` when given (adversarial training
+    picks on robust accuracy too: compress/adversarial.py).
     """
     if hasattr(train_batches, "__len__") and len(train_batches) == 0:
         raise ValueError(f"{desc}: training data is empty (0 batches)")
@@ -241,7 +243,9 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
                              label, steps_per_epoch, job)
         if eval_batches is not None:
             stats["eval_accuracy"] = accuracy(model, eval_batches)
-            metric = stats["eval_accuracy"]
+            metric = stats["eval_accuracy"] if select is None else select(model)
+            if select is not None:
+                stats["selection_score"] = metric
         else:
             metric = -stats["loss"]
         if job.is_main:
