@@ -83,3 +83,14 @@ def test_layers_or_width_beyond_the_teacher_are_refused():
                                             ffn_width=64), None)
     with pytest.raises(ValueError, match="stack of repeated layers"):
         student_keeping_layers(nn.Linear(2, 3), [0])
+
+
+def test_the_minilm_recipe_names_its_student_layers_and_they_survive_a_round_trip(tmp_path):
+    from edgepack.recipe import load_recipe, to_toml
+
+    recipe = load_recipe("examples/minilm.toml")
+    distill = recipe.stages[0]
+    assert distill.student_init == "teacher-layers" and tuple(distill.keep_layers) == (0, 4, 5)
+    (tmp_path / "again.toml").write_text(to_toml(recipe))
+    again = load_recipe(tmp_path / "again.toml").stages[0]
+    assert tuple(again.keep_layers) == (0, 4, 5) and again.ffn_width == distill.ffn_width
