@@ -11,7 +11,11 @@ A fast stand-in for a 20-minute recipe run, to compare levers on a subset:
   hidden state ``--targets``[i], padding masked); the teacher then runs every step;
 - ``--pairwise W``: weight of an in-batch similarity-matrix MSE (targets Spearman).
 
-    PYTHONPATH=$PWD python benchmarks/minilm_student_sweep.py --layers 0,3,5 --train 3000
+    PYTHONPATH=$PWD python benchmarks/minilm_student_sweep.py --layers 0,4,5 --train 2000
+    PYTHONPATH=$PWD python benchmarks/minilm_student_sweep.py --layers 0,4,5 --epochs 0
+
+(``--epochs 0``: the untrained student only.) ``--train`` above the corpus's 9,825
+training sentences takes them all, as the recipe does.
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ def main() -> None:
     student.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     result = {"args": vars(args), "untrained": quality(student, held_out, reference)}
     print("untrained", result["untrained"], flush=True)
+    if args.epochs == 0:   # the untrained student alone
+        print(json.dumps(result))
+        return
     precomputed = outputs_by_length(teacher, train)
     loader = length_grouped_loader(train, precomputed, batch_size=args.batch)
     steps = args.epochs * len(loader)
