@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minilm_vs_optimum import optimum_models, time_all  # noqa: E402 (benchmarks/ sibling)
+from minilm_vs_optimum import optimum_models, time_all  # (a benchmarks/ sibling)
 
-from bench.runner import BenchConfig  # noqa: E402
+from bench.runner import BenchConfig
 
 RECIPE = Path(__file__).resolve().parents[1] / "examples" / "minilm.toml"
 

@@ -78,7 +78,8 @@ class DistillConfig(StageConfig):
     feature_loss: str = "mse"
     feature_weight: float = 1.0
     patience: int = 0                # stop after this many epochs without improvement; 0: never
-    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher", "every-kth-layer"
+    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher",
+    #                                  "every-kth-layer", "teacher-layers" (compress/layer_students.py)
     init_ratio: float = 0.5          # "pruned-teacher": share of channels removed
     keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
     keep_layers: tuple[int, ...] = ()   # "teacher-layers": the teacher layers kept, e.g. 0, 3, 5
@@ -123,8 +124,8 @@ class DistillConfig(StageConfig):
             raise ValueError("distill.baseline_lrs compares accuracies: it needs "
                              "objective='logits'")
 
-
     def _check_layer_choice(self) -> None:
+        """``keep_layers`` goes with ``teacher-layers``; ``ffn_width`` with a cut teacher."""
         layers = list(self.keep_layers)
         if (self.student_init == "teacher-layers") != bool(layers):
             raise ValueError("distill.keep_layers (teacher layer numbers, e.g. [0, 3, 5]) goes "
