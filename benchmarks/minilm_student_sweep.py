@@ -21,7 +21,6 @@ training sentences takes them all, as the recipe does.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -36,29 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from compress.distill import embedding_loss
+from compress.layer_students import narrow_ffn, student_keeping_layers
 from compress.token_batches import length_grouped_loader, outputs_by_length
 from edgepack.minilm import minilm_embedder, minilm_sentences
 from edgepack.quality import embedding_quality
 
 
 def keep_layers(teacher: nn.Module, layers: list[int], ffn: int) -> nn.Module:
-    """A copy of the teacher with only ``layers``, each FFN cut to its ``ffn`` strongest
-    neurons (L2 norm of the neuron's input row times its output column)."""
-    student = copy.deepcopy(teacher)
-    encoder = student.encoder
-    encoder.encoder.layer = nn.ModuleList(encoder.encoder.layer[i] for i in layers)
-    encoder.config.num_hidden_layers = len(layers)
+    """The recipe's student: ``layers`` of the teacher, each FFN cut to ``ffn`` neurons
+    (0: kept whole), as ``distill``'s ``teacher-layers`` init and ``ffn_width`` make it."""
+    student = student_keeping_layers(teacher, layers)
     if ffn:
-        for layer in encoder.encoder.layer:
-            up, down = layer.intermediate.dense, layer.output.dense
-            score = up.weight.norm(dim=1) * down.weight.norm(dim=0)
-            keep = torch.sort(torch.topk(score, ffn).indices).values
-            new_up, new_down = nn.Linear(up.in_features, ffn), nn.Linear(ffn, down.out_features)
-            new_up.weight.data, new_up.bias.data = up.weight.data[keep].clone(), up.bias.data[keep].clone()
-            new_down.weight.data, new_down.bias.data = down.weight.data[:, keep].clone(), down.bias.data.clone()
-            layer.intermediate.dense, layer.output.dense = new_up, new_down
-    for p in student.parameters():
-        p.requires_grad_(True)
+        narrow_ffn(student, ffn)
     return student
 
 
