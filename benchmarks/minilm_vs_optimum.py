@@ -82,7 +82,7 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
 
     import torch
 
-    from compress.distill import DistillConfig, student_keeping_every_kth_layer
+    from compress.distill import DistillConfig, make_student
     from compress.quantize import QuantizeConfig, quantize
     from core.errors import CheckFailed
     from edgepack.minilm import minilm_embedder
@@ -98,10 +98,9 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
     found = {}
     for stage, config in zip(stages, recipe.stages):
         if stage.get("kept") or not isinstance(config, DistillConfig) \
-                or config.student_init != "every-kth-layer":
+                or config.student_init not in ("every-kth-layer", "teacher-layers"):
             continue
-        student = load_weights(student_keeping_every_kth_layer(minilm_embedder(),
-                                                               config.keep_every),
+        student = load_weights(make_student(minilm_embedder(), config, None),
                                run_dir / stage["artifact"])
         label = f"{run_dir.name}/{stage['name']} (not kept; built by the benchmark)"
         fp32 = work / f"{run_dir.name}-{stage['name']}.onnx"   # unique across run folders

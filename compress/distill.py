@@ -47,6 +47,8 @@ from core.stage import StageConfig, StageInput, StageResult, StageSpec, register
 from compress.prune import PruneConfig, structured_prune
 from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
                                   epoch_score, with_defence)
+from compress.layer_students import (layer_stack, narrow_ffn,  # noqa: F401 (re-exported)
+                                     student_keeping_every_kth_layer, student_keeping_layers)
 from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
 from compress.token_batches import length_grouped_loader, outputs_by_length
@@ -55,7 +57,7 @@ from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 AUGMENTATIONS = ("none", "noise", "shift")
 OBJECTIVES = ("logits", "embedding")
 FEATURE_LOSSES = ("mse", "cosine", "cosine+mse")
-STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer")
+STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer", "teacher-layers")
 
 
 @dataclass
@@ -76,9 +78,12 @@ class DistillConfig(StageConfig):
     feature_loss: str = "mse"
     feature_weight: float = 1.0
     patience: int = 0                # stop after this many epochs without improvement; 0: never
-    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher", "every-kth-layer"
+    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher",
+    #                                  "every-kth-layer", "teacher-layers" (compress/layer_students.py)
     init_ratio: float = 0.5          # "pruned-teacher": share of channels removed
     keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
+    keep_layers: tuple[int, ...] = ()   # "teacher-layers": the teacher layers kept, e.g. 0, 3, 5
+    ffn_width: int = 0               # students cut from the teacher's layers: FFN neurons kept
     length_grouped: bool = False     # token inputs: batch similar lengths, cut the padding
     freeze: tuple[str, ...] = ()     # parameter-name prefixes the student does not train
     seed: int = 0
@@ -104,6 +109,7 @@ class DistillConfig(StageConfig):
         check_range("distill", "init_ratio", self.init_ratio, 0.0, 1.0)
         if self.keep_every < 1:
             raise ValueError(f"distill.keep_every must be >= 1, got {self.keep_every}")
+        self._check_layer_choice()
         if self.feature_weight < 0 or self.patience < 0:
             raise ValueError("distill.feature_weight and distill.patience must be >= 0")
         for name in ("epochs", "transfer_samples"):
@@ -117,6 +123,20 @@ class DistillConfig(StageConfig):
         if self.baseline_lrs and self.objective != "logits":
             raise ValueError("distill.baseline_lrs compares accuracies: it needs "
                              "objective='logits'")
+
+    def _check_layer_choice(self) -> None:
+        """``keep_layers`` goes with ``teacher-layers``; ``ffn_width`` with a cut teacher."""
+        layers = list(self.keep_layers)
+        if (self.student_init == "teacher-layers") != bool(layers):
+            raise ValueError("distill.keep_layers (teacher layer numbers, e.g. [0, 3, 5]) goes "
+                             "with student_init='teacher-layers', and that init needs it")
+        if layers != sorted(set(layers)) or any(i < 0 for i in layers):
+            raise ValueError(f"distill.keep_layers must be distinct layer numbers >= 0 in "
+                             f"increasing order, got {layers}")
+        if self.ffn_width < 0 or (self.ffn_width and self.student_init not in
+                                  ("every-kth-layer", "teacher-layers")):
+            raise ValueError("distill.ffn_width (> 0) narrows a student cut from the teacher's "
+                             "layers: student_init 'every-kth-layer' or 'teacher-layers'")
 
 
 def embedding_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
@@ -273,39 +293,17 @@ def student_from_pruned_teacher(teacher: nn.Module, ratio: float, example_inputs
     return student
 
 
-def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's stack of repeated blocks: its longest ModuleList of one block type."""
-    stacks = [(name, m) for name, m in model.named_modules()
-              if isinstance(m, nn.ModuleList) and len(m) > 1
-              and len({type(block) for block in m}) == 1]
-    if not stacks:
-        raise ValueError("distill.student_init='every-kth-layer' needs a model with a stack of "
-                         "repeated layers (an nn.ModuleList, as in BERT's encoder.layer)")
-    return max(stacks, key=lambda item: len(item[1]))
-
-
-def student_keeping_every_kth_layer(teacher: nn.Module, k: int) -> nn.Module:
-    """A copy of a transformer teacher keeping layers 0, k, 2k, ... (DistilBERT: k = 2)."""
-    student = copy.deepcopy(teacher)
-    name, stack = layer_stack(student)
-    kept = nn.ModuleList(list(stack)[::k])
-    parent_name, _, attribute = name.rpartition(".")
-    setattr(student.get_submodule(parent_name) if parent_name else student, attribute, kept)
-    config = getattr(student, "config", None)
-    if config is not None and hasattr(config, "num_hidden_layers"):
-        config.num_hidden_layers = len(kept)
-    for p in student.parameters():
-        p.requires_grad_(True)
-    return student
-
-
 def make_student(teacher: nn.Module, config: DistillConfig, example_inputs,
                  built: nn.Module | None = None) -> nn.Module:
     """The student to train: ``built`` (from scratch) or a reduced copy of the teacher."""
     if config.student_init == "pruned-teacher":
         return student_from_pruned_teacher(teacher, config.init_ratio, example_inputs)
-    if config.student_init == "every-kth-layer":
-        return student_keeping_every_kth_layer(teacher, config.keep_every)
+    if config.student_init in ("every-kth-layer", "teacher-layers"):
+        student = student_keeping_layers(teacher, config.keep_layers) \
+            if config.keep_layers else student_keeping_every_kth_layer(teacher, config.keep_every)
+        if config.ffn_width:
+            narrow_ffn(student, config.ffn_width)
+        return student
     if built is None:
         raise ValueError("distill.student must name a builder when student_init='scratch'")
     return built
