@@ -4,8 +4,8 @@ Models, all read from the demo's recipe (widths, stages and settings; nothing ha
 the demo teacher, its distilled student, the student pruned by the demo's prune stage, and
 the same prune stage with adversarial fine-tuning (``--defence``, by default
 ``adversarial = {eps = 0.2, steps = 7, loss = "trades", beta = 1}`` over ``--defence-epochs``
-(6) fine-tuning epochs, on the labelled set plus ``--defence-transfer`` (40,000; the demo makes 16,000, the rest is generated)
-teacher-labelled transfer inputs). When those epochs or inputs differ from the recipe's, the
+(6) fine-tuning epochs, on the labelled set plus ``--defence-transfer`` (40,000)
+teacher-labelled transfer inputs (the demo makes 16,000; the rest are generated). When those epochs or inputs differ from the recipe's, the
 plain prune stage is also run with as many, so the defence is judged against equal
 fine-tuning, not only against the demo's.
 Each pruned model is exported to ONNX and statically quantized to int8 (QDQ).
