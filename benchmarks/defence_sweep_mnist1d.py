@@ -2,7 +2,8 @@
 
 Each setting (one JSON object per argument: the prune stage's ``adversarial`` table plus
 ``epochs`` and ``transfer``, the stage's ``finetune_epochs`` and
-``finetune_transfer_samples``) runs the demo's prune stage, through :func:`compress.prune.prune`
+``finetune_transfer_samples``; beyond the demo's 16,000 transfer inputs more are generated)
+runs the demo's prune stage, through :func:`compress.prune.prune`
 as a recipe would, on the distilled student of a finished ``edgepack demo`` run, and is
 measured against the first ``--samples`` held-out inputs with white-box PGD (10 steps, one
 random start, seed 0) at eps 0.1 input standard deviations; the baseline is the run's own
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.robustness.whitebox import pgd  # noqa: E402
+from benchmarks.robustness_mnist1d import with_transfer_inputs  # noqa: E402
 from compress.kd import collect  # noqa: E402
 from compress.prune import prune  # noqa: E402
 from edgepack.runner import demo_teacher  # noqa: E402
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     recipe, data, teacher = demo_teacher()
+    data = with_transfer_inputs(recipe, data, max(json.loads(text).get("transfer", 0)
+                                                  for text in args.settings))
     spec = recipe.stages[0].student
     shape = build_model(spec["build"], dict(spec["args"]), None)
     run = Path(args.run)
