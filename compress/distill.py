@@ -47,8 +47,8 @@ from core.stage import StageConfig, StageInput, StageResult, StageSpec, register
 from compress.prune import PruneConfig, structured_prune
 from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
                                   epoch_score, with_defence)
-from compress.layer_students import (layer_stack, narrow_ffn,  # noqa: F401 (re-exported)
-                                     student_keeping_every_kth_layer, student_keeping_layers)
+from compress.layer_students import (narrow_ffn, student_keeping_every_kth_layer,
+                                     student_keeping_layers)
 from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
 from compress.token_batches import length_grouped_loader, outputs_by_length
