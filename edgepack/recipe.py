@@ -9,6 +9,7 @@ is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -21,6 +22,7 @@ from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from compress.distill import AUGMENTATIONS
 from core.checks import check_choice, checked_fields, did_you_mean
+from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
 from edgepack.quality import MetricSpec
 from edgepack.stages import load_stages
@@ -293,19 +295,54 @@ DENIED_MODULES = ("os", "subprocess", "builtins", "shutil", "sys", "importlib", 
                   "pty", "socket", "ctypes", "multiprocessing", "pickle", "code", "codeop",
                   "webbrowser", "posix", "nt", "signal", "tempfile", "pathlib", "io",
                   "torch.hub", "setuptools", "pip", "IPython")
-ALLOW_ANY_BUILDER = {"on": False}   # switched by allow_any_builder() (--allow-any-builder)
+
+
+@dataclass
+class CodeTrust:
+    """What the user vouched for on the command line, for the code a recipe names.
+
+    ``any_builder`` (``--allow-any-builder``): builders from any module, the standard library
+    included. ``pickle`` (``--trust-pickle``): loaders of pickled data, and unpickling inside
+    the user's builders and providers (:mod:`core.pickle_guard`); without it both are refused,
+    whatever ``any_builder`` says.
+    """
+
+    any_builder: bool = False
+    pickle: bool = False
+
+
+TRUST = CodeTrust()
 
 
 def allow_any_builder(on: bool = True) -> None:
     """Let recipes and ``--model`` name builders from any module (the user vouches)."""
-    ALLOW_ANY_BUILDER["on"] = bool(on)
+    TRUST.any_builder = bool(on)
+
+
+def trust_pickle(on: bool = True) -> None:
+    """Let recipes name loaders of pickled data, and user code unpickle (the user vouches)."""
+    TRUST.pickle = bool(on)
+
+
+@contextlib.contextmanager
+def trusting(any_builder: bool = False, pickle: bool = False):
+    """What one command vouches for, while it runs; the previous trust comes back after."""
+    before = dataclasses.replace(TRUST)
+    TRUST.any_builder, TRUST.pickle = bool(any_builder), bool(pickle)
+    try:
+        yield TRUST
+    finally:
+        TRUST.any_builder, TRUST.pickle = before.any_builder, before.pickle
 
 
 def check_builder_module(spec: str, what: str) -> None:
-    """Refuse a builder or provider from the standard library or a module that is not model
-    or data code, before it is imported: a recipe names code to run, and ``os:system`` is
-    code too. ``--allow-any-builder`` lifts this."""
-    if ALLOW_ANY_BUILDER["on"]:
+    """Refuse a builder or provider before it is imported when it is a loader of pickled
+    data (unless ``--trust-pickle``), or comes from the standard library or a module that is
+    not model or data code (unless ``--allow-any-builder``): a recipe names code to run, and
+    ``os:system`` is code too."""
+    if not TRUST.pickle:
+        refuse_pickle_loader(spec, what)
+    if TRUST.any_builder:
         return
     module_name = spec.partition(":")[0]
     top = module_name.split(".")[0]
@@ -316,6 +353,12 @@ def check_builder_module(spec: str, what: str) -> None:
                          "data code (the standard library and modules that run commands or "
                          "touch files are refused); point it at your own module, or pass "
                          "--allow-any-builder if you mean it")
+
+
+def user_code(what: str):
+    """The guard the user's builders and providers run under: no unpickling unless
+    ``--trust-pickle`` (:func:`core.pickle_guard.no_unpickling`)."""
+    return no_unpickling(what, trusted=TRUST.pickle)
 
 
 def import_object(spec: str, base_dir: Path | None = None, what: str = "object"):
@@ -330,7 +373,8 @@ def import_object(spec: str, base_dir: Path | None = None, what: str = "object")
         sys.path.insert(0, str(base_dir))
         added = True
     try:
-        module = importlib.import_module(module_name)
+        with user_code(f"{what} {spec!r}"):
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and not module_name.startswith(exc.name):
             raise  # the module is there; a package it imports is not (core.errors says so)

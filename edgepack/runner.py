@@ -19,7 +19,7 @@ from edgepack import distributed
 from edgepack.measure import check_providers
 from edgepack.run_folder import check_run_folder
 from edgepack.pipeline import run_pipeline
-from edgepack.recipe import Recipe, import_object, load_recipe
+from edgepack.recipe import Recipe, import_object, load_recipe, user_code
 from edgepack.teacher import build_model, prepare_teacher
 
 DEMO_RECIPE = "mnist1d.toml"
@@ -34,7 +34,8 @@ def load_data(recipe: Recipe) -> dict:
     """Call the recipe's data provider and check it gave what the pipeline needs."""
     provider = import_object(recipe.data.provider, recipe.base_dir, what="data provider")
     try:
-        data = provider(**recipe.data.args)
+        with user_code(f"data provider {recipe.data.provider!r}"):
+            data = provider(**recipe.data.args)
     except TypeError as exc:
         raise ValueError(f"data provider {recipe.data.provider!r} rejected args "
                          f"{recipe.data.args}: {exc}") from exc

@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from core.errors import BadInput
+from core.pickle_guard import UnpicklingRefused
 from compress.distill import augment_inputs
 from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
-from edgepack.recipe import DataSpec, ModelSpec, import_object
+from edgepack.recipe import DataSpec, ModelSpec, import_object, user_code
 from export.weights import load_weights, save_weights
 
 TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches
@@ -40,7 +41,10 @@ def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
     """Call the ``module:function`` builder with ``args``; it must return an nn.Module."""
     builder = import_object(build, base_dir, what="model builder")
     try:
-        model = builder(**args)
+        with user_code(f"model builder {build!r}"):
+            model = builder(**args)
+    except UnpicklingRefused:
+        raise
     except TypeError as exc:
         raise BadInput(f"model builder {build!r} rejected args {args}: {exc}") from exc
     except Exception as exc:  # the builder is the user's code: its failure is theirs to fix

@@ -5,7 +5,7 @@ import sys
 
 
 def register(sub) -> None:
-    from edgepack.cli.run_cmd import add_allow_any_builder
+    from edgepack.cli.run_cmd import add_code_trust_flags
 
     p = sub.add_parser("export", help="export a torch or Hugging Face model to ONNX, with "
                                       "a parity check")
@@ -18,8 +18,6 @@ def register(sub) -> None:
                         "(alias sequence-classification)")
     p.add_argument("--args", default="{}", help="builder arguments as JSON, e.g. '{\"width\": 16}'")
     p.add_argument("--weights", default="", help=".safetensors (or a torch zip checkpoint)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow full unpickling of a .pt file (runs any code in it)")
     p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
                                                        "e.g. 1,1,40")
     from edgepack.cli.config_flags import add_config_flags
@@ -33,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--optimize", default=None, metavar="LEVEL",
                    help="also save ONNX Runtime's basic | extended | all optimization as "
                         "<name>.opt.onnx, parity-checked again")
-    add_allow_any_builder(p)
+    add_code_trust_flags(p)
     p.add_argument("-o", "--output", required=True,
                    help="output .onnx path (--model) or output folder (--hf)")
     p.set_defaults(handler=handle)
@@ -138,13 +136,13 @@ def handle(args) -> int:
     from export.optimize import LEVELS
     from core.checks import check_choice
 
-    from edgepack.recipe import allow_any_builder
+    from edgepack.cli.run_cmd import code_trust
 
-    allow_any_builder(args.allow_any_builder)
     check_source(args)
     if args.optimize is not None:
         check_choice("--optimize", "level", args.optimize, LEVELS)
-    result = export_hugging_face(args) if args.hf else export_torch(args)
+    with code_trust(args):
+        result = export_hugging_face(args) if args.hf else export_torch(args)
     record = result.record
     print_parity(record["parity"], "export")
     print(f"wrote {result.artifact} ({record['size_bytes']:,} bytes, "

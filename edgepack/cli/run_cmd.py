@@ -15,14 +15,28 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     add_log_flags(p)
-    add_allow_any_builder(p)
+    add_code_trust_flags(p)
     p.set_defaults(handler=handle)
 
 
-def add_allow_any_builder(parser) -> None:
+def add_code_trust_flags(parser) -> None:
+    """``--allow-any-builder`` and ``--trust-pickle``: what the user vouches for."""
     parser.add_argument("--allow-any-builder", action="store_true",
                         help="let the recipe name builders from any module, the standard "
                              "library included (a recipe is code: only for recipes you trust)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="RISK: allow unpickling, which runs any code the file holds: "
+                             "loaders of pickled data (torch.load, numpy.load, pickle, "
+                             "joblib...) as builders, pickles your builders and providers "
+                             "read, and full unpickling of .pt weights; only for files you "
+                             "trust")
+
+
+def code_trust(args):
+    """The trust the flags vouch for, while the command runs."""
+    from edgepack.recipe import trusting
+
+    return trusting(any_builder=args.allow_any_builder, pickle=args.trust_pickle)
 
 
 def print_summary(report: dict, out, seconds: float) -> None:
@@ -46,16 +60,15 @@ def print_summary(report: dict, out, seconds: float) -> None:
 
 def handle(args) -> int:
     from edgepack import distributed
-    from edgepack.recipe import allow_any_builder, load_recipe
-
-    allow_any_builder(args.allow_any_builder)
+    from edgepack.recipe import load_recipe
     from edgepack.runner import run_recipe
 
-    recipe = load_recipe(args.recipe)  # checked before anything is written
-    out = args.out or time.strftime(f"runs/{recipe.name}-%Y%m%d-%H%M%S")
-    progress = configure_logging(args)
-    start = time.perf_counter()
-    report = run_recipe(recipe, out, resume=args.resume, progress=progress)
+    with code_trust(args):
+        recipe = load_recipe(args.recipe)  # checked before anything is written
+        out = args.out or time.strftime(f"runs/{recipe.name}-%Y%m%d-%H%M%S")
+        progress = configure_logging(args)
+        start = time.perf_counter()
+        report = run_recipe(recipe, out, resume=args.resume, progress=progress)
     if distributed.rank() == 0:
         print_summary(report, out, time.perf_counter() - start)
     return 0
