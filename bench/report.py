@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from core.files import atomic_path
+from core.output_paths import png_metadata
 
 
 def _fmt(value, spec: str) -> str:
@@ -125,6 +126,6 @@ def tradeoff_plot(rows: list[dict], path: str | os.PathLike, title: str = "") ->
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=png_metadata("accuracy vs latency plot"))
     plt.close(fig)
     return Path(path)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from core.files import atomic_path
+from core.output_paths import png_metadata
 
 
 def _fmt(value, spec: str) -> str:
@@ -79,6 +80,6 @@ def embedding_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=png_metadata("embedding quality plot"))
     plt.close(fig)
     return Path(path)

@@ -25,6 +25,7 @@ from pathlib import Path
 from bench.ir_version import lower_file_to_runtime, lower_to_runtime
 from core.checks import check_choice
 from core.files import check_output_file
+from core.output_paths import mark_onnx_file
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
 from core.tensors import as_tuple, rows, to_numpy
@@ -70,6 +71,7 @@ def fuse_transformer(path, config: FuseConfig, out_path, parity_inputs=None) -> 
         fused.save_model_to_file(str(tmp_model))  # adds the com.microsoft opset import
         lower_file_to_runtime(tmp_model)
         _add_shapes(tmp_model)
+        mark_onnx_file(tmp_model, "fuse-transformer")
         parity = _check_parity(path, tmp_model, parity_inputs, config)
         if not parity["ok"]:
             raise ParityError(f"the fused model's outputs differ from the input beyond "

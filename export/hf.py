@@ -27,7 +27,8 @@ import numpy as np
 from core.checks import check_choice
 from core.deps import import_optional
 from core.stage import StageResult
-from core.files import same_file, check_output_dir
+from core.files import same_file
+from core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 from export.parity import ParityError, compare_outputs, parity_summary
 
@@ -164,13 +165,15 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: flo
     """
     task = normalize_task(task)
     model_dir = check_local_model_dir(model_dir)
-    out_dir = check_output_dir(out_dir)
     if same_file(out_dir, model_dir):
         raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
+    out_dir = check_output_folder(out_dir, is_own=lambda folder: written_by_edgepack(
+        folder / "model.onnx"), what="an earlier edgepack export (its model.onnx)")
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".hf-export.", dir=out_dir))
     try:
         optimum_validation = _run_optimum(model_dir, task, work_dir, opset, atol)
+        mark_onnx_file(work_dir / "model.onnx", f"export --hf ({task})")
         graph = check_onnx_file(work_dir / "model.onnx")
         parity = check_hf_parity(_load_torch_model(model_dir, task), work_dir / "model.onnx",
                                  atol, rtol)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core.checks import check_choice
 from core.files import check_output_file
+from core.output_paths import mark_onnx_file
 from core.onnx_files import (
     check_onnx_file,
     external_tensor_names,
@@ -113,6 +114,7 @@ def optimize_onnx(path, level: str, out_path, parity_inputs=None, atol: float = 
     try:
         tmp_model = tmp_dir / out_path.name
         _save_optimized(path, level, tmp_model, bool(external_tensor_names(source)))
+        mark_onnx_file(tmp_model, f"optimize {level}")
         optimized = check_onnx_file(tmp_model)
         parity = _check_parity(path, tmp_model, parity_inputs, atol, rtol)
         if not parity["ok"] and fail_on_mismatch:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from core.files import atomic_write_json, check_not_input, check_output_dir, sha256_file
 from core.onnx_files import check_onnx_file
+from core.output_paths import check_output_folder
 from core.stage import (
     StageConfig,
     StageInput,
@@ -144,27 +145,35 @@ def _file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
-def check_package_folder(out_dir, onnx_path: Path) -> Path:
-    """The output folder may be new, or hold an earlier package; never the user's files."""
+def is_package(folder: Path) -> bool:
+    """Whether ``folder`` holds an edgepack package (its manifest is marked so)."""
     import json
 
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get(PACKAGE_MARKER) is True
+
+
+def check_package_folder(out_dir, onnx_path: Path, owned: bool = False) -> Path:
+    """The output folder may be new or empty, or hold an earlier package; never the user's
+    files. ``owned``: the folder is a pipeline stage's own (the run folder vouches for it)."""
     out_dir = check_output_dir(out_dir)
     for name in ("model.ort", OPERATORS_CONFIG, MANIFEST):
         check_not_input(out_dir / name, [onnx_path], "-o/--output")
-    manifest = out_dir / MANIFEST
-    if manifest.exists():
-        try:
-            marked = json.loads(manifest.read_text(encoding="utf-8")).get(PACKAGE_MARKER)
-        except (OSError, ValueError, AttributeError):
-            marked = False
-        if marked is not True:
-            raise ValueError(f"output folder {out_dir} holds a {MANIFEST} that is not an "
-                             "edgepack package manifest; choose another folder (edgepack "
-                             "writes over its own package only)")
+    if (out_dir / MANIFEST).exists() and not is_package(out_dir):
+        raise ValueError(f"output folder {out_dir} holds a {MANIFEST} that is not an "
+                         "edgepack package manifest; choose another folder (edgepack "
+                         "writes over its own package only)")
+    if not owned:
+        check_output_folder(out_dir, is_own=is_package, what="an edgepack package (no "
+                            f"{MANIFEST} marked {PACKAGE_MARKER})")
     return out_dir
 
 
-def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) -> dict:
+def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
+                  owned_folder: bool = False) -> dict:
     """Write ``model.ort``, ``required_operators.config`` and ``manifest.json`` to ``out_dir``.
 
     Returns the manifest. Raises ``ValueError`` for a bad input model and
@@ -174,7 +183,7 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3) ->
 
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
-    out_dir = check_package_folder(out_dir, onnx_path)
+    out_dir = check_package_folder(out_dir, onnx_path, owned=owned_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
     try:
@@ -222,7 +231,8 @@ class PackageConfig(StageConfig):
 
 
 def _run_stage(config: PackageConfig, given: StageInput) -> StageResult:
-    manifest = package_model(given.artifact, given.folder, atol=config.atol, rtol=config.rtol)
+    manifest = package_model(given.artifact, given.folder, atol=config.atol, rtol=config.rtol,
+                             owned_folder=True)
     return StageResult(given.folder / "model.ort", manifest)
 
 

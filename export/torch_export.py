@@ -34,6 +34,7 @@ from bench.ir_version import lower_file_to_runtime
 from core.checks import check_choice
 from core.errors import CheckFailed
 from core.files import check_output_file
+from core.output_paths import mark_onnx_file
 from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                              parameter_count)
 from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
@@ -309,6 +310,7 @@ def _write_onnx(model: nn.Module, inputs: tuple, tmp_model: Path, config: Export
     except Exception as exc:  # the exporters raise anything; the message says what
         raise ExportError(describe_export_failure(model, exc, config.exporter)) from exc
     lower_file_to_runtime(tmp_model)  # onnx may stamp an IR newer than onnxruntime reads
+    mark_onnx_file(tmp_model, "export")
     if _weight_bytes(model) > config.external_data_threshold:
         move_weights_to_data_file(tmp_model)
     check_onnx_file(tmp_model)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.robustness.config import ATTACKS
 from core.files import atomic_path
+from core.output_paths import png_metadata
 
 def _name(row: dict) -> str:
     return str(row.get("name") or Path(str(row.get("model", "?"))).name)
@@ -120,6 +121,6 @@ def robustness_plot(rows: list[dict], path: str | os.PathLike, title: str = "") 
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=png_metadata("robustness plot"))
     plt.close(fig)
     return Path(path)

@@ -24,8 +24,9 @@ from typing import Iterable
 import onnx
 
 from bench.resources import check_fits
-from core.files import check_output_file
+from core.files import atomic_path, check_not_input, check_output_file
 from core.onnx_files import check_onnx_file, model_size_bytes
+from core.output_paths import mark_onnx_file
 from core.stage import StageInput, StageResult, StageSpec, register_stage
 
 INT8_MODES = ("dynamic", "static")
@@ -51,9 +52,12 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     model_path = Path(model_path)
     check_onnx_file(model_path)
     out_path = check_output_file(out_path)
+    check_not_input(out_path, [model_path], "output")
     # Pre-processing, calibration and the quantized copy each hold the model once more.
     check_fits(f"quantizing {model_path.name}", 2 * model_size_bytes(model_path), 0)
-    keep_failed = check_output_file(keep_failed) if keep_failed is not None else None
+    if keep_failed is not None:
+        keep_failed = check_output_file(keep_failed)
+        check_not_input(keep_failed, [model_path, out_path], "keep_failed")
     tolerance = config.tolerance if tolerance is None else tolerance
     if config.mode == "static" and calibration is None:
         raise ValueError("quantize.mode='static' needs calibration data (--data CALIB.npz)")
@@ -69,10 +73,10 @@ def quantize(model_path, config: QuantizeConfig, out_path,
             run.speed_check(candidate)
         except QuantizationCheckError as exc:
             if keep_failed is not None and run.last is not None and run.last.is_file():
-                keep_failed.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(run.last, keep_failed)
+                _keep_refused(run.last, keep_failed)
                 exc.args = (f"{exc.args[0]} (the refused model is kept at {keep_failed})",)
             raise
+        mark_onnx_file(candidate, f"quantize {config.mode}")
         os.replace(candidate, out_path)
     record = {**config.settings(), **run.record, "calibration_samples": _rows(data.calibration),
               "size_bytes_before": model_size_bytes(model_path),
@@ -80,6 +84,13 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     if config.mode != "static":
         record["calibration"] = None
     return StageResult(artifact=out_path, record=record)
+
+
+def _keep_refused(refused: Path, keep_failed: Path) -> None:
+    """Write the refused model at ``keep_failed`` atomically, marked as edgepack's."""
+    with atomic_path(keep_failed) as tmp:
+        shutil.copyfile(refused, tmp)
+        mark_onnx_file(tmp, "quantize (refused by its check)")
 
 
 @dataclasses.dataclass

@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--json", default=None, help="write results as JSON here")
     p.add_argument("--markdown", default=None, help="write a Markdown report here")
     p.add_argument("--plot", default=None, help="write accuracy vs latency PNG here (needs labels)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file that edgepack did not write")
     robustness_flags.register(p)
     p.set_defaults(handler=handle)
 
@@ -59,20 +61,33 @@ def _environment() -> dict:
     return {**cpu_info(), "onnxruntime": ort.__version__}
 
 
+OUTPUTS = (("--json", "json", ".json"), ("--markdown", "markdown", ".md"),
+           ("--plot", "plot", ".png"))
+
+
+def check_outputs(args) -> None:
+    """Each output file: the right suffix, not an input, not a file edgepack did not write."""
+    from core.output_paths import check_distinct, check_output_path
+
+    for flag, name, suffix in OUTPUTS:
+        if getattr(args, name):
+            check_output_path(getattr(args, name), inputs=[*args.models, args.data], flag=flag,
+                              suffixes=(suffix,), overwrite=args.overwrite)
+    check_distinct({flag: getattr(args, name) for flag, name, _ in OUTPUTS})
+
+
 def handle(args) -> int:
     import sys
+
+    from edgepack import __version__
 
     from bench.report import markdown_report, results_table, tradeoff_plot
     from bench.robustness.report import robustness_notes, robustness_table
     from bench.runner import bench
-    from core.files import (atomic_write_json, atomic_write_text, check_not_input,
-                            check_output_file)
+    from core.files import atomic_write_json, atomic_write_text
+    from core.output_paths import MARKDOWN_MARK
 
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown),
-                       ("--plot", args.plot)):
-        if path:
-            check_output_file(path)
-            check_not_input(path, [*args.models, args.data], flag)
+    check_outputs(args)
     config = config_from_args(args)
     robustness = robustness_flags.config_from_args(args)
     _check_plot_has_labels(args)
@@ -98,9 +113,9 @@ def handle(args) -> int:
               "reported and nothing was written", file=sys.stderr)
         return 1
     if args.json:
-        atomic_write_json(args.json, results)
+        atomic_write_json(args.json, [{**r, "edgepack_version": __version__} for r in results])
     if args.markdown:
-        markdown = markdown_report(results, env)
+        markdown = f"{MARKDOWN_MARK}\n" + markdown_report(results, env)
         if robustness is not None:
             markdown += "\n" + robustness_table(results, "model") + "\n" + robustness_notes(results)
         atomic_write_text(args.markdown, markdown)

@@ -34,6 +34,8 @@ def register(sub) -> None:
     add_code_trust_flags(p)
     p.add_argument("-o", "--output", required=True,
                    help="output .onnx path (--model) or output folder (--hf)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file that edgepack did not write")
     p.set_defaults(handler=handle)
 
 
@@ -89,7 +91,6 @@ def export_torch(args):
     import torch
 
     from edgepack.teacher import build_model
-    from core.files import check_not_input, check_output_file
     from edgepack.cli.config_flags import config_kwargs
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights
@@ -105,8 +106,6 @@ def export_torch(args):
         if getattr(args, name) is not None:
             settings[name] = parse_names(flag, getattr(args, name))
     config = ExportConfig(**settings)
-    check_output_file(args.output)
-    check_not_input(args.output, [args.weights], "-o/--output")
     model = build_model(args.model, builder_args, Path.cwd())
     if args.weights:
         load_weights(model, args.weights, trust_pickle=args.trust_pickle)
@@ -132,6 +131,22 @@ def export_hugging_face(args):
     return export_hf(args.hf, args.task, args.output, **settings)
 
 
+def check_outputs(args) -> None:
+    """-o (and the optimized copy beside it) must be new files or edgepack's own."""
+    from pathlib import Path
+
+    from core.output_paths import check_onnx_output
+
+    if args.hf:
+        return  # a folder: export_hf admits only an empty one or an earlier export
+    inputs = [args.weights]
+    out = check_onnx_output(args.output, inputs=inputs, flag="-o/--output",
+                            overwrite=args.overwrite)
+    if args.optimize is not None:
+        check_onnx_output(out.with_suffix(".opt.onnx"), inputs=inputs,
+                          flag="--optimize output", overwrite=args.overwrite)
+
+
 def handle(args) -> int:
     from export.optimize import LEVELS
     from core.checks import check_choice
@@ -141,6 +156,7 @@ def handle(args) -> int:
     check_source(args)
     if args.optimize is not None:
         check_choice("--optimize", "level", args.optimize, LEVELS)
+    check_outputs(args)
     with code_trust(args):
         result = export_hugging_face(args) if args.hf else export_torch(args)
     record = result.record

@@ -16,6 +16,8 @@ def register(sub) -> None:
                         "the top-1 accuracy drop is checked too)")
     p.add_argument("--keep-failed", default=None, metavar="PATH",
                    help="write a model that fails a check here (nothing is written otherwise)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file that edgepack did not write")
     add_config_flags(p, QuantizeConfig)
     p.set_defaults(handler=handle)
 
@@ -79,11 +81,15 @@ def describe_settings(record: dict) -> str:
 
 def handle(args) -> int:
     from compress.quantize import QuantizeConfig, quantize
-    from core.files import check_not_input
+    from core.output_paths import check_distinct, check_onnx_output
     from edgepack.cli.config_flags import config_kwargs
 
-    check_not_input(args.output, [args.model, args.data, args.eval_data, args.keep_failed],
-                    "-o/--output")
+    inputs = [args.model, args.data, args.eval_data]
+    check_onnx_output(args.output, inputs=inputs, flag="-o/--output", overwrite=args.overwrite)
+    if args.keep_failed:
+        check_onnx_output(args.keep_failed, inputs=inputs, flag="--keep-failed",
+                          overwrite=args.overwrite)
+    check_distinct({"-o/--output": args.output, "--keep-failed": args.keep_failed})
     config = QuantizeConfig(**config_kwargs(args, QuantizeConfig))
     if config.auto_choice:
         print(f"preset auto: {config.auto_choice}")
