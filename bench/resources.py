@@ -40,12 +40,13 @@ def data_feed_bytes(feeds: dict[str, np.ndarray], batch: int) -> int:
     return int(sum(v[:1].nbytes * batch for v in feeds.values()))
 
 
-def check_fits(what: str, model_bytes: int, feed_bytes: int) -> None:
-    """Refuse a run whose estimate exceeds the memory available now."""
+def check_fits(what: str, model_bytes: int, feed_bytes: int,
+               remedy: str = "lower --batch or the sizes given with --shape") -> None:
+    """Refuse a run whose estimate exceeds the memory available now (``remedy``: what the
+    user can change, for the message)."""
     needed = 2 * model_bytes + ACTIVATION_COPIES * feed_bytes
     available = available_bytes()
     if needed > available:
         raise BadInput(f"{what} needs about {needed / MB:,.0f} MB (model "
                        f"{model_bytes / MB:,.1f} MB, inputs {feed_bytes / MB:,.1f} MB) but this "
-                       f"machine has {available / MB:,.0f} MB available; lower --batch or the "
-                       "sizes given with --shape")
+                       f"machine has {available / MB:,.0f} MB available; {remedy}")

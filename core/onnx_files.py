@@ -123,6 +123,29 @@ def load_onnx_header(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def check_unique_node_names(model: onnx.ModelProto, path: Path) -> None:
+    """Two nodes of one graph with the same name pass onnx's checker, but ONNX Runtime
+    refuses the model: refuse it first, naming the node."""
+    seen: set[str] = set()
+    for node in model.graph.node:
+        if node.name and node.name in seen:
+            raise ValueError(f"{path} has two nodes named {node.name!r} (ONNX Runtime refuses "
+                             "duplicate node names); give every node a name of its own")
+        seen.add(node.name)
+
+
+def check_inputs_and_outputs(model: onnx.ModelProto, path: Path, purpose: str) -> None:
+    """Refuse a graph with no inputs (it computes a constant) or no outputs, for
+    ``purpose`` (quantization, packaging) that needs to feed it and compare its outputs."""
+    initializers = {init.name for init in model.graph.initializer}
+    if not [i for i in model.graph.input if i.name not in initializers]:
+        raise ValueError(f"{path} has no inputs (its graph computes a constant); {purpose} "
+                         "needs a model that takes inputs")
+    if not model.graph.output:
+        raise ValueError(f"{path} has no outputs; {purpose} needs a model whose outputs can "
+                         "be checked")
+
+
 def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto:
     """Validate an ONNX file and its external data; return the graph (without data).
 
@@ -131,6 +154,7 @@ def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     model = load_onnx_header(path)
     check_opset(model, path)
+    check_unique_node_names(model, path)
     check_external_data(model, path.parent)
     try:
         onnx.checker.check_model(str(path), full_check=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.files import atomic_write_json, check_not_input, check_output_dir, sha256_file
-from core.onnx_files import check_onnx_file
+from core.onnx_files import check_inputs_and_outputs, check_onnx_file
 from core.output_paths import check_output_folder
 from core.stage import (
     StageConfig,
@@ -183,6 +183,7 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
 
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
+    check_inputs_and_outputs(graph, onnx_path, "packaging")
     out_dir = check_package_folder(out_dir, onnx_path, owned=owned_folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))

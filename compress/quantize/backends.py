@@ -42,6 +42,26 @@ def _quantize_static(prepared: Path, target: Path, config: QuantizeConfig, feeds
                                      "WeightSymmetric": True, **_FLOAT_DEFAULT})
 
 
+FLOAT16_MAX = 65504.0
+
+
+def beyond_float16(model: onnx.ModelProto) -> list[str]:
+    """Nodes that read a weight with values beyond float16's range. The converter would
+    clamp such a weight to 65504 without a word, scaling the outputs; these nodes stay in
+    float32 instead."""
+    from onnx import numpy_helper
+
+    import numpy as np
+
+    large = {init.name for init in model.graph.initializer
+             if init.data_type == onnx.TensorProto.FLOAT
+             and np.abs(numpy_helper.to_array(init)).max(initial=0.0) > FLOAT16_MAX}
+    readers = [node for node in model.graph.node if large & set(node.input)]
+    for index, node in enumerate(readers):
+        node.name = node.name or f"{node.op_type}_beyond_float16_{index}"  # the list names nodes
+    return [node.name for node in readers]
+
+
 def _quantize_fp16(prepared: Path, target: Path, config: QuantizeConfig,
                    exclude: list[str]) -> None:
     from onnxruntime.transformers.float16 import (
@@ -50,10 +70,12 @@ def _quantize_fp16(prepared: Path, target: Path, config: QuantizeConfig,
     )
     from onnxruntime.transformers.onnx_model import OnnxModel
 
+    source = onnx.load(str(prepared))
+    exclude = list(exclude) + [n for n in beyond_float16(source) if n not in exclude]
     model = convert_float_to_float16(
-        onnx.load(str(prepared)), keep_io_types=config.keep_io_fp32,
+        source, keep_io_types=config.keep_io_fp32,
         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP16_FLOAT32_OPS),
-        node_block_list=list(exclude) or None)
+        node_block_list=exclude or None)
     # keep_io_types appends its Cast nodes at the end; the ONNX checker wants sorted nodes.
     sorted_model = OnnxModel(model)
     sorted_model.topological_sort()

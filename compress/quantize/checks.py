@@ -14,6 +14,10 @@ from compress.quantize.config import (
     QuantizationCheckError,
 )
 from compress.quantize.data import _cpu_session
+from core.onnx_files import check_inputs_and_outputs
+
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                 *INT_COMPUTE_OPS)
 
 
 def _non_finite_output(model_path: Path, feeds) -> str | None:
@@ -35,12 +39,43 @@ def check_input_finite(model_path: Path, feeds) -> None:
                          "before quantizing")
 
 
-def check_finite_outputs(model_path: Path, feeds) -> None:
-    """Run the quantized model on the calibration feeds; refuse NaN or Inf outputs."""
+def check_finite_outputs(model_path: Path, feeds, source: Path) -> None:
+    """Run the quantized model on the calibration feeds; refuse NaN or Inf outputs
+    (``source``: the user's float model, which the message names)."""
     name = _non_finite_output(model_path, feeds)
     if name is not None:
-        raise QuantizationCheckError(f"quantized model {model_path.name} gives NaN or Inf in "
-                                     f"output {name!r} on calibration data")
+        raise QuantizationCheckError(f"the quantized model of {source.name} gives NaN or Inf "
+                                     f"in output {name!r} on calibration data")
+
+
+def _float_initializers(model: onnx.ModelProto):
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                              onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+            yield init.name, numpy_helper.to_array(init)
+
+
+def check_quantizable(model_path: Path) -> None:
+    """Refuse what no quantizer can work on, naming the file: a graph without inputs or
+    outputs, a model already quantized, weights holding NaN or Inf (exit 1: no quantized
+    model of it can give finite outputs)."""
+    model = onnx.load(str(model_path))
+    check_inputs_and_outputs(model, model_path, "quantization")
+    counts = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if counts:
+        held = ", ".join(f"{n} {op}" for op, n in sorted(counts.items()))
+        raise ValueError(f"{model_path} is already quantized (it holds {held}); quantize its "
+                         "float original instead")
+    for name, values in _float_initializers(model):
+        if not np.isfinite(values).all():
+            raise QuantizationCheckError(
+                f"the float model {model_path.name} holds NaN or Inf in its weight {name!r}; "
+                "no quantized model of it can give finite outputs: fix the weights first")
 
 
 def count_ops(model_path: Path) -> dict[str, int]:
@@ -55,8 +90,7 @@ def count_ops(model_path: Path) -> dict[str, int]:
 def has_quantized_ops(model_path: Path) -> bool:
     """Whether the graph still quantizes anything (Q/DQ pairs or integer compute ops)."""
     counts = count_ops(model_path)
-    return any(counts.get(op) for op in ("QuantizeLinear", "DequantizeLinear",
-                                          "DynamicQuantizeLinear", *INT_COMPUTE_OPS))
+    return any(counts.get(op) for op in QUANTIZED_OPS)
 
 
 def optimized_op_counts(model_path: Path) -> tuple[dict[str, int], int]:

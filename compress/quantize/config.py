@@ -115,6 +115,8 @@ class QuantizeConfig(StageConfig):
                                             "fp32 on classifier-like outputs")
     min_centred_cosine: float | None = option(None, "output check: also gate the cosine of "
                                                     "batch-centred outputs")
+    max_norm_change: float = option(0.2, "output check: largest change of the outputs' size "
+                                          "(row norm) against fp32, either way (0.2: 20%)")
     held_out_fraction: float = option(0.25, "share of the calibration rows kept out of "
                                             "calibration for the output check")
     check_rows: int = option(16, "generated rows for the output check without data")
@@ -150,6 +152,9 @@ class QuantizeConfig(StageConfig):
             value = getattr(self, name)
             if value is not None and not -1.0 <= value <= 1.0:
                 raise ValueError(f"quantize.{name} must be between -1 and 1, got {value}")
+        if self.max_norm_change < 0:
+            raise ValueError(f"quantize.max_norm_change must be >= 0, got "
+                             f"{self.max_norm_change}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ValueError(f"quantize.held_out_fraction must be between 0 and 1 "
                              f"(exclusive), got {self.held_out_fraction}")

@@ -11,6 +11,9 @@ no data), and every output is compared:
   while input-dependent changes are lost; the centred figure shows them. It is reported, and
   gated only when ``min_centred_cosine`` is set: on random-weight networks the shared component
   is nearly all of the output, so the centred figure is mostly noise there;
+- ``norm_ratio``: the size of each quantized output row against the fp32 one, averaged;
+  the cosine cannot see a change of scale (a weight clamped to float16's range scales every
+  output), so a change beyond ``max_norm_change`` (default 20%) either way fails;
 - ``max_abs_error`` and ``mean_abs_error``;
 - ``top1_agreement`` for classifier-like outputs (2-D ``[batch, classes]``), gated by
   ``min_top1_agreement`` once there are :data:`MIN_TOP1_ROWS` held-out rows (on two rows
@@ -31,6 +34,7 @@ from compress.quantize.data import _cpu_session, _fixed_batch
 
 NOT_CLASSIFIER_WORDS = ("hidden", "state", "embed", "pool", "feature", "token")
 MIN_TOP1_ROWS = 16  # fewer held-out rows: top-1 agreement is reported, not gated
+MAX_NORM_CHANGE = 0.2  # default: outputs more than 20% larger or smaller than fp32's fail
 
 
 class OutputCheckFailed(QuantizationCheckError):
@@ -85,10 +89,15 @@ def generated_batches(model_path: Path, rows: int, seed: int = 1) -> list[dict]:
     import onnx
 
     from bench.inputs import generate_inputs, token_vocab_sizes
+    from bench.resources import check_fits, generated_feed_bytes
 
     session = _cpu_session(model_path)
     vocab = token_vocab_sizes(onnx.load(str(model_path), load_external_data=False))
     fixed = _fixed_batch(session)
+    check_fits(f"the output check's generated inputs for {model_path.name} (its declared "
+               "input shapes)", 0, generated_feed_bytes(session, fixed or rows, {}),
+               remedy="give real held-out inputs (--data or --eval-data), or re-export the "
+                      "model with smaller or symbolic input dimensions")
     if fixed is None:
         return [generate_inputs(session, rows, seed=seed, vocab_sizes=vocab)]
     return [generate_inputs(session, fixed, seed=seed + i, vocab_sizes=vocab)
@@ -122,6 +131,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nan_to_num(cos, nan=-1.0).mean())
 
 
+def _norm_ratio(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean of |quantized row| / |fp32 row|: the scale the cosine cannot see (1 when the
+    outputs keep their size; a weight clamped to a narrower type's range shows here)."""
+    ref = np.linalg.norm(b, axis=1)
+    got = np.linalg.norm(a, axis=1)
+    keep = ref > 0
+    return float((got[keep] / ref[keep]).mean()) if keep.any() else 1.0
+
+
 def is_classifier_like(name: str, value: np.ndarray) -> bool:
     """A 2-D ``[batch, classes]`` float output whose name does not say embedding/state."""
     return (value.ndim == 2 and value.shape[1] >= 2
@@ -137,6 +155,7 @@ def output_figures(name: str, ref: np.ndarray, got: np.ndarray, mask) -> dict:
     a, b = got.reshape(len(got), -1), ref.reshape(len(ref), -1)
     diff = np.abs(a - b)
     figures = {"rows": int(len(a)), "mean_cosine": round(_cosine(a, b), 6),
+               "norm_ratio": round(_norm_ratio(a, b), 6),
                "centred_cosine": (round(_cosine(a - b.mean(0), b - b.mean(0)), 6)
                                   if len(a) > 1 else None),
                "max_abs_error": float(diff.max()) if diff.size else 0.0,
@@ -165,8 +184,8 @@ def compare_models(float_path: Path, quant_path: Path, batches: list[dict],
         if not np.issubdtype(r.dtype, np.floating):
             continue
         if not np.isfinite(g).all():
-            raise QuantizationCheckError(f"quantized model {quant_path.name} gives NaN or Inf "
-                                         f"in output {name!r} on held-out inputs")
+            raise QuantizationCheckError(f"the quantized model of {float_path.name} gives NaN "
+                                         f"or Inf in output {name!r} on held-out inputs")
         out[name] = output_figures(name, r, g, _token_mask(batches, r))
     return out
 
@@ -174,13 +193,17 @@ def compare_models(float_path: Path, quant_path: Path, batches: list[dict],
 # --------------------------------------------------------------------------- verdict
 
 
-def failures(figures: dict, min_cosine: float, min_top1: float,
-             min_centred: float | None) -> list[str]:
+def failures(figures: dict, min_cosine: float, min_top1: float, min_centred: float | None,
+             max_norm_change: float = MAX_NORM_CHANGE) -> list[str]:
     """What is out of tolerance, one phrase per output and figure."""
     found = []
     for name, f in figures.items():
         if f["mean_cosine"] < min_cosine:
             found.append(f"output {name!r}: mean cosine {f['mean_cosine']:.4f} < {min_cosine}")
+        ratio = f.get("norm_ratio", 1.0)
+        if abs(ratio - 1.0) > max_norm_change:
+            found.append(f"output {name!r}: outputs {ratio:.3f}x the size of fp32's (the "
+                         f"cosine does not see scale; at most {max_norm_change:.0%} change)")
         centred = f.get("centred_cosine")
         if min_centred is not None and centred is not None and centred < min_centred:
             found.append(f"output {name!r}: centred cosine {centred:.4f} < {min_centred}")
@@ -212,7 +235,7 @@ def likely_cause(settings: dict, transformer: bool) -> str:
     if settings.get("mode") in ("static", "dynamic") and not settings.get("per_channel"):
         causes.append("per-tensor weights: one scale for every output channel; try "
                       "--per-channel")
-    if settings.get("reduce_range"):
+    if settings.get("reduce_range") and settings.get("mode") in ("static", "dynamic"):
         causes.append("7-bit weights (reduce-range) halve the weight resolution")
     if settings.get("mode") == "static" and settings.get("calibration") == "minmax":
         causes.append("MinMax calibration spends the range on outliers; try --calibration "

@@ -55,6 +55,7 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     check_not_input(out_path, [model_path], "output")
     # Pre-processing, calibration and the quantized copy each hold the model once more.
     check_fits(f"quantizing {model_path.name}", 2 * model_size_bytes(model_path), 0)
+    check_quantizable(model_path)
     if keep_failed is not None:
         keep_failed = check_output_file(keep_failed)
         check_not_input(keep_failed, [model_path, out_path], "keep_failed")
@@ -209,7 +210,7 @@ class _Run:
             self.reference = reference_outputs(self.model_path, self.data.held_out)
         figures = compare_models(self.model_path, path, self.data.held_out, self.reference)
         found = failures(figures, config.min_cosine, config.min_top1_agreement,
-                         config.min_centred_cosine)
+                         config.min_centred_cosine, config.max_norm_change)
         score = min((f["mean_cosine"] for f in figures.values()), default=1.0)
         result = {"outputs": figures, "failures": found}
         if self.data.labels is not None:
@@ -227,7 +228,7 @@ class _Run:
         """Refuse (or repair, accuracy-aware) a model whose outputs differ too much."""
         config = self.config
         if self.data.calibration:
-            check_finite_outputs(candidate, self.data.calibration)
+            check_finite_outputs(candidate, self.data.calibration, self.model_path)
         passed, _, figures = self.judge(candidate)
         if not passed and config.accuracy_aware and config.mode in INT8_MODES:
             best, search = accuracy_aware_quantize(
@@ -241,7 +242,8 @@ class _Run:
         self.record["output_check"] = {**figures, "passed": passed,
                                        "min_cosine": config.min_cosine,
                                        "min_top1_agreement": config.min_top1_agreement,
-                                       "min_centred_cosine": config.min_centred_cosine}
+                                       "min_centred_cosine": config.min_centred_cosine,
+                                       "max_norm_change": config.max_norm_change}
         self.last = candidate
         if passed and config.mode in INT8_MODES and not has_quantized_ops(candidate):
             raise OutputCheckFailed(
@@ -277,6 +279,7 @@ from compress.quantize.backends import quantize_into  # noqa: E402
 from compress.quantize.checks import (  # noqa: E402
     check_finite_outputs,
     check_input_finite,
+    check_quantizable,
     count_ops,
     has_quantized_ops,
     speed_gate_cause,

@@ -84,6 +84,19 @@ def print_parity(parity: dict, what: str) -> None:
               f"rtol={parity['rtol']})", file=sys.stderr)
 
 
+def check_example_fits(model, shape: tuple[int, ...]) -> None:
+    """The example input and the held-out parity inputs (8 rows) must fit in memory."""
+    import math
+
+    from bench.resources import check_fits
+
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    rows = math.prod(shape[1:])
+    check_fits(f"exporting with --input-shape {','.join(map(str, shape))}", weights,
+               4 * (math.prod(shape) + 8 * rows), remedy="give a smaller --input-shape (the "
+               "batch axis stays dynamic: 1 is enough)")
+
+
 def export_torch(args):
     import json
     from pathlib import Path
@@ -109,6 +122,7 @@ def export_torch(args):
     model = build_model(args.model, builder_args, Path.cwd())
     if args.weights:
         load_weights(model, args.weights, trust_pickle=args.trust_pickle)
+    check_example_fits(model, shape)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(shape, generator=generator)
     held_out = torch.randn((8, *shape[1:]), generator=generator)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 
 COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "verify", "env")
+RESUMABLE = ("demo", "run")
 ISSUE_HINT = ("please report it with the output of `edgepack env` and the command you ran")
 
 
@@ -40,18 +42,37 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
+    """Run one command. Ctrl-C at any point, the imports of the subcommands included, is
+    one line and exit code 130 (files being written are left as they were: core.files)."""
+    command = None
     try:
-        return int(args.handler(args) or 0)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        if not command:
+            parser.print_help()
+            return 2
+        try:
+            return int(args.handler(args) or 0)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+            return _report(exc, args.debug)
     except KeyboardInterrupt:
-        print("edgepack: interrupted; run again with --resume to continue", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-        return _report(exc, args.debug)
+        return _interrupted(command)
+
+
+def _interrupted(command: str | None) -> int:
+    """One line for Ctrl-C; a second Ctrl-C while it is printed is ignored."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to set
+        previous = None
+    hint = "; run again with --resume to continue" if command in RESUMABLE else ""
+    print(f"edgepack: interrupted{hint}", file=sys.stderr)
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    return 130
 
 
 def _report(exc: Exception, debug: bool) -> int:

@@ -56,7 +56,7 @@ def _print_checks(record: dict) -> None:
     speed = record["speed_check"]
     print(f"  speed check: {describe_speed(None if 'skipped' in speed else speed)}")
     latency = record.get("latency_aware")
-    if latency and latency["kept_float"]:
+    if isinstance(latency, dict) and latency["kept_float"]:  # (the setting, when it did not run)
         kept = ", ".join(f"{op} x{n}" for op, n in latency["kept_float_by_op"].items())
         print(f"  latency-aware: {len(latency['kept_float'])} nodes kept in float, slower in "
               f"int8 here ({kept})")

@@ -165,7 +165,8 @@ def test_cli_exits_1_on_a_failed_output_check_and_keeps_the_model_only_where_ask
     assert "mean cosine" in err and "< 0.99" in err and "likely cause" in err
     assert main([*args, "--keep-failed", str(kept)]) == 1 and kept.is_file()
     assert not out.exists()
-    assert main([*args, "--min-cosine", "-1", "--min-top1-agreement", "0"]) == 0 and out.is_file()
+    assert main([*args, "--min-cosine", "-1", "--min-top1-agreement", "0",
+                 "--max-norm-change", "100"]) == 0 and out.is_file()
 
 
 # --------------------------------------------------------------------------- speed check
@@ -331,3 +332,41 @@ def test_ort_transformer_fusions_run_before_quantizing_a_bert(tmp_path):
     assert fusions.get("Attention") == 1 and fusions.get("SkipLayerNormalization", 0) >= 1
     assert result.record["ops"].get("QAttention") == 1
     assert result.record["output_check"]["passed"]
+
+
+def test_the_output_check_sees_a_change_of_scale(tmp_path):
+    """Every output 0.65x the fp32 one has cosine 1.000: the norm ratio catches it."""
+    from compress.quantize.output_check import compare_models, failures, generated_batches
+    from tests.bench.conftest import matmul_add
+
+    model = matmul_add(tmp_path / "m.onnx")
+    scaled = onnx.load(str(model))
+    weight = onnx.numpy_helper.to_array(scaled.graph.initializer[0]) * 0.65
+    bias = onnx.numpy_helper.to_array(scaled.graph.initializer[1]) * 0.65
+    scaled.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weight, "W"))
+    scaled.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(bias, "B"))
+    onnx.save(scaled, str(tmp_path / "scaled.onnx"))
+    batches = generated_batches(model, 32)
+    figures = compare_models(model, tmp_path / "scaled.onnx", batches)
+    assert figures["y"]["mean_cosine"] > 0.9999
+    assert abs(figures["y"]["norm_ratio"] - 0.65) < 1e-3
+    assert failures(figures, 0.99, 0.9, None) == [
+        "output 'y': outputs 0.650x the size of fp32's (the cosine does not see scale; at most "
+        "20% change)"]
+
+
+def test_fp16_keeps_weights_beyond_its_range_in_float32(tmp_path):
+    """The float16 converter would clamp a weight of 1e5 to 65504 without a word."""
+    from onnx import helper, numpy_helper
+
+    from compress.quantize.backends import beyond_float16
+
+    weight = numpy_helper.from_array(np.full((4, 2), 1e5, np.float32), "W")
+    small = numpy_helper.from_array(np.ones((2, 2), np.float32), "V")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("MatMul", ["h", "V"],
+                                                                         ["y"], name="second")],
+        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 2])], [weight, small])
+    kept = beyond_float16(helper.make_model(graph))
+    assert len(kept) == 1 and kept[0].startswith("MatMul")
