@@ -417,7 +417,8 @@ def test_fixed_batch_model_calibrates_one_row_at_a_time(tmp_path, cnn_data):
         value.type.tensor_type.shape.dim[0].dim_value = 1
     onnx.save(proto, str(model))
     x, labels = cnn_data
-    result = quantize(model, cfg(min_cosine=0.95), tmp_path / "q.onnx",
+    # 4 calibration rows give a rough model: this test is about the batching, not quality.
+    result = quantize(model, cfg(min_cosine=0.95, max_norm_change=1.0), tmp_path / "q.onnx",
                       calibration=[(x[:5], labels[:5])])
     # Whole batches are held out: 4 rows calibrate, 1 checks.
     assert result.record["calibration_samples"] == 4 and result.record["held_out"]["rows"] == 1
