@@ -224,6 +224,15 @@ def check_feeds(session, arrays: dict[str, np.ndarray], source: str) -> dict[str
     return feeds
 
 
+def check_labels(labels: np.ndarray, classes: int, source: str = "labels") -> None:
+    """Refuse class ids outside the model's ``classes`` outputs: they would silently count as
+    wrong answers (bench and quantize's accuracy check share this)."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{source} hold class ids from {labels.min()} to {labels.max()} but "
+                         f"the model outputs {classes} classes (ids 0 to {classes - 1}); check "
+                         "the labels match this model")
+
+
 def batches(feeds: dict[str, np.ndarray], batch: int, fixed: bool = False):
     """Yield ``(start, stop, feeds_slice)`` over the rows.
 

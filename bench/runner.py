@@ -24,6 +24,7 @@ import numpy as np
 from bench.inputs import (
     batches,
     check_feeds,
+    check_labels,
     generate_inputs,
     load_npz,
     timing_feeds,
@@ -243,11 +244,7 @@ def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose largest output is the label; labels outside the model's classes
     are refused (they would silently count as wrong)."""
     logits = outputs.reshape(len(labels), -1)
-    classes = logits.shape[1]
-    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(f"labels hold class ids from {labels.min()} to {labels.max()} but the "
-                         f"model outputs {classes} classes (ids 0 to {classes - 1}); check the "
-                         "labels match this model")
+    check_labels(labels, logits.shape[1])
     return float((logits.argmax(1) == labels).mean())
 
 

@@ -114,7 +114,13 @@ def evaluation_set(model_path: Path, data, limit: int) -> EvaluationSet:
     if any(with_labels) and not all(with_labels):
         raise ValueError("evaluation data: some batches have labels and some do not")
     labels = np.concatenate([b["labels"] for b in batches]) if all(with_labels) else None
-    return EvaluationSet(_feeds_only(batches), labels)
+    feeds = _feeds_only(batches)
+    if labels is not None:
+        from bench.inputs import check_labels
+
+        first = _cpu_session(model_path).run(None, feeds[0])[0]
+        check_labels(labels, int(np.prod(first.shape[1:])), "evaluation data: labels")
+    return EvaluationSet(feeds, labels)
 
 
 def evaluate(model_path: Path, evaluation: EvaluationSet) -> float:

@@ -164,3 +164,20 @@ def test_ctrl_c_while_a_command_runs_is_one_line(tmp_path, capsys, monkeypatch):
     model = matmul_add(tmp_path / "m.onnx")
     code, err = run_cli(capsys, "bench", model)
     assert code == 130 and err.strip() == "edgepack: interrupted"
+
+
+@pytest.mark.parametrize("command", ["quantize", "bench"])
+@pytest.mark.parametrize("label", [10, -1, 55])
+def test_labels_outside_the_models_classes_are_refused_by_both_commands(tmp_path, capsys,
+                                                                       command, label):
+    model = matmul_add(tmp_path / "m.onnx")   # 10 classes: ids 0 to 9
+    labels = np.arange(20) % 10
+    labels[7] = label
+    np.savez(tmp_path / "eval.npz", x=np.ones((20, 16), np.float32), labels=labels)
+    argv = {"quantize": ["quantize", model, "-o", tmp_path / "q.onnx", "--mode", "dynamic",
+                         "--eval-data", tmp_path / "eval.npz", "--allow-slower"],
+            "bench": ["bench", model, "--data", tmp_path / "eval.npz", "--min-runs", "1",
+                      "--min-time", "0"]}[command]
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and "the model outputs 10 classes (ids 0 to 9)" in error_line(err)
+    assert not (tmp_path / "q.onnx").exists()
