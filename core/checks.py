@@ -39,6 +39,21 @@ def check_range(owner: str, name: str, value: float, low: float, high: float,
         raise ValueError(f"{owner}.{name}={value!r} is outside [{low}, {high}{bracket}")
 
 
+# Budgets no run on one machine could finish: refused with the bound, not started.
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10_000          # attack or defence steps per input
+MAX_GENERATED_SAMPLES = 2_000_000   # samples a provider or stage generates
+
+
+def check_budget(owner: str, name: str, value: int, bound: int, unit: str) -> None:
+    """Refuse a count below 0 or above ``bound``: ``epochs = 10**12`` would never finish."""
+    if value < 0:
+        raise ValueError(f"{owner}.{name} must be >= 0, got {value}")
+    if value > bound:
+        raise ValueError(f"{owner}.{name}={value:,} is beyond the bound of {bound:,} {unit}: "
+                         "a run that size would not finish on one machine; lower it")
+
+
 def value_fits(value: Any, annotation: Any) -> bool:
     """Whether a plain (TOML/JSON) value fits a dataclass field annotation."""
     origin = typing.get_origin(annotation)

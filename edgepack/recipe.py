@@ -21,7 +21,7 @@ from typing import Any
 from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from compress.distill import AUGMENTATIONS
-from core.checks import check_choice, checked_fields, did_you_mean
+from core.checks import MAX_EPOCHS, check_budget, check_choice, checked_fields, did_you_mean
 from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
 from edgepack.quality import MetricSpec
@@ -44,8 +44,7 @@ class ModelSpec:
     augment: str = "none"            # training inputs perturbed each step: "shift" or "noise"
 
     def __post_init__(self):
-        if self.train_epochs < 0:
-            raise ValueError(f"[model] train_epochs must be >= 0, got {self.train_epochs}")
+        check_budget("[model]", "train_epochs", self.train_epochs, MAX_EPOCHS, "epochs")
         check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
             raise ValueError(f"[model] lr must be > 0, got {self.lr}")
@@ -178,6 +177,9 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     stages_raw = data.get("stages", [])
     if not isinstance(stages_raw, list):
         raise ValueError("recipe: stages must be an array of tables ([[stages]])")
+    if not stages_raw:
+        raise ValueError("recipe: no stages; add at least one [[stages]] table, e.g. "
+                         "[[stages]] with kind = \"export\"")
     stages = [stage_from_dict(i, s) for i, s in enumerate(stages_raw)]
     check_stage_order(stages)
     bench, providers = bench_from_dict(data.get("bench", {}))
