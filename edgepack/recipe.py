@@ -177,9 +177,6 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
     stages_raw = data.get("stages", [])
     if not isinstance(stages_raw, list):
         raise ValueError("recipe: stages must be an array of tables ([[stages]])")
-    if not stages_raw:
-        raise ValueError("recipe: no stages; add at least one [[stages]] table, e.g. "
-                         "[[stages]] with kind = \"export\"")
     stages = [stage_from_dict(i, s) for i, s in enumerate(stages_raw)]
     check_stage_order(stages)
     bench, providers = bench_from_dict(data.get("bench", {}))
@@ -192,6 +189,9 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
                   metric=_metric(data.get("metric", {})))
     check_recipe_code(recipe)
+    if not stages:
+        raise ValueError("recipe: no stages; add at least one [[stages]] table, e.g. "
+                         "[[stages]] with kind = \"export\"")
     return recipe
 
 

@@ -93,7 +93,7 @@ def test_train_threads_apply_while_the_recipe_trains_and_are_restored_after(monk
     monkeypatch.setattr(runner, "load_data", lambda recipe: {})
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
-    recipe = recipe_from_dict({**BASE, "train_threads": wanted})
+    recipe = recipe_from_dict({**BASE, "train_threads": wanted, "stages": [{"kind": "export"}]})
     assert recipe.train_threads == wanted
     assert "train_threads = " in to_toml(recipe)
     runner.run_recipe(recipe, tmp_path / "out")
