@@ -189,6 +189,18 @@ def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path
     return metrics, ref
 
 
+def chance_check(accuracy: float | None, labels) -> dict:
+    """The evaluation set's chance level, and whether ``accuracy`` is near it: every stage
+    is judged against the teacher, which says nothing when the teacher learned nothing."""
+    from bench.chance import chance_accuracy, near_chance
+
+    if accuracy is None or labels is None or not len(labels):
+        return {}
+    chance = chance_accuracy(labels)
+    return {"chance_accuracy": round(chance, 6),
+            "near_chance": near_chance(accuracy, chance, len(labels))}
+
+
 def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Artifact]:
     """The teacher's row of the report, and the artifact the first stage starts from."""
     folder = ctx.out_dir / "00-teacher"
@@ -208,7 +220,8 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
                                     cache_folder=cache_dir() / "robustness")
         metrics.update(ctx.probe.measure(onnx_path, module=teacher, source=teacher,
                                          attribution=False))   # the teacher is the reference
-    entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics}
+    entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics,
+             **chance_check(metrics.get("accuracy"), ctx.eval_arrays["labels"])}
     ctx.log(f"[teacher] {quality_summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
     return entry, Artifact("teacher", teacher, onnx_path, path, metrics)

@@ -32,15 +32,39 @@ def baseline_line(stage: dict) -> str:
     b = record.get("alone_baseline") if isinstance(record, dict) else None
     if not b:
         return ""
-    closed = "no gap to close (the student alone is not below the teacher)" \
-        if b["gap_closed"] is None else f"{b['gap_closed']:.0%} of the gap closed"
+    failed = b.get("failed_lrs") or {}
+    failures = "; ".join(f"lr {lr}: {why}" for lr, why in failed.items())
+    if b.get("alone_failed"):
+        return (f"{stage['name']}: no fair baseline: the same student trained alone failed at "
+                f"every learning rate tried ({failures}); KD {b['kd_accuracy']:.4f}, teacher "
+                f"{b['teacher_accuracy']:.4f}; no gap closed is given against a model that "
+                "did not learn")
+    sides = b.get("failed_sides") or []
+    if "teacher" in sides:
+        closed = "no gap closed is given: the teacher is near chance"
+    elif b["gap_closed"] is None:
+        closed = "no gap to close (the student alone is not below the teacher)"
+    else:
+        closed = f"{b['gap_closed']:.0%} of the gap closed"
     verdict = "" if b["kd_accuracy"] > b["alone_accuracy"] else \
         "; distillation did not beat training alone"
+    if "kd student" in sides:
+        verdict += "; the KD student is near chance"
+    skipped = f"; failed first: {failures}" if failures else ""
     return (f"{stage['name']}: KD {b['kd_accuracy']:.4f} vs the same student alone "
             f"{b['alone_accuracy']:.4f} (equal steps: {b['steps']}; its lr {b['alone_lr']:g}, "
-            f"best on validation of {', '.join(b['validation_accuracy'])}), teacher "
+            f"best on validation of {', '.join(b['validation_accuracy'])}{skipped}), teacher "
             f"{b['teacher_accuracy']:.4f}: {closed}{verdict}; binomial SE "
             f"{b['binomial_se'] * 100:.2f} points on {b['evaluation_samples']:,} samples")
+
+
+def teacher_warning(teacher: dict) -> str:
+    """One line when the teacher is near chance: every verdict compares against it."""
+    if not teacher.get("near_chance"):
+        return ""
+    return (f"warning: the teacher's accuracy {teacher['accuracy']:.4f} is near chance "
+            f"({teacher['chance_accuracy']:.4f}, always the most frequent class): it did not "
+            "learn, so the stages' accuracy drops and kept verdicts compare with nothing")
 
 
 def distillation_section(rows: list[dict]) -> str:
@@ -100,7 +124,10 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
             f"Measured on {measured_on(env, bench)}, threads {bench['threads']}, batch "
             f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
             "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
-            f"{report.get('final_artifact') or '(none kept)'}\n" + providers_section(rows)
+            f"{report.get('final_artifact') or '(none kept)'}\n"
+            + (f"\n**{teacher_warning(report['teacher'])}**\n" if teacher_warning(
+                report["teacher"]) else "")
+            + providers_section(rows)
             + distillation_section(rows)
             + robustness_section(report, rows))
 

@@ -42,7 +42,7 @@ def code_trust(args):
 def print_summary(report: dict, out, seconds: float) -> None:
     from bench.report import results_table
     from edgepack.embedding_report import embedding_table
-    from edgepack.report_md import baseline_line, is_embedding
+    from edgepack.report_md import baseline_line, is_embedding, teacher_warning
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
     print(embedding_table(rows) if is_embedding(report) else results_table(rows))
@@ -50,6 +50,8 @@ def print_summary(report: dict, out, seconds: float) -> None:
     print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "
           f"{report['stages'][0].get('provider', 'CPUExecutionProvider') if report['stages'] else ''}"
           f", threads {report['bench']['threads']}, batch {report['bench']['batch']}")
+    if teacher_warning(report["teacher"]):
+        print(teacher_warning(report["teacher"]))
     for stage in report["stages"]:
         if baseline_line(stage):
             print(baseline_line(stage))

@@ -8,8 +8,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.distill import DistillConfig
+from bench.chance import chance_accuracy, near_chance
 from compress.distill_baseline import (binomial_se, compare_with_alone, equal_steps_loader,
-                                       gap_closed, kd_batches_per_epoch, train_alone)
+                                       gap_closed, kd_batches_per_epoch, learning_rates,
+                                       train_alone)
+from compress.trainer import TrainingDiverged
+from edgepack.report_md import baseline_line
 from compress.parallel import Distributed
 from edgepack.zoo import mnist1d_cnn
 
@@ -71,8 +75,10 @@ def test_a_resampling_loader_is_kept_as_asked_when_training_alone():
     assert kept is loader and extra is None and len(kept) == 6
 
 
-def test_the_stage_compares_kd_with_the_student_alone_and_picks_its_lr_on_validation():
-    data = _data()
+def test_the_stage_compares_kd_with_the_student_alone_and_picks_its_lr_on_validation(
+        monkeypatch):
+    monkeypatch.setattr("compress.distill_baseline.near_chance", lambda *args: False)
+    data = _data()   # random labels: this test is about picking the lr, not about learning
     data["evaluation"] = data["validation"]
     config = DistillConfig(transfer_samples=160, batch_size=32, epochs=1,
                            baseline_lrs=(0.001, 0.01))
@@ -113,3 +119,94 @@ def test_gap_closed_without_a_gap_is_not_a_number():
 
 def test_binomial_standard_error():
     assert binomial_se(0.97, 10_000) == pytest.approx(math.sqrt(0.97 * 0.03 / 10_000))
+
+
+# ---------------------------------------------------------------- a baseline that failed
+
+
+def test_chance_is_the_majority_class_and_near_chance_allows_the_noise():
+    assert chance_accuracy(torch.tensor([0, 0, 0, 1])) == 0.75
+    assert near_chance(0.0980, 0.1, 2000)            # the diverged demo student
+    assert near_chance(0.12, 0.1, 2000) and not near_chance(0.2, 0.1, 2000)
+    assert not near_chance(0.9735, 0.1, 2000)
+
+
+def test_the_grid_goes_down_3x_until_three_were_tried():
+    assert list(learning_rates(DistillConfig(baseline_lrs=(0.05,)))) == [0.05, 0.0167, 0.00556]
+    assert list(learning_rates(DistillConfig(baseline_lrs=(0.01, 0.03, 0.1)))) == [
+        0.01, 0.03, 0.1]
+
+
+def _diverging_at(monkeypatch, bad_lrs):
+    """train_alone raises TrainingDiverged at ``bad_lrs``; elsewhere it trains (a stub that
+    leaves the weights, scored by a stubbed validation accuracy)."""
+    tried = []
+
+    def fake_train(student, config, data, lr=None, progress=False):
+        tried.append(lr)
+        if lr in bad_lrs:
+            raise TrainingDiverged("alone 1/1: the loss became nan; lower the learning rate")
+        student.trained_at = lr
+        return {"history": []}
+
+    def fake_accuracy(model, batches):
+        return 0.9 if getattr(model, "trained_at", None) else 0.95
+
+    monkeypatch.setattr("compress.distill_baseline.train_alone", fake_train)
+    monkeypatch.setattr("compress.distill_baseline.accuracy", fake_accuracy)
+    return tried
+
+
+def _compare(lrs=(0.05,)):
+    data = _data()
+    data["evaluation"] = data["validation"]
+    config = DistillConfig(transfer_samples=160, batch_size=32, epochs=1, baseline_lrs=lrs)
+    return compare_with_alone(lambda: mnist1d_cnn(width=4), config, data,
+                              mnist1d_cnn(width=8), mnist1d_cnn(width=4))
+
+
+def test_a_diverged_baseline_is_retried_3x_lower(monkeypatch):
+    tried = _diverging_at(monkeypatch, {0.05})
+    record = _compare()
+    assert tried == [0.05, 0.0167] and record["alone_lr"] == 0.0167
+    assert record["failed_lrs"] == {"0.05": "diverged (the loss became nan)"}
+    assert not record["alone_failed"] and record["gap_closed"] is not None
+    line = baseline_line({"name": "01-distill", "record": {"alone_baseline": record}})
+    assert "its lr 0.0167" in line and "failed first: lr 0.05: diverged" in line
+
+
+def test_a_baseline_that_fails_at_every_lr_gives_no_ratio(monkeypatch):
+    tried = _diverging_at(monkeypatch, {0.05, 0.0167, 0.00556})
+    record = _compare()
+    assert tried == [0.05, 0.0167, 0.00556]
+    assert record["alone_failed"] and record["alone_accuracy"] is None
+    assert record["gap_closed"] is None and set(record["failed_lrs"]) == {"0.05", "0.0167",
+                                                                          "0.00556"}
+    line = baseline_line({"name": "01-distill", "record": {"alone_baseline": record}})
+    assert "no fair baseline" in line and "% of the gap" not in line
+
+
+def test_a_student_near_chance_is_a_failed_baseline(monkeypatch):
+    """The review's case: the student alone ended at 0.098 (10 classes) and the report said
+    '99% of the gap closed'."""
+    monkeypatch.setattr("compress.distill_baseline.train_alone",
+                        lambda student, config, data, lr=None, progress=False: {})
+    record = _compare()   # untrained students on random labels: near chance at every lr
+    assert record["alone_failed"] and record["gap_closed"] is None
+    assert all(why.startswith("near chance") for why in record["failed_lrs"].values())
+
+
+def test_a_teacher_near_chance_is_said_in_the_report_and_voids_the_ratio(monkeypatch):
+    from edgepack.measure import chance_check
+    from edgepack.report_md import teacher_warning
+
+    labels = torch.arange(2000) % 10
+    assert chance_check(0.105, labels) == {"chance_accuracy": 0.1, "near_chance": True}
+    assert "near chance" in teacher_warning({"accuracy": 0.105, **chance_check(0.105, labels)})
+    assert teacher_warning({"accuracy": 0.97, **chance_check(0.97, labels)}) == ""
+    record = {"kd_accuracy": 0.2, "alone_accuracy": 0.15, "teacher_accuracy": 0.11,
+              "gap_closed": None, "failed_sides": ["teacher"], "alone_failed": False,
+              "steps": 8, "alone_lr": 0.05, "validation_accuracy": {"0.05": 0.15},
+              "binomial_se": 0.01, "evaluation_samples": 2000}
+    line = baseline_line({"name": "01-distill", "record": {"alone_baseline": record}})
+    assert "the teacher is near chance" in line and "% of the gap" not in line
