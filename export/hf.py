@@ -27,7 +27,7 @@ import numpy as np
 from core.checks import check_choice
 from core.deps import import_optional
 from core.stage import StageResult
-from core.files import same_file
+from core.files import output_folder, same_file
 from core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
 from export.parity import ParityError, compare_outputs, parity_summary
@@ -155,21 +155,10 @@ def check_hf_parity(model, onnx_path: Path, atol: float, rtol: float) -> dict:
     return summary
 
 
-def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: float = 1e-4,
-              rtol: float = 1e-3, fail_on_mismatch: bool = True) -> StageResult:
-    """Export a local transformers model for ``task`` to ``out_dir/model.onnx``; check it.
-
-    ``out_dir`` also gets the config and tokenizer files optimum copies beside the model.
-    Raises :class:`ParityError` when ONNX Runtime differs from torch beyond the tolerance
-    (unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``).
-    """
-    task = normalize_task(task)
-    model_dir = check_local_model_dir(model_dir)
-    if same_file(out_dir, model_dir):
-        raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
-    out_dir = check_output_folder(out_dir, is_own=lambda folder: written_by_edgepack(
-        folder / "model.onnx"), what="an earlier edgepack export (its model.onnx)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _export_into(model_dir: Path, task: str, out_dir: Path, opset, atol: float, rtol: float,
+                 fail_on_mismatch: bool):
+    """Optimum's export in a scratch folder inside ``out_dir``, marked, parity-checked, then
+    moved into place (the model last); returns the graph, parity and optimum's check."""
     work_dir = Path(tempfile.mkdtemp(prefix=".hf-export.", dir=out_dir))
     try:
         optimum_validation = _run_optimum(model_dir, task, work_dir, opset, atol)
@@ -184,6 +173,26 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: flo
             os.replace(item, out_dir / item.name)  # config and data first, model last
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    return graph, parity, optimum_validation
+
+
+def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: float = 1e-4,
+              rtol: float = 1e-3, fail_on_mismatch: bool = True) -> StageResult:
+    """Export a local transformers model for ``task`` to ``out_dir/model.onnx``; check it.
+
+    ``out_dir`` also gets the config and tokenizer files optimum copies beside the model.
+    Raises :class:`ParityError` when ONNX Runtime differs from torch beyond the tolerance
+    (unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``).
+    """
+    task = normalize_task(task)
+    model_dir = check_local_model_dir(model_dir)
+    if same_file(out_dir, model_dir):
+        raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
+    out_dir = check_output_folder(out_dir, is_own=lambda folder: written_by_edgepack(
+        folder / "model.onnx"), what="an earlier edgepack export (its model.onnx)")
+    with output_folder(out_dir):
+        graph, parity, optimum_validation = _export_into(model_dir, task, out_dir, opset, atol,
+                                                         rtol, fail_on_mismatch)
     model_path = out_dir / "model.onnx"
     record = {"exporter": "optimum", "task": task, "source": str(model_dir),
               "opset": max(d.version for d in graph.opset_import if d.domain in ("", "ai.onnx")),

@@ -29,7 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.files import atomic_write_json, check_not_input, check_output_dir, sha256_file
+from core.files import (atomic_write_json, check_not_input, check_output_dir, output_folder,
+                        sha256_file)
 from core.onnx_files import check_inputs_and_outputs, check_onnx_file
 from core.output_paths import check_output_folder
 from core.stage import (
@@ -179,13 +180,18 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
     Returns the manifest. Raises ``ValueError`` for a bad input model and
     :class:`ParityError` when the ``.ort`` model's outputs differ from the ``.onnx`` one's.
     """
-    import onnxruntime as ort
-
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
     check_inputs_and_outputs(graph, onnx_path, "packaging")
     out_dir = check_package_folder(out_dir, onnx_path, owned=owned_folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_folder(out_dir):
+        return _write_package(onnx_path, graph, out_dir, atol, rtol)
+
+
+def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: float) -> dict:
+    """Convert, check parity and write the package's files into ``out_dir``."""
+    import onnxruntime as ort
+
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
     try:
         ort_model, config = _convert_to_ort(onnx_path, work_dir)

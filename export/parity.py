@@ -86,19 +86,27 @@ def random_feeds(session, batch: int, seed: int = 0, other_dims: int = 8) -> dic
     The first symbolic axis is the batch; other symbolic axes get ``other_dims``. Floats
     are standard normal; integers are 0 or 1, valid as token ids and as attention masks.
     """
+    from bench.resources import check_fits
+
     rng = np.random.default_rng(seed)
-    feeds = {}
+    shapes = {}
     for inp in session.get_inputs():
         dtype = ONNX_TO_NUMPY.get(inp.type)
         if dtype is None:
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which parity checks "
                              f"cannot generate; expected one of {', '.join(ONNX_TO_NUMPY)}")
-        shape = [d if isinstance(d, int) and d > 0 else (batch if axis == 0 else other_dims)
-                 for axis, d in enumerate(inp.shape)]
+        shapes[inp.name] = (dtype, [d if isinstance(d, int) and d > 0 else
+                                    (batch if axis == 0 else other_dims)
+                                    for axis, d in enumerate(inp.shape)])
+    check_fits("the parity check's generated inputs (the model's declared input shapes)", 0,
+               sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in shapes.values()),
+               remedy="re-export the model with smaller or symbolic input dimensions")
+    feeds = {}
+    for name, (dtype, shape) in shapes.items():
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
         else:
-            feeds[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
     return feeds
 
 

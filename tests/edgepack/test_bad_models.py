@@ -10,55 +10,14 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.bench.conftest import matmul_add
+from tests.edgepack.bad_models import bad_model, save_graph
 from tests.edgepack.helpers import error_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _save(path: Path, nodes, inputs, outputs, initializers) -> Path:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
-def _weight(values=None, name="W"):
-    return numpy_helper.from_array(np.ones((16, 10), np.float32) if values is None else values,
-                                   name)
-
-
-def bad_model(folder: Path, kind: str) -> Path:
-    """One ONNX file of each kind of bad model."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
-    path = folder / f"{kind}.onnx"
-    if kind == "no-inputs":
-        const = numpy_helper.from_array(np.ones((1, 16), np.float32), "c")
-        return _save(path, [helper.make_node("MatMul", ["c", "W"], ["y"])], [],
-                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-                     [_weight(), const])
-    if kind == "no-outputs":
-        return _save(path, [helper.make_node("MatMul", ["x", "W"], ["y"])], [x], [], [_weight()])
-    if kind == "duplicate-names":
-        bias = numpy_helper.from_array(np.ones(10, np.float32), "B")
-        return _save(path, [helper.make_node("MatMul", ["x", "W"], ["xw"], name="same"),
-                            helper.make_node("Add", ["xw", "B"], ["y"], name="same")],
-                     [x], [y], [_weight(), bias])
-    if kind == "nan-weights":
-        values = np.ones((16, 10), np.float32)
-        values[3, 4] = np.nan
-        return _save(path, [helper.make_node("MatMul", ["x", "W"], ["y"])], [x], [y],
-                     [_weight(values)])
-    if kind == "huge-shape":
-        big = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1_000_000, 1_000_000, 16])
-        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1_000_000, 1_000_000, 10])
-        return _save(path, [helper.make_node("MatMul", ["x", "W"], ["y"])], [big], [out],
-                     [_weight()])
-    raise ValueError(kind)
 
 
 @pytest.mark.parametrize("kind, says", [
@@ -111,7 +70,7 @@ def test_a_temporary_file_is_never_named(tmp_path, capsys):
     big = numpy_helper.from_array(np.full((16, 10), 1e5, np.float32), "W")
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
-    model = _save(tmp_path / "overflow.onnx", [helper.make_node("MatMul", ["x", "W"], ["y"])],
+    model = save_graph(tmp_path / "overflow.onnx", [helper.make_node("MatMul", ["x", "W"], ["y"])],
                   [x], [y], [big])
     code, err = run_cli(capsys, "quantize", model, "-o", tmp_path / "q.onnx", "--mode", "fp16",
                         "--allow-slower", "--keep-io-fp32")
