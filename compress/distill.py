@@ -41,8 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import (MAX_EPOCHS, MAX_GENERATED_SAMPLES, check_budget, check_choice,
-                         check_range, did_you_mean)
+from core.checks import check_budget, check_choice, check_range, did_you_mean
 from core.tensors import as_tuple, call, num_rows, rows
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from compress.prune import PruneConfig, structured_prune
@@ -113,9 +112,8 @@ class DistillConfig(StageConfig):
         self._check_layer_choice()
         if self.feature_weight < 0 or self.patience < 0:
             raise ValueError("distill.feature_weight and distill.patience must be >= 0")
-        check_budget("distill", "epochs", self.epochs, MAX_EPOCHS, "epochs")
-        check_budget("distill", "transfer_samples", self.transfer_samples,
-                     MAX_GENERATED_SAMPLES, "samples")
+        check_budget("distill", "epochs", self.epochs, "epochs")
+        check_budget("distill", "transfer_samples", self.transfer_samples, "samples")
         if self.batch_size < 1:
             raise ValueError(f"distill.batch_size must be >= 1, got {self.batch_size}")
         if any(lr <= 0 for lr in self.baseline_lrs):

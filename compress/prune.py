@@ -42,8 +42,7 @@ from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.errors import BadInput
-from core.checks import (MAX_EPOCHS, MAX_GENERATED_SAMPLES, MAX_STEPS, check_budget,
-                         check_choice, check_range)
+from core.checks import check_budget, check_choice, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from export.outputs import first_tensor
 from compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
@@ -93,12 +92,9 @@ class PruneConfig(StageConfig):
         check_range("prune", "ratio", self.ratio, 0.0, 1.0)
         if self.iterative_steps < 1:
             raise ValueError(f"prune.iterative_steps must be >= 1, got {self.iterative_steps}")
-        if self.round_to < 0:
-            raise ValueError(f"prune.round_to must be >= 0, got {self.round_to}")
-        check_budget("prune", "finetune_epochs", self.finetune_epochs, MAX_EPOCHS, "epochs")
-        check_budget("prune", "finetune_transfer_samples", self.finetune_transfer_samples,
-                     MAX_GENERATED_SAMPLES, "samples")
-        check_budget("prune", "iterative_steps", self.iterative_steps, MAX_STEPS, "steps")
+        for name, unit in (("finetune_epochs", "epochs"), ("iterative_steps", "steps"),
+                           ("round_to", "steps"), ("finetune_transfer_samples", "samples")):
+            check_budget("prune", name, getattr(self, name), unit)
         if self.lr <= 0 or self.kd_temperature <= 0:
             raise ValueError("prune.lr and prune.kd_temperature must be > 0")
         check_range("prune", "kd_alpha", self.kd_alpha, 0.0, 1.0, high_inclusive=True)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckFailed
-from core.checks import MAX_EPOCHS, check_budget, check_choice
+from core.checks import check_budget, check_choice
 from core.files import atomic_path
 from compress.parallel import Distributed, gradients_finite, to_device
 
@@ -92,7 +92,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("train", "schedule", self.schedule, SCHEDULES)
-        check_budget("train", "epochs", self.epochs, MAX_EPOCHS, "epochs")
+        check_budget("train", "epochs", self.epochs, "epochs")
         if self.patience < 0:
             raise ValueError(f"train.patience must be >= 0, got {self.patience}")
         if self.lr <= 0:

@@ -45,8 +45,13 @@ MAX_STEPS = 10_000          # attack or defence steps per input
 MAX_GENERATED_SAMPLES = 2_000_000   # samples a provider or stage generates
 
 
-def check_budget(owner: str, name: str, value: int, bound: int, unit: str) -> None:
-    """Refuse a count below 0 or above ``bound``: ``epochs = 10**12`` would never finish."""
+BUDGETS = {"epochs": MAX_EPOCHS, "steps": MAX_STEPS, "samples": MAX_GENERATED_SAMPLES}
+
+
+def check_budget(owner: str, name: str, value: int, unit: str) -> None:
+    """Refuse a count below 0 or above the bound for ``unit`` (:data:`BUDGETS`):
+    ``epochs = 10**12`` would never finish."""
+    bound = BUDGETS[unit]
     if value < 0:
         raise ValueError(f"{owner}.{name} must be >= 0, got {value}")
     if value > bound:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import MAX_GENERATED_SAMPLES, check_budget
+from core.checks import check_budget
 
 log = logging.getLogger("edgepack")
 
@@ -41,7 +41,7 @@ def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
 
     if samples < 10:
         raise ValueError(f"mnist1d: samples must be >= 10, got {samples}")
-    check_budget("mnist1d", "samples", samples, MAX_GENERATED_SAMPLES, "samples")
+    check_budget("mnist1d", "samples", samples, "samples")
     args = get_dataset_args()
     args.num_samples = int(samples)
     args.seed = int(seed)

@@ -21,7 +21,7 @@ from typing import Any
 from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from compress.distill import AUGMENTATIONS
-from core.checks import MAX_EPOCHS, check_budget, check_choice, checked_fields, did_you_mean
+from core.checks import check_budget, check_choice, checked_fields, did_you_mean
 from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
 from edgepack.quality import MetricSpec
@@ -44,7 +44,7 @@ class ModelSpec:
     augment: str = "none"            # training inputs perturbed each step: "shift" or "noise"
 
     def __post_init__(self):
-        check_budget("[model]", "train_epochs", self.train_epochs, MAX_EPOCHS, "epochs")
+        check_budget("[model]", "train_epochs", self.train_epochs, "epochs")
         check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
             raise ValueError(f"[model] lr must be > 0, got {self.lr}")

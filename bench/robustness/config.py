@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.checks import MAX_STEPS, check_budget, check_choice, did_you_mean
+from core.checks import check_budget, check_choice, did_you_mean
 
 ATTACKS = ("noise", "fgsm", "pgd", "square")
 WHITE_BOX = ("fgsm", "pgd")          # need the torch model's input gradients
@@ -52,7 +52,7 @@ class RobustnessConfig:
         for name in ("query_budget", "pgd_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"robustness.{name} must be >= 1, got {getattr(self, name)}")
-            check_budget("robustness", name, getattr(self, name), MAX_STEPS, "steps")
+            check_budget("robustness", name, getattr(self, name), "steps")
         if not -1.0 <= self.attribution_threshold <= 1.0:
             raise ValueError("robustness.attribution_threshold is a rank correlation; expected "
                              f"a number in [-1, 1], got {self.attribution_threshold}")

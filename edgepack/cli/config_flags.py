@@ -53,7 +53,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), renames=None
         choices = f.metadata.get("choices") or ()
         if choices:
             help_text += f": {' | '.join(c for c in choices if c)}"
-        help_text += _default_text(f)
+        help_text = (help_text + _default_text(f)).replace("%", "%%")  # argparse formats help
         if kind is bool and f.default is False:   # an opt-in switch: --flag
             parser.add_argument(name, dest=f.name, action="store_const", const=True,
                                 default=None, help=help_text)

@@ -41,7 +41,8 @@ def test_missing_recipe_file(tmp_path, capsys):
 
 def test_output_folder_that_is_a_file_is_refused(tmp_path, capsys):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(GOOD_HEAD + 'args = { width = 4 }\n[data]\nargs = { samples = 100 }\n')
+    recipe.write_text(GOOD_HEAD + 'args = { width = 4 }\n[data]\nargs = { samples = 100 }\n'
+                      '[[stages]]\nkind = "export"\n')
     target = tmp_path / "taken"
     target.write_text("keep me")
     code = main(["run", str(recipe), "--out", str(target), "--no-progress"])
@@ -52,7 +53,8 @@ def test_output_folder_that_is_a_file_is_refused(tmp_path, capsys):
 
 def test_unknown_builder_names_the_module(tmp_path, capsys):
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[model]\nbuild = "no_such_module:net"\n[data]\nargs = { samples = 100 }\n')
+    recipe.write_text('[model]\nbuild = "no_such_module:net"\n[data]\nargs = { samples = 100 }\n'
+                      '[[stages]]\nkind = "export"\n')
     code = main(["run", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "module 'no_such_module' not found" in err
@@ -82,7 +84,7 @@ def test_several_processes_without_torchrun_is_one_clear_line(tmp_path, capsys, 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     path = tmp_path / "recipe.toml"
-    path.write_text(GOOD_HEAD)
+    path.write_text(GOOD_HEAD + '[[stages]]\nkind = "export"\n')
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "WORLD_SIZE=2 but MASTER_ADDR is not set" in err and "torchrun" in err
