@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.robustness.whitebox import pgd  # noqa: E402
+from bench.robustness.attacks.pgd import pgd  # noqa: E402
 from benchmarks.robustness_mnist1d import with_transfer_inputs  # noqa: E402
 from compress.kd import collect  # noqa: E402
 from compress.prune import prune  # noqa: E402

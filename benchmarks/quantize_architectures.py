@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.envinfo import cpu_info  # noqa: E402
 from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.quantize import QuantizationCheckError, QuantizeConfig, quantize  # noqa: E402
+from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,  # noqa: E402
+                               quantize_config, resolve_settings)
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 SIZE = 224
@@ -113,8 +114,8 @@ def main() -> int:
 def run_one(name, build, tmp: Path, calibration, held_out, args) -> None:
     fp32 = fp32_onnx(name, build, tmp / f"{name}.onnx")
     calibration = {next(iter(_input_names(fp32))): calibration["input"]}
-    variants = {"default": QuantizeConfig(speed_min_runs=args.min_runs // 2),
-                "full int8": QuantizeConfig(latency_aware=False, allow_slower=True,
+    variants = {"default": quantize_config(speed_min_runs=args.min_runs // 2),
+                "full int8": quantize_config(latency_aware=False, allow_slower=True,
                                             speed_check=False)}
     models, notes = {"fp32": fp32}, {}
     print(f"\n{name}:")
@@ -123,7 +124,7 @@ def run_one(name, build, tmp: Path, calibration, held_out, args) -> None:
                                                 tmp / f"{name}.{label.replace(' ', '-')}.onnx")
         print(f"  quantize ({label}): exit {code}" + (f": {message}" if message else ""))
         if label == "default":
-            print(f"    preset auto: {config.auto_choice}")
+            print(f"    preset auto: {resolve_settings(config)[1]}")
         if path is not None:
             models[label] = path
             notes[label] = record

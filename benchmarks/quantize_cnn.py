@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from bench.envinfo import cpu_info  # noqa: E402
 from bench.runner import BenchConfig, bench  # noqa: E402
 from compress.distill import collect  # noqa: E402
-from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,  # noqa: E402
-                               speed_gate_cause)
+from compress.quantize import (QuantizationCheckError, quantize, quantize_config,  # noqa: E402
+                               resolve_settings, speed_gate_cause)
 from compress.trainer import TrainConfig, fit  # noqa: E402
 from edgepack.zoo import mnist1d, mnist1d_cnn  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
@@ -57,8 +57,8 @@ def main() -> int:
     data = mnist1d(samples=10_000)
     inputs, labels = collect(data["evaluation"])
     eval_data = {"input": inputs.numpy(), "labels": labels.numpy()}
-    config = QuantizeConfig(mode="static", calibration="minmax")
-    print(f"preset auto: {config.auto_choice}")
+    config = quantize_config(mode="static", calibration="minmax")
+    print(f"preset auto: {resolve_settings(config)[1]}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="quantize-cnn.") as tmp:
         for width in WIDTHS:
@@ -68,7 +68,7 @@ def main() -> int:
                 quantize(fp32, config, int8, calibration=data["calibration"])
             except QuantizationCheckError as exc:
                 print(f"width {width}: refused (exit {exc.exit_code}): {exc}")
-                kept = QuantizeConfig(mode="static", calibration="minmax", allow_slower=True)
+                kept = quantize_config(mode="static", calibration="minmax", allow_slower=True)
                 quantize(fp32, kept, int8, calibration=data["calibration"])
             for batch in BATCHES:
                 bench_config = BenchConfig(threads=1, batch=batch, min_runs=args.min_runs,

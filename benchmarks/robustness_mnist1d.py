@@ -56,9 +56,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.robustness import evaluate_robustness, robustness_session  # noqa: E402
-from bench.robustness.blackbox import ort_predict, square_attack  # noqa: E402
-from bench.robustness.report import robustness_table  # noqa: E402
-from bench.robustness.whitebox import craft  # noqa: E402
+from bench.robustness.attacks.square import square_attack
+from bench.robustness.scores import ort_predict  # noqa: E402
+from bench.robustness.robustness_report import robustness_table  # noqa: E402
+from bench.robustness.attacks import craft  # noqa: E402
 from compress.distill import distill  # noqa: E402
 from compress.kd import collect  # noqa: E402
 from compress.prune import prune  # noqa: E402

@@ -33,7 +33,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.robustness.whitebox import pgd
+from bench.robustness.attacks.pgd import pgd
 from core.checks import check_budget, check_choice, check_range, checked_fields
 
 EFFECT_SAMPLES = 512   # evaluation rows the record's PGD accuracy is measured on

@@ -32,23 +32,22 @@ it is trained with the student and dropped afterwards.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import check_budget, check_choice, check_range, did_you_mean
+from core.checks import check_budget, check_choice, check_range, checked_fields, did_you_mean
 from core.tensors import as_tuple, call, num_rows, rows
+from core.registry import field_names, settings_dict, split_settings
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
-from compress.prune import PruneConfig, structured_prune
+from compress.student_inits import STUDENT_INITS
 from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
                                   epoch_score, with_defence)
-from compress.layer_students import (narrow_ffn, student_keeping_every_kth_layer,
-                                     student_keeping_layers)
 from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
 from compress.parallel import Distributed, moved_to
 from compress.token_batches import length_grouped_loader, outputs_by_length
@@ -57,7 +56,6 @@ from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 AUGMENTATIONS = ("none", "noise", "shift")
 OBJECTIVES = ("logits", "embedding")
 FEATURE_LOSSES = ("mse", "cosine", "cosine+mse")
-STUDENT_INITS = ("scratch", "pruned-teacher", "every-kth-layer", "teacher-layers")
 
 
 @dataclass
@@ -65,6 +63,7 @@ class DistillConfig(StageConfig):
     """Logit distillation settings; ``student`` is the recipe's ``{build, args}`` table."""
 
     kind = "distill"
+    version = 2  # 2: the student init's settings are its own (compress/student_inits/)
     student: dict = field(default_factory=dict)
     objective: str = "logits"        # "embedding": match the teacher's output embedding
     temperature: float = 4.0
@@ -78,12 +77,8 @@ class DistillConfig(StageConfig):
     feature_loss: str = "mse"
     feature_weight: float = 1.0
     patience: int = 0                # stop after this many epochs without improvement; 0: never
-    student_init: str = "scratch"    # or a copy of the teacher: "pruned-teacher",
-    #                                  "every-kth-layer", "teacher-layers" (compress/layer_students.py)
-    init_ratio: float = 0.5          # "pruned-teacher": share of channels removed
-    keep_every: int = 2              # "every-kth-layer": keep layers 0, k, 2k, ... (DistilBERT)
-    keep_layers: tuple[int, ...] = ()   # "teacher-layers": the teacher layers kept, e.g. 0, 3, 5
-    ffn_width: int = 0               # students cut from the teacher's layers: FFN neurons kept
+    student_init: str = "scratch"    # where the student starts (compress/student_inits/)
+    init: Any = None                 # the init's own settings (None: its defaults)
     length_grouped: bool = False     # token inputs: batch similar lengths, cut the padding
     freeze: tuple[str, ...] = ()     # parameter-name prefixes the student does not train
     seed: int = 0
@@ -105,11 +100,7 @@ class DistillConfig(StageConfig):
             if pair.count(":") != 1 or not all(pair.split(":")):
                 raise ValueError(f"distill.feature_pairs: {pair!r} must be "
                                  "'student_layer:teacher_layer'")
-        check_choice("distill", "student_init", self.student_init, STUDENT_INITS)
-        check_range("distill", "init_ratio", self.init_ratio, 0.0, 1.0)
-        if self.keep_every < 1:
-            raise ValueError(f"distill.keep_every must be >= 1, got {self.keep_every}")
-        self._check_layer_choice()
+        self._check_init()
         if self.feature_weight < 0 or self.patience < 0:
             raise ValueError("distill.feature_weight and distill.patience must be >= 0")
         check_budget("distill", "epochs", self.epochs, "epochs")
@@ -123,19 +114,37 @@ class DistillConfig(StageConfig):
             raise ValueError("distill.baseline_lrs compares accuracies: it needs "
                              "objective='logits'")
 
-    def _check_layer_choice(self) -> None:
-        """``keep_layers`` goes with ``teacher-layers``; ``ffn_width`` with a cut teacher."""
-        layers = list(self.keep_layers)
-        if (self.student_init == "teacher-layers") != bool(layers):
-            raise ValueError("distill.keep_layers (teacher layer numbers, e.g. [0, 3, 5]) goes "
-                             "with student_init='teacher-layers', and that init needs it")
-        if layers != sorted(set(layers)) or any(i < 0 for i in layers):
-            raise ValueError(f"distill.keep_layers must be distinct layer numbers >= 0 in "
-                             f"increasing order, got {layers}")
-        if self.ffn_width < 0 or (self.ffn_width and self.student_init not in
-                                  ("every-kth-layer", "teacher-layers")):
-            raise ValueError("distill.ffn_width (> 0) narrows a student cut from the teacher's "
-                             "layers: student_init 'every-kth-layer' or 'teacher-layers'")
+    def _check_init(self) -> None:
+        """The init is a registered one, and ``init`` holds its settings."""
+        spec = STUDENT_INITS.get(self.student_init, "distill")
+        if self.init is None and spec.settings is not None:
+            self.init = spec.settings()
+        if spec.settings is not None and not isinstance(self.init, spec.settings):
+            raise ValueError(f"distill: student_init {self.student_init!r} takes "
+                             f"{spec.settings.__name__} settings, got {type(self.init).__name__}")
+
+    def to_dict(self) -> dict:
+        """Flat, as a recipe writes it: the init's settings beside the stage's own keys."""
+        data = super().to_dict()
+        data.pop("init")
+        return {**data, **settings_dict(self.init)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "") -> "DistillConfig":
+        owner = where or "distill"
+        data = {k: v for k, v in data.items() if k != "kind"}
+        init = data.get("student_init", cls.student_init)
+        if not isinstance(init, str):
+            raise ValueError(f"{owner}.student_init must be a string, got {init!r}")
+        own = [name for name in field_names(cls) if name != "init"]
+        mine, settings = split_settings(data, own, init, STUDENT_INITS, owner)
+        return cls(init=settings, **checked_fields(cls, mine, owner))
+
+
+def distill_config(**flat) -> DistillConfig:
+    """A config from flat keyword arguments, as a recipe writes them:
+    ``distill_config(student_init="teacher-layers", keep_layers=(0, 4, 5), epochs=3)``."""
+    return DistillConfig.from_dict(flat)
 
 
 def embedding_loss(student_embedding: torch.Tensor, teacher_embedding: torch.Tensor) -> torch.Tensor:
@@ -277,35 +286,12 @@ def _hint_loss(model: HintedStudent, student_tap, teacher_tap, config) -> torch.
     return config.feature_weight * total / max(len(config.feature_pairs), 1)
 
 
-def student_from_pruned_teacher(teacher: nn.Module, ratio: float, example_inputs,
-                                round_to: int = 0) -> nn.Module:
-    """A copy of the teacher with ``ratio`` of its channels cut (group L2 magnitude).
-
-    The copy starts from the teacher's strongest channels, so it begins far closer to the
-    teacher than a student from scratch does.
-    """
-    student = copy.deepcopy(teacher)
-    structured_prune(student, PruneConfig(ratio=ratio, round_to=round_to), example_inputs,
-                     progress=False)
-    for p in student.parameters():
-        p.requires_grad_(True)
-    return student
-
-
 def make_student(teacher: nn.Module, config: DistillConfig, example_inputs,
                  built: nn.Module | None = None) -> nn.Module:
-    """The student to train: ``built`` (from scratch) or a reduced copy of the teacher."""
-    if config.student_init == "pruned-teacher":
-        return student_from_pruned_teacher(teacher, config.init_ratio, example_inputs)
-    if config.student_init in ("every-kth-layer", "teacher-layers"):
-        student = student_keeping_layers(teacher, config.keep_layers) \
-            if config.keep_layers else student_keeping_every_kth_layer(teacher, config.keep_every)
-        if config.ffn_width:
-            narrow_ffn(student, config.ffn_width)
-        return student
-    if built is None:
-        raise ValueError("distill.student must name a builder when student_init='scratch'")
-    return built
+    """The student to train, as its init makes it: ``built`` (from the recipe's builder) or
+    cut from the teacher (:mod:`compress.student_inits`)."""
+    spec = STUDENT_INITS.get(config.student_init)
+    return spec.make(teacher, config.init, example_inputs, built)
 
 
 def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data: dict,
@@ -397,7 +383,7 @@ def _eval_batches(data: dict, config: DistillConfig):
 def _student_for(config: DistillConfig, given: StageInput) -> nn.Module:
     """The untrained student: built from the recipe's builder, or reduced from the teacher."""
     built = None
-    if config.student_init == "scratch":
+    if STUDENT_INITS.get(config.student_init).needs_builder:
         torch.manual_seed(config.seed)  # the same initial weights on a re-run or a rebuild
         built = given.build(config.student["build"], dict(config.student.get("args", {})))
     return make_student(given.artifact, config, given.example_inputs, built)
@@ -426,7 +412,7 @@ def _preflight(config: DistillConfig, data: dict, resolve) -> None:
     if config.transfer_samples and data.get("transfer") is None:
         raise ValueError(f"distill: transfer_samples = {config.transfer_samples} but the data "
                          "provider gives no 'transfer' set")
-    if config.student_init == "scratch":
+    if STUDENT_INITS.get(config.student_init).needs_builder:
         if not config.student.get("build"):
             raise ValueError("distill: student must name a builder: "
                              "{ build = 'module:function', args = { ... } }")

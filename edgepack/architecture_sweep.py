@@ -131,15 +131,15 @@ def _quantize(pruned_onnx: Path, arch: Architecture, path: Path, settings: Sweep
     """Default settings. When its speed check refuses (int8 no faster on this machine), the
     refusal is recorded and the model is quantized again with ``allow_slower``, so the
     later stages and the table still show what int8 gives."""
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import quantize_config, quantize
     from compress.quantize.speed_check import SpeedCheckFailed
 
     calibration = _feeds(arch, settings.calibration_rows, seed=3)
     try:
-        quantize(pruned_onnx, QuantizeConfig(), path, calibration)
+        quantize(pruned_onnx, quantize_config(), path, calibration)
     except SpeedCheckFailed as exc:
         row["refused"].append(_refusal("quantize", exc))
-        quantize(pruned_onnx, QuantizeConfig(allow_slower=True), path, calibration)
+        quantize(pruned_onnx, quantize_config(allow_slower=True), path, calibration)
 
 
 def agreement(reference: Path, candidate: Path, feeds: dict[str, np.ndarray]) -> dict:

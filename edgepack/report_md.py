@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.report import results_table, tradeoff_plot
-from bench.robustness.report import robustness_notes, robustness_plot, robustness_table
+from bench.robustness.robustness_report import robustness_notes, robustness_plot, robustness_table
 from core.files import atomic_write_json, atomic_write_text, sha256_file
 
 

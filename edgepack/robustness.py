@@ -35,7 +35,7 @@ import numpy as np
 
 from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
 from bench.robustness.attribution import gradient_x_input, occlusion, spearman
-from bench.robustness.blackbox import ort_predict
+from bench.robustness.scores import ort_predict
 from bench.robustness.evaluate import not_applicable_reason
 
 

@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from bench.robustness.blackbox import ort_predict, square_attack
-from bench.robustness.config import RobustnessConfig, WHITE_BOX
-from bench.robustness.whitebox import craft, sign_noise
+from bench.robustness.attack_config import RobustnessConfig
+from bench.robustness.attacks import ATTACKS, AttackInputs
+from bench.robustness.scores import ort_predict
 
 FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
 
@@ -46,17 +46,6 @@ def not_applicable_reason(session, labels) -> str:
     if labels is None:
         return "the evaluation data has no 'labels'; accuracy under attack needs class labels"
     return ""
-
-
-def accuracy(predict, inputs: np.ndarray, labels: np.ndarray) -> float:
-    return float((predict(inputs).argmax(-1) == labels).mean())
-
-
-def _queries_summary(queries: np.ndarray, attacked: np.ndarray, budget: int) -> dict:
-    """Model calls per sample over the samples the attack worked on (clean-correct ones)."""
-    used = queries[attacked] if attacked.any() else np.zeros(1, dtype=np.int64)
-    return {"mean": float(used.mean()), "median": float(np.median(used)), "max": int(used.max()),
-            "budget": budget, "attacked": int(attacked.sum())}
 
 
 def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
@@ -87,26 +76,18 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
                  "clean": float(clean_correct.mean()), "skipped": {}}
     if source is not None:
         out["crafted_on"] = crafted_on
+    given = AttackInputs(predict, x, y, config, clean_correct, source, crafted)
     for attack in config.attacks:
-        if attack in WHITE_BOX and source is None:
+        spec = ATTACKS.get(attack, "robustness")
+        if spec.needs_source and source is None:
             out["skipped"][attack] = "no torch model to take gradients from"
             continue
         out[attack] = {}
         for eps in config.eps:
-            key, budget = str(eps), eps * scale
-            if attack == "noise":
-                out[attack][key] = accuracy(predict, sign_noise(x, budget, config.seed), y)
-            elif attack in WHITE_BOX:
-                if (attack, eps) not in crafted:
-                    crafted[attack, eps] = craft(attack, source, x, y, budget, config.pgd_steps,
-                                                 config.seed)
-                out[attack][key] = accuracy(predict, crafted[attack, eps], y)
-            else:
-                result = square_attack(predict, x, y, budget, config.query_budget,
-                                       seed=config.seed)
-                out[attack][key] = float(result["correct"].mean())
-                out.setdefault("queries", {})[key] = _queries_summary(
-                    result["queries"], clean_correct, config.query_budget)
+            result = spec.attack(given, eps, eps * scale)
+            out[attack][str(eps)] = result["accuracy"]
+            if "queries" in result:
+                out.setdefault("queries", {})[str(eps)] = result["queries"]
     out["seconds"] = time.perf_counter() - started
     out["cpu_seconds"] = time.process_time() - cpu_started   # all threads; what a busy machine pays
     return out

@@ -141,7 +141,7 @@ def evaluate(model_path: Path, evaluation: EvaluationSet) -> float:
     return float(np.nan_to_num(cosine, nan=-1.0).mean())
 
 
-class _FeedReader:
+class FeedReader:
     """An onnxruntime ``CalibrationDataReader`` over a list of feed dicts."""
 
     def __init__(self, feeds):

@@ -85,13 +85,13 @@ def fuse_transformer(source: Path, work: Path) -> tuple[Path, dict]:
     return target, fused
 
 
-def should_fuse(choice: str, transformer: bool, mode: str) -> bool:
-    """``auto``: fuse transformer graphs for int8 (dynamic and static); ``on``/``off``."""
+def should_fuse(choice: str, transformer: bool) -> bool:
+    """``auto``: fuse transformer graphs (the int8 methods ask); ``on``/``off``."""
     if choice == "on":
         return True
     if choice == "off":
         return False
-    return transformer and mode in ("dynamic", "static")
+    return transformer
 
 
 def static_transformer_scope(model: onnx.ModelProto) -> tuple[list[str], dict]:

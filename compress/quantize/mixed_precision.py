@@ -30,7 +30,7 @@ from pathlib import Path
 
 import onnx
 
-from compress.quantize.config import QuantizeConfig
+from compress.quantize.quantize_config import QuantizeConfig
 
 PROFILE_RUNS = 10
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")

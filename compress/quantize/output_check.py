@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.quantize.config import QuantizationCheckError
+from compress.quantize.quantize_config import QuantizationCheckError
 from compress.quantize.data import _cpu_session, _fixed_batch
 
 NOT_CLASSIFIER_WORDS = ("hidden", "state", "embed", "pool", "feature", "token")
@@ -225,22 +225,15 @@ def describe(figures: dict) -> str:
     return "; ".join(lines)
 
 
-def likely_cause(settings: dict, transformer: bool) -> str:
-    """The likeliest reason for a failed check, from the settings that ran."""
-    causes = []
-    if settings.get("mode") == "static" and transformer:
-        causes.append("static int8 activations on a transformer: attention scores, softmax "
-                      "and the attention-mask path have ranges too wide for 8 bits; use "
-                      "--mode dynamic")
-    if settings.get("mode") in ("static", "dynamic") and not settings.get("per_channel"):
-        causes.append("per-tensor weights: one scale for every output channel; try "
-                      "--per-channel")
-    if settings.get("reduce_range") and settings.get("mode") in ("static", "dynamic"):
-        causes.append("7-bit weights (reduce-range) halve the weight resolution")
-    if settings.get("mode") == "static" and settings.get("calibration") == "minmax":
-        causes.append("MinMax calibration spends the range on outliers; try --calibration "
-                      "percentile or more representative --data")
-    if not causes:
+def likely_cause(method: str, settings, transformer: bool) -> str:
+    """The likeliest reason for a failed check, from the method and the settings that ran."""
+    from compress.quantize.methods import METHODS
+
+    spec = METHODS.get(method)
+    causes = spec.likely_causes(settings, transformer)
+    if not causes and spec.repairable:
         causes.append("some layers lose too much in 8 bits; --accuracy-aware keeps the ones "
                       "that most improve this check in float")
+    if not causes:
+        causes.append(f"{method} loses too much on this model; try another --mode")
     return "likely cause: " + "; ".join(causes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from bench.ir_version import lower_to_runtime
-from compress.quantize.config import MIN_OPSET
+from compress.quantize.quantize_config import MIN_OPSET
 
 
 def _opset(model: onnx.ModelProto) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.quantize.backends import quantize_into
-from compress.quantize.config import RANKING_ROWS, QuantizeConfig
-from compress.quantize.data import _FeedReader
+from compress.quantize.data import FeedReader
+from compress.quantize.methods import METHODS, quantize_into
+from compress.quantize.quantize_config import RANKING_ROWS
 
 
 def _relative_errors(float_acts: dict, quant_acts: dict) -> dict[str, float]:
@@ -34,7 +34,7 @@ def _collect(model_path: Path, feeds, work: Path) -> dict:
 
     augmented = work / f"{model_path.stem}.activations.onnx"
     modify_model_output_intermediate_tensors(str(model_path), str(augmented))
-    return collect_activations(str(augmented), _FeedReader(feeds))
+    return collect_activations(str(augmented), FeedReader(feeds))
 
 
 def _first_rows(feeds: list[dict], rows: int) -> list[dict]:
@@ -73,16 +73,6 @@ def rank_nodes_by_error(float_path: Path, quant_path: Path, feeds, work: Path) -
     return [r for r in ranking if r["added_error"] > 0]
 
 
-def _quantizable_ops(mode: str) -> set[str]:
-    """Op types ONNX Runtime quantizes in this mode: keeping any other in float changes
-    nothing, so the search never spends a step on one."""
-    from onnxruntime.quantization import registry
-
-    if mode == "dynamic":
-        return set(registry.IntegerOpsRegistry)
-    return set(registry.QLinearOpsRegistry) | set(registry.QDQRegistry)
-
-
 def _producers(model_path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     """For each node, the named nodes producing its inputs; and each node's op type."""
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -98,7 +88,7 @@ def ranking_rows(feeds: list[dict]) -> int:
     return RANKING_ROWS if per_row <= 256 else 8
 
 
-def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_out,
+def accuracy_aware_quantize(prepared: Path, method: str, settings, feeds, held_out,
                             judge, first: Path, work: Path, exclude=(), include=None
                             ) -> tuple[Path, dict]:
     """Repair a model that failed the output check: keep the node adding the most error in
@@ -106,8 +96,10 @@ def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_
 
     ``judge(path)`` is the output check: ``(passed, score, figures)``, score being the
     smallest mean cosine over the outputs (or the accuracy with labelled data). ``first``
-    is the model that failed. Returns the first passing step, or the best step when none
-    passes (the caller refuses it), with a record of every step.
+    is the model that failed. ``method`` and its resolved ``settings`` quantize each step;
+    only the ops the method quantizes are candidates (keeping any other in float changes
+    nothing). Returns the first passing step, or the best step when none passes (the caller
+    refuses it), with a record of every step.
     """
     passed, score, figures = judge(first)
     steps = [{"float_nodes": [], "passed": passed, "score": score, "path": first,
@@ -116,7 +108,8 @@ def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_
         prepared, first, _first_rows(held_out, ranking_rows(held_out)), work)
     float_nodes: list[str] = []
     producers, ops = _producers(prepared)
-    quantizable = _quantizable_ops(config.mode)
+    quantizable = METHODS.get(method).quantizable_ops()
+    max_nodes = settings.max_float_nodes
 
     def eligible(node: str) -> bool:
         return (ops.get(node) in quantizable and node not in exclude and node not in float_nodes
@@ -124,14 +117,14 @@ def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_
 
     ranking = [r for r in ranking if eligible(r["node"])]
     queue = [r["node"] for r in ranking]
-    while queue and len(float_nodes) < config.max_float_nodes and not steps[-1]["passed"]:
+    while queue and len(float_nodes) < max_nodes and not steps[-1]["passed"]:
         node = queue.pop(0)
         if not eligible(node):
             continue
         float_nodes.append(node)
         path = work / f"step{len(steps):02d}.onnx"
-        quantize_into(prepared, path, config, feeds, exclude=[*exclude, *float_nodes],
-                      include=include)
+        quantize_into(prepared, path, method, settings, feeds,
+                      exclude=[*exclude, *float_nodes], include=include)
         passed, score, figures = judge(path)
         if not passed and score <= steps[-1]["score"]:
             # No better: the node's input is still quantized by the node producing it (in
@@ -146,9 +139,9 @@ def accuracy_aware_quantize(prepared: Path, config: QuantizeConfig, feeds, held_
               "kept_in_float": best["float_nodes"], "score": best["score"],
               "steps": [{k: v for k, v in s.items() if k not in ("path", "figures")}
                         for s in steps],
-              "ranking": ranking[:max(config.max_float_nodes, 10)]}
+              "ranking": ranking[:max(max_nodes, 10)]}
     if not within:
         record["note"] = (f"no step passed the output check (best score {best['score']:.4f} "
                           f"with {len(best['float_nodes'])} nodes in float, {len(ranking)} "
-                          f"candidates, max_float_nodes={config.max_float_nodes})")
+                          f"candidates, max_float_nodes={max_nodes})")
     return best["path"], {**record, "figures": best["figures"]}

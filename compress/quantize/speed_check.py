@@ -5,14 +5,15 @@ provider and thread count asked for, warm-up, then runs in interleaved blocks (A
 so a machine that drifts favours neither. The verdict is on the median latency. A model that
 is not faster fails with exit code 1 unless ``allow_slower``; the figures go into the record
 either way. ``speed_min_runs``/``speed_min_time_s`` keep the check cheap (tests set them low);
-``speed_check=False`` skips it, and the record says it was skipped.
+``speed_check=False`` skips it, and the record says it was skipped. A method may name a
+rival the result must beat too (static int8 on a transformer: dynamic int8).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from compress.quantize.config import QuantizationCheckError, QuantizeConfig
+from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
 
 
 class SpeedCheckFailed(QuantizationCheckError):
@@ -63,6 +64,8 @@ def speed_figures(input_path: Path, quant_path: Path, config: QuantizeConfig, fe
                "allow_slower": config.allow_slower}
     for (name, _), result in zip(extra.items(), timed[2:]):
         figures[name] = {**result, "speedup": round(base / max(result["p50_ms"], 1e-9), 4)}
+    if extra:
+        figures["rivals"] = list(extra)
     return figures
 
 
@@ -78,18 +81,22 @@ def check_speed(figures: dict, config: QuantizeConfig, cause: str) -> None:
         figures)
 
 
-def check_static_not_slower_than_dynamic(figures: dict, config: QuantizeConfig) -> None:
-    """Static on a transformer must beat dynamic, or it is refused recommending dynamic."""
-    dynamic = figures.get("dynamic")
-    if dynamic is None or config.allow_slower:
+def check_beats_rival(figures: dict, config: QuantizeConfig, rival: str | None) -> None:
+    """The result must beat the method's rival (timed as ``figures[rival]``), or it is
+    refused recommending the rival: static int8 on a transformer against dynamic int8."""
+    from compress.quantize.methods import METHODS
+
+    other = figures.get(rival) if rival else None
+    if other is None or config.allow_slower:
         return
-    if dynamic["p50_ms"] < figures["quantized"]["p50_ms"]:
+    if other["p50_ms"] < figures["quantized"]["p50_ms"]:
+        ours, theirs = config.spec.title, METHODS.get(rival).title
         raise SpeedCheckFailed(
-            f"static int8 is slower than dynamic int8 on this transformer and CPU: median "
-            f"{figures['quantized']['p50_ms']:.3f} ms (static, {figures['speedup']:.2f}x "
-            f"fp32) vs {dynamic['p50_ms']:.3f} ms (dynamic, {dynamic['speedup']:.2f}x "
-            f"fp32), timed interleaved; use --mode dynamic (or --allow-slower to keep "
-            "static anyway)", figures)
+            f"{ours} is slower than {theirs} on this graph and CPU: median "
+            f"{figures['quantized']['p50_ms']:.3f} ms ({config.method}, "
+            f"{figures['speedup']:.2f}x fp32) vs {other['p50_ms']:.3f} ms ({rival}, "
+            f"{other['speedup']:.2f}x fp32), timed interleaved; use --mode {rival} (or "
+            f"--allow-slower to keep {config.method} anyway)", figures)
 
 
 def describe(figures: dict | None) -> str:
@@ -98,6 +105,6 @@ def describe(figures: dict | None) -> str:
     text = (f"{figures['speedup']:.2f}x its input (median {figures['quantized']['p50_ms']:.3f}"
             f" vs {figures['input']['p50_ms']:.3f} ms, {figures['provider']}, "
             f"{figures['threads']} thread(s), interleaved)")
-    if "dynamic" in figures:
-        text += f"; dynamic int8 {figures['dynamic']['speedup']:.2f}x"
+    for name in figures.get("rivals", ()):
+        text += f"; {name} {figures[name]['speedup']:.2f}x"
     return text

@@ -82,7 +82,7 @@ def handle(args) -> int:
     from edgepack import __version__
 
     from bench.report import markdown_report, results_table, tradeoff_plot
-    from bench.robustness.report import robustness_notes, robustness_table
+    from bench.robustness.robustness_report import robustness_notes, robustness_table
     from bench.runner import bench
     from core.files import atomic_write_json, atomic_write_text
     from core.output_paths import MARKDOWN_MARK

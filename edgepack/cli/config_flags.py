@@ -44,12 +44,14 @@ def _default_text(f: dataclasses.Field) -> str:
     return f" (default {f.default})"
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), renames=None) -> None:
-    """Add one flag per field of ``cls`` (``renames`` maps a field to another flag name)."""
-    renames = renames or {}
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), renames=None,
+                     notes=None) -> None:
+    """Add one flag per field of ``cls`` (``renames`` maps a field to another flag name;
+    ``notes`` adds a word to a field's help, such as the methods that read it)."""
+    renames, notes = renames or {}, notes or {}
     for f, kind in flag_fields(cls, skip):
         name = "--" + renames.get(f.name, f.name.replace("_", "-"))
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "") + notes.get(f.name, "")
         choices = f.metadata.get("choices") or ()
         if choices:
             help_text += f": {' | '.join(c for c in choices if c)}"

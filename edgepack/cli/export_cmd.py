@@ -147,7 +147,6 @@ def export_hugging_face(args):
 
 def check_outputs(args) -> None:
     """-o (and the optimized copy beside it) must be new files or edgepack's own."""
-    from pathlib import Path
 
     from core.output_paths import check_onnx_output
 

@@ -2,7 +2,7 @@
 
 
 def register(sub) -> None:
-    from compress.quantize import QuantizeConfig
+    from compress.quantize import METHODS, QuantizeConfig
     from edgepack.cli.config_flags import add_config_flags
 
     p = sub.add_parser("quantize", help="quantize an ONNX model (dynamic, static, fp16, int4)")
@@ -18,8 +18,49 @@ def register(sub) -> None:
                    help="write a model that fails a check here (nothing is written otherwise)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output file that edgepack did not write")
+    p.add_argument("--mode", "--method", dest="mode", default=None, metavar="METHOD",
+                   help=f"how to quantize: {' | '.join(METHODS.names())} (default "
+                        f"{QuantizeConfig.method})")
     add_config_flags(p, QuantizeConfig)
+    readers = _methods_reading()
+    notes = {name: f" [{', '.join(methods)}]" for name, methods in readers.items()}
+    for spec in METHODS.specs():   # each method's own settings, flags made from its fields
+        if spec.settings is not None:
+            add_config_flags(p, spec.settings, skip=_flag_names(p), notes=notes)
     p.set_defaults(handler=handle)
+
+
+def _methods_reading() -> dict[str, list[str]]:
+    """For each method setting, the methods that have it (one flag serves them all)."""
+    import dataclasses
+
+    from compress.quantize import METHODS
+
+    readers: dict[str, list[str]] = {}
+    for spec in METHODS.specs():
+        for f in dataclasses.fields(spec.settings) if spec.settings is not None else ():
+            readers.setdefault(f.name, []).append(spec.name)
+    return readers
+
+
+def _flag_names(parser) -> set[str]:
+    """Fields that already have a flag (a setting two methods share is one flag)."""
+    return {action.dest for action in parser._actions}
+
+
+def config_from_args(args):
+    """The config the flags describe: the method, then every flag given, sorted by
+    QuantizeConfig.from_dict into shared checks and the method's own settings (a flag of
+    another method is refused by name)."""
+    from compress.quantize import METHODS, QuantizeConfig
+    from edgepack.cli.config_flags import config_kwargs
+
+    given = config_kwargs(args, QuantizeConfig)
+    for spec in METHODS.specs():
+        if spec.settings is not None:
+            given.update(config_kwargs(args, spec.settings))
+    mode = args.mode or QuantizeConfig.method
+    return QuantizeConfig.from_dict({"mode": mode, **given}, where="edgepack quantize")
 
 
 def _calibration_from(path):
@@ -62,27 +103,9 @@ def _print_checks(record: dict) -> None:
               f"int8 here ({kept})")
 
 
-def describe_settings(record: dict) -> str:
-    """The settings that apply to the mode that ran (dynamic has no format or calibration)."""
-    parts = [f"preset {record['preset']}"] if record["preset"] not in ("", "none") else []
-    if record["mode"] == "static":
-        parts += [f"format {record['format']}", f"activations {record['activation_type']}",
-                  f"{record['calibration']} calibration on {record['calibration_samples']} "
-                  "samples"]
-    if record["mode"] in ("static", "dynamic"):
-        parts += [f"per-channel {record['per_channel']}",
-                  f"reduce-range {record['reduce_range']}"]
-    if record["mode"] == "int4":
-        parts.append(f"block size {record['block_size']}")
-    if record["mode"] == "fp16":
-        parts.append(f"fp32 inputs/outputs {record['keep_io_fp32']}")
-    return ", ".join(parts)
-
-
 def handle(args) -> int:
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import quantize
     from core.output_paths import check_distinct, check_onnx_output
-    from edgepack.cli.config_flags import config_kwargs
 
     inputs = [args.model, args.data, args.eval_data]
     check_onnx_output(args.output, inputs=inputs, flag="-o/--output", overwrite=args.overwrite)
@@ -90,15 +113,18 @@ def handle(args) -> int:
         check_onnx_output(args.keep_failed, inputs=inputs, flag="--keep-failed",
                           overwrite=args.overwrite)
     check_distinct({"-o/--output": args.output, "--keep-failed": args.keep_failed})
-    config = QuantizeConfig(**config_kwargs(args, QuantizeConfig))
-    if config.auto_choice:
-        print(f"preset auto: {config.auto_choice}")
+    config = config_from_args(args)
     calibration = _calibration_from(args.data) if args.data else None
     evaluation = _evaluation_from(args.eval_data) if args.eval_data else None
     result = quantize(args.model, config, args.output, calibration=calibration,
                       evaluation=evaluation, keep_failed=args.keep_failed)
     record = result.record
-    print(f"wrote {args.output}: {record['mode']} ({describe_settings(record)}), "
+    if record["auto_choice"]:
+        print(f"preset auto: {record['auto_choice']}")
+    settings = record["describe"]
+    if record["resolved"].get("calibration"):
+        settings += f" on {record['calibration_samples']} samples"
+    print(f"wrote {args.output}: {record['mode']} ({settings}), "
           f"{record['size_bytes_before']:,} -> {record['size_bytes']:,} bytes")
     if "accuracy_search" in record:
         _print_search(record["accuracy_search"])

@@ -58,10 +58,10 @@ def export_tiny(model, path: Path) -> Path:
 def quantize_tiny(fp32: Path, path: Path) -> Path:
     """Static int8 (QDQ), calibrated on training inputs; kept even where it is no faster
     (these tests attack the int8 file, they do not time it)."""
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import quantize_config, quantize
 
     x = mnist1d_arrays()["x"][:256]
-    quantize(fp32, QuantizeConfig(mode="static", allow_slower=True), path, calibration={"input": x})
+    quantize(fp32, quantize_config(mode="static", allow_slower=True), path, calibration={"input": x})
     return path
 
 

@@ -9,7 +9,7 @@ import torch
 from bench.robustness import robustness_session
 from bench.robustness.attribution import (gradient_x_input, occlusion, occlusion_windows,
                                           ranks, spearman)
-from bench.robustness.blackbox import ort_predict
+from bench.robustness.scores import ort_predict
 from tests.bench.robust_models import eval_arrays, export_tiny, trained_tiny
 
 

@@ -7,9 +7,12 @@ import torch
 
 from bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attacks,
                               parse_epsilons, robustness_session)
-from bench.robustness.blackbox import margins, square_attack
-from bench.robustness.report import robustness_plot, robustness_table
-from bench.robustness.whitebox import craft, pgd, sign_noise
+from bench.robustness.attacks.square import margins, square_attack
+from bench.robustness.scores import ort_predict
+from bench.robustness.robustness_report import robustness_plot, robustness_table
+from bench.robustness.attacks import craft
+from bench.robustness.attacks.noise import sign_noise
+from bench.robustness.attacks.pgd import pgd
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
                                        trained_tiny)
@@ -46,7 +49,7 @@ def test_black_box_respects_the_query_budget_on_an_int8_model(fp32_path, tmp_pat
     session = robustness_session(int8)
     x, y = eval_arrays(128)
     calls = {"rows": 0}
-    predict_inner = __import__("bench.robustness.blackbox", fromlist=["ort_predict"]).ort_predict(session)
+    predict_inner = ort_predict(session)
 
     def predict(batch):
         calls["rows"] += len(batch)
@@ -75,14 +78,14 @@ def test_evaluation_reports_queries_and_is_deterministic(fp32_path):
 
 
 def test_an_int8_copy_is_attacked_with_its_parents_examples(fp32_path, tmp_path, monkeypatch):
-    import bench.robustness.evaluate as evaluate
+    import bench.robustness.attacks as attacks
 
     int8 = quantize_tiny(fp32_path, tmp_path / "shared.int8.onnx")
     x, y = eval_arrays(64)
     config = RobustnessConfig(eps=(0.3,), samples=64, attacks=("fgsm", "pgd"), pgd_steps=3)
     alone = evaluate_robustness(robustness_session(int8), x, y, config, source=trained_tiny())
     made = []
-    monkeypatch.setattr(evaluate, "craft", lambda *a, **k: made.append(a[0]) or craft(*a, **k))
+    monkeypatch.setattr(attacks, "craft", lambda *a, **k: made.append(a[0]) or craft(*a, **k))
     crafted: dict = {}
     evaluate_robustness(robustness_session(fp32_path), x, y, config, source=trained_tiny(),
                         crafted=crafted)
@@ -166,8 +169,8 @@ def test_the_package_imports_only_core_and_bench_and_torch_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, bench.robustness, bench.robustness.report, "
-            "bench.robustness.attribution, bench.robustness.whitebox; "
+    code = ("import sys, bench.robustness, bench.robustness.robustness_report, "
+            "bench.robustness.attribution, bench.robustness.attacks.pgd; "
             "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'compress', 'export', 'edgepack', 'torch'})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

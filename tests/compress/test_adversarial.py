@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import compress.adversarial as adversarial_module
-from bench.robustness.whitebox import pgd
+from bench.robustness.attacks.pgd import pgd
 from compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_score,
                                   trades_divergence)
 from compress.distill import DistillConfig, distill

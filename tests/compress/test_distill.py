@@ -242,10 +242,10 @@ def test_patience_stops_distillation_early():
 
 
 def test_student_from_a_pruned_teacher_copy_is_smaller_and_leaves_the_teacher_alone():
-    from compress.distill import make_student
+    from compress.distill import distill_config, make_student
 
     teacher = _conv_net(8)
-    student = make_student(teacher, DistillConfig(student_init="pruned-teacher", init_ratio=0.5),
+    student = make_student(teacher, distill_config(student_init="pruned-teacher", init_ratio=0.5),
                            torch.randn(1, 1, 8))
     assert student[0].out_channels == 4 and teacher[0].out_channels == 8
     assert student[5].out_features == 3
@@ -258,12 +258,12 @@ def test_every_kth_layer_student_of_a_bert_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertConfig, BertModel
 
-    from compress.distill import make_student
+    from compress.distill import distill_config, make_student
 
     torch.manual_seed(0)
     teacher = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4,
                                    num_attention_heads=2, intermediate_size=32)).eval()
-    student = make_student(teacher, DistillConfig(student_init="every-kth-layer", keep_every=2),
+    student = make_student(teacher, distill_config(student_init="every-kth-layer", keep_every=2),
                            None).eval()
     assert len(student.encoder.layer) == 2 and student.config.num_hidden_layers == 2
     assert torch.equal(student.encoder.layer[1].output.dense.weight,
@@ -274,10 +274,10 @@ def test_every_kth_layer_student_of_a_bert_model():
 
 
 def test_every_kth_layer_needs_a_layer_stack():
-    from compress.distill import make_student
+    from compress.distill import distill_config, make_student
 
     with pytest.raises(ValueError, match="stack of repeated layers"):
-        make_student(nn.Linear(2, 3), DistillConfig(student_init="every-kth-layer"), None)
+        make_student(nn.Linear(2, 3), distill_config(student_init="every-kth-layer"), None)
 
 
 def test_embedding_objective_learns_the_teachers_embeddings_without_labels():

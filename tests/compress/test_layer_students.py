@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.distill import DistillConfig, make_student
+from compress.distill import distill_config, make_student
 from compress.layer_students import narrow_ffn, student_keeping_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +22,7 @@ def _bert(layers: int = 4, intermediate: int = 32):
 
 def test_teacher_layers_student_keeps_exactly_the_named_layers():
     teacher = _bert(layers=4)
-    student = make_student(teacher, DistillConfig(student_init="teacher-layers",
+    student = make_student(teacher, distill_config(student_init="teacher-layers",
                                                   keep_layers=(0, 3)), None).eval()
     assert len(student.encoder.layer) == 2 and student.config.num_hidden_layers == 2
     assert torch.equal(student.encoder.layer[1].output.dense.weight,
@@ -53,7 +53,7 @@ def test_narrow_ffn_keeps_the_strongest_neurons_and_the_block_output_shape():
 
 def test_narrowing_to_full_width_changes_nothing():
     teacher = _bert(layers=2)
-    student = make_student(teacher, DistillConfig(student_init="teacher-layers",
+    student = make_student(teacher, distill_config(student_init="teacher-layers",
                                                   keep_layers=(0, 1), ffn_width=32), None)
     ids = torch.randint(0, 50, (1, 7))
     assert torch.allclose(student.eval()(input_ids=ids).last_hidden_state,
@@ -70,16 +70,16 @@ def test_narrowing_to_full_width_changes_nothing():
 ])
 def test_bad_layer_choices_are_refused_with_the_reason(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DistillConfig(**kwargs)
+        distill_config(**kwargs)
 
 
 def test_layers_or_width_beyond_the_teacher_are_refused():
     teacher = _bert(layers=4)
     with pytest.raises(ValueError, match=r"layers 0..3; got \[4\]"):
-        make_student(teacher, DistillConfig(student_init="teacher-layers",
+        make_student(teacher, distill_config(student_init="teacher-layers",
                                             keep_layers=(0, 4)), None)
     with pytest.raises(ValueError, match=r"ffn_width must be in 1..32"):
-        make_student(teacher, DistillConfig(student_init="teacher-layers", keep_layers=(0,),
+        make_student(teacher, distill_config(student_init="teacher-layers", keep_layers=(0,),
                                             ffn_width=64), None)
     with pytest.raises(ValueError, match="stack of repeated layers"):
         student_keeping_layers(nn.Linear(2, 3), [0])
@@ -90,7 +90,8 @@ def test_the_minilm_recipe_names_its_student_layers_and_they_survive_a_round_tri
 
     recipe = load_recipe("examples/minilm.toml")
     distill = recipe.stages[0]
-    assert distill.student_init == "teacher-layers" and tuple(distill.keep_layers) == (0, 4, 5)
+    assert distill.student_init == "teacher-layers"
+    assert tuple(distill.init.keep_layers) == (0, 4, 5)
     (tmp_path / "again.toml").write_text(to_toml(recipe))
     again = load_recipe(tmp_path / "again.toml").stages[0]
-    assert tuple(again.keep_layers) == (0, 4, 5) and again.ffn_width == distill.ffn_width
+    assert again.init == distill.init

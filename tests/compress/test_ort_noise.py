@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compress.ort_noise import per_tensor_1d_weights_quietly
-from compress.quantize import QuantizeConfig, quantize
+from compress.quantize import quantize_config, quantize
 from export.torch_export import ExportConfig, export_onnx
 
 
@@ -19,7 +19,7 @@ def test_per_channel_quantization_of_layernorm_weights_is_quiet(tmp_path, caplog
     export_onnx(model, ExportConfig(), torch.randn(2, 16), tmp_path / "m.onnx")
     calibration = {"input": np.random.default_rng(0).standard_normal((32, 16), np.float32)}
     with caplog.at_level(logging.WARNING):
-        quantize(tmp_path / "m.onnx", QuantizeConfig(mode="static", per_channel=True,
+        quantize(tmp_path / "m.onnx", quantize_config(mode="static", per_channel=True,
                                                      speed_check=False, latency_aware=False),
                  tmp_path / "q.onnx", calibration)
     assert (tmp_path / "q.onnx").is_file()

@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.quantize import (PRESETS, OutputCheckFailed, QuantizationCheckError,
-                               QuantizeConfig, count_ops, quantize, speed_gate_cause)
+                               QuantizeConfig, count_ops, quantize, quantize_config,
+                               resolve_settings, speed_gate_cause)
 from edgepack.cli.main import main
 
 RNG = np.random.default_rng(0)
@@ -20,7 +21,12 @@ def cfg(**kwargs) -> QuantizeConfig:
     """A config for tests that assert graphs and figures: the speed check and latency-aware
     decisions are measured on this machine, so only the tests about them turn them on
     (with the timings injected: no test races the clock)."""
-    return QuantizeConfig(**{"speed_check": False, "latency_aware": False, **kwargs})
+    mode = kwargs.pop("mode", "static")
+    base = {"speed_check": False, **({"latency_aware": False} if mode in INT8 else {})}
+    return quantize_config(mode, **{**base, **kwargs})
+
+
+INT8 = ("dynamic", "static")
 
 
 def _save(path, nodes, inputs, outputs, initializers, opset=17):
@@ -161,7 +167,7 @@ def test_static_qdq_inserts_qdq_and_qoperator_uses_qlinear_ops(tmp_path, cnn, cn
     assert qop.record["ops"].get("QLinearConv", 0) == 1
     # ORT's guide: S8S8 with QOperator is slow on x86-64, so QOperator defaults to U8S8;
     # QDQ takes the auto preset's choice for this machine.
-    from compress.quantize.auto_preset import choose_preset
+    from compress.quantize.presets import choose_preset
 
     assert qop.record["activation_type"] == "uint8"
     assert qdq.record["activation_type"] == PRESETS[choose_preset()[0]]["activation_type"]
@@ -218,18 +224,38 @@ def test_opset_that_cannot_be_upgraded_is_refused_naming_the_op(tmp_path, monkey
 # --------------------------------------------------------------------------- presets
 
 
+def resolved(**kwargs):
+    """The settings a config resolves to when it quantizes (presets filled in)."""
+    return resolve_settings(cfg(**kwargs))[0]
+
+
 def test_presets_fill_unset_fields_and_explicit_fields_win():
-    vnni = cfg(preset="x86-vnni")
+    vnni = resolved(preset="x86-vnni")
     # x86 kernels are U8S8 (u8 activations x s8 weights) with or without VNNI.
     assert (vnni.activation_type, vnni.per_channel, vnni.reduce_range) == ("uint8", True, False)
-    avx2 = cfg(preset="x86-avx2")
+    avx2 = resolved(preset="x86-avx2")
     assert (avx2.activation_type, avx2.reduce_range) == ("uint8", True)
-    trt = cfg(preset="gpu-tensorrt")
+    trt = resolved(preset="gpu-tensorrt")
     assert (trt.format, trt.symmetric, trt.per_channel) == ("qdq", True, True)
-    assert cfg(preset="arm64", per_channel=False).per_channel is False
-    assert cfg(preset="arm64").activation_type == "int8"
-    assert cfg(preset="arm64-nodot").activation_type == "uint8"
+    assert resolved(preset="arm64", per_channel=False).per_channel is False
+    assert resolved(preset="arm64").activation_type == "int8"
+    assert resolved(preset="arm64-nodot").activation_type == "uint8"
     assert set(PRESETS) == {"x86-vnni", "x86-avx2", "arm64", "arm64-nodot", "gpu-tensorrt"}
+
+
+def test_a_config_is_a_plain_value_its_preset_resolved_only_when_quantizing(monkeypatch):
+    """The same config on two machines: equal values, different resolutions."""
+    from compress.quantize import presets
+
+    config = cfg(preset="auto")
+    assert config.settings.per_channel is None and config.settings.reduce_range is None
+    monkeypatch.setattr(presets, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    monkeypatch.setattr(presets, "machine_arch", lambda: "x86_64")
+    vnni, why = resolve_settings(config)
+    monkeypatch.setattr(presets, "cpu_flags", lambda: frozenset({"avx2"}))
+    avx2, _ = resolve_settings(config)
+    assert (vnni.reduce_range, avx2.reduce_range) == (False, True) and why.startswith("x86-vnni")
+    assert config.to_dict() == cfg(preset="auto").to_dict()   # nothing of either machine
 
 
 def test_preset_config_round_trips_through_a_dict():
@@ -243,12 +269,14 @@ def test_preset_config_round_trips_through_a_dict():
     ({"activation_type": "int16"}, "quantize.activation_type='int16' is not valid"),
     ({"format": "qdqq"}, "did you mean 'qdq'"),
     ({"max_float_nodes": 0}, "quantize.max_float_nodes must be >= 1"),
-    ({"block_size": 48}, "power of two"),
+    ({"mode": "int4", "block_size": 48}, "power of two"),
+    ({"mode": "dynamic", "block_size": 32}, "'block_size' is a setting of quantize method 'int4'"),
+    ({"mode": "int3"}, "quantize.mode='int3' is not valid.*did you mean 'int4'"),
     ({"tolerance": -0.1}, "quantize.tolerance must be >= 0"),
 ])
 def test_bad_config_is_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        QuantizeConfig(**kwargs)
+        quantize_config(**kwargs)
 
 
 def test_tensorrt_preset_gives_zero_points_of_zero(tmp_path, cnn, cnn_data):
@@ -334,7 +362,7 @@ def test_speed_gate_cause_names_ops_left_in_float(tmp_path):
     from compress.quantize import prepare, quantize_into
 
     prepared = prepare(model, tmp_path)
-    quantize_into(prepared, partial, cfg(), [{"x": x}], exclude=["head"])
+    quantize_into(prepared, partial, "static", resolved(), [{"x": x}], exclude=["head"])
     cause = speed_gate_cause(partial)
     assert "compute ops left in float (1 MatMul)" in cause, cause
 

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from compress.quantize import (OutputCheckFailed, QuantizeConfig, SpeedCheckFailed, count_ops,
                                quantize)
-from compress.quantize.auto_preset import choose_preset
+from compress.quantize.presets import choose_preset
 from compress.quantize.mixed_precision import charge_to_nodes, name_owners
 from compress.quantize.output_check import failures, output_figures, split_held_out
 from edgepack.cli.main import main
@@ -97,10 +97,13 @@ def test_auto_preset_follows_the_cpu_flags_and_the_provider(provider, arch, flag
 
 def test_auto_preset_is_the_default_and_is_recorded(tmp_path, cnn, cnn_x):
     config = cfg(mode="dynamic")
-    assert config.preset == "auto" and config.auto_choice.split(" ")[0] == choose_preset()[0]
+    assert config.settings.preset == "auto" and config.settings.per_channel is None
     result = quantize(cnn, config, tmp_path / "q.onnx", calibration={"x": cnn_x})
-    assert result.record["auto_choice"] == config.auto_choice
+    assert result.record["auto_choice"].split(" ")[0] == choose_preset()[0]
     assert result.record["per_channel"] is True  # every preset quantizes per channel
+    # The record keeps what was asked beside what this machine ran.
+    assert result.record["requested"]["per_channel"] is None
+    assert result.record["resolved"]["per_channel"] is True
 
 
 # --------------------------------------------------------------------------- output check
@@ -359,7 +362,7 @@ def test_fp16_keeps_weights_beyond_its_range_in_float32(tmp_path):
     """The float16 converter would clamp a weight of 1e5 to 65504 without a word."""
     from onnx import helper, numpy_helper
 
-    from compress.quantize.backends import beyond_float16
+    from compress.quantize.methods.fp16 import beyond_float16
 
     weight = numpy_helper.from_array(np.full((4, 2), 1e5, np.float32), "W")
     small = numpy_helper.from_array(np.ones((2, 2), np.float32), "V")

@@ -76,7 +76,7 @@ def test_inputs_that_are_not_token_rows_are_refused_with_what_was_expected(input
 
 
 def test_distillation_with_length_grouped_batches_learns_the_teacher():
-    from compress.distill import DistillConfig, distill, make_student
+    from compress.distill import distill, distill_config, make_student
     from edgepack.minilm import tiny_bert_embedder
 
     teacher = tiny_bert_embedder(hidden=16, layers=2, heads=2, intermediate=32, vocab_size=64,
@@ -84,7 +84,7 @@ def test_distillation_with_length_grouped_batches_learns_the_teacher():
     ids, mask = token_rows([2 + i % 10 for i in range(64)])
     data = {"train": [((ids, mask), torch.full((64,), -1))],
             "evaluation": [((ids[:16], mask[:16]), torch.full((16,), -1))]}
-    config = DistillConfig(objective="embedding", student_init="every-kth-layer", keep_every=2,
+    config = distill_config(objective="embedding", student_init="every-kth-layer", keep_every=2,
                            epochs=4, lr=3e-3, batch_size=8, length_grouped=True)
     student = make_student(teacher, config, None)
     torch.manual_seed(1)

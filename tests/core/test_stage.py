@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
-from compress.quantize import QuantizeConfig
+from compress.quantize import QuantizeConfig, quantize_config
 from core.checks import did_you_mean
 from export.torch_export import ExportConfig
 
@@ -23,8 +23,12 @@ def test_prune_config_round_trips(ratio, method, steps, round_to, ignored):
        calibration=st.sampled_from(["minmax", "entropy", "percentile"]),
        per_channel=st.booleans(), samples=st.integers(1, 10_000))
 def test_quantize_config_round_trips(mode, calibration, per_channel, samples):
-    cfg = QuantizeConfig(mode=mode, calibration=calibration, per_channel=per_channel,
-                         calibration_samples=samples)
+    flat = {"calibration_samples": samples}
+    if mode in ("dynamic", "static"):
+        flat["per_channel"] = per_channel
+    if mode == "static":
+        flat["calibration"] = calibration
+    cfg = quantize_config(mode, **flat)
     assert QuantizeConfig.from_dict(cfg.to_dict()) == cfg
 
 

@@ -18,3 +18,11 @@ def error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.startswith("edgepack: error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def run_cli_output(capsys, *argv) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of ``edgepack *argv``; a traceback fails the test."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err

@@ -40,12 +40,10 @@ def test_demo_sets_its_int8_format_itself_rather_than_taking_the_defaults():
                     "per_channel = true"):
         assert setting in stage
     quantize = demo_recipe().stages[3]
-    assert (quantize.activation_type, quantize.per_channel) == ("uint8", True)
-    # 7-bit weights or not depends on the CPU (saturation without VNNI): the preset decides
-    from compress.quantize import QuantizeConfig
-
-    assert quantize.preset == "auto"
-    assert quantize.reduce_range == QuantizeConfig(mode="static").reduce_range
+    assert (quantize.settings.activation_type, quantize.settings.per_channel) == ("uint8", True)
+    # 7-bit weights or not depends on the CPU (saturation without VNNI): the preset decides,
+    # when the model is quantized
+    assert quantize.settings.preset == "auto" and quantize.settings.reduce_range is None
     assert "reduce_range" not in stage.replace("# reduce_range", "")
 
 

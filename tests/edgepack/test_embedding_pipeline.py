@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bench.runner import BenchConfig
-from compress.distill import DistillConfig
-from compress.quantize import QuantizeConfig
+from compress.distill import distill_config
+from compress.quantize import quantize_config
 from edgepack.minilm import tiny_bert_embedder, token_data
 from edgepack.pipeline import run_pipeline
 from edgepack.quality import MetricSpec, embedding_quality, pairwise_spearman
@@ -63,12 +63,12 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
                                  vocab_size=tokenizer.vocab_size)
     data = token_data(tokenizer, SENTENCES[:8], SENTENCES[8:], SENTENCES[:2], max_length=16,
                       train_max_length=12, batch_size=4)
-    stages = [DistillConfig(objective="embedding", student_init="every-kth-layer",
+    stages = [distill_config(objective="embedding", student_init="every-kth-layer",
                             keep_every=2, epochs=1, lr=1e-3, batch_size=4,
                             length_grouped=True, freeze=("encoder.embeddings.word_embeddings",)),
               EXPORT,
               FuseConfig(),
-              QuantizeConfig(mode="dynamic", per_channel=True)]
+              quantize_config(mode="dynamic", per_channel=True)]
     metric = MetricSpec(kind="embedding", min_cosine=-1.0, min_spearman=-1.0)
     report = run_pipeline(teacher, stages, tmp_path / "run", data, metric=metric,
                           bench_config=BenchConfig(min_runs=3, warmup=1, min_time_s=0.0),
@@ -100,7 +100,7 @@ def test_embedding_keep_rule_drops_a_stage_below_the_minimum(tmp_path, tokenizer
     data = token_data(tokenizer, SENTENCES[:8], SENTENCES[8:], SENTENCES[:2], max_length=16,
                       train_max_length=12, batch_size=4)
     # A one-layer student of a four-layer teacher, untrained (0 epochs), is not the teacher.
-    stages = [DistillConfig(objective="embedding", student_init="every-kth-layer",
+    stages = [distill_config(objective="embedding", student_init="every-kth-layer",
                             keep_every=4, epochs=0, batch_size=4), EXPORT]
     report = run_pipeline(teacher, stages, tmp_path / "run", data,
                           metric=MetricSpec(kind="embedding", min_cosine=1.0,

@@ -11,7 +11,6 @@ from compress.quantize import QuantizeConfig
 from compress.trainer import TrainingDiverged
 from core.errors import BadInput, CheckFailed, MissingDependency, exit_code_for
 from edgepack.cli import main as cli_main
-from edgepack.cli.config_flags import add_config_flags, config_kwargs
 
 
 @pytest.mark.parametrize("exc, code", [
@@ -38,16 +37,32 @@ def test_a_bug_says_so_and_how_to_report_it(monkeypatch, capsys):
 
 
 def test_quantize_flags_are_made_from_the_config_fields():
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser, QuantizeConfig)
+    """The shared fields and every method's own fields are flags, each once; the method's
+    flags become its settings, a flag of another method is refused by name."""
+    from compress.quantize import METHODS
+    from edgepack.cli import quantize_cmd
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    quantize_cmd.register(sub)
+    parser = sub.choices["quantize"]
     flags = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
-    assert flags == {f.name for f in dataclasses.fields(QuantizeConfig)}
-    args = parser.parse_args(["--mode", "dynamic", "--no-per-channel", "--accuracy-aware"])
-    assert config_kwargs(args, QuantizeConfig) == {"mode": "dynamic", "per_channel": False,
-                                                   "accuracy_aware": True}
-    help_text = parser.format_help()
-    assert "how to quantize: dynamic | static | fp16 | int4 (default static)" in " ".join(
-        help_text.split())
+    fields = {f.name for f in dataclasses.fields(QuantizeConfig)} - {"method", "settings"}
+    for spec in METHODS.specs():
+        fields |= {f.name for f in dataclasses.fields(spec.settings)}
+    assert fields | {"mode", "output", "data", "eval_data", "keep_failed", "overwrite"} == flags
+    args = parser.parse_args(["m.onnx", "-o", "q.onnx", "--mode", "dynamic",
+                              "--no-per-channel", "--accuracy-aware"])
+    config = quantize_cmd.config_from_args(args)
+    assert (config.method, config.settings.per_channel, config.settings.accuracy_aware) == (
+        "dynamic", False, True)
+    args = parser.parse_args(["m.onnx", "-o", "q.onnx", "--mode", "dynamic",
+                              "--calibration", "entropy"])
+    with pytest.raises(ValueError, match="'calibration' is a setting of quantize method "
+                                         "'static', not of 'dynamic'"):
+        quantize_cmd.config_from_args(args)
+    help_text = " ".join(parser.format_help().split())
+    assert "how to quantize: dynamic | static | fp16 | int4 (default static)" in help_text
+    assert "per-channel weight scales [dynamic, static]" in help_text
 
 
 RECIPE = textwrap.dedent('''

@@ -4,7 +4,7 @@ import pytest
 
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
-from compress.quantize import QuantizeConfig, quantize
+from compress.quantize import quantize_config, quantize
 from edgepack.keep import judge
 from edgepack.measure import Artifact, PipelineContext
 from bench.runner import BenchConfig
@@ -42,9 +42,9 @@ def test_keep_only_what_is_accurate_enough_and_where_promised_faster(
 
 def test_a_slower_quantized_model_is_refused_with_its_cause(tmp_path):
     fp32 = matmul_add(tmp_path / "m.onnx")
-    int8 = quantize(fp32, QuantizeConfig(mode="dynamic", speed_check=False, latency_aware=False),
+    int8 = quantize(fp32, quantize_config(mode="dynamic", speed_check=False, latency_aware=False),
                     tmp_path / "q.onnx").artifact
-    ok, why = judge(_ctx(tmp_path), QuantizeConfig(mode="dynamic"), SOURCE, _metrics(0.95, 1.5),
+    ok, why = judge(_ctx(tmp_path), quantize_config(mode="dynamic"), SOURCE, _metrics(0.95, 1.5),
                     {"p50": 1.0}, int8)
     assert not ok
     assert why.startswith("not faster (p50 1.5000 ms vs 1.0000 ms for its input; likely cause:")

@@ -77,12 +77,12 @@ def test_cli_handle(tmp_path, exported, capsys):
 def test_an_int8_qdq_model_is_packaged_against_its_own_int8_kernels(tmp_path, exported):
     """Run as written, Q/DQ computes in float; the .ort runs fused int8 kernels. The reference
     is ORT's optimized session of the same file, so int8 rounding is not a parity failure."""
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import quantize_config, quantize
 
     calibration = {"input": np.random.default_rng(0).standard_normal((16, 1, 16), np.float32)}
     # A tiny random model on 16 rows: packaging is tested here, not int8 speed or accuracy
     # (those checks are off explicitly).
-    unchecked = QuantizeConfig(mode="static", speed_check=False, latency_aware=False,
+    unchecked = quantize_config(mode="static", speed_check=False, latency_aware=False,
                                min_cosine=-1.0, min_top1_agreement=0.0)
     quantize(exported, unchecked, tmp_path / "int8.onnx", calibration)
     manifest = package_model(tmp_path / "int8.onnx", tmp_path / "pkg")

@@ -8,13 +8,12 @@ of the data's spread). Every attack runs at every epsilon on the same ``samples`
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from bench.robustness.attacks import ATTACKS as REGISTRY
 from core.checks import check_budget, check_choice, did_you_mean
 
-ATTACKS = ("noise", "fgsm", "pgd", "square")
-WHITE_BOX = ("fgsm", "pgd")          # need the torch model's input gradients
-BLACK_BOX = ("square",)              # need only the deployed model's scores
+ATTACKS = REGISTRY.names()   # every registered attack (bench/robustness/attacks/), in order
 
 
 @dataclass
@@ -32,7 +31,7 @@ class RobustnessConfig:
 
     eps: tuple[float, ...] = (0.05, 0.1)  # L-infinity budgets, in input standard deviations
     samples: int = 256                # evaluation inputs attacked; 0 turns robustness off
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = field(default_factory=REGISTRY.names)
     query_budget: int = 200           # Square Attack: model calls per sample at most
     pgd_steps: int = 10
     seed: int = 0
@@ -45,7 +44,7 @@ class RobustnessConfig:
         if any(not e > 0 for e in self.eps):
             raise ValueError(f"robustness.eps must all be > 0, got {list(self.eps)}")
         for attack in self.attacks:
-            check_choice("robustness", "attacks", attack, ATTACKS)
+            check_choice("robustness", "attacks", attack, REGISTRY.names())
         for name in ("samples", "attribution_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"robustness.{name} must be >= 0, got {getattr(self, name)}")
@@ -80,13 +79,14 @@ def parse_epsilons(text: str, flag: str = "--robustness") -> tuple[float, ...]:
 
 
 def parse_attacks(text: str, flag: str = "--attacks") -> tuple[str, ...]:
-    """``"noise,square"`` -> ``("noise", "square")``, each checked against :data:`ATTACKS`."""
+    """``"noise,square"`` -> ``("noise", "square")``, each a registered attack."""
+    known = REGISTRY.names()
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
-        raise ValueError(f"{flag} {text!r} is empty; expected some of {', '.join(ATTACKS)}")
+        raise ValueError(f"{flag} {text!r} is empty; expected some of {', '.join(known)}")
     for name in names:
-        if name not in ATTACKS:
+        if name not in known:
             raise ValueError(f"{flag} {text!r}: unknown attack {name!r}"
-                             f"{did_you_mean(name, ATTACKS)}; expected some of "
-                             f"{', '.join(ATTACKS)}")
+                             f"{did_you_mean(name, known)}; expected some of "
+                             f"{', '.join(known)}")
     return names

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.quantize.config import (
+from compress.quantize.quantize_config import (
     FLOAT_COMPUTE_OPS,
     INT_COMPUTE_OPS,
     QuantizationCheckError,

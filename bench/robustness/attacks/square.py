@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.robustness.attacks import ATTACKS, AttackSpec
+
 # The paper halves the window's share p at these fractions of a 10,000-query budget.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -109,25 +111,16 @@ def square_attack(predict, inputs: np.ndarray, labels: np.ndarray, eps: float,
     return {"adversarial": x, "correct": best > 0, "queries": queries}
 
 
-def ort_predict(session, batch: int = 256):
-    """``predict`` for :func:`square_attack`: the first output of an ORT session, batched.
+def run(inputs, eps: float, budget: float) -> dict:
+    """Accuracy under Square Attack at ``budget``, and the model calls it spent per sample."""
+    from bench.robustness.attacks import query_summary
 
-    A model with a fixed batch dimension gets batches of exactly that size (the last one
-    padded by repeating its final row; the padding's scores are dropped).
-    """
-    declared = session.get_inputs()[0]
-    fixed = declared.shape[0] if isinstance(declared.shape[0], int) and declared.shape[0] > 0 \
-        else None
-    size = fixed or batch
-    dtype = np.float16 if declared.type == "tensor(float16)" else np.float32
+    config = inputs.config
+    result = square_attack(inputs.predict, inputs.x, inputs.y, budget, config.query_budget,
+                           seed=config.seed)
+    return {"accuracy": float(result["correct"].mean()),
+            "queries": query_summary(result["queries"], inputs.clean_correct,
+                                     config.query_budget)}
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        outs = []
-        for start in range(0, len(x), size):
-            chunk = x[start:start + size]
-            rows = len(chunk)
-            if fixed and rows < fixed:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - rows, axis=0)])
-            outs.append(session.run(None, {declared.name: chunk.astype(dtype)})[0][:rows])
-        return np.concatenate(outs).astype(np.float32).reshape(len(x), -1)
-    return predict
+
+ATTACKS.register(AttackSpec("square", "Square", run=run, order=40, counts_queries=True))

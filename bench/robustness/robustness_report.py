@@ -10,29 +10,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.robustness.config import ATTACKS
+from bench.robustness.attacks import ATTACKS
 from core.files import atomic_path
 from core.output_paths import png_metadata
+
 
 def _name(row: dict) -> str:
     return str(row.get("name") or Path(str(row.get("model", "?"))).name)
 
 
-LABELS = {"noise": "noise", "fgsm": "FGSM", "pgd": "PGD", "square": "Square"}
+def _label(attack: str) -> str:
+    return ATTACKS.get(attack).label
 
 
 def _columns(rows: list[dict]) -> list[tuple[str, str]]:
-    """(attack, eps) pairs present in any row, attacks in :data:`ATTACKS` order."""
+    """(attack, eps) pairs present in any row, attacks in the registry's order."""
+    order = ATTACKS.names()
     found = {(attack, eps) for r in rows for attack, by_eps in (r.get("robustness") or {}).items()
-             if attack in ATTACKS for eps in by_eps}
-    return sorted(found, key=lambda k: (ATTACKS.index(k[0]), float(k[1])))
+             if attack in order for eps in by_eps}
+    return sorted(found, key=lambda k: (order.index(k[0]), float(k[1])))
 
 
 def _cell(rob: dict, attack: str, eps: str) -> str:
     value = (rob.get(attack) or {}).get(eps)
     if value is None:
         return "-"
-    queries = (rob.get("queries") or {}).get(eps) if attack == "square" else None
+    queries = (rob.get("queries") or {}).get(eps) if ATTACKS.get(attack).counts_queries \
+        else None
     if not queries:
         return f"{value:.3f}"
     return f"{value:.3f} ({queries['median']:.0f}/{queries['mean']:.0f} q)"
@@ -58,7 +62,7 @@ def robustness_table(rows: list[dict], first: str = "stage") -> str:
     if not columns and not show_attr and \
             not any((r.get("robustness") or {}).get("reason") for r in rows):
         return ""
-    headers = [first, "clean"] + [f"{LABELS[a]} eps={e}" for a, e in columns]
+    headers = [first, "clean"] + [f"{_label(a)} eps={e}" for a, e in columns]
     headers += ["attribution rho vs teacher"] if show_attr else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
@@ -109,10 +113,10 @@ def robustness_plot(rows: list[dict], path: str | os.PathLike, title: str = "") 
     positions = range(len(rows))
     ax.plot(positions, [r["robustness"]["clean"] for r in rows], "o-", color="black",
             label="clean")
-    for attack in [a for a in ATTACKS if (a, largest) in columns]:
+    for attack in [a for a in ATTACKS.names() if (a, largest) in columns]:
         values = [(r["robustness"].get(attack) or {}).get(largest) for r in rows]
         ax.plot(positions, [float("nan") if v is None else v for v in values], "o--",
-                label=f"{LABELS[attack]} eps={largest}")
+                label=f"{_label(attack)} eps={largest}")
     ax.set_xticks(list(positions), [_name(r) for r in rows], rotation=20, fontsize=8)
     ax.set_ylabel("top-1 accuracy")
     ax.set_ylim(0, 1.02)

@@ -1,4 +1,9 @@
-"""``--preset auto``: the quantization settings for the machine (or provider) at hand.
+"""Target presets for int8, and ``--preset auto``: the settings for the machine at hand.
+
+A preset fills the int8 settings a user left unset (``None``): graph format, activation
+type, per-channel weights, reduce-range, symmetric activations. It is resolved when the
+model is quantized (:func:`resolve_preset`), never when a config is made, so a config is a
+plain value and the stage record shows both what was asked and what this machine chose.
 
 What ONNX Runtime's kernels want, read from its CPU dispatch (MLAS ``platform.cpp``):
 
@@ -25,6 +30,33 @@ import platform
 from functools import lru_cache
 
 GPU_PROVIDER_WORDS = ("cuda", "tensorrt", "trt")
+
+# What ONNX Runtime's kernels on each target want (sources and measurements above).
+PRESETS: dict[str, dict] = {
+    # x86-64 with VNNI (AVX512-VNNI / AVX-VNNI): VPDPBUSD multiplies u8 x s8 without the
+    # 16-bit saturation of VPMADDUBSW: U8S8 with full 8-bit per-channel weights.
+    "x86-vnni": {"format": "qdq", "activation_type": "uint8", "per_channel": True,
+                 "reduce_range": False, "symmetric": False},
+    # x86-64 AVX2 / AVX512 without VNNI: U8S8 on VPMADDUBSW, whose 16-bit intermediate sums
+    # can saturate; 7-bit weights (reduce_range) avoid it (ORT's guide says per-channel
+    # "generally" needs reduce_range on these machines).
+    "x86-avx2": {"format": "qdq", "activation_type": "uint8", "per_channel": True,
+                 "reduce_range": True, "symmetric": False},
+    # ARM64 with dot-product instructions (SDOT/UDOT): no saturation, S8S8 kernels exist:
+    # S8S8 QDQ with full 8-bit per-channel weights.
+    "arm64": {"format": "qdq", "activation_type": "int8", "per_channel": True,
+              "reduce_range": False, "symmetric": False},
+    # ARM64 without dot-product: MLAS's NEON kernels take uint8 activations.
+    "arm64-nodot": {"format": "qdq", "activation_type": "uint8", "per_channel": True,
+                    "reduce_range": False, "symmetric": False},
+    # TensorRT (explicit quantization) reads QDQ graphs and needs int8 with zero points of 0:
+    # symmetric activations and weights, per-channel weights; ORT on GPU supports only S8S8.
+    "gpu-tensorrt": {"format": "qdq", "activation_type": "int8", "per_channel": True,
+                     "reduce_range": False, "symmetric": True},
+}
+PRESET_CHOICES = ("auto", "none", "") + tuple(PRESETS)  # none and "": ONNX Runtime's defaults
+PRESET_FALLBACKS = {"format": "qdq", "per_channel": False, "reduce_range": False,
+                    "symmetric": False}
 
 
 def _proc_cpuinfo_flags() -> set[str]:
@@ -84,3 +116,19 @@ def choose_preset(provider: str = "cpu", arch: str | None = None,
         return "arm64-nodot", "ARM64 without dot-product: U8S8, 8-bit per-channel weights"
     return "x86-avx2", (f"unknown architecture {arch!r}: the conservative U8S8 settings, "
                         "7-bit per-channel weights")
+
+
+def resolve_preset(preset: str, provider: str, gpu_ready: bool = True,
+                   flags=None, arch: str | None = None) -> tuple[dict, str, str]:
+    """(the preset's settings, its name, why ``auto`` chose it: "" otherwise).
+
+    ``gpu_ready``: whether the method has a GPU preset (dynamic int8 has none: ONNX Runtime's
+    CUDA provider runs its integer ops on the CPU, so ``auto`` picks the CPU's preset).
+    """
+    name, why = preset, ""
+    if preset == "auto":
+        name, why = choose_preset(provider, arch=arch, flags=flags)
+        if name == "gpu-tensorrt" and not gpu_ready:
+            name, why = choose_preset("cpu", arch=arch, flags=flags)
+        why = f"{name} ({why})"
+    return dict(PRESETS.get(name, {})), name, why

@@ -1,0 +1,174 @@
+"""The quantize stage: data, the method's resolved settings, one attempt, and the record.
+
+Every quantization, from the API, the command line or a pipeline, goes through
+:func:`quantize`, and every result passes the same two checks before it is written
+(:mod:`compress.quantize.attempt`): the output check on held-out inputs (repaired
+accuracy-aware for int8), and the speed check against the input.
+
+A refused model leaves nothing at the output path; ``keep_failed`` names where to keep it.
+The record keeps what was asked (``requested``) and what this machine ran (``resolved``:
+presets and ``auto`` filled in), beside the checks' figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import onnx
+
+from bench.resources import check_fits
+from compress.quantize.attempt import Attempt
+from compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch, checked_batches,
+                                    evaluation_set)
+from compress.quantize.model_checks import (check_input_finite, check_quantizable, count_ops,
+                                            speed_gate_cause)
+from compress.quantize.output_check import generated_batches, split_held_out
+from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
+from compress.trainer import selection_batches
+from core.files import atomic_path, check_not_input, check_output_file
+from core.onnx_files import check_onnx_file, model_size_bytes
+from core.output_paths import mark_onnx_file
+from core.registry import settings_dict
+from core.stage import StageInput, StageResult, StageSpec, register_stage
+
+
+def _rows(batches: list[dict]) -> int:
+    return int(sum(next(iter(b.values())).shape[0] for b in batches))
+
+
+def resolve_settings(config: QuantizeConfig) -> tuple[object, str]:
+    """The settings this machine runs for ``config`` (its preset resolved), and the line
+    saying what ``auto`` chose ("" when nothing was chosen)."""
+    spec = config.spec
+    return spec.resolve(config.settings, config.provider)
+
+
+def quantize(model_path, config: QuantizeConfig, out_path,
+             calibration: Iterable | dict | None = None, *,
+             evaluation: Iterable | dict | None = None,
+             tolerance: float | None = None, keep_failed=None) -> StageResult:
+    """Quantize the ONNX model at ``model_path`` into ``out_path``; check the result.
+
+    ``calibration``: inputs for static calibration; a share of its rows
+    (``config.held_out_fraction``) is held out for the output check. ``evaluation``: held-out
+    inputs for the output check instead (with labels and ``tolerance``, the top-1 accuracy
+    drop is checked too). Without either, the check runs on generated inputs.
+    ``keep_failed``: where to write a model that fails a check (nothing is written
+    otherwise). Raises :class:`OutputCheckFailed` or :class:`SpeedCheckFailed` (exit 1).
+    """
+    model_path = Path(model_path)
+    check_onnx_file(model_path)
+    out_path = check_output_file(out_path)
+    check_not_input(out_path, [model_path], "output")
+    # Pre-processing, calibration and the quantized copy each hold the model once more.
+    check_fits(f"quantizing {model_path.name}", 2 * model_size_bytes(model_path), 0)
+    check_quantizable(model_path)
+    if keep_failed is not None:
+        keep_failed = check_output_file(keep_failed)
+        check_not_input(keep_failed, [model_path, out_path], "keep_failed")
+    tolerance = config.tolerance if tolerance is None else tolerance
+    if config.spec.needs_calibration and calibration is None:
+        raise ValueError(f"quantize.mode={config.method!r} needs calibration data "
+                         "(--data CALIB.npz)")
+    settings, choice = resolve_settings(config)
+    data = _Data.load(model_path, config, calibration, evaluation)
+    if data.calibration:
+        check_input_finite(model_path, data.calibration)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantize.", dir=out_path.parent) as tmp:
+        attempt = Attempt(model_path, config, settings, data, tolerance, Path(tmp))
+        try:
+            candidate = attempt.candidate()
+            attempt.output_check(candidate)
+            attempt.speed_check(candidate)
+        except QuantizationCheckError as exc:
+            if keep_failed is not None and attempt.last is not None and attempt.last.is_file():
+                _keep_refused(attempt.last, keep_failed)
+                exc.args = (f"{exc.args[0]} (the refused model is kept at {keep_failed})",)
+            raise
+        mark_onnx_file(candidate, f"quantize {config.method}")
+        os.replace(candidate, out_path)
+    record = {**settings_record(config, settings, choice), **attempt.record,
+              "calibration_samples": _rows(data.calibration),
+              "size_bytes_before": model_size_bytes(model_path),
+              "size_bytes": model_size_bytes(out_path), "ops": count_ops(out_path)}
+    return StageResult(artifact=out_path, record=record)
+
+
+def settings_record(config: QuantizeConfig, settings, choice: str) -> dict:
+    """The record's settings: the method, its resolved settings flat (as before), the
+    request and the resolution side by side, what ``auto`` chose, and the checks."""
+    resolved = settings_dict(settings)
+    checks = {k: v for k, v in config.to_dict().items()
+              if k not in ("kind", "mode") and k not in resolved}
+    return {"mode": config.method, "method": config.method, **resolved, **checks,
+            "requested": settings_dict(config.settings), "resolved": resolved,
+            "auto_choice": choice,
+            "describe": config.spec.describe(settings) if settings is not None else ""}
+
+
+def _keep_refused(refused: Path, keep_failed: Path) -> None:
+    """Write the refused model at ``keep_failed`` atomically, marked as edgepack's."""
+    with atomic_path(keep_failed) as tmp:
+        shutil.copyfile(refused, tmp)
+        mark_onnx_file(tmp, "quantize (refused by its check)")
+
+
+@dataclasses.dataclass
+class _Data:
+    """Calibration feeds, held-out feeds for the output check, and labels if any."""
+
+    calibration: list[dict]
+    held_out: list[dict]
+    held_out_source: str
+    labels: object = None
+    fixed: bool = False
+
+    @classmethod
+    def load(cls, model_path: Path, config: QuantizeConfig, calibration, evaluation) -> "_Data":
+        fixed = _fixed_batch(_cpu_session(model_path)) is not None
+        feeds = _feeds_only(checked_batches(model_path, calibration, config.calibration_samples,
+                                            "calibration data")) if calibration is not None else []
+        labels = None
+        if evaluation is not None:
+            eval_set = evaluation_set(model_path, evaluation, config.evaluation_samples)
+            held, source, labels = eval_set.batches, "evaluation data", eval_set.labels
+        elif feeds:
+            feeds, held = split_held_out(feeds, config.held_out_fraction, fixed)
+            source = f"last {config.held_out_fraction:.0%} of the calibration data"
+        else:
+            held, source = [], ""
+        if not held:
+            held = generated_batches(model_path, config.check_rows)
+            source = "generated inputs (no held-out data)"
+        return cls(feeds, held, source, labels, fixed)
+
+    def timing_feeds(self) -> dict:
+        """One held-out row (one batch for a fixed-batch model): batch 1 is what is timed."""
+        first = self.held_out[0]
+        return dict(first) if self.fixed else {k: v[:1] for k, v in first.items()}
+
+
+def _run_stage(config: QuantizeConfig, given: StageInput) -> StageResult:
+    """The pipeline's quantize stage. The output check (and accuracy-aware repair) runs on a
+    validation split, so the evaluation set that judges the stage is not the one the float
+    nodes were chosen on. The stage's own speed check is off: the pipeline's speed gate times
+    every candidate against its input with the recipe's bench settings."""
+    inputs = onnx.load(str(given.artifact), load_external_data=False).graph.input
+    # Several-input models (token ids and mask) get their batches as tuples, which the
+    # quantizer cannot name: their check holds out part of the calibration data instead.
+    evaluation = selection_batches(given.data) if len(inputs) == 1 else None
+    return quantize(given.artifact, dataclasses.replace(config, speed_check=False),
+                    given.folder / "model.onnx", calibration=given.data.get("calibration"),
+                    evaluation=evaluation, tolerance=given.tolerance)
+
+
+register_stage(StageSpec("quantize", QuantizeConfig, consumes="onnx", produces="onnx",
+                         run=_run_stage, promises_speed=lambda config: True,
+                         slow_cause=lambda config, candidate: speed_gate_cause(candidate),
+                         failures=(QuantizationCheckError,)))
