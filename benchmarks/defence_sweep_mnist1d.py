@@ -35,8 +35,8 @@ from bench.robustness.attacks.pgd import pgd  # noqa: E402
 from benchmarks.robustness_mnist1d import with_transfer_inputs  # noqa: E402
 from compress.kd import collect  # noqa: E402
 from compress.prune import prune  # noqa: E402
-from edgepack.runner import demo_teacher  # noqa: E402
-from edgepack.teacher import build_model  # noqa: E402
+from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
+from edgepack.pipeline.teacher import build_model  # noqa: E402
 from export.weights import load_weights  # noqa: E402
 
 

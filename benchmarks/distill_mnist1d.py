@@ -42,9 +42,9 @@ from compress.distill_baseline import (binomial_se, gap_closed, kd_batches_per_e
                                        train_alone)
 from compress.prune import count_params  # noqa: E402
 from compress.trainer import accuracy  # noqa: E402
-from edgepack.runner import demo_teacher  # noqa: E402
-from edgepack.teacher import build_model  # noqa: E402
-from edgepack.zoo import cached_mnist1d  # noqa: E402
+from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
+from edgepack.pipeline.teacher import build_model  # noqa: E402
+from edgepack.zoo.mnist1d_models import cached_mnist1d  # noqa: E402
 
 EVALUATION_SEED = 3_000  # distinct from the demo's data (42), transfer (1000), validation (2000)
 

@@ -43,7 +43,7 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     from compress.distill import DistillConfig, distill
     from compress.parallel import Distributed, init_process_group
-    from edgepack.zoo import mnist1d, mnist1d_cnn
+    from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.device == "cuda" or world > 1:

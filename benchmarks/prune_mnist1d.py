@@ -28,8 +28,8 @@ from bench.runner import BenchConfig, bench  # noqa: E402
 from compress.distill import collect, distill  # noqa: E402
 from compress.prune import PruneConfig, prune  # noqa: E402
 from compress.trainer import accuracy  # noqa: E402
-from edgepack.runner import demo_teacher  # noqa: E402
-from edgepack.teacher import build_model  # noqa: E402
+from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
+from edgepack.pipeline.teacher import build_model  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 SETTINGS = {

@@ -8,7 +8,7 @@ pair timed interleaved in one ``bench.bench`` run:
 - MobileNetV3 / EfficientNet: >= 1.2x with latency-aware mixed precision, or the per-node
   profile shows that no int8 kernel is faster there.
 
-The networks are the project's own definitions (``edgepack.architectures``, written after
+The networks are the project's own definitions (``edgepack.zoo.architectures``, written after
 torchvision's), with random weights and BatchNorm statistics from random images; they are
 exported with ``export.torch_export.export_onnx`` and quantized with
 ``compress.quantize.quantize`` and its defaults (static, ``preset auto``, latency-aware, the
@@ -47,7 +47,7 @@ TARGETS = {"resnet18": 3.0, "mobilenet_v3_small": 1.2, "efficientnet_b0": 1.2}
 
 def builders() -> dict:
     try:
-        from edgepack import architectures
+        from edgepack.zoo import architectures
     except ImportError as exc:  # written on another branch; merged into main with issue 10
         raise SystemExit(f"needs edgepack/architectures.py (ResNet-18, MobileNetV3-small, "
                          f"EfficientNet-B0): {exc}") from exc

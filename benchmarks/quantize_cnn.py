@@ -32,7 +32,7 @@ from compress.distill import collect  # noqa: E402
 from compress.quantize import (QuantizationCheckError, quantize, quantize_config,  # noqa: E402
                                resolve_settings, speed_gate_cause)
 from compress.trainer import TrainConfig, fit  # noqa: E402
-from edgepack.zoo import mnist1d, mnist1d_cnn  # noqa: E402
+from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 WIDTHS = (64, 16)

@@ -64,8 +64,8 @@ from compress.distill import distill  # noqa: E402
 from compress.kd import collect  # noqa: E402
 from compress.prune import prune  # noqa: E402
 from compress.quantize import quantize  # noqa: E402
-from edgepack.runner import demo_teacher, load_data  # noqa: E402
-from edgepack.teacher import build_model  # noqa: E402
+from edgepack.pipeline.recipe_runner import demo_teacher, load_data  # noqa: E402
+from edgepack.pipeline.teacher import build_model  # noqa: E402
 from export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (README)

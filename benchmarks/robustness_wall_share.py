@@ -35,7 +35,7 @@ TARGET = 0.15
 def child(mode: str, out: str) -> None:
     """One demo run, the robustness section on or off (runs in its own process)."""
     sys.path.insert(0, str(REPO))
-    from edgepack.runner import demo_recipe, run_recipe
+    from edgepack.pipeline.recipe_runner import demo_recipe, run_recipe
 
     recipe = demo_recipe()
     if mode == "off":

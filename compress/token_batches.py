@@ -10,7 +10,7 @@ longest row. An attention-masked model gives the same outputs with or without th
 padding (the mask hides it), so only the time changes, not what is learnt.
 
 Token inputs are ``(input_ids, attention_mask)`` (or more inputs, all ``[rows, width]``),
-the **attention mask last**, as :mod:`edgepack.minilm` hands them. Shuffling draws from
+the **attention mask last**, as :mod:`edgepack.zoo.minilm` hands them. Shuffling draws from
 torch's global generator, which the trainer reseeds every epoch, so a resumed run sees the
 same batches as an uninterrupted one.
 """

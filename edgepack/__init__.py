@@ -7,11 +7,11 @@ without loading torch.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "run_pipeline": "edgepack.pipeline",
-    "Recipe": "edgepack.recipe",
-    "load_recipe": "edgepack.recipe",
-    "run_recipe": "edgepack.runner",
-    "run_demo": "edgepack.runner",
+    "run_pipeline": "edgepack.pipeline.run",
+    "Recipe": "edgepack.pipeline.recipe",
+    "load_recipe": "edgepack.pipeline.recipe",
+    "run_recipe": "edgepack.pipeline.recipe_runner",
+    "run_demo": "edgepack.pipeline.recipe_runner",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -22,7 +22,7 @@ import torch
 
 from compress.distill import DistillConfig, distill
 from compress.trainer import TrainConfig, accuracy, fit
-from edgepack.zoo import mnist1d, mnist1d_cnn
+from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn
 from export.weights import save_weights
 
 

@@ -15,9 +15,9 @@ def register(sub) -> None:
 
 
 def handle(args) -> int:
-    from edgepack import distributed
+    from edgepack.pipeline import distributed
     from edgepack.cli.run_cmd import print_summary
-    from edgepack.runner import run_demo
+    from edgepack.pipeline.recipe_runner import run_demo
 
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     progress = configure_logging(args)

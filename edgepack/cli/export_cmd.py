@@ -103,7 +103,7 @@ def export_torch(args):
 
     import torch
 
-    from edgepack.teacher import build_model
+    from edgepack.pipeline.teacher import build_model
     from edgepack.cli.config_flags import config_kwargs
     from export.torch_export import ExportConfig, export_onnx
     from export.weights import load_weights

@@ -77,7 +77,7 @@ def source_model(args):
     """The torch model of ``--source`` (with its weights), or None."""
     if not args.source:
         return None
-    from edgepack.teacher import build_model
+    from edgepack.pipeline.teacher import build_model
     from export.weights import load_weights
 
     try:

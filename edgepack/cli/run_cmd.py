@@ -34,15 +34,15 @@ def add_code_trust_flags(parser) -> None:
 
 def code_trust(args):
     """The trust the flags vouch for, while the command runs."""
-    from edgepack.recipe import trusting
+    from edgepack.pipeline.recipe import trusting
 
     return trusting(any_builder=args.allow_any_builder, pickle=args.trust_pickle)
 
 
 def print_summary(report: dict, out, seconds: float) -> None:
     from bench.report import results_table
-    from edgepack.embedding_report import embedding_table
-    from edgepack.report_md import baseline_line, is_embedding, teacher_warning
+    from edgepack.pipeline.embedding_report import embedding_table
+    from edgepack.pipeline.run_report import baseline_line, is_embedding, teacher_warning
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
     print(embedding_table(rows) if is_embedding(report) else results_table(rows))
@@ -61,9 +61,9 @@ def print_summary(report: dict, out, seconds: float) -> None:
 
 
 def handle(args) -> int:
-    from edgepack import distributed
-    from edgepack.recipe import load_recipe
-    from edgepack.runner import run_recipe
+    from edgepack.pipeline import distributed
+    from edgepack.pipeline.recipe import load_recipe
+    from edgepack.pipeline.recipe_runner import run_recipe
 
     with code_trust(args):
         recipe = load_recipe(args.recipe)  # checked before anything is written

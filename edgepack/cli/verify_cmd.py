@@ -10,7 +10,7 @@ def register(sub) -> None:
 def handle(args) -> int:
     import sys
 
-    from edgepack.verify import verify_run
+    from edgepack.pipeline.verify import verify_run
 
     found = verify_run(args.run_dir)
     problems = [(kind, name) for kind in ("changed", "missing", "extra")

@@ -15,7 +15,7 @@ import torch
 
 @functools.lru_cache(maxsize=1)
 def mnist1d_arrays(samples: int = 1500, seed: int = 7) -> dict:
-    from edgepack.zoo import cached_mnist1d
+    from edgepack.zoo.mnist1d_models import cached_mnist1d
 
     data = cached_mnist1d(samples, seed)
     return {"x": data["x"][:, None, :], "y": data["y"],
@@ -30,7 +30,7 @@ def train_tiny(width: int = 16, epochs: int = 8, seed: int = 0, adversarial: dic
     from torch.utils.data import DataLoader, TensorDataset
 
     from compress.trainer import TrainConfig, fit
-    from edgepack.zoo import mnist1d_cnn
+    from edgepack.zoo.mnist1d_models import mnist1d_cnn
 
     torch.set_num_threads(1)
     arrays = mnist1d_arrays()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 
 from bench.memory import GpuMemory
-from edgepack.report_md import measured_on
+from edgepack.pipeline.run_report import measured_on
 
 ENV = {"cpu": "Some CPU", "arch": "x86_64", "logical_cores": 16, "onnxruntime": "1.31.1",
        "gpus": ["NVIDIA H200"]}
@@ -40,7 +40,7 @@ def test_a_cuda_run_names_the_gpu_and_a_cpu_run_the_cpu():
 
 
 def test_a_run_timed_on_several_providers_shows_each_and_the_fastest():
-    from edgepack.report_md import providers_section
+    from edgepack.pipeline.run_report import providers_section
 
     def timed(cuda, cpu):
         return {"CUDAExecutionProvider": {"latency_ms": {"p50": cuda}},

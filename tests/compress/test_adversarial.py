@@ -15,7 +15,7 @@ from compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_scor
 from compress.distill import DistillConfig, distill
 from compress.prune import PruneConfig, finetune_batches, prune
 from compress.trainer import TrainConfig, cross_entropy_loss, fit
-from edgepack.zoo import mnist1d_cnn
+from edgepack.zoo.mnist1d_models import mnist1d_cnn
 from tests.bench.robust_models import mnist1d_arrays, trained_tiny
 
 EPS = 0.3   # in input standard deviations

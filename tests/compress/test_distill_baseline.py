@@ -13,9 +13,9 @@ from compress.distill_baseline import (binomial_se, compare_with_alone, equal_st
                                        gap_closed, kd_batches_per_epoch, learning_rates,
                                        train_alone)
 from compress.trainer import TrainingDiverged
-from edgepack.report_md import baseline_line
+from edgepack.pipeline.run_report import baseline_line
 from compress.parallel import Distributed
-from edgepack.zoo import mnist1d_cnn
+from edgepack.zoo.mnist1d_models import mnist1d_cnn
 
 
 def _data(labelled=96, transfer=160):
@@ -197,8 +197,8 @@ def test_a_student_near_chance_is_a_failed_baseline(monkeypatch):
 
 
 def test_a_teacher_near_chance_is_said_in_the_report_and_voids_the_ratio(monkeypatch):
-    from edgepack.measure import chance_check
-    from edgepack.report_md import teacher_warning
+    from edgepack.pipeline.measure import chance_check
+    from edgepack.pipeline.run_report import teacher_warning
 
     labels = torch.arange(2000) % 10
     assert chance_check(0.105, labels) == {"chance_accuracy": 0.1, "near_chance": True}

@@ -86,7 +86,7 @@ def test_layers_or_width_beyond_the_teacher_are_refused():
 
 
 def test_the_minilm_recipe_names_its_student_layers_and_they_survive_a_round_trip(tmp_path):
-    from edgepack.recipe import load_recipe, to_toml
+    from edgepack.pipeline.recipe import load_recipe, to_toml
 
     recipe = load_recipe("examples/minilm.toml")
     distill = recipe.stages[0]

@@ -11,8 +11,8 @@ from torch import nn
 
 from compress.attention import find_attention, unwrapped_parameters
 from compress.prune import PruneConfig, UntraceableModelError, prune
-from edgepack.architectures import bert_classifier, convnext_atto, vit_tiny
-from edgepack.transformer_models import Attention
+from edgepack.zoo.architectures import bert_classifier, convnext_atto, vit_tiny
+from edgepack.zoo.transformer_models import Attention
 
 IMAGE = torch.randn(1, 3, 32, 32)
 

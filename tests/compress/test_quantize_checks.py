@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compress.quantize import (OutputCheckFailed, QuantizeConfig, SpeedCheckFailed, count_ops,
+from compress.quantize import (SpeedCheckFailed, count_ops,
                                quantize)
 from compress.quantize.presets import choose_preset
 from compress.quantize.mixed_precision import charge_to_nodes, name_owners

@@ -55,7 +55,7 @@ def test_loader_cuts_each_batch_to_its_longest_row_and_keeps_other_columns():
 
 
 def test_outputs_by_length_equal_padded_outputs_in_row_order():
-    from edgepack.minilm import tiny_bert_embedder
+    from tests.tiny_models import tiny_bert_embedder
 
     model = tiny_bert_embedder(hidden=16, layers=1, heads=2, intermediate=32, vocab_size=64,
                                max_positions=16)
@@ -77,7 +77,7 @@ def test_inputs_that_are_not_token_rows_are_refused_with_what_was_expected(input
 
 def test_distillation_with_length_grouped_batches_learns_the_teacher():
     from compress.distill import distill, distill_config, make_student
-    from edgepack.minilm import tiny_bert_embedder
+    from tests.tiny_models import tiny_bert_embedder
 
     teacher = tiny_bert_embedder(hidden=16, layers=2, heads=2, intermediate=32, vocab_size=64,
                                  max_positions=16)

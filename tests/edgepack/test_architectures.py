@@ -1,6 +1,6 @@
 """The networks users bring, on tiny widths: every stage runs on every one of them.
 
-The same sweep as ``benchmarks/architectures.py`` (prune structured 0.5 with heads ->
+The same sweep as ``benchmarks/sweep_architectures.py`` (prune structured 0.5 with heads ->
 export with parity -> quantize with the default settings -> package -> bench), with the
 TorchScript exporter and a few timed runs so the whole file takes seconds per model.
 """
@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgepack import architectures
-from edgepack.architecture_sweep import SweepSettings, run_one, tiny_architectures
+from edgepack.zoo import architectures
+from edgepack.pipeline.architecture_sweep import SweepSettings, run_one
+from tests.tiny_models import tiny_architectures
 from export.torch_export import ExportConfig, export_onnx
 
 QUICK = SweepSettings(exporter="torchscript", export_dense=False, warmup=1, min_runs=2,

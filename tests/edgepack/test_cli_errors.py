@@ -99,7 +99,7 @@ def test_several_processes_without_torchrun_is_one_clear_line(tmp_path, capsys, 
 def test_distill_problems_are_found_before_the_run_folder_exists(tmp_path, capsys, stage,
                                                                  message):
     (tmp_path / "labelled_only.py").write_text(
-        "from edgepack.zoo import mnist1d\n\n\ndef data():\n"
+        "from edgepack.zoo.mnist1d_models import mnist1d\n\n\ndef data():\n"
         "    sets = mnist1d(samples=100, transfer_samples=10)\n"
         "    del sets['transfer']\n    return sets\n")
     recipe = tmp_path / "r.toml"

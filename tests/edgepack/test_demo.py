@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from compress.prune import count_params
-from edgepack.runner import demo_recipe
-from edgepack.teacher import build_model
-from edgepack.zoo import make_mnist1d
+from edgepack.pipeline.recipe_runner import demo_recipe
+from edgepack.pipeline.teacher import build_model
+from edgepack.zoo.mnist1d_models import make_mnist1d
 
 
 def test_demo_student_has_at_least_2x_fewer_parameters_yet_is_wide_enough_to_time():
@@ -73,7 +73,7 @@ def test_making_the_data_leaves_numpys_global_generator_alone():
 
 def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
     from compress.trainer import selection_batches
-    from edgepack.zoo import mnist1d
+    from edgepack.zoo.mnist1d_models import mnist1d
 
     data = mnist1d(samples=300, transfer_samples=10, validation_samples=100)
     assert selection_batches(data) is data["validation"]
@@ -84,8 +84,8 @@ def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
 
 
 def _transfer_made_in_the_background(monkeypatch, tmp_path, executable=None):
-    from edgepack import mnist1d_data
-    from edgepack.zoo import TransferSet
+    from edgepack.zoo import mnist1d_data
+    from edgepack.zoo.mnist1d_models import TransferSet
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(mnist1d_data, "BACKGROUND_FROM", 0)   # a worker even for a small set
@@ -110,7 +110,7 @@ def test_a_failed_worker_costs_time_never_different_data(monkeypatch, tmp_path):
 
 
 def test_there_is_a_transfer_set_only_when_asked_for():
-    from edgepack.zoo import mnist1d
+    from edgepack.zoo.mnist1d_models import mnist1d
 
     assert "transfer" not in mnist1d(samples=300, validation_samples=0)
     assert len(mnist1d(samples=300, transfer_samples=10, validation_samples=0)["transfer"]) == 1

@@ -102,9 +102,9 @@ def _distill_alone(recipe_path: Path, teacher_weights: Path) -> tuple[dict, floa
     teacher: the student's weights and its evaluation accuracy."""
     from compress.distill import distill
     from compress.trainer import accuracy
-    from edgepack.recipe import load_recipe
-    from edgepack.runner import load_data
-    from edgepack.zoo import mnist1d_cnn
+    from edgepack.pipeline.recipe import load_recipe
+    from edgepack.pipeline.recipe_runner import load_data
+    from edgepack.zoo.mnist1d_models import mnist1d_cnn
     from export.weights import load_weights
 
     recipe = load_recipe(recipe_path)

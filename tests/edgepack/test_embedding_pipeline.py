@@ -14,9 +14,10 @@ import torch
 from bench.runner import BenchConfig
 from compress.distill import distill_config
 from compress.quantize import quantize_config
-from edgepack.minilm import tiny_bert_embedder, token_data
-from edgepack.pipeline import run_pipeline
-from edgepack.quality import MetricSpec, embedding_quality, pairwise_spearman
+from edgepack.zoo.minilm import token_data
+from tests.tiny_models import tiny_bert_embedder
+from edgepack.pipeline.run import run_pipeline
+from edgepack.pipeline.quality import MetricSpec, embedding_quality, pairwise_spearman
 from export.fuse_transformer import FuseConfig
 from export.torch_export import ExportConfig
 
@@ -113,7 +114,7 @@ def test_embedding_keep_rule_drops_a_stage_below_the_minimum(tmp_path, tokenizer
 
 
 def test_recipe_metric_table_round_trips_and_names_bad_keys(tmp_path):
-    from edgepack.recipe import load_recipe, recipe_from_dict, to_toml
+    from edgepack.pipeline.recipe import load_recipe, recipe_from_dict, to_toml
 
     recipe = load_recipe("examples/minilm.toml")
     assert recipe.metric == MetricSpec(kind="embedding", min_cosine=0.95, min_spearman=0.95)

@@ -5,8 +5,8 @@ import pytest
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import quantize_config, quantize
-from edgepack.keep import judge
-from edgepack.measure import Artifact, PipelineContext
+from edgepack.pipeline.keep_rule import judge
+from edgepack.pipeline.measure import Artifact, PipelineContext
 from bench.runner import BenchConfig
 from tests.bench.conftest import matmul_add
 

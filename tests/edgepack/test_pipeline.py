@@ -10,7 +10,7 @@ from core.files import sha256_file
 
 PROVIDER = textwrap.dedent('''
     """A user's own data provider, imported from the recipe's folder."""
-    from edgepack.zoo import mnist1d
+    from edgepack.zoo.mnist1d_models import mnist1d
 
 
     def small(samples):

@@ -7,7 +7,7 @@ import pytest
 from compress.distill import DistillConfig
 from compress.prune import PruneConfig
 from compress.quantize import QuantizeConfig
-from edgepack.recipe import load_recipe, recipe_from_dict, to_toml, tomllib
+from edgepack.pipeline.recipe import load_recipe, recipe_from_dict, to_toml, tomllib
 from export.torch_export import ExportConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_invalid_toml_names_the_file(tmp_path):
 def test_train_threads_apply_while_the_recipe_trains_and_are_restored_after(monkeypatch, tmp_path):
     import torch
 
-    from edgepack import runner
+    from edgepack.pipeline import recipe_runner as runner
 
     seen = {}
 

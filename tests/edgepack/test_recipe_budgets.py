@@ -25,7 +25,7 @@ HUGE = 10 ** 12
 def nothing_trains(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("training started before the recipe was checked")
-    monkeypatch.setattr("edgepack.runner.prepare_teacher", refuse)
+    monkeypatch.setattr("edgepack.pipeline.recipe_runner.prepare_teacher", refuse)
 
 
 def run_recipe_text(tmp_path, capsys, text):

@@ -3,7 +3,7 @@
 import pytest
 
 from bench.robustness import RobustnessConfig
-from edgepack.recipe import recipe_from_dict, to_toml
+from edgepack.pipeline.recipe import recipe_from_dict, to_toml
 
 try:
     import tomllib

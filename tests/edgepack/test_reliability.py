@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from core.files import atomic_write_json, same_file
-from edgepack.run_folder import is_edgepack_run
+from edgepack.pipeline.run_folder import is_edgepack_run
 from edgepack.cli.main import main
 from tests.bench.conftest import external_data_model, matmul_add
 
@@ -113,7 +113,7 @@ def no_teacher(monkeypatch):
     """Fails the test if the teacher is prepared: validation must come first."""
     def refuse(*_args, **_kwargs):
         raise AssertionError("the teacher was prepared before validation")
-    monkeypatch.setattr("edgepack.runner.prepare_teacher", refuse)
+    monkeypatch.setattr("edgepack.pipeline.recipe_runner.prepare_teacher", refuse)
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path, capsys, no_teacher):
@@ -405,7 +405,7 @@ def test_a_denied_provider_is_refused_even_in_a_stage_student(tmp_path, capsys, 
 
 
 def test_allow_any_builder_lifts_the_check(tmp_path):
-    from edgepack.recipe import allow_any_builder, check_builder_module
+    from edgepack.pipeline.recipe import allow_any_builder, check_builder_module
 
     with pytest.raises(ValueError):
         check_builder_module("os:system", "builder")
@@ -433,7 +433,7 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
 
 
 def _run_folder(folder: Path) -> Path:
-    from edgepack.report_md import write_manifest
+    from edgepack.pipeline.run_report import write_manifest
 
     (folder / "01-export").mkdir(parents=True)
     (folder / "01-export" / "model.onnx").write_bytes(b"model")

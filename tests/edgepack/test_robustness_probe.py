@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.robustness import RobustnessConfig
-from edgepack.robustness import RobustnessProbe
+from edgepack.pipeline.robustness_probe import RobustnessProbe
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import eval_arrays, export_tiny, quantize_tiny, trained_tiny
 

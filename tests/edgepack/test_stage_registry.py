@@ -11,7 +11,7 @@ import pytest
 
 from core.stage import StageConfig, StageSpec, register_stage, stage_spec
 from edgepack.cli.main import main
-from edgepack.recipe import recipe_from_dict
+from edgepack.pipeline.recipe import recipe_from_dict
 
 CUSTOM_STAGE = textwrap.dedent('''
     """A user's stage: copy the ONNX model and count its nodes."""

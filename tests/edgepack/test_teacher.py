@@ -2,9 +2,9 @@
 
 import torch
 
-from edgepack.recipe import DataSpec, ModelSpec
-from edgepack.teacher import cache_dir, prepare_teacher, teacher_key
-from edgepack.zoo import mnist1d
+from edgepack.pipeline.recipe import DataSpec, ModelSpec
+from edgepack.pipeline.teacher import cache_dir, prepare_teacher, teacher_key
+from edgepack.zoo.mnist1d_models import mnist1d
 
 SPEC = ModelSpec(build="edgepack.zoo:mnist1d_cnn", args={"width": 4}, train_epochs=1)
 DATA = DataSpec(provider="edgepack.zoo:mnist1d", args={"samples": 300, "transfer_samples": 10})
@@ -37,7 +37,7 @@ def test_the_key_changes_with_everything_that_decides_the_weights():
 def test_an_augmented_teacher_trains_on_perturbed_inputs(monkeypatch):
     import torch
 
-    from edgepack.teacher import augmented_loss
+    from edgepack.pipeline.teacher import augmented_loss
 
     seen = []
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgepack.text_corpus import (build_corpus, docstrings_in_file, english_corpus,
+from edgepack.zoo.text_corpus import (build_corpus, docstrings_in_file, english_corpus,
                                   in_evaluation, is_prose, normalise, sentences_in)
 
 PROSE = [f"The library opens its doors at {word} in the morning for every visitor."
@@ -65,7 +65,7 @@ def test_corpus_is_cached_and_unknown_packages_are_refused(tmp_path, monkeypatch
         english_corpus(packages=("no_such_package_xyz",), cache=False)
     cached = tmp_path / "edgepack" / "corpus"
     cached.mkdir(parents=True)
-    from edgepack.text_corpus import corpus_key
+    from edgepack.zoo.text_corpus import corpus_key
 
     (cached / f"english-{corpus_key((), 10.0)}.json").write_text(
         '{"train": ["A cached training sentence is here."], "evaluation": []}')

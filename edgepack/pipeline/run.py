@@ -2,14 +2,14 @@
 
 A pipeline is data: a list of stage configs. Each stage takes the last *kept* artifact and
 makes a candidate, through the adapter its module registered (:mod:`core.stage`). The
-candidate and its input are benchmarked side by side (:mod:`edgepack.measure`) and the
-candidate is kept only if it passes the keep rule (:mod:`edgepack.keep`). A stage that is not
+candidate and its input are benchmarked side by side (:mod:`edgepack.pipeline.measure`) and the
+candidate is kept only if it passes the keep rule (:mod:`edgepack.pipeline.keep_rule`). A stage that is not
 kept is still reported, with its numbers and the reason; the next stage starts from the last
-kept artifact. ``--resume`` reuses finished stages (:mod:`edgepack.resume`).
+kept artifact. ``--resume`` reuses finished stages (:mod:`edgepack.pipeline.resume`).
 
 Under torchrun every rank calls :func:`run_pipeline`: rank 0 runs it as above and writes the
 run; the others train each torch stage with it and adopt what it keeps
-(:mod:`edgepack.distributed`).
+(:mod:`edgepack.pipeline.distributed`).
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from bench.runner import BenchConfig
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from core.tensors import rows
-from edgepack import distributed
-from edgepack.keep import judge, stage_tolerance
-from edgepack.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
+from edgepack.pipeline import distributed
+from edgepack.pipeline.keep_rule import judge, stage_tolerance
+from edgepack.pipeline.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
-from edgepack.quality import MetricSpec, quality_summary, teacher_embeddings
-from edgepack.report_md import write_outputs
-from edgepack.run_folder import check_run_folder
-from edgepack.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
+from edgepack.pipeline.quality import MetricSpec, quality_summary, teacher_embeddings
+from edgepack.pipeline.run_report import write_outputs
+from edgepack.pipeline.run_folder import check_run_folder
+from edgepack.pipeline.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
                              reuse_stage)
-from edgepack.stages import load_stages
+from edgepack.pipeline.stage_modules import load_stages
 from export.torch_export import ExportConfig
 from export.weights import save_weights
 
@@ -178,14 +178,14 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
     iterable of ``(inputs, labels)`` batches (``transfer``: input batches); inputs are one
     tensor, or a tuple of tensors for several-input models. ``metric`` (default: accuracy)
-    says how quality is measured and judged (:mod:`edgepack.quality`): ``"embedding"``
+    says how quality is measured and judged (:mod:`edgepack.pipeline.quality`): ``"embedding"``
     compares every artifact's outputs with the teacher's on the evaluation set.
     ``robustness``: the attacks and attribution-drift check run on every row
-    (:mod:`edgepack.robustness`).
+    (:mod:`edgepack.pipeline.robustness_probe`).
     """
     from bench.envinfo import environment
-    from edgepack.recipe import check_stage_order, resolver, to_toml
-    from edgepack.teacher import build_model
+    from edgepack.pipeline.recipe import check_stage_order, resolver, to_toml
+    from edgepack.pipeline.teacher import build_model
 
     load_stages()
     crew = distributed.join()
@@ -241,7 +241,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
 def _follow(crew, model, stages, data, tolerance, resume, base_dir, log) -> dict:
     """A rank other than 0: train each torch stage with rank 0, adopt what it keeps, write
     nothing; return rank 0's report."""
-    from edgepack.teacher import build_model
+    from edgepack.pipeline.teacher import build_model
 
     arrays = eval_arrays(data)
     ctx = PipelineContext(

@@ -54,11 +54,11 @@ def make_mnist1d(samples: int, seed: int) -> dict[str, np.ndarray]:
 def start_making(samples: int, seed: int, path: Path) -> subprocess.Popen:
     """Make one set in a plain Python process (no multiprocessing, so the caller's main
     script is never re-run) that saves it at ``path`` (written aside, then renamed)."""
-    code = ("import os, sys, numpy; from edgepack.mnist1d_data import make_mnist1d; "
+    code = ("import os, sys, numpy; from edgepack.zoo.mnist1d_data import make_mnist1d; "
             "path = sys.argv[3]; part = path + '.part.npz'; "
             "numpy.savez(part, **make_mnist1d(int(sys.argv[1]), int(sys.argv[2]))); "
             "os.replace(part, path)")
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)

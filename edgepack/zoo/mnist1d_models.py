@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from edgepack import mnist1d_data
-from edgepack.mnist1d_data import make_mnist1d
+from edgepack.zoo import mnist1d_data
+from edgepack.zoo.mnist1d_data import make_mnist1d
 
 SIGNAL_LENGTH = 40
 CLASSES = 10
@@ -71,7 +71,7 @@ def resnet_cnn(width: int = 32, blocks: int = 3, classes: int = 10, in_channels:
 
 
 def _cache_path(samples: int, seed: int):
-    from edgepack.teacher import cache_dir
+    from edgepack.pipeline.teacher import cache_dir
 
     return cache_dir() / "data" / f"mnist1d-n{samples}-seed{seed}.npz"
 
@@ -112,7 +112,7 @@ class TransferSet:
     """Unlabelled MNIST-1D inputs for distillation, made on first use only.
 
     With ``background=True`` a large set not cached yet starts being made at once in a
-    worker process (see :mod:`edgepack.mnist1d_data`), and first use waits for it.
+    worker process (see :mod:`edgepack.zoo.mnist1d_data`), and first use waits for it.
     """
 
     def __init__(self, samples: int, seed: int, batch_size: int, background: bool = False):

@@ -3,7 +3,7 @@
 A recipe chooses its metric in a ``[metric]`` table:
 
 - ``kind = "accuracy"`` (the default): top-1 accuracy on the labelled evaluation set; a stage
-  is kept when its drop against its input is within the tolerance (:mod:`edgepack.keep`).
+  is kept when its drop against its input is within the tolerance (:mod:`edgepack.pipeline.keep_rule`).
 - ``kind = "embedding"``: for models whose output is a sentence (or image) embedding. Each
   artifact's embeddings of the held-out evaluation inputs are compared with the fp32
   teacher's (its torch model, computed once): the **mean cosine** of each row to the

@@ -7,7 +7,7 @@ each epoch, so a killed first run resumes where it stopped.
 
 Under torchrun the teacher is prepared by rank 0 alone, exactly as a one-process run prepares
 it (so both share the cache); the other ranks build the same architecture and receive rank
-0's weights over the process group when the pipeline starts (:mod:`edgepack.distributed`),
+0's weights over the process group when the pipeline starts (:mod:`edgepack.pipeline.distributed`),
 so no shared filesystem is needed.
 """
 
@@ -26,7 +26,7 @@ from core.errors import BadInput
 from core.pickle_guard import UnpicklingRefused
 from compress.distill import augment_inputs
 from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
-from edgepack.recipe import DataSpec, ModelSpec, import_object, user_code
+from edgepack.pipeline.recipe import DataSpec, ModelSpec, import_object, user_code
 from export.weights import load_weights, save_weights
 
 TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches

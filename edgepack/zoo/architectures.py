@@ -6,8 +6,8 @@ activations) and takes size arguments, so tests can build tiny versions and benc
 real ones. Random weights: these models exist to prove that every stage -- pruning, export,
 quantization, benchmarking -- works on the structures real networks have (residual adds,
 depthwise convolutions, gating by squeeze-excite, channels-last LayerNorm, layer scale).
-The transformers (a ViT and a Hugging Face BERT) are in :mod:`edgepack.transformer_models`;
-all are usable as recipe builders, e.g. ``edgepack.architectures:resnet18``.
+The transformers (a ViT and a Hugging Face BERT) are in :mod:`edgepack.zoo.transformer_models`;
+all are usable as recipe builders, e.g. ``edgepack.zoo.architectures:resnet18``.
 """
 
 from __future__ import annotations
@@ -278,5 +278,5 @@ def convnext_atto(num_classes: int = 1000, width: int = 40, depths=(2, 2, 6, 2),
 
 
 # The transformers live in their own module; they are re-exported here so every builder is
-# ``edgepack.architectures:<name>``.
-from edgepack.transformer_models import bert_classifier, vit_tiny  # noqa: E402,F401
+# ``edgepack.zoo.architectures:<name>``.
+from edgepack.zoo.transformer_models import bert_classifier, vit_tiny  # noqa: E402,F401

@@ -3,7 +3,7 @@
 A candidate is kept when its accuracy drop against its input is within the tolerance (the
 stage's own ``tolerance`` field, or the recipe's) and, for a stage that promises speed
 (structured pruning, quantization), its p50 latency is below its input's, timed interleaved
-on the same runtime. With the embedding metric (:mod:`edgepack.quality`) the accuracy
+on the same runtime. With the embedding metric (:mod:`edgepack.pipeline.quality`) the accuracy
 tolerance is replaced by the recipe's minimum cosine and Spearman against the teacher.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.stage import StageConfig, spec_for
-from edgepack.quality import embedding_reasons
+from edgepack.pipeline.quality import embedding_reasons
 
 
 def stage_tolerance(default: float, config: StageConfig) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, spec_for
-from edgepack.measure import METRIC_KEYS, Artifact, PipelineContext, export_for_bench
+from edgepack.pipeline.measure import METRIC_KEYS, Artifact, PipelineContext, export_for_bench
 
 RECORD = "record.json"
 CHECKPOINT = "checkpoint.pt"   # a training stage's per-epoch checkpoint, for --resume

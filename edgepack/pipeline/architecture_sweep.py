@@ -1,6 +1,6 @@
 """Every stage on the networks users bring: prune -> export -> quantize -> package -> bench.
 
-For each architecture of :mod:`edgepack.architectures` (random weights), :func:`run_one`
+For each architecture of :mod:`edgepack.zoo.architectures` (random weights), :func:`run_one`
 prunes a copy (structured, ``ratio``, heads where there are heads), exports the original
 and the pruned model with a parity check, quantizes the pruned one with the default
 settings, packages the int8 model (``.ort`` + manifest, parity-checked again), and times the
@@ -8,7 +8,7 @@ three ONNX models interleaved in one run. A stage that refuses is recorded with 
 code (1 a failed check, 2 bad input, 3 a bug) and its one-line reason; the next stages that
 need its output are skipped. Quantization's speed check may refuse int8 that is no faster
 on this machine (exit 1): that refusal is recorded and the int8 model is kept anyway
-(``allow_slower``), so packaging and timing still run. ``benchmarks/architectures.py`` runs it at real sizes and
+(``allow_slower``), so packaging and timing still run. ``benchmarks/sweep_architectures.py`` runs it at real sizes and
 prints the table; the test suite runs it on tiny widths.
 """
 
@@ -30,7 +30,7 @@ class Architecture:
     """One network to sweep: its builder, its arguments, and the input it takes."""
 
     name: str
-    builder: str                      # function name in edgepack.architectures
+    builder: str                      # function name in edgepack.zoo.architectures
     kwargs: dict = field(default_factory=dict)
     image_size: int = 224             # images: (batch, 3, size, size)
     sequence: int = 0                 # > 0: token ids and attention mask of this length
@@ -41,7 +41,7 @@ class Architecture:
         return "tokens" if self.sequence else "image"
 
     def build(self) -> torch.nn.Module:
-        from edgepack import architectures
+        from edgepack.zoo import architectures
 
         torch.manual_seed(0)
         return getattr(architectures, self.builder)(**self.kwargs).eval()
@@ -68,26 +68,6 @@ def real_architectures() -> list[Architecture]:
             Architecture("ViT-tiny", "vit_tiny"),
             Architecture("BERT (4 layers, 256 wide)", "bert_classifier", sequence=128,
                          vocab=30522)]
-
-
-def tiny_architectures() -> list[Architecture]:
-    """The same structures on tiny widths, for the test suite."""
-    image = 32
-    return [Architecture("ResNet-18", "resnet18", {"num_classes": 10, "width": 8, "blocks": 1},
-                         image),
-            Architecture("MobileNetV3-small", "mobilenet_v3_small",
-                         {"num_classes": 10, "width_mult": 0.25, "depth": 5}, image),
-            Architecture("EfficientNet-B0", "efficientnet_b0",
-                         {"num_classes": 10, "width_mult": 0.25, "depth_mult": 0.25}, image),
-            Architecture("ConvNeXt-atto", "convnext_atto",
-                         {"num_classes": 10, "width": 8, "depths": (1, 1, 1, 1),
-                          "layer_scale": 1.0}, image),
-            Architecture("ViT-tiny", "vit_tiny", {"num_classes": 10, "img_size": image,
-                                                  "patch_size": 8, "dim": 48, "depth": 2,
-                                                  "num_heads": 4}, image),
-            Architecture("BERT", "bert_classifier",
-                         {"vocab_size": 100, "hidden_size": 32, "num_layers": 2,
-                          "num_heads": 4, "intermediate_size": 64}, sequence=16, vocab=100)]
 
 
 @dataclass

@@ -24,8 +24,8 @@ from compress.distill import AUGMENTATIONS
 from core.checks import check_budget, check_choice, checked_fields, did_you_mean
 from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
-from edgepack.quality import MetricSpec
-from edgepack.stages import load_stages
+from edgepack.pipeline.quality import MetricSpec
+from edgepack.pipeline.stage_modules import load_stages
 
 try:
     import tomllib
@@ -363,6 +363,14 @@ def user_code(what: str):
     return no_unpickling(what, trusted=TRUST.pickle)
 
 
+# Builder modules of earlier releases, and where they are now (named in the error).
+MOVED_MODULES = {"edgepack.minilm": "edgepack.zoo.minilm",
+                 "edgepack.architectures": "edgepack.zoo.architectures",
+                 "edgepack.transformer_models": "edgepack.zoo.transformer_models",
+                 "edgepack.text_corpus": "edgepack.zoo.text_corpus",
+                 "edgepack.mnist1d_data": "edgepack.zoo.mnist1d_data"}
+
+
 def import_object(spec: str, base_dir: Path | None = None, what: str = "object"):
     """Import ``module:function``, looking in the recipe's folder first; modules that are
     not model or data code are refused before the import (:func:`check_builder_module`)."""
@@ -380,8 +388,12 @@ def import_object(spec: str, base_dir: Path | None = None, what: str = "object")
     except ModuleNotFoundError as exc:
         if exc.name and not module_name.startswith(exc.name):
             raise  # the module is there; a package it imports is not (core.errors says so)
+        moved = next((new for old, new in MOVED_MODULES.items()
+                      if module_name == old or module_name.startswith(old + ".")), None)
+        hint = f"; it moved to {moved!r}" if moved else ""
+        where = f"{base_dir} and the Python path" if base_dir else "the Python path"
         raise ValueError(f"{what} {spec!r}: module {module_name!r} not found (looked in "
-                         f"{base_dir or 'the Python path'} and the Python path)") from exc
+                         f"{where}){hint}") from exc
     finally:
         if added:
             sys.path.remove(str(base_dir))

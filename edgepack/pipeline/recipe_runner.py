@@ -1,7 +1,7 @@
 """Run a recipe: data from its provider, the teacher prepared, then the pipeline.
 
 Under torchrun every rank runs the recipe: rank 0 prepares the teacher (and writes the run),
-the others build the same architecture and get rank 0's weights (:mod:`edgepack.distributed`).
+the others build the same architecture and get rank 0's weights (:mod:`edgepack.pipeline.distributed`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgepack import distributed
-from edgepack.measure import check_providers
-from edgepack.run_folder import check_run_folder
-from edgepack.pipeline import run_pipeline
-from edgepack.recipe import Recipe, import_object, load_recipe, user_code
-from edgepack.teacher import build_model, prepare_teacher
+from edgepack.pipeline import distributed
+from edgepack.pipeline.measure import check_providers
+from edgepack.pipeline.run_folder import check_run_folder
+from edgepack.pipeline.run import run_pipeline
+from edgepack.pipeline.recipe import Recipe, import_object, load_recipe, user_code
+from edgepack.pipeline.teacher import build_model, prepare_teacher
 
 DEMO_RECIPE = "mnist1d.toml"
 

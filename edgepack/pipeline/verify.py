@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from core.files import sha256_file
-from edgepack.run_folder import RUN_MARKER
+from edgepack.pipeline.run_folder import RUN_MARKER
 
 
 def listed_files(folder: Path) -> set[str]:

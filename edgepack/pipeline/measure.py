@@ -22,8 +22,8 @@ from bench.session import ProviderError, provider_name
 from compress.kd import collect
 from compress.prune import count_params
 from core.tensors import as_tuple, rows, to_numpy
-from edgepack.distributed import Crew
-from edgepack.quality import MetricSpec, embedding_quality, onnx_outputs, quality_summary
+from edgepack.pipeline.distributed import Crew
+from edgepack.pipeline.quality import MetricSpec, embedding_quality, onnx_outputs, quality_summary
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import save_weights
 
@@ -62,7 +62,7 @@ class PipelineContext:
     scratch: Path
     providers: tuple = ("cpu",)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
-    probe: Any = None   # edgepack.robustness.RobustnessProbe, made beside the teacher's row
+    probe: Any = None   # edgepack.pipeline.robustness_probe.RobustnessProbe, made beside the teacher's row
     bench_export: ExportConfig = field(default_factory=ExportConfig)   # for scratch exports
     resume: bool = False
     progress: bool = True
@@ -211,9 +211,9 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
     metrics = metrics_from(result, path.stat().st_size, count_params(teacher))
     metrics.update(measure_quality(ctx, onnx_path))
     if not ctx.metric.embedding:  # attacks and attributions need a classifier on signals
-        from edgepack.robustness import RobustnessProbe
+        from edgepack.pipeline.robustness_probe import RobustnessProbe
 
-        from edgepack.teacher import cache_dir
+        from edgepack.pipeline.teacher import cache_dir
 
         ctx.probe = RobustnessProbe(ctx.robustness, ctx.eval_arrays["inputs"],
                                     ctx.eval_arrays["labels"], teacher, onnx_path,

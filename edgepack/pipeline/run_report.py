@@ -114,7 +114,7 @@ def measured_on(env: dict, bench: dict) -> str:
 
 
 def report_markdown(report: dict, rows: list[dict]) -> str:
-    from edgepack.embedding_report import embedding_table
+    from edgepack.pipeline.embedding_report import embedding_table
 
     env, bench = report["env"], report["bench"]
     table = embedding_table(rows, markdown=True) if is_embedding(report) else \
@@ -148,7 +148,7 @@ def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
         s for s in report["stages"] if "latency_ms" in s or not s.get("kept", True)]
     atomic_write_text(out_dir / "report.md", report_markdown(report, rows))
     if is_embedding(report):
-        from edgepack.embedding_report import embedding_plot
+        from edgepack.pipeline.embedding_report import embedding_plot
 
         embedding_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
                        "agreement with the teacher vs latency (hollow: not kept)")

@@ -1,14 +1,14 @@
 """Every stage on real architectures: prune -> export -> quantize -> package -> bench.
 
 For ResNet-18, MobileNetV3-small, EfficientNet-B0, ConvNeXt-atto, ViT-tiny (224x224) and a
-4-layer BERT classifier (sequence 128), all defined in ``edgepack.architectures`` with random
+4-layer BERT classifier (sequence 128), all defined in ``edgepack.zoo.architectures`` with random
 weights: structured pruning at 0.5 (whole attention heads where there are heads), export of
 the original and the pruned model with a parity check (dynamo exporter), static int8
 quantization of the pruned model with the default settings, packaging to ``.ort``, and the
 three ONNX models timed interleaved in one run (1 thread, batch 1). Targets: no stage
 refuses; pruning gives >= 1.8x on every CNN and >= 1.5x on the ViT and BERT.
 
-    python benchmarks/architectures.py [--only resnet18,vit_tiny] [--min-time 3] [--json out.json]
+    python benchmarks/sweep_architectures.py [--only resnet18,vit_tiny] [--min-time 3] [--json out.json]
 
 Speed-ups are ratios of median latencies measured side by side; int8 agreement compares the
 int8 model with the pruned fp32 model it came from (cosine of the outputs, top-1 agreement)
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.envinfo import cpu_info  # noqa: E402
-from edgepack.architecture_sweep import (SweepSettings, real_architectures,  # noqa: E402
+from edgepack.pipeline.architecture_sweep import (SweepSettings, real_architectures,  # noqa: E402
                                          run_one)
 
 CNN_TARGET, TRANSFORMER_TARGET = 1.8, 1.5
