@@ -61,8 +61,10 @@ def _default_dim(name: str, axis: int, rank: int) -> int:
     return 1
 
 
-def resolve_shape(inp, batch: int, overrides: dict[str, list[int]]) -> list[int]:
-    """A concrete shape for a declared input: ``--shape`` first, else batch and defaults.
+def resolve_shape(inp, batch: int, overrides: dict[str, list[int]],
+                  symbolic_dims: int | None = None) -> list[int]:
+    """A concrete shape for a declared input: ``--shape`` first, else batch and defaults
+    (``symbolic_dims``: the size of every symbolic non-batch axis, instead of the defaults).
 
     A fixed batch dimension that differs from ``batch``, or an override whose first
     dimension differs from it, is an error: the result would record a batch that did not run.
@@ -92,7 +94,7 @@ def resolve_shape(inp, batch: int, overrides: dict[str, list[int]]) -> list[int]
         elif axis == 0:
             shape.append(batch)
         else:
-            shape.append(_default_dim(str(dim), axis, len(declared)))
+            shape.append(symbolic_dims or _default_dim(str(dim), axis, len(declared)))
     return shape
 
 
@@ -127,27 +129,38 @@ def token_vocab_sizes(model) -> dict[str, int]:
 
 
 def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
-                    seed: int = 0, vocab_sizes: dict[str, int] | None = None
+                    seed: int = 0, vocab_sizes: dict[str, int] | None = None,
+                    symbolic_dims: int | None = None, default_vocab: int = TOKEN_VOCAB
                     ) -> dict[str, np.ndarray]:
     """Random feeds from the declared inputs: floats ~N(0,1), token ids small, masks ones.
 
-    Integer inputs: names with ``mask`` get ones, ``type``/``segment`` zeros, ``position``
-    the positions 0..n-1, and anything else (token ids) ids below the model's vocabulary
-    (``vocab_sizes``, see :func:`token_vocab_sizes`) and below :data:`TOKEN_VOCAB`.
+    The one input generator of the project: benchmarks, the quantizer's output check and
+    the export parity checks all draw from it. Integer inputs: names with ``mask`` get ones,
+    ``type``/``segment`` zeros, ``position`` the positions 0..n-1, and anything else (token
+    ids) ids below the model's vocabulary (``vocab_sizes``, see :func:`token_vocab_sizes`)
+    or below ``default_vocab`` when it is not known. ``symbolic_dims`` sizes every symbolic
+    non-batch axis (parity checks use small ones). Inputs that could not fit in memory are
+    refused before any array is made.
     """
+    from bench.resources import check_fits
+
     overrides = overrides or {}
     check_shape_overrides(session, overrides)
     rng = np.random.default_rng(seed)
-    feeds = {}
+    planned = {}
     for inp in session.get_inputs():
         dtype = ORT_TO_NUMPY.get(inp.type)
         if dtype is None:
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which edgepack cannot "
                              "generate; pass --data with real inputs")
-        shape = resolve_shape(inp, batch, overrides)
-        feeds[inp.name] = _generated_value(inp.name.lower(), dtype, shape, rng,
-                                           (vocab_sizes or {}).get(inp.name, TOKEN_VOCAB))
-    return feeds
+        planned[inp.name] = (dtype, resolve_shape(inp, batch, overrides, symbolic_dims))
+    check_fits("the generated inputs (the model's declared input shapes)", 0,
+               int(sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in planned.values())),
+               remedy="give real inputs, or smaller sizes with --shape / a model with "
+                      "symbolic dimensions")
+    return {name: _generated_value(name.lower(), dtype, shape, rng,
+                                   (vocab_sizes or {}).get(name, default_vocab))
+            for name, (dtype, shape) in planned.items()}
 
 
 def _generated_value(name: str, dtype, shape: list[int], rng, vocab: int) -> np.ndarray:

@@ -105,7 +105,8 @@ def _check_parity(original: Path, fused: Path, parity_inputs, config: FuseConfig
     from export.parity import compare_sessions
 
     reference = unoptimized_session(original)
-    feeds = [parity_inputs] if parity_inputs is not None else default_parity_feeds(reference)
+    feeds = [parity_inputs] if parity_inputs is not None else default_parity_feeds(reference,
+                                                                                    original)
     return compare_sessions(reference, _cpu_session(fused), feeds, config.atol, config.rtol)
 
 

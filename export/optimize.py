@@ -40,7 +40,7 @@ from core.stage import (
     option,
     register_stage,
 )
-from export.parity import ParityError, compare_sessions, random_feeds
+from export.parity import ParityError, compare_sessions
 
 LEVELS = ("basic", "extended", "all")
 
@@ -85,12 +85,27 @@ def _save_optimized(path: Path, level: str, target: Path, external_data: bool) -
     _cpu_session(path, options)
 
 
-def default_parity_feeds(session) -> list[dict]:
-    """Generated inputs at batch 1 and, when the batch axis is symbolic, at batch 4."""
+PARITY_DIMS = 8      # symbolic non-batch axes in parity checks: small, and quick to run
+PARITY_VOCAB = 2     # token ids 0 and 1 where the vocabulary is not known: valid in any table
+
+
+def default_parity_feeds(session, model_path=None) -> list[dict]:
+    """Generated inputs at batch 1 and, when the batch axis is symbolic, at batch 4
+    (bench's generator; token ids below the vocabulary ``model_path``'s tables show)."""
+    import onnx
+
+    from bench.inputs import generate_inputs, token_vocab_sizes
+
     first = session.get_inputs()[0].shape
     dynamic_batch = bool(first) and not isinstance(first[0], int)
-    return [random_feeds(session, 1, seed=1)] + \
-        ([random_feeds(session, 4, seed=2)] if dynamic_batch else [])
+    vocab = token_vocab_sizes(onnx.load(str(model_path), load_external_data=False)) \
+        if model_path is not None else {}
+
+    def feeds(batch: int, seed: int) -> dict:
+        return generate_inputs(session, batch, seed=seed, vocab_sizes=vocab,
+                               symbolic_dims=PARITY_DIMS, default_vocab=PARITY_VOCAB)
+
+    return [feeds(1, 1)] + ([feeds(4, 2)] if dynamic_batch else [])
 
 
 def optimize_onnx(path, level: str, out_path, parity_inputs=None, atol: float = 1e-4,
@@ -137,7 +152,7 @@ def _check_parity(original: Path, optimized: Path, parity_inputs, atol: float,
     reference = unoptimized_session(original)
     candidate = _cpu_session(optimized)
     if parity_inputs is None:
-        feeds_list = default_parity_feeds(reference)
+        feeds_list = default_parity_feeds(reference, original)
     elif isinstance(parity_inputs, dict):
         feeds_list = [parity_inputs]
     else:

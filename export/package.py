@@ -138,7 +138,8 @@ def _check_ort_parity(onnx_path: Path, ort_model: Path, graph, atol: float,
 
     reference, kind = _reference_session(onnx_path, graph)
     candidate = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
-    parity = compare_sessions(reference, candidate, default_parity_feeds(reference), atol, rtol)
+    parity = compare_sessions(reference, candidate, default_parity_feeds(reference, onnx_path),
+                              atol, rtol)
     return {**parity, "reference": kind}
 
 

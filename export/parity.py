@@ -74,42 +74,6 @@ def parity_summary(results: list[OutputParity], atol: float, rtol: float) -> dic
     }
 
 
-ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-                 "tensor(double)": np.float64, "tensor(int64)": np.int64,
-                 "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-                 "tensor(bool)": np.bool_}
-
-
-def random_feeds(session, batch: int, seed: int = 0, other_dims: int = 8) -> dict[str, np.ndarray]:
-    """Inputs for every model input of an ONNX Runtime session, for a parity check.
-
-    The first symbolic axis is the batch; other symbolic axes get ``other_dims``. Floats
-    are standard normal; integers are 0 or 1, valid as token ids and as attention masks.
-    """
-    from bench.resources import check_fits
-
-    rng = np.random.default_rng(seed)
-    shapes = {}
-    for inp in session.get_inputs():
-        dtype = ONNX_TO_NUMPY.get(inp.type)
-        if dtype is None:
-            raise ValueError(f"input {inp.name!r} has type {inp.type}, which parity checks "
-                             f"cannot generate; expected one of {', '.join(ONNX_TO_NUMPY)}")
-        shapes[inp.name] = (dtype, [d if isinstance(d, int) and d > 0 else
-                                    (batch if axis == 0 else other_dims)
-                                    for axis, d in enumerate(inp.shape)])
-    check_fits("the parity check's generated inputs (the model's declared input shapes)", 0,
-               sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in shapes.values()),
-               remedy="re-export the model with smaller or symbolic input dimensions")
-    feeds = {}
-    for name, (dtype, shape) in shapes.items():
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
-    return feeds
-
-
 def compare_sessions(reference, candidate, feeds_list, atol: float, rtol: float) -> dict:
     """Run two ONNX Runtime sessions on the same feeds; compare every output by name.
 

@@ -89,15 +89,10 @@ def generated_batches(model_path: Path, rows: int, seed: int = 1) -> list[dict]:
     import onnx
 
     from bench.inputs import generate_inputs, token_vocab_sizes
-    from bench.resources import check_fits, generated_feed_bytes
 
     session = _cpu_session(model_path)
     vocab = token_vocab_sizes(onnx.load(str(model_path), load_external_data=False))
     fixed = _fixed_batch(session)
-    check_fits(f"the output check's generated inputs for {model_path.name} (its declared "
-               "input shapes)", 0, generated_feed_bytes(session, fixed or rows, {}),
-               remedy="give real held-out inputs (--data or --eval-data), or re-export the "
-                      "model with smaller or symbolic input dimensions")
     if fixed is None:
         return [generate_inputs(session, rows, seed=seed, vocab_sizes=vocab)]
     return [generate_inputs(session, fixed, seed=seed + i, vocab_sizes=vocab)
