@@ -130,8 +130,8 @@ def token_vocab_sizes(model) -> dict[str, int]:
 
 def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
                     seed: int = 0, vocab_sizes: dict[str, int] | None = None,
-                    symbolic_dims: int | None = None, default_vocab: int = TOKEN_VOCAB
-                    ) -> dict[str, np.ndarray]:
+                    symbolic_dims: int | None = None, default_vocab: int = TOKEN_VOCAB,
+                    model_name: str = "the model") -> dict[str, np.ndarray]:
     """Random feeds from the declared inputs: floats ~N(0,1), token ids small, masks ones.
 
     The one input generator of the project: benchmarks, the quantizer's output check and
@@ -140,7 +140,7 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
     ids) ids below the model's vocabulary (``vocab_sizes``, see :func:`token_vocab_sizes`)
     or below ``default_vocab`` when it is not known. ``symbolic_dims`` sizes every symbolic
     non-batch axis (parity checks use small ones). Inputs that could not fit in memory are
-    refused before any array is made.
+    refused before any array is made, naming ``model_name``.
     """
     from bench.resources import check_fits
 
@@ -154,7 +154,7 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which edgepack cannot "
                              "generate; pass --data with real inputs")
         planned[inp.name] = (dtype, resolve_shape(inp, batch, overrides, symbolic_dims))
-    check_fits("the generated inputs (the model's declared input shapes)", 0,
+    check_fits(f"the inputs generated for {model_name} (its declared input shapes)", 0,
                int(sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in planned.values())),
                remedy="give real inputs, or smaller sizes with --shape / a model with "
                       "symbolic dimensions")

@@ -169,7 +169,8 @@ class ModelUnderTest:
         check_fits(f"benchmarking {self.path.name}", model_bytes,
                    generated_feed_bytes(self.session, self.config.batch, shapes))
         return generate_inputs(self.session, self.config.batch, shapes,
-                               vocab_sizes=token_vocab_sizes(self.header))
+                               vocab_sizes=token_vocab_sizes(self.header),
+                               model_name=self.path.name)
 
     def _first_inference(self) -> float:
         t0 = time.perf_counter()

@@ -103,6 +103,7 @@ def default_parity_feeds(session, model_path=None) -> list[dict]:
 
     def feeds(batch: int, seed: int) -> dict:
         return generate_inputs(session, batch, seed=seed, vocab_sizes=vocab,
+                               model_name=Path(model_path).name if model_path else "the model",
                                symbolic_dims=PARITY_DIMS, default_vocab=PARITY_VOCAB)
 
     return [feeds(1, 1)] + ([feeds(4, 2)] if dynamic_batch else [])

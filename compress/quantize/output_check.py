@@ -94,8 +94,10 @@ def generated_batches(model_path: Path, rows: int, seed: int = 1) -> list[dict]:
     vocab = token_vocab_sizes(onnx.load(str(model_path), load_external_data=False))
     fixed = _fixed_batch(session)
     if fixed is None:
-        return [generate_inputs(session, rows, seed=seed, vocab_sizes=vocab)]
-    return [generate_inputs(session, fixed, seed=seed + i, vocab_sizes=vocab)
+        return [generate_inputs(session, rows, seed=seed, vocab_sizes=vocab,
+                                model_name=model_path.name)]
+    return [generate_inputs(session, fixed, seed=seed + i, vocab_sizes=vocab,
+                            model_name=model_path.name)
             for i in range(max(1, rows // fixed))]
 
 
