@@ -142,7 +142,7 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
     non-batch axis (parity checks use small ones). Inputs that could not fit in memory are
     refused before any array is made, naming ``model_name``.
     """
-    from bench.resources import check_fits
+    from core.memory_budget import check_fits
 
     overrides = overrides or {}
     check_shape_overrides(session, overrides)

@@ -12,17 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench.inputs import ORT_TO_NUMPY, resolve_shape
-from core.errors import BadInput
+from core.memory_budget import ACTIVATION_COPIES, MB, available_bytes, check_fits
 
-ACTIVATION_COPIES = 3
-MB = 1024 * 1024
-
-
-def available_bytes() -> int:
-    """Memory this machine can still hand out (psutil's ``available``)."""
-    import psutil
-
-    return int(psutil.virtual_memory().available)
+__all__ = ["ACTIVATION_COPIES", "MB", "available_bytes", "check_fits", "data_feed_bytes",
+           "generated_feed_bytes"]
 
 
 def generated_feed_bytes(session, batch: int, overrides: dict) -> int:
@@ -38,15 +31,3 @@ def generated_feed_bytes(session, batch: int, overrides: dict) -> int:
 def data_feed_bytes(feeds: dict[str, np.ndarray], batch: int) -> int:
     """Bytes of ``batch`` rows of real data (repeated when it has fewer rows)."""
     return int(sum(v[:1].nbytes * batch for v in feeds.values()))
-
-
-def check_fits(what: str, model_bytes: int, feed_bytes: int,
-               remedy: str = "lower --batch or the sizes given with --shape") -> None:
-    """Refuse a run whose estimate exceeds the memory available now (``remedy``: what the
-    user can change, for the message)."""
-    needed = 2 * model_bytes + ACTIVATION_COPIES * feed_bytes
-    available = available_bytes()
-    if needed > available:
-        raise BadInput(f"{what} needs about {needed / MB:,.0f} MB (model "
-                       f"{model_bytes / MB:,.1f} MB, inputs {feed_bytes / MB:,.1f} MB) but this "
-                       f"machine has {available / MB:,.0f} MB available; {remedy}")

@@ -90,6 +90,19 @@ def narrow_ffn(model: nn.Module, width: int) -> int:
     return cut
 
 
+def check_ffn_width(width: int) -> None:
+    """``ffn_width`` is a neuron count, 0 meaning the teacher's width (for the init settings)."""
+    if width < 0:
+        raise ValueError(f"distill.ffn_width must be >= 0 (0: the teacher's width), got {width}")
+
+
+def with_ffn_width(student: nn.Module, width: int) -> nn.Module:
+    """The student with ``width`` feed-forward neurons per layer (0: left as it is)."""
+    if width:
+        narrow_ffn(student, width)
+    return student
+
+
 def _rows(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
     out = nn.Linear(linear.in_features, len(keep), bias=linear.bias is not None)
     out.weight.copy_(linear.weight[keep])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress.layer_students import narrow_ffn, student_keeping_layers
+from compress.layer_students import check_ffn_width, student_keeping_layers, with_ffn_width
 from compress.student_inits import STUDENT_INITS, InitSpec
 
 
@@ -23,16 +23,12 @@ class TeacherLayers:
         if layers != sorted(set(layers)) or any(i < 0 for i in layers):
             raise ValueError(f"distill.keep_layers must be distinct layer numbers >= 0 in "
                              f"increasing order, got {layers}")
-        if self.ffn_width < 0:
-            raise ValueError(f"distill.ffn_width must be >= 0 (0: the teacher's width), got "
-                             f"{self.ffn_width}")
+        check_ffn_width(self.ffn_width)
 
 
 def teacher_layers(teacher, settings: TeacherLayers, example_inputs, built):
     student = student_keeping_layers(teacher, settings.keep_layers)
-    if settings.ffn_width:
-        narrow_ffn(student, settings.ffn_width)
-    return student
+    return with_ffn_width(student, settings.ffn_width)
 
 
 STUDENT_INITS.register(InitSpec("teacher-layers", TeacherLayers, teacher_layers, order=40))

@@ -88,7 +88,7 @@ def check_example_fits(model, shape: tuple[int, ...]) -> None:
     """The example input and the held-out parity inputs (8 rows) must fit in memory."""
     import math
 
-    from bench.resources import check_fits
+    from core.memory_budget import check_fits
 
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     rows = math.prod(shape[1:])

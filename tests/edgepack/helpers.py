@@ -26,3 +26,4 @@ def run_cli_output(capsys, *argv) -> tuple[int, str, str]:
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     return code, captured.out, captured.err
+

@@ -21,13 +21,6 @@ BASE = textwrap.dedent('''
 HUGE = 10 ** 12
 
 
-@pytest.fixture
-def nothing_trains(monkeypatch):
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("training started before the recipe was checked")
-    monkeypatch.setattr("edgepack.pipeline.recipe_runner.prepare_teacher", refuse)
-
-
 def run_recipe_text(tmp_path, capsys, text):
     path = tmp_path / "recipe.toml"
     path.write_text(text)
@@ -36,12 +29,12 @@ def run_recipe_text(tmp_path, capsys, text):
     return code, error_line(err)
 
 
-def test_a_recipe_without_stages_is_refused(tmp_path, capsys, nothing_trains):
+def test_a_recipe_without_stages_is_refused(tmp_path, capsys, no_teacher):
     code, line = run_recipe_text(tmp_path, capsys, BASE)
     assert code == 2 and "no stages" in line and "[[stages]]" in line
 
 
-def test_an_empty_stage_list_is_refused(tmp_path, capsys, nothing_trains):
+def test_an_empty_stage_list_is_refused(tmp_path, capsys, no_teacher):
     code, line = run_recipe_text(tmp_path, capsys, BASE.replace('name = "r"',
                                                                 'name = "r"\nstages = []'))
     assert code == 2 and "no stages" in line
@@ -56,19 +49,19 @@ def test_an_empty_stage_list_is_refused(tmp_path, capsys, nothing_trains):
     (f'kind = "prune"\nadversarial = {{ steps = {HUGE} }}', "adversarial.steps",
      "10,000 steps"),
 ])
-def test_an_absurd_stage_budget_is_refused_by_its_bound(tmp_path, capsys, nothing_trains,
+def test_an_absurd_stage_budget_is_refused_by_its_bound(tmp_path, capsys, no_teacher,
                                                         stage, field, bound):
     code, line = run_recipe_text(tmp_path, capsys, BASE + f"[[stages]]\n{stage}\n")
     assert code == 2 and field in line and f"bound of {bound}" in line
 
 
-def test_absurd_teacher_epochs_are_refused(tmp_path, capsys, nothing_trains):
+def test_absurd_teacher_epochs_are_refused(tmp_path, capsys, no_teacher):
     text = BASE.replace("train_epochs = 1", f"train_epochs = {HUGE}")
     code, line = run_recipe_text(tmp_path, capsys, text + '[[stages]]\nkind = "export"\n')
     assert code == 2 and "train_epochs" in line and "10,000 epochs" in line
 
 
-def test_absurd_attack_steps_are_refused(tmp_path, capsys, nothing_trains):
+def test_absurd_attack_steps_are_refused(tmp_path, capsys, no_teacher):
     text = BASE + f'[robustness]\npgd_steps = {HUGE}\n[[stages]]\nkind = "export"\n'
     code, line = run_recipe_text(tmp_path, capsys, text)
     assert code == 2 and "robustness.pgd_steps" in line

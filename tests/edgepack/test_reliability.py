@@ -20,20 +20,8 @@ from torch import nn
 from core.files import atomic_write_json, same_file
 from edgepack.pipeline.run_folder import is_edgepack_run
 from edgepack.cli.main import main
+from tests.edgepack.helpers import error_line, run_cli
 from tests.bench.conftest import external_data_model, matmul_add
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, err
-
-
-def error_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("edgepack: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 1. a user's file is never touched
@@ -106,14 +94,6 @@ RECIPE = textwrap.dedent('''
     [[stages]]
     kind = "export"
 ''')
-
-
-@pytest.fixture
-def no_teacher(monkeypatch):
-    """Fails the test if the teacher is prepared: validation must come first."""
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the teacher was prepared before validation")
-    monkeypatch.setattr("edgepack.pipeline.recipe_runner.prepare_teacher", refuse)
 
 
 def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path, capsys, no_teacher):
@@ -219,14 +199,14 @@ def test_a_batch_beyond_memory_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_a_shape_beyond_memory_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("bench.resources.available_bytes", lambda: 1 << 20)  # 1 MB left
+    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 1 << 20)  # 1 MB left
     model = matmul_add(tmp_path / "m.onnx", features=64)
     code, err = run_cli(capsys, "bench", model, "--batch", 4096, "--min-runs", 1)
     assert code == 2 and "needs about" in error_line(err)
 
 
 def test_quantizing_beyond_memory_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("bench.resources.available_bytes", lambda: 10)
+    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 10)
     out = tmp_path / "q.onnx"
     code, err = run_cli(capsys, "quantize", matmul_add(tmp_path / "m.onnx"), "-o", out,
                         "--mode", "dynamic")
