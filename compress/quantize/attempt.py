@@ -16,7 +16,9 @@ everything after is the same for every method:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -40,13 +42,26 @@ def _rows(batches: list[dict]) -> int:
     return int(sum(next(iter(b.values())).shape[0] for b in batches))
 
 
-class Attempt:
-    """One method with its resolved settings on one model, and the checks on the result."""
+@dataclass
+class Candidate:
+    """One way to quantize: a method, its resolved settings, and whether a failed output
+    check is repaired by keeping the sensitive nodes in float (accuracy-aware)."""
 
-    def __init__(self, model_path: Path, config: QuantizeConfig, settings, data, tolerance,
-                 work: Path):
+    label: str
+    method: str
+    settings: Any
+    accuracy_aware: bool = False
+
+
+class Attempt:
+    """One candidate on one model, and the checks on the result."""
+
+    def __init__(self, model_path: Path, config: QuantizeConfig, candidate: Candidate, data,
+                 tolerance, work: Path):
         self.model_path, self.config, self.data, self.work = model_path, config, data, work
-        self.settings, self.spec = settings, METHODS.get(config.method)
+        self.candidate_spec = candidate
+        self.method, self.settings = candidate.method, candidate.settings
+        self.spec = METHODS.get(candidate.method)
         self.tolerance = tolerance
         self.record: dict = {"held_out": {"rows": _rows(data.held_out),
                                           "source": data.held_out_source}}
@@ -61,7 +76,7 @@ class Attempt:
         return self.spec.repairable
 
     def quantize(self, target: Path, exclude=(), include=None) -> Path:
-        quantize_into(self.prepared, target, self.config.method, self.settings,
+        quantize_into(self.prepared, target, self.method, self.settings,
                       self.data.calibration, exclude=exclude, include=include)
         return target
 
@@ -80,7 +95,7 @@ class Attempt:
         if self.spec.scope is not None:
             self.include, scope = self.spec.scope(model, self.transformer)
             if scope:
-                graph[f"{self.config.method}_scope"] = scope
+                graph[f"{self.method}_scope"] = scope
         self.record["graph"] = graph
         self.last = full = self.quantize(self.work / "full.onnx", include=self.include)
         if self.repairable and self.settings.latency_aware:
@@ -141,7 +156,7 @@ class Attempt:
         return not found, score, result
 
     def _cause(self) -> str:
-        return likely_cause(self.config.method, self.settings, self.transformer)
+        return likely_cause(self.method, self.settings, self.transformer)
 
     def output_check(self, candidate: Path) -> None:
         """Refuse (or repair, accuracy-aware) a model whose outputs differ too much."""
@@ -149,9 +164,9 @@ class Attempt:
         if self.data.calibration:
             check_finite_outputs(candidate, self.data.calibration, self.model_path)
         passed, _, figures = self.judge(candidate)
-        if not passed and self.repairable and self.settings.accuracy_aware:
+        if not passed and self.repairable and self.candidate_spec.accuracy_aware:
             best, search = accuracy_aware_quantize(
-                self.prepared, config.method, self.settings, self.data.calibration,
+                self.prepared, self.method, self.settings, self.data.calibration,
                 self.data.held_out, self.judge, candidate, self.work, exclude=self.exclude,
                 include=self.include)
             figures = search.pop("figures")
@@ -190,5 +205,5 @@ class Attempt:
         figures = speed_figures(self.model_path, candidate, config, self.data.timing_feeds(),
                                 extra)
         self.record["speed_check"] = figures
-        check_beats_rival(figures, config, rival)
+        check_beats_rival(figures, config, self.method, rival)
         check_speed(figures, config, speed_gate_cause(candidate))

@@ -37,6 +37,10 @@ PRESETS: dict[str, dict] = {
     # 16-bit saturation of VPMADDUBSW: U8S8 with full 8-bit per-channel weights.
     "x86-vnni": {"format": "qdq", "activation_type": "uint8", "per_channel": True,
                  "reduce_range": False, "symmetric": False},
+    # x86-64 with AMX-INT8 (Sapphire Rapids and later): MLAS's AMX QGEMM is U8S8 too (tiles
+    # of u8 x s8 into s32, no saturation), falling back to AVX512-VNNI for small products.
+    "x86-amx": {"format": "qdq", "activation_type": "uint8", "per_channel": True,
+                "reduce_range": False, "symmetric": False},
     # x86-64 AVX2 / AVX512 without VNNI: U8S8 on VPMADDUBSW, whose 16-bit intermediate sums
     # can saturate; 7-bit weights (reduce_range) avoid it (ORT's guide says per-channel
     # "generally" needs reduce_range on these machines).
@@ -103,6 +107,9 @@ def choose_preset(provider: str = "cpu", arch: str | None = None,
     if any(word in provider.lower() for word in GPU_PROVIDER_WORDS):
         return "gpu-tensorrt", f"provider {provider}: QDQ int8 with zero points of 0"
     if arch == "x86_64":
+        if {"amx_int8", "amx_tile"} <= flags:
+            return "x86-amx", ("x86-64 with AMX-INT8: U8S8 on AMX tiles (VNNI for small "
+                               "products), 8-bit per-channel weights")
         vnni = sorted(flags & {"avx512_vnni", "avx512vnni", "avx_vnni", "avxvnni"})
         if vnni:
             return "x86-vnni", (f"x86-64 with {vnni[0]}: U8S8 (u8 x s8 VNNI dot product), "

@@ -79,6 +79,10 @@ class QuantizeConfig(StageConfig):
     held_out_fraction: float = option(0.25, "share of the calibration rows kept out of "
                                             "calibration for the output check")
     check_rows: int = option(16, "generated rows for the output check without data")
+    search: bool = option(True, "when the first candidate fails the output check, try the "
+                                "method's next ones (per-channel, 7-bit weights, sensitive "
+                                "nodes in float, static with data) and keep the fastest that "
+                                "passes; --no-search: one attempt only")
     # Speed check: interleaved timing of the result against its input.
     speed_check: bool = option(True, "time the result against its input (interleaved); "
                                      "not faster exits 1")

@@ -23,11 +23,12 @@ import onnx
 
 from bench.resources import check_fits
 from compress.quantize.attempt import Attempt
+from compress.quantize.candidate_search import first_candidate, search, searching
 from compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch, checked_batches,
                                     evaluation_set)
 from compress.quantize.model_checks import (check_input_finite, check_quantizable, count_ops,
                                             speed_gate_cause)
-from compress.quantize.output_check import generated_batches, split_held_out
+from compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
 from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
 from compress.trainer import selection_batches
 from core.files import atomic_path, check_not_input, check_output_file
@@ -81,35 +82,53 @@ def quantize(model_path, config: QuantizeConfig, out_path,
         check_input_finite(model_path, data.calibration)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=out_path.parent) as tmp:
-        attempt = Attempt(model_path, config, settings, data, tolerance, Path(tmp))
+        attempt = Attempt(model_path, config, first_candidate(config, settings, choice), data,
+                          tolerance, Path(tmp) / "candidate0")
         try:
-            candidate = attempt.candidate()
-            attempt.output_check(candidate)
+            attempt, candidate, searched = _checked_candidate(
+                model_path, config, attempt, settings, data, tolerance, Path(tmp))
             attempt.speed_check(candidate)
         except QuantizationCheckError as exc:
-            if keep_failed is not None and attempt.last is not None and attempt.last.is_file():
-                _keep_refused(attempt.last, keep_failed)
+            last = getattr(exc, "last_attempt", attempt).last
+            if keep_failed is not None and last is not None and last.is_file():
+                _keep_refused(last, keep_failed)
                 exc.args = (f"{exc.args[0]} (the refused model is kept at {keep_failed})",)
             raise
-        mark_onnx_file(candidate, f"quantize {config.method}")
+        mark_onnx_file(candidate, f"quantize {attempt.method}")
         os.replace(candidate, out_path)
-    record = {**settings_record(config, settings, choice), **attempt.record,
+    record = {**settings_record(config, attempt, choice), **attempt.record,
               "calibration_samples": _rows(data.calibration),
               "size_bytes_before": model_size_bytes(model_path),
               "size_bytes": model_size_bytes(out_path), "ops": count_ops(out_path)}
+    if searched:
+        record["candidate_search"] = searched
     return StageResult(artifact=out_path, record=record)
 
 
-def settings_record(config: QuantizeConfig, settings, choice: str) -> dict:
-    """The record's settings: the method, its resolved settings flat (as before), the
-    request and the resolution side by side, what ``auto`` chose, and the checks."""
-    resolved = settings_dict(settings)
+def _checked_candidate(model_path, config, attempt, settings, data, tolerance, work):
+    """The first candidate, output-checked; when it fails and the method has fallbacks, the
+    fastest of the next candidates that pass (:mod:`.candidate_search`)."""
+    (work / "candidate0").mkdir(parents=True, exist_ok=True)
+    try:
+        candidate = attempt.candidate()
+        attempt.output_check(candidate)
+        return attempt, candidate, None
+    except OutputCheckFailed as exc:
+        if not searching(config):
+            raise
+        return search(model_path, config, attempt, exc, settings, data, tolerance, work)
+
+
+def settings_record(config: QuantizeConfig, attempt: Attempt, choice: str) -> dict:
+    """The record's settings: the method that ran and its resolved settings flat (as
+    before), the request and the resolution side by side, what ``auto`` chose, the checks."""
+    resolved = settings_dict(attempt.settings)
     checks = {k: v for k, v in config.to_dict().items()
               if k not in ("kind", "mode") and k not in resolved}
-    return {"mode": config.method, "method": config.method, **resolved, **checks,
-            "requested": settings_dict(config.settings), "resolved": resolved,
-            "auto_choice": choice,
-            "describe": config.spec.describe(settings) if settings is not None else ""}
+    describe = attempt.spec.describe(attempt.settings) if attempt.settings is not None else ""
+    return {"mode": attempt.method, "method": attempt.method, **resolved, **checks,
+            "requested": {"mode": config.method, **settings_dict(config.settings)},
+            "resolved": resolved, "auto_choice": choice, "describe": describe}
 
 
 def _keep_refused(refused: Path, keep_failed: Path) -> None:

@@ -81,7 +81,8 @@ def check_speed(figures: dict, config: QuantizeConfig, cause: str) -> None:
         figures)
 
 
-def check_beats_rival(figures: dict, config: QuantizeConfig, rival: str | None) -> None:
+def check_beats_rival(figures: dict, config: QuantizeConfig, method: str,
+                      rival: str | None) -> None:
     """The result must beat the method's rival (timed as ``figures[rival]``), or it is
     refused recommending the rival: static int8 on a transformer against dynamic int8."""
     from compress.quantize.methods import METHODS
@@ -90,13 +91,13 @@ def check_beats_rival(figures: dict, config: QuantizeConfig, rival: str | None) 
     if other is None or config.allow_slower:
         return
     if other["p50_ms"] < figures["quantized"]["p50_ms"]:
-        ours, theirs = config.spec.title, METHODS.get(rival).title
+        ours, theirs = METHODS.get(method).title, METHODS.get(rival).title
         raise SpeedCheckFailed(
             f"{ours} is slower than {theirs} on this graph and CPU: median "
-            f"{figures['quantized']['p50_ms']:.3f} ms ({config.method}, "
+            f"{figures['quantized']['p50_ms']:.3f} ms ({method}, "
             f"{figures['speedup']:.2f}x fp32) vs {other['p50_ms']:.3f} ms ({rival}, "
             f"{other['speedup']:.2f}x fp32), timed interleaved; use --mode {rival} (or "
-            f"--allow-slower to keep {config.method} anyway)", figures)
+            f"--allow-slower to keep {method} anyway)", figures)
 
 
 def describe(figures: dict | None) -> str:

@@ -87,6 +87,17 @@ def _print_search(search: dict) -> None:
         print(f"  note: {search['note']}")
 
 
+def _print_candidates(search: dict) -> None:
+    """The first candidate failed its output check: every one tried, and which was kept."""
+    print(f"  search: the first candidate failed its output check; {len(search['candidates'])} "
+          f"tried, kept: {search['chosen']}")
+    for entry in search["candidates"]:
+        speed = f", {entry['speedup']:.2f}x its input" if "speedup" in entry else ""
+        cosine = "" if entry["min_cosine"] is None else f", mean cosine {entry['min_cosine']:.4f}"
+        print(f"    {entry['label']} ({entry['method']}: {entry['settings']}){cosine}{speed}: "
+              f"{entry['verdict']}")
+
+
 def _print_checks(record: dict) -> None:
     from compress.quantize.output_check import describe as describe_outputs
     from compress.quantize.speed_check import describe as describe_speed
@@ -126,6 +137,8 @@ def handle(args) -> int:
         settings += f" on {record['calibration_samples']} samples"
     print(f"wrote {args.output}: {record['mode']} ({settings}), "
           f"{record['size_bytes_before']:,} -> {record['size_bytes']:,} bytes")
+    if "candidate_search" in record:
+        _print_candidates(record["candidate_search"])
     if "accuracy_search" in record:
         _print_search(record["accuracy_search"])
     _print_checks(record)

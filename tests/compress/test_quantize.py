@@ -240,7 +240,8 @@ def test_presets_fill_unset_fields_and_explicit_fields_win():
     assert resolved(preset="arm64", per_channel=False).per_channel is False
     assert resolved(preset="arm64").activation_type == "int8"
     assert resolved(preset="arm64-nodot").activation_type == "uint8"
-    assert set(PRESETS) == {"x86-vnni", "x86-avx2", "arm64", "arm64-nodot", "gpu-tensorrt"}
+    assert set(PRESETS) == {"x86-vnni", "x86-amx", "x86-avx2", "arm64", "arm64-nodot",
+                            "gpu-tensorrt"}
 
 
 def test_a_config_is_a_plain_value_its_preset_resolved_only_when_quantizing(monkeypatch):
@@ -325,11 +326,12 @@ def test_a_model_no_step_repairs_is_refused_and_kept_only_where_asked(tmp_path):
     assert not list(tmp_path.glob(".quantize.*")), "scratch folder left behind"
 
 
-def test_without_accuracy_aware_a_failed_check_is_refused_at_once(tmp_path):
+def test_without_the_search_a_failed_check_is_refused_at_once(tmp_path):
     model = outlier_mlp(tmp_path / "mlp.onnx", pre=True)
     x, labels = labelled(model, 256, (8,))
     with pytest.raises(OutputCheckFailed, match="outputs differ from the fp32") as info:
-        quantize(model, cfg(accuracy_aware=False), tmp_path / "q.onnx", calibration={"x": x})
+        quantize(model, cfg(accuracy_aware=False, search=False), tmp_path / "q.onnx",
+                 calibration={"x": x})
     assert info.value.figures["outputs"]["logits"]["mean_cosine"] < 0.99
     assert not (tmp_path / "q.onnx").exists()
 

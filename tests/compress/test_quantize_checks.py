@@ -85,6 +85,8 @@ def fake_timings(latencies_ms):
 @pytest.mark.parametrize("provider, arch, flags, preset", [
     ("cpu", "x86_64", {"avx2", "avx512f", "avx512_vnni"}, "x86-vnni"),
     ("cpu", "x86_64", {"avx2", "avx_vnni"}, "x86-vnni"),
+    ("cpu", "x86_64", {"avx2", "avx512_vnni", "amx_int8", "amx_tile", "amx_bf16"}, "x86-amx"),
+    ("cpu", "x86_64", {"avx2", "avx512_vnni", "amx_tile"}, "x86-vnni"),   # no int8 tiles
     ("cpu", "x86_64", {"avx2", "fma"}, "x86-avx2"),
     ("cpu", "arm64", {"asimd", "asimddp"}, "arm64"),
     ("cpu", "arm64", {"asimd"}, "arm64-nodot"),

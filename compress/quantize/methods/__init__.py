@@ -71,6 +71,9 @@ class MethodSpec:
     - ``rival(settings, transformer)``: (method, settings) the result must also beat, e.g.
       dynamic int8 for static int8 on a transformer; None when there is none;
     - ``likely_causes(settings, transformer)``: why a result may have failed its check;
+    - ``fallbacks(settings, has_calibration)``: the next candidates, cheapest first, when the
+      first fails its output check: ``(label, method, settings, accuracy_aware)`` each
+      (:mod:`compress.quantize.candidate_search`); None: no search;
     - ``label``: the name in messages ("static int8"; the name when empty).
     """
 
@@ -86,6 +89,7 @@ class MethodSpec:
     scope: Callable[[Any, bool], tuple[list | None, dict]] | None = None
     rival: Callable[[Any, bool], tuple[str, Any] | None] | None = None
     likely_causes: Callable[[Any, bool], list[str]] = _no_causes
+    fallbacks: Callable[[Any, bool], list[tuple]] | None = None
     order: int = 100
     label: str = ""
 

@@ -60,6 +60,22 @@ def resolve_int8(settings: Int8Settings, provider: str, gpu_ready: bool):
     return dataclasses.replace(settings, **filled), why
 
 
+def int8_fallbacks(method: str, settings: Int8Settings) -> list[tuple]:
+    """The next int8 candidates, cheapest first: per-channel weights, then 7-bit weights on
+    top (what saturates on AVX2 need not on VNNI, and the other way round), then the
+    sensitive nodes kept in float (accuracy-aware, slower: fewer int8 nodes)."""
+    out, current = [], settings
+    if not current.per_channel:
+        current = dataclasses.replace(current, per_channel=True)
+        out.append(("per-channel weights", method, current, False))
+    if not current.reduce_range:
+        out.append(("7-bit weights (reduce-range)", method,
+                    dataclasses.replace(current, reduce_range=True), False))
+    if settings.accuracy_aware:
+        out.append(("sensitive nodes kept in float (accuracy-aware)", method, current, True))
+    return out
+
+
 def qtype(name: str):
     from onnxruntime.quantization import QuantType
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compress.quantize.methods import METHODS, MethodSpec
-from compress.quantize.methods._int8 import FLOAT_DEFAULT, Int8Settings, int8_causes, resolve_int8
+from compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
+                                             int8_fallbacks, resolve_int8)
 
 
 @dataclass
@@ -39,6 +40,18 @@ def describe(settings: DynamicInt8) -> str:
                                f"reduce-range {settings.reduce_range}"])
 
 
+def fallbacks(settings: DynamicInt8, has_calibration: bool) -> list[tuple]:
+    """Per-channel, 7-bit weights, accuracy-aware; then static int8 where data was given."""
+    out = int8_fallbacks("dynamic", settings)
+    if has_calibration:
+        from compress.quantize.methods.static import StaticInt8
+
+        out.append(("static int8, calibrated on the given data", "static",
+                    StaticInt8(preset=settings.preset, per_channel=True,
+                               latency_aware=settings.latency_aware), False))
+    return out
+
+
 def integer_ops() -> set[str]:
     from onnxruntime.quantization import registry
 
@@ -49,5 +62,6 @@ METHODS.register(MethodSpec(
     "dynamic", DynamicInt8, quantize_dynamic, describe, produces="int8",
     resolve=lambda settings, provider: resolve_int8(settings, provider, gpu_ready=False),
     repairable=True, quantizable_ops=integer_ops,
-    likely_causes=lambda settings, transformer: int8_causes(settings), order=10,
+    likely_causes=lambda settings, transformer: int8_causes(settings), fallbacks=fallbacks,
+    order=10,
     label="dynamic int8"))

@@ -8,12 +8,13 @@ attention-mask path, softmax and the score MatMuls have ranges no 8-bit scale co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from compress.ort_noise import per_tensor_1d_weights_quietly
 from compress.quantize.methods import METHODS, MethodSpec
-from compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes, qtype,
-                                             resolve_int8)
+from compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
+                                             int8_fallbacks, qtype, resolve_int8)
 from core.checks import check_choice
 from core.stage import option
 
@@ -102,6 +103,17 @@ def dynamic_rival(settings: StaticInt8, transformer: bool):
                                   reduce_range=settings.reduce_range)
 
 
+def fallbacks(settings: StaticInt8, has_calibration: bool) -> list[tuple]:
+    """Per-channel, 7-bit weights, percentile calibration (MinMax spends the range on
+    outliers), then accuracy-aware: the plain ones first, they keep every node in int8."""
+    out = int8_fallbacks("static", settings)
+    if settings.calibration != "minmax":
+        return out
+    percentile = dataclasses.replace(settings, per_channel=True, calibration="percentile")
+    plain, repaired = [c for c in out if not c[3]], [c for c in out if c[3]]
+    return plain + [("percentile calibration", "static", percentile, False)] + repaired
+
+
 def likely_causes(settings: StaticInt8, transformer: bool) -> list[str]:
     causes = []
     if transformer:
@@ -118,4 +130,5 @@ def likely_causes(settings: StaticInt8, transformer: bool) -> list[str]:
 METHODS.register(MethodSpec(
     "static", StaticInt8, quantize_static, describe, produces="int8", resolve=resolve,
     needs_calibration=True, repairable=True, quantizable_ops=qdq_ops, scope=transformer_scope,
-    rival=dynamic_rival, likely_causes=likely_causes, order=20, label="static int8"))
+    rival=dynamic_rival, likely_causes=likely_causes, fallbacks=fallbacks, order=20,
+    label="static int8"))
