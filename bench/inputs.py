@@ -22,7 +22,10 @@ ORT_TO_NUMPY = {
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
 }
 RESERVED_KEYS = ("labels", "reference")
-TOKEN_VOCAB = 1000  # generated token ids stay in a small range every vocabulary has
+# Generated token ids span the model's own embedding table when it is known (the low ids of
+# a real vocabulary are special and unused tokens: a sequence of them is no text at all, and
+# an output check on it says little); below this bound otherwise, a range every table has.
+TOKEN_VOCAB = 1000
 
 
 def parse_shape_overrides(items) -> dict[str, list[int]]:
@@ -137,8 +140,8 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
     The one input generator of the project: benchmarks, the quantizer's output check and
     the export parity checks all draw from it. Integer inputs: names with ``mask`` get ones,
     ``type``/``segment`` zeros, ``position`` the positions 0..n-1, and anything else (token
-    ids) ids below the model's vocabulary (``vocab_sizes``, see :func:`token_vocab_sizes`)
-    or below ``default_vocab`` when it is not known. ``symbolic_dims`` sizes every symbolic
+    ids) ids across the model's vocabulary (``vocab_sizes``, see :func:`token_vocab_sizes`)
+    or below ``default_vocab`` (at most :data:`TOKEN_VOCAB`) when it is not known. ``symbolic_dims`` sizes every symbolic
     non-batch axis (parity checks use small ones). Inputs that could not fit in memory are
     refused before any array is made, naming ``model_name``.
     """
@@ -158,8 +161,9 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
                int(sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in planned.values())),
                remedy="give real inputs, or smaller sizes with --shape / a model with "
                       "symbolic dimensions")
+    known = vocab_sizes or {}
     return {name: _generated_value(name.lower(), dtype, shape, rng,
-                                   (vocab_sizes or {}).get(name, default_vocab))
+                                   known.get(name) or min(default_vocab, TOKEN_VOCAB))
             for name, (dtype, shape) in planned.items()}
 
 
@@ -171,7 +175,7 @@ def _generated_value(name: str, dtype, shape: list[int], rng, vocab: int) -> np.
             return np.zeros(shape, dtype=dtype)
         if "position" in name and shape:
             return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
-        high = max(1, min(vocab, TOKEN_VOCAB, int(np.iinfo(dtype).max)))
+        high = max(1, min(vocab, int(np.iinfo(dtype).max)))
         return rng.integers(0, high, size=shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 

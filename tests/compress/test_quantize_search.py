@@ -17,7 +17,8 @@ from tests.edgepack.helpers import run_cli_output
 
 ISAS = {  # (arch, CPU flags) -> the preset auto picks, and the dynamic search order after it
     "avx2": (("x86_64", {"avx2", "fma"}), "x86-avx2",
-             ["sensitive nodes kept in float (accuracy-aware)",
+             ["full 8-bit weights (no reduce-range)",
+              "sensitive nodes kept in float (accuracy-aware)",
               "static int8, calibrated on the given data"]),
     "avx512-vnni": (("x86_64", {"avx2", "avx512f", "avx512_vnni"}), "x86-vnni",
                     ["7-bit weights (reduce-range)",
@@ -96,7 +97,7 @@ def test_when_the_first_candidate_fails_the_next_one_is_handed_back(tmp_path, fa
 
 def test_the_fastest_passing_candidate_wins(tmp_path, fake_cpu, monkeypatch):
     fake_cpu("x86_64", {"avx2", "fma"})
-    _failing_first(monkeypatch)
+    _failing_first(monkeypatch, failing=("as asked", "full 8-bit"))
     # timed: the input, the accuracy-aware candidate, static int8: static is fastest here
     monkeypatch.setattr(sys_module("compress.quantize.candidate_search"), "time_models",
                         fake_timings([1.0, 0.8, 0.5]))
@@ -144,3 +145,34 @@ def sys_module(name):
     import sys
 
     return sys.modules[name]
+
+
+def test_a_text_model_without_data_is_checked_on_sentences(tmp_path):
+    """A tokenizer.json beside a token model: the output check runs on real sentences
+    tokenized with it, not on random ids (which are no text)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from compress.quantize.text_inputs import SENTENCES, sentence_batches
+    from tests.bench.conftest import token_model
+
+    model = token_model(tmp_path / "tok.onnx", vocab=50)
+    vocabulary = sorted({w for s in SENTENCES for w in s.split()})
+    words = {w: i % 49 + 1 for i, w in enumerate(vocabulary)}
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0, **words}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    [feeds] = sentence_batches(model, session, rows=4)
+    assert set(feeds) == {"input_ids", "attention_mask"} and feeds["input_ids"].shape[0] == 4
+    assert feeds["attention_mask"].sum(1).tolist() == [
+        len(tokenizer.encode(s).ids) for s in SENTENCES[:4]]
+    result = quantize(model, cfg(mode="dynamic", min_cosine=-1.0, max_norm_change=10.0,
+                                 min_top1_agreement=0.0), tmp_path / "q.onnx")
+    assert result.record["held_out"]["source"].startswith("built-in English sentences")
+    (tmp_path / "tokenizer.json").unlink()
+    again = quantize(model, cfg(mode="dynamic", min_cosine=-1.0, max_norm_change=10.0,
+                                min_top1_agreement=0.0), tmp_path / "q2.onnx")
+    assert again.record["held_out"]["source"].startswith("generated inputs")

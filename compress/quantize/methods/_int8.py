@@ -61,9 +61,10 @@ def resolve_int8(settings: Int8Settings, provider: str, gpu_ready: bool):
 
 
 def int8_fallbacks(method: str, settings: Int8Settings) -> list[tuple]:
-    """The next int8 candidates, cheapest first: per-channel weights, then 7-bit weights on
-    top (what saturates on AVX2 need not on VNNI, and the other way round), then the
-    sensitive nodes kept in float (accuracy-aware, slower: fewer int8 nodes)."""
+    """The next int8 candidates, cheapest first: per-channel weights, then the other weight
+    width (7-bit where the preset chose 8, 8-bit where it chose 7: what saturates on AVX2
+    need not on VNNI, and a model may lose less either way), then the sensitive nodes kept in
+    float (accuracy-aware, slower: fewer int8 nodes)."""
     out, current = [], settings
     if not current.per_channel:
         current = dataclasses.replace(current, per_channel=True)
@@ -71,6 +72,9 @@ def int8_fallbacks(method: str, settings: Int8Settings) -> list[tuple]:
     if not current.reduce_range:
         out.append(("7-bit weights (reduce-range)", method,
                     dataclasses.replace(current, reduce_range=True), False))
+    else:   # the preset chose 7-bit weights against saturation: full 8 bits may lose less
+        out.append(("full 8-bit weights (no reduce-range)", method,
+                    dataclasses.replace(current, reduce_range=False), False))
     if settings.accuracy_aware:
         out.append(("sensitive nodes kept in float (accuracy-aware)", method, current, True))
     return out
