@@ -43,12 +43,11 @@ def describe(settings: DynamicInt8) -> str:
 def fallbacks(settings: DynamicInt8, has_calibration: bool) -> list[tuple]:
     """Per-channel, 7-bit weights, accuracy-aware; then static int8 where data was given."""
     out = int8_fallbacks("dynamic", settings)
-    if has_calibration:
-        from compress.quantize.methods.static import StaticInt8
-
+    if has_calibration:   # the other method, through the registry (no import between methods)
+        static = METHODS.get("static").settings
         out.append(("static int8, calibrated on the given data", "static",
-                    StaticInt8(preset=settings.preset, per_channel=True,
-                               latency_aware=settings.latency_aware), False))
+                    static(preset=settings.preset, per_channel=True,
+                           latency_aware=settings.latency_aware), False))
     return out
 
 

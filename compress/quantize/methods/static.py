@@ -97,10 +97,9 @@ def dynamic_rival(settings: StaticInt8, transformer: bool):
     """On a transformer static int8 must beat dynamic int8 with the same weights."""
     if not transformer:
         return None
-    from compress.quantize.methods.dynamic import DynamicInt8
-
-    return "dynamic", DynamicInt8(preset="none", per_channel=settings.per_channel,
-                                  reduce_range=settings.reduce_range)
+    dynamic = METHODS.get("dynamic").settings   # through the registry: methods import no other
+    return "dynamic", dynamic(preset="none", per_channel=settings.per_channel,
+                              reduce_range=settings.reduce_range)
 
 
 def fallbacks(settings: StaticInt8, has_calibration: bool) -> list[tuple]:
