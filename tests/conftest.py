@@ -50,3 +50,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory):
+    """A tiny Llama decoder (HF folder with tokenizer) and Optimum's KV-cache ONNX export of
+    it: ``(hf_folder, onnx_path)``; the ONNX folder also holds the tokenizer files."""
+    pytest.importorskip("optimum.exporters.onnx")
+    from tests.tiny_decoder import export_with_optimum, make_tiny_decoder_folder
+
+    root = tmp_path_factory.mktemp("tiny-decoder")
+    hf_folder = make_tiny_decoder_folder(root / "hf")
+    return hf_folder, export_with_optimum(hf_folder, root / "onnx")
