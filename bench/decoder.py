@@ -11,6 +11,7 @@ Batch 1 throughout: the edge case, and what the generation figures are measured 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -80,8 +81,25 @@ def decoder_layout(session, path: str | os.PathLike = "the model") -> DecoderLay
                          "position_ids" in inputs, vocab)
 
 
+def context_length(model_path: str | os.PathLike) -> int | None:
+    """The longest sequence the model was trained for: ``max_position_embeddings`` of the
+    ``config.json`` beside the model (Optimum copies it there), or None when that file or
+    key is missing or unreadable (the graph itself does not say)."""
+    config = Path(model_path).parent / "config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 class Decoder:
-    """Greedy decoding and teacher-forced logits with the KV cache, through ONNX Runtime."""
+    """Greedy decoding and teacher-forced logits with the KV cache, through ONNX Runtime.
+
+    ``context_length`` is the model's longest sequence when ``config.json`` beside it says
+    (else None); ``vocab_size`` is the logits' width, read from the graph or, where that
+    axis is dynamic, from one one-token run.
+    """
 
     def __init__(self, path: str | os.PathLike, options: SessionOptions | None = None,
                  session=None):
@@ -93,6 +111,15 @@ class Decoder:
         self._output_names = ["logits"] + [f"present.{i}.{kind}"
                                            for i in range(self.layout.layers)
                                            for kind in ("key", "value")]
+        self.context_length = context_length(self.path)
+        self._vocab_size = self.layout.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of logits per token (the model's vocabulary)."""
+        if self._vocab_size is None:
+            self._vocab_size = int(self.sequence_logits([0]).shape[-1])
+        return self._vocab_size
 
     def empty_cache(self) -> list[np.ndarray]:
         """The cache before any token: every key and value with a past length of 0."""
@@ -133,4 +160,4 @@ class Decoder:
             logits, cache = self.forward([token], cache)
 
 
-__all__ = ["Decoder", "DecoderLayout", "decoder_layout"]
+__all__ = ["Decoder", "DecoderLayout", "context_length", "decoder_layout"]
