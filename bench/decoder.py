@@ -113,6 +113,8 @@ class Decoder:
                                            for kind in ("key", "value")]
         self.context_length = context_length(self.path)
         self._vocab_size = self.layout.vocab_size
+        # The RSS its loading cost, when bench.generation.load_decoder made it; else None.
+        self.load_memory: dict | None = None
 
     @property
     def vocab_size(self) -> int:
