@@ -3,6 +3,8 @@
 Each flag maps onto one :class:`bench.runner.BenchConfig` field; the command calls
 :func:`bench.bench` once and writes the table (stdout), JSON, Markdown and plot it asked for.
 ``--robustness`` adds attacks on each model (see :mod:`edgepack.cli.robustness_flags`).
+``--generate`` benchmarks decoder LLMs instead: prefill and decode speed through
+:func:`bench.generation.bench_generation` (see :func:`handle_generate`).
 """
 
 from edgepack.cli import robustness_flags
@@ -28,7 +30,23 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output file that edgepack did not write")
     robustness_flags.register(p)
+    _register_generate(p)
     p.set_defaults(handler=handle)
+
+
+def _register_generate(p) -> None:
+    g = p.add_argument_group("decoder LLMs (--generate)")
+    g.add_argument("--generate", action="store_true",
+                   help="the models are decoder LLMs with a KV cache: measure prefill ms and "
+                        "decode tokens/s on a standard English prompt, interleaved")
+    g.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="folder holding the models' tokenizer.json (needed by --generate)")
+    g.add_argument("--prompt-tokens", type=int, default=128, metavar="N",
+                   help="prompt length in tokens (default 128)")
+    g.add_argument("--new-tokens", type=int, default=32, metavar="N",
+                   help="decode steps per run, never stopped at eos (default 32)")
+    g.add_argument("--rounds", type=int, default=5, metavar="N",
+                   help="timed runs of every model, interleaved (default 5)")
 
 
 def config_from_args(args):
@@ -76,6 +94,48 @@ def check_outputs(args) -> None:
     check_distinct({flag: getattr(args, name) for flag, name, _ in OUTPUTS})
 
 
+# Flags of the tensor benchmark that mean nothing to --generate: refused, not ignored.
+NOT_FOR_GENERATE = ("data", "markdown", "plot", "robustness", "shape", "batch")
+
+
+def handle_generate(args) -> int:
+    """``edgepack bench --generate``: one call of :func:`bench.generation.bench_generation`,
+    a table on stdout, the results as JSON when ``--json`` is given."""
+    from edgepack import __version__
+
+    from bench.generation import bench_generation, generation_table
+    from core.files import atomic_write_json
+    from core.output_paths import check_output_path
+
+    given = [f"--{name}" for name in NOT_FOR_GENERATE if getattr(args, name, None)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not used by --generate, which times prefill "
+                         f"and decoding at batch 1 on a built-in prompt")
+    for flag, value in (("--prompt-tokens", args.prompt_tokens),
+                        ("--new-tokens", args.new_tokens), ("--rounds", args.rounds)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not args.tokenizer:
+        raise ValueError("--generate needs --tokenizer DIR, the folder holding the models' "
+                         "tokenizer.json")
+    if args.json:
+        check_output_path(args.json, inputs=[*args.models, args.tokenizer], flag="--json",
+                          suffixes=(".json",), overwrite=args.overwrite)
+    config = config_from_args(args)
+    warmup = args.warmup if args.warmup is not None else 1
+    stats = bench_generation(args.models, args.tokenizer, prompt_tokens=args.prompt_tokens,
+                             new_tokens=args.new_tokens, rounds=args.rounds,
+                             options=config.session_options(), warmup=warmup)
+    print(f"{_environment()['cpu']}, {config.provider}, threads {config.threads}, batch 1, "
+          f"prompt {args.prompt_tokens} tokens then {args.new_tokens} decode steps, {warmup} "
+          f"warm-up + {args.rounds} rounds per model, interleaved")
+    print(generation_table(stats))
+    if args.json:
+        atomic_write_json(args.json, [{**s.to_dict(), "kind": "generation", "batch": 1,
+                                       "edgepack_version": __version__} for s in stats])
+    return 0
+
+
 def handle(args) -> int:
     import sys
 
@@ -87,6 +147,11 @@ def handle(args) -> int:
     from core.files import atomic_write_json, atomic_write_text
     from core.output_paths import MARKDOWN_MARK
 
+    if args.generate:
+        return handle_generate(args)
+    if args.tokenizer:
+        raise ValueError("--tokenizer is read by --generate only; add --generate to "
+                         "benchmark decoder LLMs")
     check_outputs(args)
     config = config_from_args(args)
     robustness = robustness_flags.config_from_args(args)

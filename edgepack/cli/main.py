@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 
-COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "verify", "env")
+COMMANDS = ("demo", "run", "export", "package", "quantize", "bench", "generate", "verify", "env")
 RESUMABLE = ("demo", "run")
 ISSUE_HINT = ("please report it with the output of `edgepack env` and the command you ran")
 
