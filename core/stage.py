@@ -92,7 +92,9 @@ class StageInput:
 
     ``artifact`` is an ``nn.Module`` for stages that consume torch, an ``.onnx`` path for
     stages that consume ONNX. ``build`` turns ``"module:function"`` plus arguments into a
-    model (the recipe's import rules); ``eval_inputs`` are held-out inputs for checks.
+    model (the recipe's import rules); ``eval_inputs`` are held-out inputs for checks;
+    ``metric`` is the recipe's ``[metric]`` spec, for stages that judge quality themselves
+    (the decoder quantize search holds its candidates to the same thresholds).
     """
 
     artifact: Any
@@ -106,6 +108,7 @@ class StageInput:
     progress: bool = True
     build: Callable[[str, dict], Any] | None = None
     checkpoint: Path | None = None
+    metric: Any = None
 
 
 def _no_speed_promise(config: StageConfig) -> bool:

@@ -30,9 +30,11 @@ from core.stage import StageResult
 from core.files import output_folder, same_file
 from core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
+from export.decoder import check_decoder_parity
 from export.parity import ParityError, compare_outputs, parity_summary
 
-TASKS = ("feature-extraction", "text-classification")
+TASKS = ("feature-extraction", "text-classification", "text-generation-with-past")
+DECODER_TASK = "text-generation-with-past"  # a decoder LLM with its KV cache as inputs/outputs
 TASK_ALIASES = {"sequence-classification": "text-classification"}
 PARITY_CASES = ((1, 12), (3, 12), (3, 7))  # (batch, sequence length)
 
@@ -110,7 +112,8 @@ def _run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None,
 
 
 def _load_torch_model(model_dir: Path, task: str):
-    name = "AutoModel" if task == "feature-extraction" else "AutoModelForSequenceClassification"
+    name = {"feature-extraction": "AutoModel", "text-classification":
+            "AutoModelForSequenceClassification", DECODER_TASK: "AutoModelForCausalLM"}[task]
     auto = import_optional("transformers", name, "transformers", "hf")
     return auto.from_pretrained(str(model_dir), local_files_only=True).eval()
 
@@ -164,8 +167,8 @@ def _export_into(model_dir: Path, task: str, out_dir: Path, opset, atol: float, 
         optimum_validation = _run_optimum(model_dir, task, work_dir, opset, atol)
         mark_onnx_file(work_dir / "model.onnx", f"export --hf ({task})")
         graph = check_onnx_file(work_dir / "model.onnx")
-        parity = check_hf_parity(_load_torch_model(model_dir, task), work_dir / "model.onnx",
-                                 atol, rtol)
+        check = check_decoder_parity if task == DECODER_TASK else check_hf_parity
+        parity = check(_load_torch_model(model_dir, task), work_dir / "model.onnx", atol, rtol)
         if not parity["ok"] and fail_on_mismatch:
             raise ParityError(f"ONNX outputs differ from torch beyond atol={atol}, "
                               f"rtol={rtol}:\n" + "\n".join(parity["lines"]))

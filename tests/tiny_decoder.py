@@ -76,3 +76,32 @@ def export_with_optimum(hf_folder: Path, out_folder: Path) -> Path:
     main_export(str(hf_folder), output=str(out_folder), task="text-generation-with-past",
                 do_validation=False)
     return Path(out_folder) / "model.onnx"
+
+
+def tiny_decoder_model(folder: str):
+    """A recipe builder: the tiny decoder saved in ``folder`` (fp32, eval mode)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+
+
+def tiny_decoder_text(folder: str, window_tokens: int = 24, eval_windows: int = 4,
+                      calibration_windows: int = 2) -> dict:
+    """A recipe data provider for the tiny decoder: token windows of :data:`TINY_TEXT`
+    (evaluation from its second half), two prompts, and the tokenizer folder."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    half = len(TINY_TEXT) // 2
+    stream = {split: tokenizer.encode(" ".join(text)).ids
+              for split, text in (("train", TINY_TEXT[:half]), ("evaluation", TINY_TEXT[half:]))}
+
+    def windows(split: str, count: int) -> list[list[int]]:
+        tokens = stream[split]
+        return [tokens[i * window_tokens:(i + 1) * window_tokens] for i in range(count)]
+
+    return {"train": windows("train", 2), "calibration": windows("train", calibration_windows),
+            "evaluation": windows("evaluation", eval_windows),
+            "prompts": [tokenizer.encode("The quick brown").ids,
+                        tokenizer.encode("Every stage is").ids],
+            "tokenizer_dir": str(folder)}

@@ -14,8 +14,9 @@ def register(sub) -> None:
     source.add_argument("--hf", default=None, metavar="LOCAL_DIR",
                         help="a local transformers model folder (never downloaded)")
     p.add_argument("--task", default=None,
-                   help="with --hf: feature-extraction | text-classification "
-                        "(alias sequence-classification)")
+                   help="with --hf: feature-extraction | text-classification (alias "
+                        "sequence-classification) | text-generation-with-past (a decoder LLM "
+                        "with its KV cache)")
     p.add_argument("--args", default="{}", help="builder arguments as JSON, e.g. '{\"width\": 16}'")
     p.add_argument("--weights", default="", help=".safetensors (or a torch zip checkpoint)")
     p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
@@ -72,7 +73,8 @@ def check_source(args) -> None:
     if args.model and not args.input_shape:
         raise ValueError("--model needs --input-shape, e.g. --input-shape 1,1,40")
     if args.hf and not args.task:
-        raise ValueError("--hf needs --task feature-extraction or text-classification")
+        raise ValueError("--hf needs --task feature-extraction, text-classification or "
+                         "text-generation-with-past")
     if args.model and args.task:
         raise ValueError("--task goes with --hf, not with --model")
 

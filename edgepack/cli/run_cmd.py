@@ -45,6 +45,16 @@ def print_summary(report: dict, out, seconds: float) -> None:
     from edgepack.pipeline.run_report import baseline_line, is_embedding, teacher_warning
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
+    if (report.get("metric") or {}).get("kind") == "language-model":
+        from edgepack.pipeline.decoder_report import decoder_table
+
+        print(decoder_table(rows))
+        print(f"\n{report['env']['cpu']}; ONNX Runtime {report['env']['onnxruntime']} on the "
+              f"CPU, threads {report['bench']['threads']}, batch 1")
+        print(f"final artifact: {report.get('final_artifact')}")
+        print(f"run folder: {out} (report.json, report.md, tradeoff.png, manifest.json); "
+              f"{seconds:.0f} s")
+        return
     print(embedding_table(rows) if is_embedding(report) else results_table(rows))
     env = report["env"]
     print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "

@@ -1,4 +1,5 @@
-"""What "quality" means in a pipeline: class accuracy, or sentence-embedding agreement.
+"""What "quality" means in a pipeline: class accuracy, sentence-embedding agreement, or a
+language model's perplexity and agreement with its fp32 self.
 
 A recipe chooses its metric in a ``[metric]`` table:
 
@@ -11,6 +12,15 @@ A recipe chooses its metric in a ``[metric]`` table:
   candidate's cosine similarities of every pair of rows (does it rank "which sentences are
   alike" the same way). A stage is kept only if both reach ``min_cosine`` and
   ``min_spearman``.
+- ``kind = "language-model"``: for decoder LLMs (:mod:`edgepack.pipeline.decoder_run`). Each
+  artifact's **perplexity** on held-out text (never trained or calibrated on) is divided by
+  the fp32 teacher's; its **teacher-forced top-1 agreement** (the same next token as the
+  teacher at each position of that text) and its **greedy agreement** (the share of the
+  teacher's greedy continuation of fixed prompts it reproduces before the first different
+  token) are measured too. A stage is kept only if the ratio stays within
+  ``max_perplexity_ratio`` and both agreements reach their minimum. Generation speed is
+  measured on a ``prompt_tokens`` prefill and ``new_tokens`` decode steps, ``rounds`` times,
+  interleaved with the stage's input.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ import numpy as np
 from core.checks import check_choice, check_range
 from core.tensors import as_tuple
 
-METRIC_KINDS = ("accuracy", "embedding")
+METRIC_KINDS = ("accuracy", "embedding", "language-model")
+LANGUAGE_MODEL_FIELDS = ("max_perplexity_ratio", "min_top1_agreement", "min_greedy_agreement",
+                         "prompt_tokens", "new_tokens", "rounds")
 EMBEDDING_KEYS = ("mean_cosine", "spearman")
 
 
@@ -34,9 +46,26 @@ class MetricSpec:
     kind: str = "accuracy"
     min_cosine: float = 0.95      # embedding: lowest mean cosine to the teacher kept
     min_spearman: float = 0.95    # embedding: lowest Spearman of pairwise similarities kept
+    max_perplexity_ratio: float = 1.04   # language-model: highest perplexity / teacher's kept
+    min_top1_agreement: float = 0.85     # language-model: teacher-forced next-token agreement
+    min_greedy_agreement: float = 0.0    # language-model: share of greedy tokens reproduced
+    prompt_tokens: int = 128             # language-model: the timed prefill's length
+    new_tokens: int = 32                 # language-model: decode steps timed per round
+    rounds: int = 3                      # language-model: interleaved timing rounds
 
     def __post_init__(self):
         check_choice("metric", "kind", self.kind, METRIC_KINDS)
+        if self.max_perplexity_ratio < 1.0:
+            raise ValueError(f"[metric] max_perplexity_ratio must be >= 1.0 (1.04: 4% above the "
+                             f"teacher's perplexity), got {self.max_perplexity_ratio}")
+        for name in ("min_top1_agreement", "min_greedy_agreement"):
+            check_range("metric", name, getattr(self, name), 0.0, 1.0, high_inclusive=True)
+        for name, low, high in (("prompt_tokens", 1, 8192), ("new_tokens", 1, 4096),
+                                ("rounds", 1, 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"[metric] {name} must be an integer in [{low}, {high}], got "
+                                 f"{value!r}")
         check_range("metric", "min_cosine", self.min_cosine, -1.0, 1.0, high_inclusive=True)
         check_range("metric", "min_spearman", self.min_spearman, -1.0, 1.0,
                     high_inclusive=True)
@@ -45,7 +74,13 @@ class MetricSpec:
     def embedding(self) -> bool:
         return self.kind == "embedding"
 
+    @property
+    def language_model(self) -> bool:
+        return self.kind == "language-model"
+
     def to_dict(self) -> dict:
+        if self.language_model:
+            return {"kind": self.kind, **{k: getattr(self, k) for k in LANGUAGE_MODEL_FIELDS}}
         if not self.embedding:
             return {"kind": self.kind}
         return {"kind": self.kind, "min_cosine": self.min_cosine,

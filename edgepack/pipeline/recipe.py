@@ -145,6 +145,7 @@ def check_stage_order(stages: list[StageConfig]) -> None:
             current, made_by = spec.produces, spec.kind
 
 
+DECODER_STAGES = ("export-decoder", "quantize-decoder")  # the stages that know a KV cache
 TOP_LEVEL = ("name", "seed", "tolerance", "train_threads", "model", "data", "stages", "bench",
              "robustness", "stage_modules", "metric")
 
@@ -189,6 +190,7 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
                   metric=_metric(data.get("metric", {})))
     check_recipe_code(recipe)
+    check_metric_fits_stages(recipe)
     if not stages:
         raise ValueError("recipe: no stages; add at least one [[stages]] table, e.g. "
                          "[[stages]] with kind = \"export\"")
@@ -203,6 +205,26 @@ def check_recipe_code(recipe: Recipe) -> None:
         student = getattr(stage, "student", None)
         if isinstance(student, dict) and student.get("build"):
             check_builder_module(str(student["build"]), f"stages[{index}].student build")
+
+
+def check_decoder_stages(stages: list[StageConfig]) -> None:
+    """Only the stages that know a KV-cache decoder: refused before anything runs."""
+    for index, stage in enumerate(stages):
+        if stage.kind not in DECODER_STAGES:
+            raise ValueError(f"recipe stages[{index}]: kind {stage.kind!r} does not work on a "
+                             f"decoder LLM ([metric] kind = 'language-model'); use "
+                             f"{' and '.join(DECODER_STAGES)}")
+
+
+def check_metric_fits_stages(recipe: Recipe) -> None:
+    """A decoder's stages go with the language-model metric, and only they do."""
+    if recipe.metric.language_model:
+        check_decoder_stages(recipe.stages)
+        return
+    for index, stage in enumerate(recipe.stages):
+        if stage.kind in DECODER_STAGES:
+            raise ValueError(f"recipe stages[{index}]: {stage.kind} works on a decoder LLM; "
+                             f"set [metric] kind = \"language-model\"")
 
 
 def _metric(data: Any) -> MetricSpec:

@@ -15,7 +15,8 @@ from core.stage import registered_kinds
 
 BUILTIN_STAGE_MODULES = ("compress.distill", "compress.prune", "export.torch_export",
                          "export.optimize", "export.fuse_transformer", "compress.quantize",
-                         "export.package")
+                         "export.package", "export.decoder_stage",
+                         "compress.quantize.decoder_stage")
 
 
 def load_stages(extra_modules=(), base_dir: Path | None = None) -> list[str]:

@@ -41,7 +41,7 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     ({"stages": [{"kind": "prune", "ratio": 1.0}]}, "prune.ratio=1.0 is outside [0.0, 1.0)"),
     ({"stages": [{"kind": "prune", "ratio": -0.1}]}, "prune.ratio=-0.1 is outside [0.0, 1.0)"),
     ({"stages": [{"kind": "prune", "method": "random"}]}, "prune.method='random' is not valid"),
-    ({"stages": [{"kind": "quantize"}]}, "put an export stage before it"),
+    ({"stages": [{"kind": "quantize"}]}, "put an export or export-decoder stage before it"),
     ({"stages": [{"kind": "export"}, {"kind": "prune"}]}, "must come before the export stage"),
     ({"tolerence": 0.1}, "unknown key 'tolerence' (did you mean 'tolerance'?)"),
     ({"tolerance": "1%"}, "tolerance must be a number >= 0"),

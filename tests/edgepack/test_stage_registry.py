@@ -96,7 +96,7 @@ def test_optimize_package_and_a_users_stage_run_from_a_recipe(tmp_path):
 
 
 @pytest.mark.parametrize("stages, message", [
-    ([{"kind": "optimize"}], "optimize works on an ONNX model; put an export stage before it"),
+    ([{"kind": "optimize"}], "optimize works on an ONNX model; put an export or export-decoder stage before it"),
     ([{"kind": "export"}, {"kind": "optimize"}, {"kind": "prune"}],
      "prune works on the torch model and must come before the export stage"),
     ([{"kind": "package"}], "package works on an ONNX model"),

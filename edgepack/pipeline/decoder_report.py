@@ -1,0 +1,119 @@
+"""The decoder run's report: a table per stage (quality against the teacher, generation
+speed), and a decode tokens/s versus perplexity plot with every quantize candidate.
+
+The plot shows every candidate the quantize search measured, not only the kept one, so a
+reader sees what the choice was made among: filled marks passed the quality gate, hollow
+ones did not; the stages' artifacts are labelled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.files import atomic_write_text
+
+COLUMNS = ("stage", "size MB", "perplexity", "ppl ratio", "top-1 agr", "greedy agr",
+           "prefill ms", "decode tok/s", "token p50/p90 ms", "peak MB", "kept")
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _row(row: dict) -> list[str]:
+    latency = row.get("latency_ms") or {}
+    prefill = row.get("prefill_ms") or {}
+    kept = "yes" if row.get("kept", True) else f"no: {row.get('reason', '')}"
+    return [row["name"], _cell(row.get("size_bytes") and row["size_bytes"] / 1e6, ".1f"),
+            _cell(row.get("perplexity"), ".3f"), _cell(row.get("perplexity_ratio"), ".4f"),
+            _cell(row.get("top1_agreement"), ".3f"), _cell(row.get("greedy_agreement"), ".3f"),
+            _cell(prefill.get("p50"), ".1f"), _cell(row.get("decode_tokens_per_s"), ".1f"),
+            f"{_cell(latency.get('p50'), '.2f')}/{_cell(latency.get('p90'), '.2f')}",
+            _cell(row.get("peak_rss_mb"), ".0f"), kept if row["name"] != "teacher" else "-"]
+
+
+def decoder_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per stage (the teacher first)."""
+    body = [_row(r) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    return "\n".join(lines + ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in body])
+
+
+def candidate_points(stages: list[dict]) -> list[dict]:
+    """Every quantize candidate with a perplexity and a speed, from the stage records."""
+    points = []
+    for stage in stages:
+        for cand in (stage.get("record") or {}).get("candidates", []):
+            if cand.get("perplexity") is not None and cand.get("decode_tokens_per_s"):
+                points.append({"label": cand.get("label") or cand.get("method", "?"),
+                               "perplexity": cand["perplexity"],
+                               "tokens_per_s": cand["decode_tokens_per_s"],
+                               "passed": cand.get("passed_gate", cand.get("verdict") in
+                                                  ("chosen", "passed", "slower"))})
+    return points
+
+
+def decoder_plot(report: dict, path: Path) -> Path | None:
+    """Decode tokens/s (x) against perplexity (y): candidates and the stages' artifacts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in report["stages"] if s.get("decode_tokens_per_s")]
+    points = candidate_points(report["stages"])
+    if not stages and not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for point in points:
+        ax.scatter(point["tokens_per_s"], point["perplexity"], s=24, color="tab:blue",
+                   facecolors="tab:blue" if point["passed"] else "none", alpha=0.8)
+    for stage in stages:
+        ax.scatter(stage["decode_tokens_per_s"], stage["perplexity"], s=70, marker="D",
+                   color="tab:green" if stage.get("kept") else "tab:red")
+        ax.annotate(stage["name"], (stage["decode_tokens_per_s"], stage["perplexity"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.axhline(report["teacher"]["perplexity"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("decode tokens/s (1 thread, batch 1)")
+    ax.set_ylabel("perplexity on held-out text")
+    ax.set_title(f"{report.get('name', '')}: speed vs perplexity (hollow: failed the gate)",
+                 fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def decoder_markdown(report: dict) -> str:
+    from edgepack.pipeline.run_report import measured_on
+
+    rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
+    bench = report["bench"]
+    return (f"# edgepack report: {report.get('name', 'run')}\n\n{decoder_table(rows, True)}\n\n"
+            f"Quality against the fp32 teacher (torch) on held-out text; generation measured "
+            f"on {measured_on(report['env'], bench)}, threads {bench['threads']}, batch 1, a "
+            f"{bench['prompt_tokens']}-token prompt then {bench['new_tokens']} decode steps, "
+            f"{bench['rounds']} rounds interleaved with each stage's input.\n\n"
+            f"Final artifact: {report.get('final_artifact') or '(none kept)'}\n")
+
+
+def write_decoder_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
+    """report.json, report.md, tradeoff.png, recipe.toml, then manifest.json last."""
+    from core.files import atomic_write_json
+    from edgepack.pipeline.run_report import write_manifest
+
+    atomic_write_json(out_dir / "report.json", report)
+    atomic_write_text(out_dir / "report.md", decoder_markdown(report))
+    decoder_plot(report, out_dir / "tradeoff.png")
+    if recipe_toml is not None:
+        atomic_write_text(out_dir / "recipe.toml", recipe_toml)
+    write_manifest(out_dir)
+
+
+__all__ = ["decoder_markdown", "decoder_plot", "decoder_table", "write_decoder_outputs"]

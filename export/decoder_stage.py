@@ -1,0 +1,92 @@
+"""The ``export-decoder`` stage: a transformers causal LM in torch -> an ONNX decoder with its
+KV cache (Optimum's ``text-generation-with-past`` names), parity-checked on a prefill and on
+decode steps with a growing cache, with the files onnxruntime-genai needs beside it.
+
+The torch model is saved (safetensors) into a scratch folder with its tokenizer, exported by
+optimum-onnx from there (:func:`export.hf.export_hf`, which checks parity through
+:mod:`export.decoder`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
+and tokenizer files, and ``genai_config.json`` (:mod:`export.genai`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
+from export.parity import ParityError
+
+MODEL_FOLDER = "model"
+
+
+@dataclass
+class DecoderExportConfig(StageConfig):
+    """How a decoder is exported and how closely ONNX Runtime must follow torch."""
+
+    kind: ClassVar[str] = "export-decoder"
+    opset: int = option(0, "ONNX opset; 0: optimum's choice for the architecture")
+    atol: float = option(1e-4, "parity: absolute tolerance on logits and cache")
+    rtol: float = option(1e-3, "parity: relative tolerance on logits and cache")
+
+    def __post_init__(self):
+        if self.opset and not 14 <= self.opset <= 23:
+            raise ValueError(f"export-decoder.opset must be 0 (optimum's choice) or in "
+                             f"[14, 23], got {self.opset}")
+        for name in ("atol", "rtol"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"export-decoder.{name} must be > 0, got "
+                                 f"{getattr(self, name)}")
+
+
+def tokenizer_folder(data: dict) -> Path:
+    """The folder with the teacher's tokenizer.json, which the data provider names."""
+    folder = data.get("tokenizer_dir")
+    if not folder or not (Path(folder) / "tokenizer.json").is_file():
+        raise ValueError("a decoder pipeline's data provider must return 'tokenizer_dir': a "
+                         f"folder holding the model's tokenizer.json (got {folder!r})")
+    return Path(folder)
+
+
+def save_hf_folder(model, tokenizer_dir: Path, folder: Path) -> Path:
+    """``model`` and its tokenizer files as a Hugging Face folder optimum can export."""
+    from export.genai import TOKENIZER_FILES
+
+    model.save_pretrained(str(folder), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if name != "config.json" and (tokenizer_dir / name).is_file() and \
+                not (folder / name).exists():
+            shutil.copyfile(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | None = None
+                   ) -> StageResult:
+    """Export ``model`` (a transformers causal LM) into ``out_dir/model.onnx`` with its KV
+    cache, check parity, and write the deployment files; raise :class:`ParityError` beyond
+    the tolerance."""
+    from export.genai import write_deploy_files
+    from export.hf import DECODER_TASK, export_hf
+
+    config = config or DecoderExportConfig()
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix=".hf-model.", dir=out_dir.parent) as scratch:
+        hf_folder = save_hf_folder(model, Path(tokenizer_dir), Path(scratch))
+        result = export_hf(hf_folder, DECODER_TASK, out_dir, opset=config.opset or None,
+                           atol=config.atol, rtol=config.rtol)
+        result.record["source"] = "the torch model (saved as safetensors for optimum)"
+        result.record["deploy_files"] = write_deploy_files(result.artifact, hf_folder)
+    return result
+
+
+def _run_stage(config: DecoderExportConfig, given: StageInput) -> StageResult:
+    return export_decoder(given.artifact, tokenizer_folder(given.data),
+                          given.folder / MODEL_FOLDER, config)
+
+
+register_stage(StageSpec("export-decoder", DecoderExportConfig, consumes="torch",
+                         produces="onnx", run=_run_stage, failures=(ParityError,), once=True))
+
+__all__ = ["DecoderExportConfig", "export_decoder", "save_hf_folder", "tokenizer_folder"]

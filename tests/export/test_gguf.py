@@ -1,0 +1,50 @@
+"""GGUF files are checked before transformers reads them: one line naming what is wrong."""
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf", reason="pip install 'edgepack[llm]'")
+
+from export.gguf import check_gguf, gguf_summary  # noqa: E402
+
+
+def _write_gguf(path, architecture="llama", raw_dtype=None):
+    writer = gguf.GGUFWriter(str(path), architecture)
+    if raw_dtype is None:
+        writer.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    else:  # 2 blocks of the raw type's bytes, whatever they hold
+        _, size = gguf.GGML_QUANT_SIZES[raw_dtype]
+        writer.add_tensor("token_embd.weight", np.zeros((1, 2 * size), np.uint8),
+                          raw_dtype=raw_dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_readable_file_is_summarised(tmp_path):
+    summary = check_gguf(_write_gguf(tmp_path / "ok.gguf"))
+    assert summary == {"architecture": "llama", "tensor_types": {"F32": 1},
+                       "unsupported_types": []}
+
+
+def test_an_unsupported_tensor_type_is_named(tmp_path):
+    path = _write_gguf(tmp_path / "q8k.gguf", raw_dtype=gguf.GGMLQuantizationType.Q8_K)
+    assert gguf_summary(path)["unsupported_types"] == ["Q8_K"]
+    with pytest.raises(ValueError, match=r"tensor type Q8_K is not supported"):
+        check_gguf(path)
+
+
+def test_an_unknown_architecture_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"architecture 'no-such-arch' is not one"):
+        check_gguf(_write_gguf(tmp_path / "arch.gguf", architecture="no-such-arch"))
+
+
+def test_not_a_gguf_file(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"PK\x03\x04 a zip, not a GGUF")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        check_gguf(path)
+    with pytest.raises(FileNotFoundError, match="no such GGUF file"):
+        check_gguf(tmp_path / "missing.gguf")
