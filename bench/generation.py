@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.decoder import Decoder, context_length
-from bench.latency import LatencyStats
+from bench.latency import NOISY_SPREAD, LatencyStats
 from bench.memory import PeakRSS, rss_mb
-from bench.session import SessionOptions
+from bench.session import SessionOptions, make_session
 from bench.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
-from core.onnx_files import model_size_bytes
+from core.onnx_files import check_onnx_file, model_size_bytes
 
 # The standard prompt's text: plain English prose, repeated and cut to the length asked for.
 PROMPT_TEXT = (
@@ -73,6 +73,7 @@ class GenerationStats:
     runs: int                   # timed rounds
     generation_rss_mb: float | None = None   # RSS growth of one generation alone
     loaded_rss_mb: float | None = None       # RSS the loaded session holds (weights, arena)
+    noisy: bool = False         # decode steps' spread (IQR / median) above NOISY_SPREAD
     provider: str = ""
     threads: int | None = None
 
@@ -82,9 +83,13 @@ class GenerationStats:
 
 def load_decoder(path: str | os.PathLike, options: SessionOptions | None = None) -> Decoder:
     """A :class:`Decoder` whose loading memory is recorded: the session's resident RSS after
-    creation and one first one-token run, and the peak while that happened."""
+    creation and one first one-token run, and the peak while that happened. The file check
+    (which reads the whole model) runs before, outside that window, as ``edgepack bench``
+    does."""
+    check_onnx_file(path)
     with PeakRSS() as peak:
-        decoder = Decoder(path, options)
+        session = make_session(path, options, check_file=False)
+        decoder = Decoder(path, options, session=session)
         decoder.forward([0], decoder.empty_cache())   # lazy allocations belong to loading
         resident = rss_mb() - peak.before_mb
     decoder.load_memory = {"resident_mb": max(0.0, resident), "peak_mb": peak.delta_mb}
@@ -166,7 +171,8 @@ def _stats(decoder, prompt_ids, new_tokens, prefill_ns, step_ns, generation_mb):
         peak_rss_mb=_peak_mb(decoder, generation_mb), size_bytes=model_size_bytes(decoder.path),
         runs=len(prefill_ns), generation_rss_mb=generation_mb,
         loaded_rss_mb=decoder.load_memory["resident_mb"] if decoder.load_memory else None,
-        provider=decoder.session.get_providers()[0], threads=_threads(decoder))
+        provider=decoder.session.get_providers()[0], threads=_threads(decoder),
+        noisy=tokens.noisy)
 
 
 def measure_generation(decoders: list[Decoder], prompt_ids: list[int], new_tokens: int = 32,
@@ -239,6 +245,12 @@ def generation_table(stats: list[GenerationStats]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def noisy_warning(stats: GenerationStats) -> str:
+    """A warning line for a model whose decode steps varied more than a quiet machine's."""
+    return (f"{Path(stats.model).name}: decode-step spread (IQR/median) above "
+            f"{NOISY_SPREAD:.0%}: the machine is busy; close other work or raise --rounds")
+
+
 __all__ = ["GenerationStats", "PROMPT_TEXT", "bench_generation", "check_context",
            "generate_once", "generation_table", "load_decoder", "measure_generation",
-           "standard_prompt"]
+           "noisy_warning", "standard_prompt"]

@@ -103,7 +103,9 @@ def handle_generate(args) -> int:
     a table on stdout, the results as JSON when ``--json`` is given."""
     from edgepack import __version__
 
-    from bench.generation import bench_generation, generation_table
+    import sys
+
+    from bench.generation import bench_generation, generation_table, noisy_warning
     from core.files import atomic_write_json
     from core.output_paths import check_output_path
 
@@ -130,6 +132,9 @@ def handle_generate(args) -> int:
           f"prompt {args.prompt_tokens} tokens then {args.new_tokens} decode steps, {warmup} "
           f"warm-up + {args.rounds} rounds per model, interleaved")
     print(generation_table(stats))
+    for s in stats:
+        if s.noisy:
+            print(f"warning: {noisy_warning(s)}", file=sys.stderr)
     if args.json:
         atomic_write_json(args.json, [{**s.to_dict(), "kind": "generation", "batch": 1,
                                        "edgepack_version": __version__} for s in stats])
