@@ -95,21 +95,14 @@ def check_outputs(args) -> None:
 
 
 # Flags of the tensor benchmark that mean nothing to --generate: refused, not ignored.
-NOT_FOR_GENERATE = ("data", "markdown", "plot", "robustness", "shape", "batch")
+NOT_FOR_GENERATE = ("data", "markdown", "plot", "robustness", "shape")
 
 
-def handle_generate(args) -> int:
-    """``edgepack bench --generate``: one call of :func:`bench.generation.bench_generation`,
-    a table on stdout, the results as JSON when ``--json`` is given."""
-    from edgepack import __version__
-
-    import sys
-
-    from bench.generation import bench_generation, generation_table, noisy_warning
-    from core.files import atomic_write_json
-    from core.output_paths import check_output_path
-
+def check_generate_flags(args) -> None:
+    """One line for each way ``--generate``'s flags can be wrong, before any model is read."""
     given = [f"--{name}" for name in NOT_FOR_GENERATE if getattr(args, name, None)]
+    if args.batch not in (None, 1):
+        given.append("--batch")
     if given:
         raise ValueError(f"{', '.join(given)}: not used by --generate, which times prefill "
                          f"and decoding at batch 1 on a built-in prompt")
@@ -121,8 +114,23 @@ def handle_generate(args) -> int:
         raise ValueError("--generate needs --tokenizer DIR, the folder holding the models' "
                          "tokenizer.json")
     if args.json:
+        from core.output_paths import check_output_path
+
         check_output_path(args.json, inputs=[*args.models, args.tokenizer], flag="--json",
                           suffixes=(".json",), overwrite=args.overwrite)
+
+
+def handle_generate(args) -> int:
+    """``edgepack bench --generate``: one call of :func:`bench.generation.bench_generation`,
+    a table on stdout, the results as JSON when ``--json`` is given."""
+    import sys
+
+    from edgepack import __version__
+
+    from bench.generation import bench_generation, generation_table, noisy_warning
+    from core.files import atomic_write_json
+
+    check_generate_flags(args)
     config = config_from_args(args)
     warmup = args.warmup if args.warmup is not None else 1
     stats = bench_generation(args.models, args.tokenizer, prompt_tokens=args.prompt_tokens,
@@ -136,7 +144,9 @@ def handle_generate(args) -> int:
         if s.noisy:
             print(f"warning: {noisy_warning(s)}", file=sys.stderr)
     if args.json:
-        atomic_write_json(args.json, [{**s.to_dict(), "kind": "generation", "batch": 1,
+        # latency_ms (the bench JSON's contract, DESIGN.md) is the per-token decode latency
+        atomic_write_json(args.json, [{**s.to_dict(), "latency_ms": s.token_ms,
+                                       "kind": "generation", "batch": 1,
                                        "edgepack_version": __version__} for s in stats])
     return 0
 

@@ -59,6 +59,7 @@ def test_bench_generate_prints_a_table_and_writes_json(model, tmp_path, capsys):
     assert len(results) == 2 and all("edgepack_version" in r for r in results)
     assert results[0]["prompt_tokens"] == 16 and results[0]["runs"] == 2
     assert results[0]["decode_tokens_per_s"] > 0 and results[0]["size_bytes"] > 0
+    assert results[0]["latency_ms"] == results[0]["token_ms"] and results[0]["batch"] == 1
     # the file is edgepack's own now: written again without --overwrite
     assert run_cli_output(capsys, "bench", "--generate", model, "--tokenizer", model.parent,
                           "--json", out_json, *FAST)[0] == 0
