@@ -19,6 +19,7 @@ generation's own growth (``generation_rss_mb``) is reported.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -121,12 +122,12 @@ def _check_run(decoders: list[Decoder], prompt_ids: list[int], new_tokens: int, 
         raise ValueError("no decoder to benchmark; give at least one model")
     if not prompt_ids:
         raise ValueError("the prompt is empty: the prefill needs at least one token")
-    for name, value, least in (("new_tokens", new_tokens, 1), ("rounds", rounds, 1),
-                               ("warmup", warmup, 1)):
-        if value < least:
-            raise ValueError(f"{name} must be >= {least}, got {value}"
-                             + (" (the first warm-up run, alone, measures memory)"
-                                if name == "warmup" else ""))
+    for name, value in (("new_tokens", new_tokens), ("rounds", rounds)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1, got {warmup} (the first warm-up run, alone, "
+                         f"measures memory)")
     for decoder in decoders:
         if decoder.context_length and len(prompt_ids) + new_tokens + 1 > decoder.context_length:
             raise ValueError(f"{len(prompt_ids)} prompt tokens and {new_tokens} new tokens "
@@ -186,12 +187,18 @@ def measure_generation(decoders: list[Decoder], prompt_ids: list[int], new_token
     prefill: list[list[int]] = [[] for _ in decoders]
     steps: list[list[int]] = [[] for _ in decoders]
     order = list(range(len(decoders)))
-    for _ in range(rounds):
-        for index in order:
-            prefill_ns, step_ns, _ = generate_once(decoders[index], prompt_ids, new_tokens)
-            prefill[index].append(prefill_ns)
-            steps[index].extend(step_ns)
-        order.reverse()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()   # as timeit and bench.latency do: no collection inside a timed step
+    try:
+        for _ in range(rounds):
+            for index in order:
+                prefill_ns, step_ns, _ = generate_once(decoders[index], prompt_ids, new_tokens)
+                prefill[index].append(prefill_ns)
+                steps[index].extend(step_ns)
+            order.reverse()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return [_stats(d, prompt_ids, new_tokens, prefill[i], steps[i], generation_mb[i])
             for i, d in enumerate(decoders)]
 
