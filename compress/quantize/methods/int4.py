@@ -1,5 +1,16 @@
 """int4 weight-only: the MatMuls with constant 2-D weights become MatMulNBits (ONNX Runtime's
-blockwise 4-bit kernel), activations stay in float. For transformer MatMuls."""
+blockwise 4-bit kernel), activations stay in float. For transformer MatMuls and decoder LLMs.
+
+Four choices, each a field:
+
+- ``algorithm``: ``rtn`` (round to nearest), ``hqq`` (zero points optimised, no data) or
+  ``gptq`` (rounding error compensated on calibration inputs), see :mod:`._weight_only`;
+- ``block_size`` and ``symmetric``: weights per scale, and whether blocks have a zero point;
+- ``accuracy_level``: how MatMulNBits computes (0: as the weights say, i.e. float; 1 fp32,
+  2 fp16, 4 int8 activations, usually the fastest on x86). It is a node attribute only;
+- ``quantize_embedding``: the token embedding and a tied lm_head in int4 too
+  (:mod:`._tied_embedding`; ONNX Runtime's tool alone leaves a tied lm_head in float32).
+"""
 
 from __future__ import annotations
 
@@ -8,36 +19,63 @@ from dataclasses import dataclass
 import onnx
 
 from compress.quantize.methods import METHODS, MethodSpec
+from compress.quantize.methods._tied_embedding import quantize_embedding, untie_lm_head
+from compress.quantize.methods._weight_only import (ALGORITHMS, set_accuracy_level,
+                                                    weight_only_quantize)
+from core.checks import check_choice
 from core.stage import option
+
+ACCURACY_LEVELS = (0, 1, 2, 4)   # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 4 int8 (3, bf16: no CPU kernel)
+BLOCK_SIZES = (16, 32, 64, 128, 256)
 
 
 @dataclass
 class Int4WeightOnly:
-    block_size: int = option(128, "int4: weights per quantization block")
+    block_size: int = option(128, "int4: weights per quantization block (a power of two "
+                                  ">= 16)")
     symmetric: bool = option(False, "int4: symmetric blocks (no zero point)")
+    algorithm: str = option("rtn", "int4: rtn (round to nearest), hqq (optimised zero "
+                                   "points) or gptq (calibrated)", choices=ALGORITHMS)
+    accuracy_level: int = option(0, "int4: MatMulNBits compute (0 as stored, 1 fp32, 2 fp16, "
+                                    "4 int8 activations)")
+    quantize_embedding: bool = option(True, "int4: the token embedding and a tied lm_head "
+                                            "too (GatherBlockQuantized, MatMulNBits)")
 
     def __post_init__(self):
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            raise ValueError(f"quantize.block_size must be a power of two >= 16, got "
-                             f"{self.block_size}")
+            raise ValueError(f"quantize.block_size must be a power of two >= 16 (e.g. "
+                             f"{', '.join(map(str, BLOCK_SIZES))}), got {self.block_size}")
+        check_choice("quantize", "algorithm", self.algorithm, ALGORITHMS)
+        if self.accuracy_level not in ACCURACY_LEVELS:
+            raise ValueError(f"quantize.accuracy_level={self.accuracy_level!r} is not valid; "
+                             f"expected one of {', '.join(map(str, ACCURACY_LEVELS))}")
+        if self.algorithm == "hqq" and self.symmetric:
+            raise ValueError("quantize.symmetric=True does not apply to algorithm 'hqq' (its "
+                             "blocks always have a float zero point); use rtn or gptq")
 
 
 def quantize_int4(prepared, target, settings: Int4WeightOnly, job) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(prepared)), bits=4,
-                                     block_size=settings.block_size,
-                                     is_symmetric=settings.symmetric,
-                                     nodes_to_exclude=job.exclude)
-    quantizer.process()
-    if not any(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node):
+    """Untie a tied lm_head, quantize the MatMuls by the algorithm (GPTQ on ``job.feeds``),
+    then the embedding, then set the accuracy level; refuse a model with nothing to do."""
+    model = onnx.load(str(prepared))
+    head = untie_lm_head(model) if settings.quantize_embedding else None
+    model = weight_only_quantize(model, settings.algorithm, settings.block_size,
+                                 settings.symmetric, job.feeds, job.exclude)
+    if settings.quantize_embedding:
+        quantize_embedding(model, head, settings.block_size, settings.symmetric)
+    if not set_accuracy_level(model, settings.accuracy_level):
         raise ValueError("quantize.mode='int4' found no MatMul with a constant 2-D weight to "
                          "quantize; int4 weight-only quantization is for transformer MatMuls "
                          "(use mode 'dynamic' or 'static' for this model)")
-    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    onnx.save(model, str(target))
 
 
-METHODS.register(MethodSpec(
-    "int4", Int4WeightOnly, quantize_int4,
-    describe=lambda s: f"block size {s.block_size}, {'symmetric' if s.symmetric else 'asymmetric'}",
-    produces="int4", order=40))
+def describe(settings: Int4WeightOnly) -> str:
+    blocks = "symmetric" if settings.symmetric else "asymmetric"
+    embedding = "embedding int4" if settings.quantize_embedding else "embedding float"
+    return (f"{settings.algorithm}, block size {settings.block_size}, {blocks}, accuracy "
+            f"level {settings.accuracy_level}, {embedding}")
+
+
+METHODS.register(MethodSpec("int4", Int4WeightOnly, quantize_int4, describe=describe,
+                            produces="int4", order=40))
