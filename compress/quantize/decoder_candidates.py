@@ -1,0 +1,121 @@
+"""The candidates the decoder quantize stage tries, and the gate each one must pass.
+
+A candidate is a quantize method and its settings (:mod:`compress.quantize.methods`): int4
+weight-only with an algorithm, a block size, symmetric or not and an accuracy level, or int8
+dynamic. Candidates that differ only in their accuracy level share one quantization (the
+level is a node attribute): :func:`quantization_key` says which.
+
+Why the default grid is what it is (SmolLM2-135M on a 2-core AVX2 CPU, docs/llm.md): RTN
+takes seconds per model and HQQ under a minute; GPTQ runs the whole model once per distinct
+MatMul input on every calibration window, minutes on two cores, so it is tried only when
+calibration windows are given (:func:`gptq_candidates`, a recipe may add them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from compress.quantize.methods import METHODS
+
+
+@dataclass(frozen=True)
+class DecoderGate:
+    """What a quantized decoder must keep of its fp32 input, on held-out text:
+    perplexity at most ``max_perplexity_ratio`` times the input's, teacher-forced top-1
+    agreement at least ``min_top1_agreement``, greedy agreement (common prefix over fixed
+    prompts) at least ``min_greedy_agreement`` (0: recorded, not gated, since one early
+    different token ends the prefix; onnxruntime#29849)."""
+
+    max_perplexity_ratio: float = 1.04
+    min_top1_agreement: float = 0.85
+    min_greedy_agreement: float = 0.0
+
+    def __post_init__(self):
+        if not self.max_perplexity_ratio >= 1.0:
+            raise ValueError(f"DecoderGate.max_perplexity_ratio must be >= 1.0, got "
+                             f"{self.max_perplexity_ratio}")
+        for name in ("min_top1_agreement", "min_greedy_agreement"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"DecoderGate.{name} must be between 0 and 1, got {value}")
+
+    def failures(self, quality) -> list[str]:
+        """What ``quality`` (:class:`bench.lm_quality.LMQuality`) misses, one line each."""
+        out = []
+        if quality.perplexity_ratio > self.max_perplexity_ratio:
+            out.append(f"perplexity ratio {quality.perplexity_ratio:.4f} > "
+                       f"{self.max_perplexity_ratio}")
+        if quality.top1_agreement < self.min_top1_agreement:
+            out.append(f"top-1 agreement {quality.top1_agreement:.4f} < "
+                       f"{self.min_top1_agreement}")
+        if quality.greedy_agreement < self.min_greedy_agreement:
+            out.append(f"greedy agreement {quality.greedy_agreement:.4f} < "
+                       f"{self.min_greedy_agreement}")
+        return out
+
+
+@dataclass(frozen=True)
+class DecoderCandidate:
+    """One way to quantize a decoder: a registered method and its settings."""
+
+    method: str
+    settings: Any
+
+    @property
+    def label(self) -> str:
+        spec = METHODS.get(self.method)
+        return f"{spec.title}: {spec.describe(self.settings)}"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return getattr(self.settings, "algorithm", "") == "gptq"
+
+
+def quantization_key(candidate: DecoderCandidate) -> tuple:
+    """Candidates with the same key are one quantization (they differ only in accuracy
+    level, a node attribute set afterwards)."""
+    settings = candidate.settings
+    if hasattr(settings, "accuracy_level"):
+        settings = dataclasses.replace(settings, accuracy_level=0)
+    return candidate.method, repr(settings)
+
+
+def int4(algorithm: str, block_size: int, symmetric: bool, accuracy_level: int,
+         quantize_embedding: bool = True) -> DecoderCandidate:
+    """An int4 candidate (settings checked by the method's own dataclass)."""
+    settings = METHODS.get("int4").settings(
+        algorithm=algorithm, block_size=block_size, symmetric=symmetric,
+        accuracy_level=accuracy_level, quantize_embedding=quantize_embedding)
+    return DecoderCandidate("int4", settings)
+
+
+def int8_dynamic() -> DecoderCandidate:
+    """Dynamic int8 with per-channel weights, as ONNX Runtime's tool would do by hand (no
+    preset: the decoder stage measures instead)."""
+    settings = METHODS.get("dynamic").settings(preset="none", per_channel=True,
+                                               reduce_range=False, accuracy_aware=False,
+                                               latency_aware=False,
+                                               transformer_fusions="off")
+    return DecoderCandidate("dynamic", settings)
+
+
+def default_decoder_candidates() -> list[DecoderCandidate]:
+    """The default grid, cheapest first: RTN at blocks 32/64/128, symmetric and not, each at
+    accuracy levels 4 and 0 (one quantization each); HQQ at blocks 32 and 128; int8 dynamic.
+    The tied embedding / lm_head is int4 in every int4 candidate."""
+    grid = [int4("rtn", block, symmetric, level)
+            for block in (32, 64, 128) for symmetric in (True, False) for level in (4, 0)]
+    grid += [int4("hqq", block, False, level) for block in (32, 128) for level in (4, 0)]
+    return grid + [int8_dynamic()]
+
+
+def gptq_candidates(block_sizes=(32, 128)) -> list[DecoderCandidate]:
+    """GPTQ candidates (symmetric: ONNX Runtime's asymmetric GPTQ needs an even number of
+    blocks per column), for a recipe that passes calibration windows and has the minutes."""
+    return [int4("gptq", block, True, level) for block in block_sizes for level in (4, 0)]
+
+
+__all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
+           "gptq_candidates", "int4", "int8_dynamic", "quantization_key"]

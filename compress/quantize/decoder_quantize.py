@@ -1,0 +1,281 @@
+"""The quantize stage for decoder LLMs: every candidate made, judged and recorded; the
+fastest that keeps the quality kept.
+
+int4 on a CPU is not always a win: MatMulNBits can be slower than fp32 (onnxruntime#23004),
+and accuracy level 4 (int8 activations) is often the fastest but changes greedy tokens
+silently (onnxruntime#29849). So nothing is assumed; on this machine, for the model at hand:
+
+1. the fp32 input's answers are computed once (:func:`bench.lm_quality.lm_reference`:
+   teacher-forced top-1 and perplexity on held-out token windows, greedy continuations of
+   fixed prompts);
+2. each candidate (:mod:`.decoder_candidates`) is quantized, candidates differing only in
+   accuracy level sharing one quantization, and judged against that reference by the gate
+   (:class:`DecoderGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
+3. those that pass are timed together with the input, interleaved
+   (:func:`bench.generation.measure_generation`, decode tokens/s at batch 1);
+4. the fastest passing candidate that is faster than its input is written to ``out_path``.
+
+The record lists every candidate with its figures and why it lost; the stage refuses
+(:class:`QuantizationCheckError`, exit 1) when none passes, naming the best figure reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from bench.decoder import Decoder
+from bench.lm_quality import lm_quality, lm_reference
+from bench.session import SessionOptions
+from compress.quantize.decoder_candidates import (DecoderCandidate, DecoderGate,
+                                                  default_decoder_candidates,
+                                                  quantization_key)
+from compress.quantize.methods import quantize_into
+from compress.quantize.methods._weight_only import decoder_feeds, set_accuracy_level
+from compress.quantize.quantize_config import QuantizationCheckError
+from core.files import atomic_path, check_not_input, check_output_file
+from core.onnx_files import check_onnx_file, model_size_bytes
+from core.output_paths import mark_onnx_file
+from core.registry import settings_dict
+from core.stage import StageResult
+
+
+def _generation_stats(decoders: list[Decoder], prompt: list[int], new_tokens: int,
+                      rounds: int) -> list:
+    """Decode figures of ``decoders``, timed interleaved (one place, so tests can fake it)."""
+    from bench.generation import measure_generation
+
+    return measure_generation(decoders, prompt, new_tokens=new_tokens, rounds=rounds)
+
+
+def _check_inputs(model_path: Path, out_path, keep_failed, eval_windows, prompts,
+                  candidates) -> tuple[Path, Path | None]:
+    check_onnx_file(model_path)
+    out_path = check_output_file(out_path)
+    check_not_input(out_path, [model_path], "output")
+    if keep_failed is not None:
+        keep_failed = check_output_file(keep_failed)
+        check_not_input(keep_failed, [model_path, out_path], "keep_failed")
+    if not eval_windows:
+        raise ValueError("quantize_decoder needs eval_windows: held-out token windows the "
+                         "quality gate measures perplexity and top-1 agreement on")
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("quantize_decoder needs prompts (non-empty token lists) for the "
+                         "greedy agreement and the timing")
+    if not candidates:
+        raise ValueError("quantize_decoder: no candidates to try")
+    return out_path, keep_failed
+
+
+def _entry(candidate: DecoderCandidate) -> dict:
+    return {"label": candidate.label, "method": candidate.method,
+            "settings": settings_dict(candidate.settings)}
+
+
+class _Search:
+    """The candidates' files, figures and verdicts, in one scratch folder."""
+
+    def __init__(self, model_path: Path, work: Path, reference, eval_windows, prompts,
+                 gate: DecoderGate, options: SessionOptions, new_tokens: int, feeds):
+        self.model_path, self.work, self.reference = model_path, work, reference
+        self.eval_windows, self.prompts, self.gate = eval_windows, prompts, gate
+        self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
+        self.entries: list[dict] = []
+        self.passed: list[dict] = []      # the entries that passed the gate, in order
+        self.files: dict[str, Path] = {}
+
+    def run(self, candidates: list[DecoderCandidate]) -> None:
+        """Quantize once per key, then judge each candidate of that key."""
+        groups: dict[tuple, list[DecoderCandidate]] = {}
+        for candidate in candidates:
+            groups.setdefault(quantization_key(candidate), []).append(candidate)
+        for index, group in enumerate(groups.values()):
+            base = self.work / f"q{index}.onnx"
+            skipped = self._quantize(group[0], base)
+            for position, candidate in enumerate(group):
+                entry = _entry(candidate)
+                self.entries.append(entry)
+                if skipped:
+                    entry.update(verdict="not made", why=skipped)
+                    continue
+                path = base if position == 0 else self._with_level(base, candidate, position)
+                self._judge(candidate, path, entry)
+
+    def _quantize(self, candidate: DecoderCandidate, target: Path) -> str:
+        """Make the candidate's file; returns why it could not be made ("" when it was)."""
+        if candidate.needs_calibration and not self.feeds:
+            return "gptq needs calibration windows (calibration_windows=...)"
+        try:
+            quantize_into(self.model_path, target, candidate.method, candidate.settings,
+                          feeds=self.feeds if candidate.needs_calibration else ())
+        except ValueError as exc:   # settings this model cannot take (e.g. GPTQ's blocks)
+            return str(exc).splitlines()[0]
+        return ""
+
+    def _with_level(self, base: Path, candidate: DecoderCandidate, position: int) -> Path:
+        """The base quantization with this candidate's accuracy level."""
+        model = onnx.load(str(base))
+        set_accuracy_level(model, candidate.settings.accuracy_level)
+        path = base.with_name(f"{base.stem}-{position}.onnx")
+        onnx.save(model, str(path))
+        return path
+
+    def _judge(self, candidate: DecoderCandidate, path: Path, entry: dict) -> None:
+        decoder = Decoder(path, self.options)
+        quality = lm_quality(decoder, self.eval_windows, self.prompts, self.reference,
+                             self.new_tokens)
+        entry.update(size_bytes=model_size_bytes(path), **quality.to_dict())
+        missed = self.gate.failures(quality)
+        entry.update(verdict="failed the quality gate" if missed else "passed the quality gate",
+                     why="; ".join(missed))
+        self.files[candidate.label] = path
+        if not missed:
+            self.passed.append(entry)
+
+    def time(self, new_tokens: int, rounds: int) -> dict:
+        """Time the passing candidates with the input, interleaved; the input's figures."""
+        passing = self.passed
+        decoders = [Decoder(self.model_path, self.options)]
+        decoders += [Decoder(self.files[e["label"]], self.options) for e in passing]
+        stats = _generation_stats(decoders, self.prompts[0], new_tokens, rounds)
+        base = stats[0].decode_tokens_per_s
+        for entry, figures in zip(passing, stats[1:]):
+            entry.update(decode_tokens_per_s=figures.decode_tokens_per_s,
+                         prefill_ms_p50=figures.prefill_ms["p50"],
+                         speedup=figures.decode_tokens_per_s / base)
+        return {"decode_tokens_per_s": base, "prefill_ms_p50": stats[0].prefill_ms["p50"]}
+
+    def choose(self) -> dict | None:
+        """The fastest passing candidate faster than the input; the others' verdicts say
+        why they lost."""
+        ranked = sorted(self.passed, key=lambda e: e["decode_tokens_per_s"], reverse=True)
+        faster = [e for e in ranked if e["speedup"] > 1.0]
+        chosen = faster[0] if faster else None
+        for entry in ranked:
+            if entry is chosen:
+                entry["verdict"] = "chosen"
+            elif entry["speedup"] <= 1.0:
+                entry.update(verdict="passed, but not faster than the input",
+                             why=f"{entry['speedup']:.2f}x the input's decode tokens/s")
+            else:
+                entry.update(verdict="passed, but slower",
+                             why=f"{entry['speedup']:.2f}x vs the chosen "
+                                 f"{chosen['speedup']:.2f}x")
+        return chosen
+
+
+def _best_failing(entries: list[dict]) -> dict | None:
+    """The judged candidate closest to the gate: the lowest perplexity ratio."""
+    judged = [e for e in entries if "perplexity_ratio" in e]
+    return min(judged, key=lambda e: e["perplexity_ratio"], default=None)
+
+
+def _figures(entry: dict) -> str:
+    return (f"perplexity ratio {entry['perplexity_ratio']:.4f}, top-1 agreement "
+            f"{entry['top1_agreement']:.4f}, greedy agreement {entry['greedy_agreement']:.4f}")
+
+
+def _refuse(search: _Search, gate: DecoderGate, record: dict, keep_failed: Path | None):
+    """No candidate kept: name the best figure reached; keep the best failing one if asked."""
+    passing = search.passed
+    if passing:
+        best = max(passing, key=lambda e: e["speedup"])
+        message = (f"{len(passing)} of {len(search.entries)} candidates passed the quality "
+                   f"gate but none is faster than the input (best {best['label']}: "
+                   f"{best['speedup']:.2f}x its decode tokens/s)")
+    else:
+        best = _best_failing(search.entries)
+        if best is None:
+            raise QuantizationCheckError("no candidate could be made: " + "; ".join(
+                f"{e['label']}: {e['why']}" for e in search.entries))
+        message = (f"no candidate passed the quality gate (perplexity ratio <= "
+                   f"{gate.max_perplexity_ratio}, top-1 agreement >= "
+                   f"{gate.min_top1_agreement}, greedy agreement >= "
+                   f"{gate.min_greedy_agreement}; {len(search.entries)} tried); the best was "
+                   f"{best['label']}: {_figures(best)}")
+    if keep_failed is not None:
+        _write(search.files[best["label"]], keep_failed, "quantize (refused by its check)")
+        message += f" (the refused model is kept at {keep_failed})"
+    error = QuantizationCheckError(message)
+    error.figures = record
+    raise error
+
+
+def _write(source: Path, target: Path, what: str) -> None:
+    """Copy ``source`` to ``target`` atomically, marked as edgepack's."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+        mark_onnx_file(tmp, what)
+
+
+def _why(chosen: dict, entries: list[dict]) -> str:
+    lost = [f"{e['label']}: {e['verdict']}" + (f" ({e['why']})" if e.get("why") else "")
+            for e in entries if e is not chosen]
+    return (f"{chosen['label']} passed the quality gate ({_figures(chosen)}) and is the "
+            f"fastest faster than its input, {chosen['speedup']:.2f}x its decode tokens/s; "
+            + "; ".join(lost))
+
+
+def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
+                     prompts: list[list[int]], calibration_windows: list[list[int]] | None = None,
+                     candidates: list[DecoderCandidate] | None = None,
+                     gate: DecoderGate = DecoderGate(), threads: int = 1, new_tokens: int = 16,
+                     rounds: int = 3, keep_failed=None, work_dir=None) -> StageResult:
+    """Quantize the decoder at ``model_path`` by every candidate (default:
+    :func:`default_decoder_candidates`), keep the fastest that passes ``gate`` on
+    ``eval_windows`` and ``prompts`` and is faster than the input, and write it to
+    ``out_path``. ``calibration_windows``: token windows for GPTQ (run with an empty KV
+    cache). ``threads``: intra-op threads for judging and timing; ``new_tokens``: greedy
+    tokens per prompt, judged and timed; ``rounds``: interleaved timing rounds;
+    ``keep_failed``: where to write the best refused candidate; ``work_dir``: scratch
+    folder (default: a temporary one beside ``out_path``). Raises
+    :class:`QuantizationCheckError` (exit 1) when no candidate is kept."""
+    model_path = Path(model_path)
+    candidates = default_decoder_candidates() if candidates is None else list(candidates)
+    out_path, keep_failed = _check_inputs(model_path, out_path, keep_failed, eval_windows,
+                                          prompts, candidates)
+    options = SessionOptions(threads=threads)
+    reference = lm_reference(Decoder(model_path, options), eval_windows, prompts, new_tokens)
+    feeds = decoder_feeds(onnx.load(str(model_path), load_external_data=False),
+                          calibration_windows) if calibration_windows else []
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(work_dir) if work_dir is not None else out_path.parent
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantize-decoder.", dir=scratch) as tmp:
+        search = _Search(model_path, Path(tmp), reference, eval_windows, prompts, gate,
+                         options, new_tokens, feeds)
+        search.run(candidates)
+        record = _record(model_path, reference, gate, search, eval_windows, prompts,
+                         calibration_windows, threads, new_tokens, rounds)
+        if search.passed:
+            record["input"].update(search.time(new_tokens, rounds))
+        chosen = search.choose() if search.passed else None
+        if chosen is None:
+            _refuse(search, gate, record, keep_failed)
+        _write(search.files[chosen["label"]], out_path, f"quantize {chosen['label']}")
+    record.update(chosen=chosen["label"], why=_why(chosen, search.entries),
+                  mode=chosen["method"], size_bytes=model_size_bytes(out_path),
+                  size_bytes_before=model_size_bytes(model_path))
+    return StageResult(artifact=out_path, record=record)
+
+
+def _record(model_path, reference, gate, search, eval_windows, prompts, calibration_windows,
+            threads, new_tokens, rounds) -> dict:
+    return {"kind": "quantize-decoder", "gate": dataclasses.asdict(gate),
+            "input": {"path": str(model_path), "size_bytes": model_size_bytes(model_path),
+                      "perplexity": reference.perplexity},
+            "evaluation": {"windows": len(eval_windows),
+                           "tokens": sum(len(w) for w in eval_windows),
+                           "prompts": len(prompts), "new_tokens": new_tokens,
+                           "calibration_windows": len(calibration_windows or [])},
+            "timing": {"threads": threads, "rounds": rounds, "new_tokens": new_tokens,
+                       "prompt_tokens": len(prompts[0]), "batch": 1},
+            "candidates": search.entries}
+
+
+__all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
+           "quantize_decoder"]

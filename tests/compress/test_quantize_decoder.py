@@ -1,0 +1,140 @@
+"""The decoder quantize stage on a tiny Llama: every candidate judged and recorded, the gate
+refuses, the fastest passing one is kept. Timings are faked (tests never race the clock)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import onnx
+import pytest
+
+from compress.quantize import decoder_quantize
+from compress.quantize.decoder_candidates import (DecoderGate, default_decoder_candidates,
+                                                  int4, int8_dynamic, quantization_key)
+from compress.quantize.decoder_quantize import quantize_decoder
+from compress.quantize.quantize_config import QuantizationCheckError
+from core.output_paths import written_by_edgepack
+
+LOOSE = DecoderGate(max_perplexity_ratio=10.0, min_top1_agreement=0.0)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    rng = np.random.default_rng(0)
+    windows = rng.integers(3, 300, size=(3, 24)).tolist()
+    return {"eval_windows": windows, "prompts": [w[:6] for w in windows[:2]],
+            "new_tokens": 4, "rounds": 1}
+
+
+def _level(path) -> int:
+    """The accuracy level of a model's MatMulNBits (0 for a model without)."""
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type == "MatMulNBits":
+            return next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
+    return -1
+
+
+def _fake_timing(rates):
+    """A stand-in for the interleaved timing: decode tokens/s by the model's accuracy level
+    (``rates[level]``; the fp32 input and int8 have no MatMulNBits: level -1)."""
+    def measure(decoders, prompt, new_tokens, rounds):
+        return [types.SimpleNamespace(decode_tokens_per_s=rates[_level(d.path)],
+                                      prefill_ms={"p50": 1.0}) for d in decoders]
+    return measure
+
+
+def test_the_fastest_passing_candidate_is_kept_and_every_one_recorded(
+        tiny_decoder, tmp_path, texts, monkeypatch):
+    _, source = tiny_decoder
+    monkeypatch.setattr(decoder_quantize, "_generation_stats",
+                        _fake_timing({-1: 10.0, 0: 20.0, 4: 30.0}))
+    candidates = [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4)]
+    out = tmp_path / "q.onnx"
+    result = quantize_decoder(source, out, candidates=candidates, gate=LOOSE, **texts)
+    record = result.record
+    assert result.artifact == out and written_by_edgepack(out) and _level(out) == 4
+    assert record["chosen"] == candidates[1].label
+    entries = {e["label"]: e for e in record["candidates"]}
+    assert list(entries) == [c.label for c in candidates]
+    assert entries[candidates[1].label]["verdict"] == "chosen"
+    assert entries[candidates[0].label]["verdict"] == "passed, but slower"
+    for entry in entries.values():
+        assert {"size_bytes", "perplexity", "perplexity_ratio", "top1_agreement",
+                "greedy_agreement", "decode_tokens_per_s", "speedup"} <= set(entry)
+    assert entries[candidates[1].label]["speedup"] == pytest.approx(3.0)
+    assert record["input"]["decode_tokens_per_s"] == 10.0
+    assert record["size_bytes"] < record["size_bytes_before"]
+    assert candidates[0].label in record["why"]
+
+
+def test_a_strict_gate_refuses_naming_the_best_figure_and_keeps_it_if_asked(
+        tiny_decoder, tmp_path, texts):
+    _, source = tiny_decoder
+    strict = DecoderGate(max_perplexity_ratio=1.0, min_top1_agreement=1.0)
+    kept = tmp_path / "refused.onnx"
+    with pytest.raises(QuantizationCheckError) as caught:
+        quantize_decoder(source, tmp_path / "q.onnx", candidates=[int4("rtn", 32, True, 0),
+                                                                  int8_dynamic()],
+                         gate=strict, keep_failed=kept, **texts)
+    message = str(caught.value)
+    assert "no candidate passed the quality gate" in message
+    assert "the best was" in message and "perplexity ratio" in message
+    assert caught.value.exit_code == 1
+    assert not (tmp_path / "q.onnx").exists()
+    assert kept.is_file() and written_by_edgepack(kept)
+    verdicts = [e["verdict"] for e in caught.value.figures["candidates"]]
+    assert verdicts == ["failed the quality gate"] * 2
+
+
+def test_a_candidate_not_faster_than_its_input_is_never_chosen(tiny_decoder, tmp_path, texts,
+                                                               monkeypatch):
+    _, source = tiny_decoder
+    monkeypatch.setattr(decoder_quantize, "_generation_stats",
+                        _fake_timing({-1: 10.0, 0: 9.0, 4: 10.0}))
+    with pytest.raises(QuantizationCheckError, match="none is faster than the input"):
+        quantize_decoder(source, tmp_path / "q.onnx",
+                         candidates=[int4("rtn", 32, False, 0), int4("rtn", 32, False, 4)],
+                         gate=LOOSE, **texts)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_gptq_without_calibration_windows_is_recorded_as_not_made(tiny_decoder, tmp_path,
+                                                                  texts, monkeypatch):
+    _, source = tiny_decoder
+    monkeypatch.setattr(decoder_quantize, "_generation_stats",
+                        _fake_timing({-1: 10.0, 0: 20.0, 4: 30.0}))
+    gptq = int4("gptq", 32, True, 4)
+    result = quantize_decoder(source, tmp_path / "q.onnx",
+                              candidates=[gptq, int4("rtn", 32, False, 0)], gate=LOOSE, **texts)
+    entry = result.record["candidates"][0]
+    assert entry["verdict"] == "not made" and "calibration windows" in entry["why"]
+    with_windows = quantize_decoder(source, tmp_path / "g.onnx", candidates=[gptq], gate=LOOSE,
+                                    calibration_windows=texts["eval_windows"][:2], **texts)
+    assert with_windows.record["chosen"] == gptq.label
+    assert with_windows.record["evaluation"]["calibration_windows"] == 2
+
+
+def test_the_output_may_not_be_the_input(tiny_decoder, texts):
+    _, source = tiny_decoder
+    with pytest.raises(ValueError, match="replace your input"):
+        quantize_decoder(source, source, **texts)
+
+
+def test_the_default_grid_holds_int8_and_shares_quantizations_across_accuracy_levels():
+    grid = default_decoder_candidates()
+    assert grid[-1].method == "dynamic"
+    int4s = [c for c in grid if c.method == "int4"]
+    assert {c.settings.accuracy_level for c in int4s} == {0, 4}
+    assert {c.settings.algorithm for c in int4s} == {"rtn", "hqq"}
+    assert len({quantization_key(c) for c in int4s}) == len(int4s) // 2
+    assert all(c.settings.quantize_embedding for c in int4s)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"max_perplexity_ratio": 0.9}, "max_perplexity_ratio must be >= 1.0"),
+    ({"min_top1_agreement": 1.5}, "min_top1_agreement must be between 0 and 1"),
+])
+def test_bad_gates_are_one_line_errors(fields, message):
+    with pytest.raises(ValueError, match=message):
+        DecoderGate(**fields)
