@@ -67,7 +67,6 @@ def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | 
     """Export ``model`` (a transformers causal LM) into ``out_dir/model.onnx`` with its KV
     cache, check parity, and write the deployment files; raise :class:`ParityError` beyond
     the tolerance."""
-    from export.genai import write_deploy_files
     from export.hf import DECODER_TASK, export_hf
 
     config = config or DecoderExportConfig()
@@ -77,7 +76,6 @@ def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | 
         result = export_hf(hf_folder, DECODER_TASK, out_dir, opset=config.opset or None,
                            atol=config.atol, rtol=config.rtol)
         result.record["source"] = "the torch model (saved as safetensors for optimum)"
-        result.record["deploy_files"] = write_deploy_files(result.artifact, hf_folder)
     return result
 
 

@@ -197,9 +197,22 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None, atol: flo
         graph, parity, optimum_validation = _export_into(model_dir, task, out_dir, opset, atol,
                                                          rtol, fail_on_mismatch)
     model_path = out_dir / "model.onnx"
+    deploy = _deploy_files(model_path, model_dir) if task == DECODER_TASK else None
     record = {"exporter": "optimum", "task": task, "source": str(model_dir),
               "opset": max(d.version for d in graph.opset_import if d.domain in ("", "ai.onnx")),
               "params": parameter_count(graph), "size_bytes": model_size_bytes(model_path),
               "optimum_validation": optimum_validation,
               "parity": parity}
+    if deploy is not None:
+        record["deploy_files"] = deploy
     return StageResult(artifact=model_path, record=record)
+
+
+def _deploy_files(model_path: Path, model_dir: Path) -> list[str]:
+    """genai_config.json and the tokenizer beside a decoder, when the model folder has a
+    tokenizer (onnxruntime-genai needs both); nothing otherwise."""
+    from export.genai import write_deploy_files
+
+    if not (model_dir / "tokenizer.json").is_file():
+        return []
+    return write_deploy_files(model_path, model_dir)

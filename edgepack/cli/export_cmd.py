@@ -1,5 +1,5 @@
-"""``edgepack export``: a torch model (module:function + weights) or a local Hugging Face
-model folder -> verified ONNX, optionally with an offline-optimized copy."""
+"""``edgepack export``: a torch model (module:function + weights), a local Hugging Face
+model folder or a GGUF file -> verified ONNX, optionally with an offline-optimized copy."""
 
 import sys
 
@@ -13,6 +13,9 @@ def register(sub) -> None:
     source.add_argument("--model", default=None, help="torch builder, as module:function")
     source.add_argument("--hf", default=None, metavar="LOCAL_DIR",
                         help="a local transformers model folder (never downloaded)")
+    source.add_argument("--gguf", default=None, metavar="FILE.gguf",
+                        help="a GGUF file (llama.cpp's format): de-quantized to fp32 (cached) "
+                             "and exported as a decoder with its KV cache")
     p.add_argument("--task", default=None,
                    help="with --hf: feature-extraction | text-classification (alias "
                         "sequence-classification) | text-generation-with-past (a decoder LLM "
@@ -34,7 +37,7 @@ def register(sub) -> None:
                         "<name>.opt.onnx, parity-checked again")
     add_code_trust_flags(p)
     p.add_argument("-o", "--output", required=True,
-                   help="output .onnx path (--model) or output folder (--hf)")
+                   help="output .onnx path (--model) or output folder (--hf, --gguf)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output file that edgepack did not write")
     p.set_defaults(handler=handle)
@@ -67,9 +70,13 @@ def parse_names(flag: str, text: str) -> tuple[str, ...]:
 
 
 def check_source(args) -> None:
-    """Exactly one of --model / --hf, with the flags that go with it."""
-    if bool(args.model) == bool(args.hf):
-        raise ValueError("give exactly one of --model module:function or --hf LOCAL_DIR")
+    """Exactly one of --model / --hf / --gguf, with the flags that go with it."""
+    if sum(bool(x) for x in (args.model, args.hf, args.gguf)) != 1:
+        raise ValueError("give exactly one of --model module:function, --hf LOCAL_DIR or "
+                         "--gguf FILE.gguf")
+    if args.gguf and args.task not in (None, "text-generation-with-past"):
+        raise ValueError(f"--gguf exports a decoder (task text-generation-with-past), not "
+                         f"{args.task!r}")
     if args.model and not args.input_shape:
         raise ValueError("--model needs --input-shape, e.g. --input-shape 1,1,40")
     if args.hf and not args.task:
@@ -147,12 +154,22 @@ def export_hugging_face(args):
     return export_hf(args.hf, args.task, args.output, **settings)
 
 
+def export_gguf(args):
+    """The GGUF converted to an fp32 Hugging Face folder (cached), exported as a decoder."""
+    from edgepack.pipeline.teacher import cache_dir
+    from export.gguf import cached_hf_folder
+    from export.hf import DECODER_TASK
+
+    args.hf, args.task = str(cached_hf_folder(args.gguf, cache_dir() / "models")), DECODER_TASK
+    return export_hugging_face(args)
+
+
 def check_outputs(args) -> None:
     """-o (and the optimized copy beside it) must be new files or edgepack's own."""
 
     from core.output_paths import check_onnx_output
 
-    if args.hf:
+    if args.hf or args.gguf:
         return  # a folder: export_hf admits only an empty one or an earlier export
     inputs = [args.weights]
     out = check_onnx_output(args.output, inputs=inputs, flag="-o/--output",
@@ -173,7 +190,8 @@ def handle(args) -> int:
         check_choice("--optimize", "level", args.optimize, LEVELS)
     check_outputs(args)
     with code_trust(args):
-        result = export_hugging_face(args) if args.hf else export_torch(args)
+        result = export_gguf(args) if args.gguf else (
+            export_hugging_face(args) if args.hf else export_torch(args))
     record = result.record
     print_parity(record["parity"], "export")
     print(f"wrote {result.artifact} ({record['size_bytes']:,} bytes, "

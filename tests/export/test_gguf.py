@@ -48,3 +48,19 @@ def test_not_a_gguf_file(tmp_path):
         check_gguf(path)
     with pytest.raises(FileNotFoundError, match="no such GGUF file"):
         check_gguf(tmp_path / "missing.gguf")
+
+
+def test_export_gguf_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from tests.edgepack.helpers import error_line, run_cli
+
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    code, err = run_cli(capsys, "export", "--gguf", fake, "-o", tmp_path / "out")
+    assert code == 2 and "is not a GGUF file" in error_line(err)
+    code, err = run_cli(capsys, "export", "--gguf", fake, "--task", "feature-extraction",
+                        "-o", tmp_path / "out")
+    assert code == 2 and "--gguf exports a decoder" in error_line(err)
+    code, err = run_cli(capsys, "export", "--gguf", _write_gguf(tmp_path / "q.gguf",
+                        raw_dtype=gguf.GGMLQuantizationType.Q8_K), "-o", tmp_path / "out")
+    assert code == 2 and "tensor type Q8_K is not supported" in error_line(err)
+    assert not (tmp_path / "out").exists()
