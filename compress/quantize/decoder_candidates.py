@@ -6,9 +6,11 @@ dynamic. Candidates that differ only in their accuracy level share one quantizat
 level is a node attribute): :func:`quantization_key` says which.
 
 Why the default grid is what it is (SmolLM2-135M on a 2-core AVX2 CPU, docs/llm.md): RTN
-takes seconds per model and HQQ under a minute; GPTQ runs the whole model once per distinct
+takes seconds per model and HQQ a minute; a candidate far beyond the gate is refused after a
+first look at a quarter of the windows, so a wide grid costs little. GPTQ runs the whole model once per distinct
 MatMul input on every calibration window, minutes on two cores, so it is tried only when
-calibration windows are given (:func:`gptq_candidates`, a recipe may add them).
+calibration windows are given (:func:`gptq_candidates`, a recipe may add them); and ONNX
+Runtime 1.32's GPTQ does not use its calibration (tests/compress/test_quantize_int4.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class DecoderGate:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"DecoderGate.{name} must be between 0 and 1, got {value}")
+
+    def clearly_fails(self, quality) -> bool:
+        """Far beyond the gate (a perplexity ratio three times as far above 1 as allowed,
+        or top-1 agreement 0.1 below): a first look on a few windows is enough to refuse."""
+        return (quality.perplexity_ratio - 1 > 3 * (self.max_perplexity_ratio - 1)
+                or quality.top1_agreement < self.min_top1_agreement - 0.1)
 
     def failures(self, quality) -> list[str]:
         """What ``quality`` (:class:`bench.lm_quality.LMQuality`) misses, one line each."""
@@ -83,11 +91,12 @@ def quantization_key(candidate: DecoderCandidate) -> tuple:
 
 
 def int4(algorithm: str, block_size: int, symmetric: bool, accuracy_level: int,
-         quantize_embedding: bool = True) -> DecoderCandidate:
-    """An int4 candidate (settings checked by the method's own dataclass)."""
+         quantize_embedding: bool = True, bits: int = 4) -> DecoderCandidate:
+    """A weight-only candidate of the int4 method (``bits=8``: its 8-bit blocks), settings
+    checked by the method's own dataclass."""
     settings = METHODS.get("int4").settings(
         algorithm=algorithm, block_size=block_size, symmetric=symmetric,
-        accuracy_level=accuracy_level, quantize_embedding=quantize_embedding)
+        accuracy_level=accuracy_level, quantize_embedding=quantize_embedding, bits=bits)
     return DecoderCandidate("int4", settings)
 
 
@@ -102,12 +111,15 @@ def int8_dynamic() -> DecoderCandidate:
 
 
 def default_decoder_candidates() -> list[DecoderCandidate]:
-    """The default grid, cheapest first: RTN at blocks 32/64/128, symmetric and not, each at
-    accuracy levels 4 and 0 (one quantization each); HQQ at blocks 32 and 128; int8 dynamic.
-    The tied embedding / lm_head is int4 in every int4 candidate."""
+    """The default grid, cheapest first, each at accuracy levels 4 and 0 (one quantization):
+    int4 RTN at blocks 32/64/128, symmetric and not; MatMulNBits' 8-bit blocks (RTN,
+    asymmetric) at 32 and 128, for a model that 4 bits with integer zero points cannot hold;
+    HQQ at block 32 (under a minute on 135M parameters); then int8 dynamic. The tied
+    embedding / lm_head is quantized in every weight-only candidate."""
     grid = [int4("rtn", block, symmetric, level)
             for block in (32, 64, 128) for symmetric in (True, False) for level in (4, 0)]
-    grid += [int4("hqq", block, False, level) for block in (32, 128) for level in (4, 0)]
+    grid += [int4("rtn", block, False, level, bits=8) for block in (32, 128) for level in (4, 0)]
+    grid += [int4("hqq", 32, False, level) for level in (4, 0)]
     return grid + [int8_dynamic()]
 
 

@@ -84,6 +84,7 @@ class _Search:
         self.model_path, self.work, self.reference = model_path, work, reference
         self.eval_windows, self.prompts, self.gate = eval_windows, prompts, gate
         self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
+        self.screen = None   # (windows, the reference on them): the quick first look
         self.entries: list[dict] = []
         self.passed: list[dict] = []      # the entries that passed the gate, in order
         self.files: dict[str, Path] = {}
@@ -125,13 +126,25 @@ class _Search:
         return path
 
     def _judge(self, candidate: DecoderCandidate, path: Path, entry: dict) -> None:
+        """Quality against the reference: first on a quarter of the windows, then, unless
+        that already misses the gate by far (:meth:`DecoderGate.clearly_fails`), on all."""
         decoder = Decoder(path, self.options)
-        quality = lm_quality(decoder, self.eval_windows, self.prompts, self.reference,
-                             self.new_tokens)
-        entry.update(size_bytes=model_size_bytes(path), **quality.to_dict())
+        quality, judged = None, len(self.eval_windows)
+        if self.screen is not None:
+            screen, reference = self.screen
+            quality = lm_quality(decoder, self.eval_windows[:screen], self.prompts, reference,
+                                 self.new_tokens)
+            judged = screen if self.gate.clearly_fails(quality) else judged
+        if judged == len(self.eval_windows):
+            quality = lm_quality(decoder, self.eval_windows, self.prompts, self.reference,
+                                 self.new_tokens)
+        entry.update(size_bytes=model_size_bytes(path), judged_windows=judged,
+                     **quality.to_dict())
         missed = self.gate.failures(quality)
         entry.update(verdict="failed the quality gate" if missed else "passed the quality gate",
-                     why="; ".join(missed))
+                     why="; ".join(missed) + (f" (on the first {judged} windows: far beyond "
+                                              "the gate, not judged further)"
+                                              if judged < len(self.eval_windows) else ""))
         self.files[candidate.label] = path
         if not missed:
             self.passed.append(entry)
@@ -166,6 +179,16 @@ class _Search:
                              why=f"{entry['speedup']:.2f}x vs the chosen "
                                  f"{chosen['speedup']:.2f}x")
         return chosen
+
+
+def _screen(model_path: Path, options, eval_windows, prompts, new_tokens):
+    """A quarter of the windows and the reference on them, for the quick first look at each
+    candidate; None when there are too few windows for it to save anything."""
+    windows = len(eval_windows) // 4
+    if windows < 2:
+        return None
+    return windows, lm_reference(Decoder(model_path, options), eval_windows[:windows], prompts,
+                                 new_tokens)
 
 
 def _best_failing(entries: list[dict]) -> dict | None:
@@ -248,6 +271,7 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
     with tempfile.TemporaryDirectory(prefix=".quantize-decoder.", dir=scratch) as tmp:
         search = _Search(model_path, Path(tmp), reference, eval_windows, prompts, gate,
                          options, new_tokens, feeds)
+        search.screen = _screen(model_path, options, eval_windows, prompts, new_tokens)
         search.run(candidates)
         record = _record(model_path, reference, gate, search, eval_windows, prompts,
                          calibration_windows, threads, new_tokens, rounds)

@@ -129,6 +129,7 @@ def test_the_default_grid_holds_int8_and_shares_quantizations_across_accuracy_le
     assert {c.settings.algorithm for c in int4s} == {"rtn", "hqq"}
     assert len({quantization_key(c) for c in int4s}) == len(int4s) // 2
     assert all(c.settings.quantize_embedding for c in int4s)
+    assert {c.settings.bits for c in int4s} == {4, 8}
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -138,3 +139,15 @@ def test_the_default_grid_holds_int8_and_shares_quantizations_across_accuracy_le
 def test_bad_gates_are_one_line_errors(fields, message):
     with pytest.raises(ValueError, match=message):
         DecoderGate(**fields)
+
+
+def test_a_candidate_far_beyond_the_gate_is_refused_after_a_first_look(tiny_decoder, tmp_path):
+    _, source = tiny_decoder
+    windows = np.random.default_rng(1).integers(3, 300, size=(8, 16)).tolist()
+    strict = DecoderGate(max_perplexity_ratio=1.001, min_top1_agreement=0.99)
+    with pytest.raises(QuantizationCheckError) as caught:
+        quantize_decoder(source, tmp_path / "q.onnx", eval_windows=windows,
+                         prompts=[windows[0][:4]], candidates=[int4("rtn", 32, True, 0)],
+                         gate=strict, new_tokens=2, rounds=1)
+    entry = caught.value.figures["candidates"][0]
+    assert entry["judged_windows"] == 2 and "not judged further" in entry["why"]

@@ -78,18 +78,21 @@ def _embedding_rows(path, ids):
     return session.run([gather.output[0]], feeds)[0][0]
 
 
-@pytest.mark.parametrize("algorithm,symmetric", [("rtn", True), ("rtn", False), ("hqq", False)])
-def test_the_int4_embedding_gathers_the_right_rows(tiny_decoder, tmp_path, algorithm, symmetric):
+@pytest.mark.parametrize("algorithm,symmetric,bits", [("rtn", True, 4), ("rtn", False, 4),
+                                                      ("hqq", False, 4), ("rtn", False, 8)])
+def test_the_int4_embedding_gathers_the_right_rows(tiny_decoder, tmp_path, algorithm, symmetric,
+                                                   bits):
     """Shared with the lm_head (rtn) or its own copy (hqq's float zero points): every row
-    comes back within int4 rounding of the float embedding."""
+    comes back within rounding of the float embedding (8-bit blocks: 16x finer)."""
     _, source = tiny_decoder
     target = tmp_path / "q.onnx"
-    _quantize(source, target, algorithm=algorithm, block_size=32, symmetric=symmetric)
+    _quantize(source, target, algorithm=algorithm, block_size=32, symmetric=symmetric,
+              bits=bits)
     embedding = next(numpy_helper.to_array(i) for i in onnx.load(str(source)).graph.initializer
                      if i.name == "model.embed_tokens.weight")
     ids = [5, 17, 299, 3]
     rows = _embedding_rows(target, ids)
-    step = np.abs(embedding[ids]).max() / 7
+    step = np.abs(embedding[ids]).max() / (7 if bits == 4 else 127)
     assert rows.shape == embedding[ids].shape
     assert np.abs(rows - embedding[ids]).max() <= step
 
@@ -165,6 +168,8 @@ def test_gptq_asymmetric_with_an_odd_block_count_is_refused_in_one_line(tiny_dec
     ({"algorithm": "awq"}, r"algorithm='awq' is not valid; expected one of 'rtn', 'hqq', "
                            r"'gptq'"),
     ({"algorithm": "hqq", "symmetric": True}, r"does not apply to algorithm 'hqq'"),
+    ({"bits": 3}, r"bits=3 is not valid; expected one of 4, 8"),
+    ({"bits": 8, "algorithm": "gptq"}, r"bits=8 needs algorithm 'rtn'"),
 ])
 def test_bad_int4_settings_are_one_line_errors(settings, message):
     with pytest.raises(ValueError, match=message) as caught:

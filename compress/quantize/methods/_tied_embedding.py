@@ -105,17 +105,17 @@ def _head_blocks(graph, head: TiedHead):
     return None
 
 
-def _gather_node(gather, inputs: list[str], block_size: int):
+def _gather_node(gather, inputs: list[str], block_size: int, bits: int):
     axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
     return helper.make_node("GatherBlockQuantized", inputs, list(gather.output),
-                            name=f"{gather.name}_Q4", domain=MS_DOMAIN, gather_axis=axis,
-                            quantize_axis=1, block_size=block_size, bits=4)
+                            name=f"{gather.name}_Q{bits}", domain=MS_DOMAIN, gather_axis=axis,
+                            quantize_axis=1, block_size=block_size, bits=bits)
 
 
-def _shared_inputs(graph, head_node, gather, vocab: int, hidden: int) -> list[str]:
+def _shared_inputs(graph, head_node, gather, vocab: int, hidden: int, bits: int) -> list[str]:
     """GatherBlockQuantized's inputs taken from the lm_head's MatMulNBits tensors."""
     inits = _initializers(graph)
-    data = _reshaped(graph, head_node.input[1], [vocab, hidden // 2])
+    data = _reshaped(graph, head_node.input[1], [vocab, hidden * bits // 8])
     inputs = [data, gather.input[1]]
     for name in head_node.input[2:4]:
         if not name:
@@ -126,16 +126,16 @@ def _shared_inputs(graph, head_node, gather, vocab: int, hidden: int) -> list[st
 
 
 def _own_inputs(graph, embedding: np.ndarray, name: str, gather, block_size: int,
-                symmetric: bool) -> list[str]:
-    """A round-to-nearest int4 copy of the embedding, in GatherBlockQuantized's layout."""
+                symmetric: bool, bits: int) -> list[str]:
+    """A round-to-nearest copy of the embedding, in GatherBlockQuantized's layout."""
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer)
 
     quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
-        block_size=block_size, is_symmetric=symmetric))
+        block_size=block_size, is_symmetric=symmetric, bits=bits))
     packed, scales, zero_points = quantizer.qbits_block_quant(np.ascontiguousarray(embedding.T))
     vocab = embedding.shape[0]
-    tensors = [(f"{name}_Q4", packed.reshape(vocab, -1)), (f"{name}_scales", scales)]
+    tensors = [(f"{name}_Q{bits}", packed.reshape(vocab, -1)), (f"{name}_scales", scales)]
     if not symmetric:
         tensors.append((f"{name}_zero_points", zero_points))
     graph.initializer.extend(numpy_helper.from_array(array, key) for key, array in tensors)
@@ -156,7 +156,7 @@ def gather_block_size(hidden: int, block_size: int) -> int | None:
 
 
 def quantize_embedding(model: onnx.ModelProto, head: TiedHead | None, block_size: int,
-                       symmetric: bool) -> dict:
+                       symmetric: bool, bits: int = 4) -> dict:
     """Turn every embedding Gather into GatherBlockQuantized, sharing the lm_head's int4
     blocks where it can; returns what was done, for the record."""
     graph = model.graph
@@ -172,13 +172,13 @@ def quantize_embedding(model: onnx.ModelProto, head: TiedHead | None, block_size
             continue
         head_node = _head_blocks(graph, head) if head and head.embedding == name else None
         if head_node is not None and size == block_size:
-            inputs = _shared_inputs(graph, head_node, gather, vocab, hidden)
+            inputs = _shared_inputs(graph, head_node, gather, vocab, hidden, bits)
             done["shared_with_lm_head"] = True
         else:
             inputs = _own_inputs(graph, numpy_helper.to_array(inits[name]), name, gather,
-                                 size, symmetric)
+                                 size, symmetric, bits)
         position = list(graph.node).index(gather)
-        graph.node.insert(position, _gather_node(gather, inputs, size))
+        graph.node.insert(position, _gather_node(gather, inputs, size, bits))
         graph.node.remove(gather)
         done["gathers"].append(f"{gather.name} (block {size})")
     remove_unused_initializers(graph)

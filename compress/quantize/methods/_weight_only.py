@@ -46,11 +46,13 @@ class _FeedReader:
         return feed
 
 
-def _algorithm_config(algorithm: str, block_size: int, symmetric: bool, feeds: list[dict]):
+def _algorithm_config(algorithm: str, block_size: int, symmetric: bool, feeds: list[dict],
+                      bits: int):
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
     if algorithm == "rtn":
-        return nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric)
+        return nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
+                                                  bits=bits)
     if algorithm == "hqq":
         return nbits.HQQWeightOnlyQuantConfig(block_size=block_size, bits=4)
     if not feeds:
@@ -61,18 +63,20 @@ def _algorithm_config(algorithm: str, block_size: int, symmetric: bool, feeds: l
 
 
 def weight_only_quantize(model: onnx.ModelProto, algorithm: str, block_size: int,
-                         symmetric: bool, feeds: list[dict], exclude=()) -> onnx.ModelProto:
-    """The MatMuls with a constant 2-D weight as MatMulNBits, by ``algorithm``."""
+                         symmetric: bool, feeds: list[dict], exclude=(),
+                         bits: int = 4) -> onnx.ModelProto:
+    """The MatMuls with a constant 2-D weight as MatMulNBits of ``bits`` (8: rtn only), by
+    ``algorithm``."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    config = _algorithm_config(algorithm, block_size, symmetric, feeds)
+    config = _algorithm_config(algorithm, block_size, symmetric, feeds, bits)
     if algorithm == "gptq" and not symmetric:
         _check_gptq_zero_points(model, block_size)
     quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     previous, quiet.level = quiet.level, logging.WARNING   # it logs every node at INFO
     try:
         quantizer = MatMulNBitsQuantizer(
-            model, bits=4, block_size=block_size, is_symmetric=symmetric,
+            model, bits=bits, block_size=block_size, is_symmetric=symmetric,
             nodes_to_exclude=list(exclude),
             algo_config=config)
         quantizer.process()

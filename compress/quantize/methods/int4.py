@@ -9,7 +9,10 @@ Four choices, each a field:
 - ``accuracy_level``: how MatMulNBits computes (0: as the weights say, i.e. float; 1 fp32,
   2 fp16, 4 int8 activations, usually the fastest on x86). It is a node attribute only;
 - ``quantize_embedding``: the token embedding and a tied lm_head in int4 too
-  (:mod:`._tied_embedding`; ONNX Runtime's tool alone leaves a tied lm_head in float32).
+  (:mod:`._tied_embedding`; ONNX Runtime's tool alone leaves a tied lm_head in float32);
+- ``bits``: 4, or 8 for MatMulNBits' 8-bit blocks (RTN only): twice the bytes, but integer
+  zero points lose 16x less, for a model whose weights 4-bit blocks with integer zero points
+  cannot hold (SmolLM2-135M from a Q4_1 GGUF: float block minimums, docs/llm.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from core.stage import option
 
 ACCURACY_LEVELS = (0, 1, 2, 4)   # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 4 int8 (3, bf16: no CPU kernel)
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+BITS = (4, 8)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Int4WeightOnly:
                                     "4 int8 activations)")
     quantize_embedding: bool = option(True, "int4: the token embedding and a tied lm_head "
                                             "too (GatherBlockQuantized, MatMulNBits)")
+    bits: int = option(4, "int4: bits per weight (8: MatMulNBits' 8-bit blocks, rtn only, for "
+                          "a model 4 bits cost too much on)")
 
     def __post_init__(self):
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
@@ -49,6 +55,12 @@ class Int4WeightOnly:
         if self.accuracy_level not in ACCURACY_LEVELS:
             raise ValueError(f"quantize.accuracy_level={self.accuracy_level!r} is not valid; "
                              f"expected one of {', '.join(map(str, ACCURACY_LEVELS))}")
+        if self.bits not in BITS:
+            raise ValueError(f"quantize.bits={self.bits!r} is not valid; expected one of "
+                             f"{', '.join(map(str, BITS))}")
+        if self.bits == 8 and self.algorithm != "rtn":
+            raise ValueError(f"quantize.bits=8 needs algorithm 'rtn' (ONNX Runtime's "
+                             f"{self.algorithm} writes 4-bit blocks only)")
         if self.algorithm == "hqq" and self.symmetric:
             raise ValueError("quantize.symmetric=True does not apply to algorithm 'hqq' (its "
                              "blocks always have a float zero point); use rtn or gptq")
@@ -60,9 +72,9 @@ def quantize_int4(prepared, target, settings: Int4WeightOnly, job) -> None:
     model = onnx.load(str(prepared))
     head = untie_lm_head(model) if settings.quantize_embedding else None
     model = weight_only_quantize(model, settings.algorithm, settings.block_size,
-                                 settings.symmetric, job.feeds, job.exclude)
+                                 settings.symmetric, job.feeds, job.exclude, settings.bits)
     if settings.quantize_embedding:
-        quantize_embedding(model, head, settings.block_size, settings.symmetric)
+        quantize_embedding(model, head, settings.block_size, settings.symmetric, settings.bits)
     if not set_accuracy_level(model, settings.accuracy_level):
         raise ValueError("quantize.mode='int4' found no MatMul with a constant 2-D weight to "
                          "quantize; int4 weight-only quantization is for transformer MatMuls "
@@ -73,7 +85,8 @@ def quantize_int4(prepared, target, settings: Int4WeightOnly, job) -> None:
 def describe(settings: Int4WeightOnly) -> str:
     blocks = "symmetric" if settings.symmetric else "asymmetric"
     embedding = "embedding int4" if settings.quantize_embedding else "embedding float"
-    return (f"{settings.algorithm}, block size {settings.block_size}, {blocks}, accuracy "
+    width = "" if settings.bits == 4 else f"{settings.bits}-bit blocks, "
+    return (f"{width}{settings.algorithm}, block size {settings.block_size}, {blocks}, accuracy "
             f"level {settings.accuracy_level}, {embedding}")
 
 
