@@ -22,6 +22,7 @@ The record lists every candidate with its figures and why it lost; the stage ref
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,6 +86,7 @@ class _Search:
         self.eval_windows, self.prompts, self.gate = eval_windows, prompts, gate
         self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
         self.screen = None   # (windows, the reference on them): the quick first look
+        self.timing_options = options
         self.entries: list[dict] = []
         self.passed: list[dict] = []      # the entries that passed the gate, in order
         self.files: dict[str, Path] = {}
@@ -152,8 +154,8 @@ class _Search:
     def time(self, new_tokens: int, rounds: int) -> dict:
         """Time the passing candidates with the input, interleaved; the input's figures."""
         passing = self.passed
-        decoders = [Decoder(self.model_path, self.options)]
-        decoders += [Decoder(self.files[e["label"]], self.options) for e in passing]
+        decoders = [Decoder(self.model_path, self.timing_options)]
+        decoders += [Decoder(self.files[e["label"]], self.timing_options) for e in passing]
         stats = _generation_stats(decoders, self.prompts[0], new_tokens, rounds)
         base = stats[0].decode_tokens_per_s
         for entry, figures in zip(passing, stats[1:]):
@@ -179,6 +181,30 @@ class _Search:
                              why=f"{entry['speedup']:.2f}x vs the chosen "
                                  f"{chosen['speedup']:.2f}x")
         return chosen
+
+
+def sentence_windows(model_path, length: int = 48, prompts: int = 2
+                     ) -> tuple[list[list[int]], list[list[int]]]:
+    """Held-out windows and prompts without data: the built-in English sentences
+    (:data:`compress.quantize.text_inputs.SENTENCES`) tokenized with the tokenizer.json beside
+    the model, cut into windows of ``length`` tokens; the last ``prompts`` windows give the
+    prompts (their first quarter)."""
+    from compress.quantize.text_inputs import SENTENCES, tokenizer_beside
+
+    model_path = Path(model_path)
+    tokenizer = tokenizer_beside(model_path)
+    if tokenizer is None:
+        raise ValueError(f"quantizing the decoder {model_path} without data needs the "
+                         f"tokenizer.json beside it (and the tokenizers package) to turn the "
+                         f"built-in sentences into tokens; none was found")
+    tokenizer.no_padding()
+    ids = [t for e in tokenizer.encode_batch(list(SENTENCES)) for t in e.ids]
+    count = len(ids) // length
+    if count < prompts + 2:
+        raise ValueError(f"the built-in sentences make {count} windows of {length} tokens "
+                         f"with {model_path.parent / 'tokenizer.json'}; {prompts + 2} needed")
+    windows = [ids[i * length:(i + 1) * length] for i in range(count)]
+    return windows[:-prompts], [w[:max(1, length // 4)] for w in windows[-prompts:]]
 
 
 def _screen(model_path: Path, options, eval_windows, prompts, new_tokens):
@@ -247,12 +273,14 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
                      prompts: list[list[int]], calibration_windows: list[list[int]] | None = None,
                      candidates: list[DecoderCandidate] | None = None,
                      gate: DecoderGate = DecoderGate(), threads: int = 1, new_tokens: int = 16,
-                     rounds: int = 3, keep_failed=None, work_dir=None) -> StageResult:
+                     rounds: int = 3, keep_failed=None, work_dir=None,
+                     judge_threads: int | None = None) -> StageResult:
     """Quantize the decoder at ``model_path`` by every candidate (default:
     :func:`default_decoder_candidates`), keep the fastest that passes ``gate`` on
     ``eval_windows`` and ``prompts`` and is faster than the input, and write it to
     ``out_path``. ``calibration_windows``: token windows for GPTQ (run with an empty KV
-    cache). ``threads``: intra-op threads for judging and timing; ``new_tokens``: greedy
+    cache). ``threads``: intra-op threads for the timing; ``judge_threads``: for judging
+    quality (None: every core; the figures do not depend on it); ``new_tokens``: greedy
     tokens per prompt, judged and timed; ``rounds``: interleaved timing rounds;
     ``keep_failed``: where to write the best refused candidate; ``work_dir``: scratch
     folder (default: a temporary one beside ``out_path``). Raises
@@ -261,7 +289,7 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
     candidates = default_decoder_candidates() if candidates is None else list(candidates)
     out_path, keep_failed = _check_inputs(model_path, out_path, keep_failed, eval_windows,
                                           prompts, candidates)
-    options = SessionOptions(threads=threads)
+    options = SessionOptions(threads=judge_threads or os.cpu_count() or 1)
     reference = lm_reference(Decoder(model_path, options), eval_windows, prompts, new_tokens)
     feeds = decoder_feeds(onnx.load(str(model_path), load_external_data=False),
                           calibration_windows) if calibration_windows else []
@@ -271,6 +299,7 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
     with tempfile.TemporaryDirectory(prefix=".quantize-decoder.", dir=scratch) as tmp:
         search = _Search(model_path, Path(tmp), reference, eval_windows, prompts, gate,
                          options, new_tokens, feeds)
+        search.timing_options = SessionOptions(threads=threads)
         search.screen = _screen(model_path, options, eval_windows, prompts, new_tokens)
         search.run(candidates)
         record = _record(model_path, reference, gate, search, eval_windows, prompts,
@@ -296,10 +325,11 @@ def _record(model_path, reference, gate, search, eval_windows, prompts, calibrat
                            "tokens": sum(len(w) for w in eval_windows),
                            "prompts": len(prompts), "new_tokens": new_tokens,
                            "calibration_windows": len(calibration_windows or [])},
-            "timing": {"threads": threads, "rounds": rounds, "new_tokens": new_tokens,
+            "timing": {"threads": threads, "judge_threads": search.options.threads,
+                       "rounds": rounds, "new_tokens": new_tokens,
                        "prompt_tokens": len(prompts[0]), "batch": 1},
             "candidates": search.entries}
 
 
 __all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
-           "quantize_decoder"]
+           "quantize_decoder", "sentence_windows"]

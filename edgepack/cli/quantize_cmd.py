@@ -114,6 +114,39 @@ def _print_checks(record: dict) -> None:
               f"int8 here ({kept})")
 
 
+def _is_decoder(path) -> bool:
+    """A decoder with a KV cache, by the names Optimum and onnxruntime-genai give it."""
+    import onnx
+
+    try:
+        names = {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}
+    except Exception:   # not readable here: the quantizer's own file check says why
+        return False
+    return "input_ids" in names and "past_key_values.0.key" in names
+
+
+def _quantize_decoder(args) -> int:
+    """int4 with search on a decoder: every default candidate judged on the built-in
+    sentences (tokenized with the tokenizer.json beside the model), the fastest passing kept
+    (:func:`compress.quantize.decoder_quantize.quantize_decoder`)."""
+    from compress.quantize.decoder_quantize import quantize_decoder, sentence_windows
+
+    windows, prompts = sentence_windows(args.model)
+    record = quantize_decoder(args.model, args.output, eval_windows=windows, prompts=prompts,
+                              keep_failed=args.keep_failed).record
+    print(f"wrote {args.output}: {record['chosen']}, {record['size_bytes_before']:,} -> "
+          f"{record['size_bytes']:,} bytes")
+    print(f"  judged on {record['evaluation']['windows']} windows of built-in sentences; "
+          f"{len(record['candidates'])} candidates:")
+    for entry in record["candidates"]:
+        speed = f", {entry['speedup']:.2f}x" if "speedup" in entry else ""
+        quality = (f" (perplexity ratio {entry['perplexity_ratio']:.4f}, top-1 "
+                   f"{entry['top1_agreement']:.4f}{speed})" if "perplexity_ratio" in entry
+                   else "")
+        print(f"    {entry['label']}{quality}: {entry['verdict']}")
+    return 0
+
+
 def handle(args) -> int:
     from compress.quantize import quantize
     from core.output_paths import check_distinct, check_onnx_output
@@ -125,6 +158,8 @@ def handle(args) -> int:
                           overwrite=args.overwrite)
     check_distinct({"-o/--output": args.output, "--keep-failed": args.keep_failed})
     config = config_from_args(args)
+    if config.method == "int4" and config.search and _is_decoder(args.model):
+        return _quantize_decoder(args)
     calibration = _calibration_from(args.data) if args.data else None
     evaluation = _evaluation_from(args.eval_data) if args.eval_data else None
     result = quantize(args.model, config, args.output, calibration=calibration,

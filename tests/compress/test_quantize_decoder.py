@@ -151,3 +151,18 @@ def test_a_candidate_far_beyond_the_gate_is_refused_after_a_first_look(tiny_deco
                          gate=strict, new_tokens=2, rounds=1)
     entry = caught.value.figures["candidates"][0]
     assert entry["judged_windows"] == 2 and "not judged further" in entry["why"]
+
+
+def test_the_command_line_quantizes_a_decoder_on_built_in_sentences(tiny_decoder, tmp_path,
+                                                                   capsys, monkeypatch):
+    from tests.edgepack.helpers import run_cli_output
+
+    _, source = tiny_decoder
+    monkeypatch.setattr(decoder_quantize, "_generation_stats",
+                        _fake_timing({-1: 10.0, 0: 20.0, 4: 30.0}))
+    monkeypatch.setattr(decoder_quantize, "default_decoder_candidates",
+                        lambda: [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4, bits=8)])
+    code, out, _ = run_cli_output(capsys, "quantize", source, "-o", tmp_path / "q.onnx",
+                                  "--mode", "int4")
+    assert code == 0 and (tmp_path / "q.onnx").is_file()
+    assert "windows of built-in sentences" in out and "2 candidates" in out

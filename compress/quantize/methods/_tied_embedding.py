@@ -13,7 +13,8 @@ stays in float32 (on SmolLM2-135M: 113 MB of a 181 MB int4 file). Two passes fix
    whole number of blocks, the Gather reads those same bytes: MatMulNBits stores its weight
    as ``[N=vocab, blocks, bytes]`` along K=hidden, which is the embedding's row-major layout,
    so the matrix is on disk once. Otherwise (HQQ's float zero points, an untied embedding)
-   the embedding gets its own round-to-nearest int4 copy, in blocks that divide its width.
+   the embedding gets its own round-to-nearest copy, in blocks that divide its width (8-bit
+   beside HQQ: a 4-bit copy with integer zero points would lose what HQQ's float ones keep).
 """
 
 from __future__ import annotations
@@ -156,9 +157,11 @@ def gather_block_size(hidden: int, block_size: int) -> int | None:
 
 
 def quantize_embedding(model: onnx.ModelProto, head: TiedHead | None, block_size: int,
-                       symmetric: bool, bits: int = 4) -> dict:
-    """Turn every embedding Gather into GatherBlockQuantized, sharing the lm_head's int4
-    blocks where it can; returns what was done, for the record."""
+                       symmetric: bool, bits: int = 4, own_bits: int | None = None) -> dict:
+    """Turn every embedding Gather into GatherBlockQuantized, sharing the lm_head's blocks
+    (``bits`` wide) where it can, else an own copy ``own_bits`` wide (default ``bits``);
+    returns what was done, for the record."""
+    own_bits = own_bits or bits
     graph = model.graph
     inits = _initializers(graph)
     done: dict = {"gathers": [], "shared_with_lm_head": False, "kept_float": []}
@@ -171,14 +174,16 @@ def quantize_embedding(model: onnx.ModelProto, head: TiedHead | None, block_size
                                       f">= 16)")
             continue
         head_node = _head_blocks(graph, head) if head and head.embedding == name else None
+        width = bits
         if head_node is not None and size == block_size:
             inputs = _shared_inputs(graph, head_node, gather, vocab, hidden, bits)
             done["shared_with_lm_head"] = True
         else:
+            width = own_bits
             inputs = _own_inputs(graph, numpy_helper.to_array(inits[name]), name, gather,
-                                 size, symmetric, bits)
+                                 size, symmetric, width)
         position = list(graph.node).index(gather)
-        graph.node.insert(position, _gather_node(gather, inputs, size, bits))
+        graph.node.insert(position, _gather_node(gather, inputs, size, width))
         graph.node.remove(gather)
         done["gathers"].append(f"{gather.name} (block {size})")
     remove_unused_initializers(graph)

@@ -74,7 +74,11 @@ def quantize_int4(prepared, target, settings: Int4WeightOnly, job) -> None:
     model = weight_only_quantize(model, settings.algorithm, settings.block_size,
                                  settings.symmetric, job.feeds, job.exclude, settings.bits)
     if settings.quantize_embedding:
-        quantize_embedding(model, head, settings.block_size, settings.symmetric, settings.bits)
+        # HQQ's float zero points cannot be shared with GatherBlockQuantized; a 4-bit copy
+        # with integer zero points would lose what HQQ keeps (docs/llm.md), so 8 bits.
+        own_bits = 8 if settings.algorithm == "hqq" else settings.bits
+        quantize_embedding(model, head, settings.block_size, settings.symmetric, settings.bits,
+                           own_bits)
     if not set_accuracy_level(model, settings.accuracy_level):
         raise ValueError("quantize.mode='int4' found no MatMul with a constant 2-D weight to "
                          "quantize; int4 weight-only quantization is for transformer MatMuls "
@@ -84,7 +88,7 @@ def quantize_int4(prepared, target, settings: Int4WeightOnly, job) -> None:
 
 def describe(settings: Int4WeightOnly) -> str:
     blocks = "symmetric" if settings.symmetric else "asymmetric"
-    embedding = "embedding int4" if settings.quantize_embedding else "embedding float"
+    embedding = "embedding quantized" if settings.quantize_embedding else "embedding float"
     width = "" if settings.bits == 4 else f"{settings.bits}-bit blocks, "
     return (f"{width}{settings.algorithm}, block size {settings.block_size}, {blocks}, accuracy "
             f"level {settings.accuracy_level}, {embedding}")
