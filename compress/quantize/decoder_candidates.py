@@ -6,7 +6,7 @@ dynamic. Candidates that differ only in their accuracy level share one quantizat
 level is a node attribute): :func:`quantization_key` says which.
 
 Why the default grid is what it is (SmolLM2-135M on a 2-core AVX2 CPU, docs/llm.md): RTN
-takes seconds per model and HQQ a minute; a candidate far beyond the gate is refused after a
+takes seconds per model; a candidate far beyond the gate is refused after a
 first look at a quarter of the windows, so a wide grid costs little. GPTQ runs the whole model once per distinct
 MatMul input on every calibration window, minutes on two cores, so it is tried only when
 calibration windows are given (:func:`gptq_candidates`, a recipe may add them); and ONNX
@@ -111,16 +111,23 @@ def int8_dynamic() -> DecoderCandidate:
 
 
 def default_decoder_candidates() -> list[DecoderCandidate]:
-    """The default grid, cheapest first, each at accuracy levels 4 and 0 (one quantization):
-    int4 RTN at blocks 32/64/128, symmetric and not; MatMulNBits' 8-bit blocks (RTN,
-    asymmetric) at 32 and 128, for a model that 4 bits with integer zero points cannot hold;
-    HQQ at block 32 (under a minute on 135M parameters); then int8 dynamic. The tied
-    embedding / lm_head is quantized in every weight-only candidate."""
+    """The default grid, cheapest first: int4 RTN at blocks 32/64/128, symmetric and not,
+    each at accuracy levels 4 and 0 (one quantization each); MatMulNBits' 8-bit blocks (RTN,
+    asymmetric) at 32 and 128 with accuracy level 4, for a model that 4-bit integer zero
+    points cannot hold; then int8 dynamic. The tied embedding / lm_head is quantized in every
+    weight-only candidate. Left out, measured on SmolLM2-135M on AVX2 (docs/llm.md): HQQ
+    (float zero points take ONNX Runtime's slow path, 0.1x fp32) and 8-bit blocks at accuracy
+    level 0 (0.13x); a recipe may pass them (:func:`hqq_candidates`, :func:`gptq_candidates`,
+    ``int4("rtn", 32, False, 0, bits=8)``)."""
     grid = [int4("rtn", block, symmetric, level)
             for block in (32, 64, 128) for symmetric in (True, False) for level in (4, 0)]
-    grid += [int4("rtn", block, False, level, bits=8) for block in (32, 128) for level in (4, 0)]
-    grid += [int4("hqq", 32, False, level) for level in (4, 0)]
+    grid += [int4("rtn", block, False, 4, bits=8) for block in (32, 128)]
     return grid + [int8_dynamic()]
+
+
+def hqq_candidates(block_sizes=(32,)) -> list[DecoderCandidate]:
+    """HQQ candidates (float zero points: close to a GGUF Q4_1 grid, slow on CPUs today)."""
+    return [int4("hqq", block, False, level) for block in block_sizes for level in (4, 0)]
 
 
 def gptq_candidates(block_sizes=(32, 128)) -> list[DecoderCandidate]:
@@ -130,4 +137,4 @@ def gptq_candidates(block_sizes=(32, 128)) -> list[DecoderCandidate]:
 
 
 __all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
-           "gptq_candidates", "int4", "int8_dynamic", "quantization_key"]
+           "gptq_candidates", "hqq_candidates", "int4", "int8_dynamic", "quantization_key"]
