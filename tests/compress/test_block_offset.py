@@ -71,3 +71,102 @@ def test_a_matmul_that_is_not_whole_blocks_stays_in_float():
     assert result.quantized == [] and "K=40 is not a whole number of 32-blocks" in \
         result.skipped["proj"]
     assert [n.op_type for n in model.graph.node] == ["MatMul"]
+
+
+def _int4(model_path, out, **settings):
+    from compress.quantize.methods import METHODS, quantize_into
+
+    spec = METHODS.get("int4")
+    quantize_into(model_path, out, "int4", spec.settings(**settings))
+    return onnx.load(str(out))
+
+
+def _snap_to_gguf_grids(model):
+    """Put a tiny decoder's weights where a Q4_1 GGUF leaves them: every Linear on 16-level
+    min/max blocks of 32 inputs, the (tied) embedding on symmetric 8-bit blocks of 32."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight is not \
+                    model.get_input_embeddings().weight:
+                w = module.weight.view(module.out_features, -1, 32)
+                low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+                step = ((high - low) / 15).clamp_min(1e-8)
+                w.copy_(low + step * torch.round((w - low) / step))
+        e = model.get_input_embeddings().weight.view(model.config.vocab_size, -1, 32)
+        d = (e.abs().amax(-1, keepdim=True) / 127).clamp_min(1e-8)  # the pad row is 0
+        e.copy_(d * torch.round(e / d))
+    return model
+
+
+@pytest.fixture(scope="module")
+def gridded_decoder(tmp_path_factory):
+    pytest.importorskip("optimum.exporters.onnx")
+    from tests.tiny_decoder import export_with_optimum, make_tiny_decoder_folder
+
+    root = tmp_path_factory.mktemp("gridded")
+    folder = make_tiny_decoder_folder(root / "hf")
+    from transformers import AutoModelForCausalLM
+
+    model = _snap_to_gguf_grids(AutoModelForCausalLM.from_pretrained(str(folder)))
+    model.save_pretrained(str(folder))
+    return export_with_optimum(folder, root / "onnx")
+
+
+def _quality(reference_path, path):
+    from bench.decoder import Decoder
+    from bench.lm_quality import lm_quality, lm_reference
+
+    windows = [[5, 17, 40, 99, 3, 120, 7, 64, 201, 33, 18, 250, 90, 41, 12, 77]]
+    prompts = [[5, 17, 40], [99, 3]]
+    reference = lm_reference(Decoder(reference_path), windows, prompts, 6)
+    return lm_quality(Decoder(path), windows, prompts, reference, 6)
+
+
+def test_the_offset_method_reproduces_a_gguf_grid(gridded_decoder, tmp_path):
+    model = _int4(gridded_decoder, tmp_path / "q.onnx", algorithm="offset", block_size=32,
+                  accuracy_level=0, embedding_bits=8)
+    ops = {}
+    for node in model.graph.node:
+        ops.setdefault(node.op_type, []).append(node)
+    bits = sorted({a.i for n in ops["MatMulNBits"] for a in n.attribute if a.name == "bits"})
+    assert bits == [4, 8]                          # layers in 4, the lm_head in 8
+    (gather,) = ops["GatherBlockQuantized"]
+    assert {a.name: a.i for a in gather.attribute}["bits"] == 8
+    quality = _quality(gridded_decoder, tmp_path / "q.onnx")
+    assert quality.perplexity_ratio == pytest.approx(1.0, abs=2e-3)
+    assert quality.top1_agreement == 1.0 and quality.greedy_agreement == 1.0
+    # Integer zero points cannot hold those grids: round to nearest asymmetric loses.
+    rtn = _int4(gridded_decoder, tmp_path / "rtn.onnx", algorithm="rtn", block_size=32,
+                accuracy_level=0, embedding_bits=8)
+    assert rtn is not None
+    assert abs(_quality(gridded_decoder, tmp_path / "rtn.onnx").perplexity_ratio - 1) > \
+        abs(quality.perplexity_ratio - 1)
+
+
+def test_offset_refuses_symmetric_blocks():
+    from compress.quantize.methods import METHODS
+
+    with pytest.raises(ValueError, match="takes symmetric=False and bits=4"):
+        METHODS.get("int4").settings(algorithm="offset", symmetric=True)
+    with pytest.raises(ValueError, match="embedding_bits=3 is not valid"):
+        METHODS.get("int4").settings(embedding_bits=3)
+
+
+def test_a_tie_optimum_left_as_two_copies_is_found():
+    from compress.quantize.methods._tied_embedding import untie_lm_head
+
+    table = np.random.default_rng(4).normal(size=(10, 4)).astype(np.float32)
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 10])
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["h"], name="embed"),
+             helper.make_node("MatMul", ["h", "head_w"], ["logits"], name="lm_head")]
+    graph = helper.make_graph(nodes, "g", [ids], [logits],
+                              [numpy_helper.from_array(table, "emb"),
+                               numpy_helper.from_array(table.T.copy(), "head_w")])
+    head = untie_lm_head(helper.make_model(graph))
+    assert (head.embedding, head.lm_head_weight, head.lm_head_node) == ("emb", "head_w",
+                                                                        "lm_head")
+    graph.initializer[1].CopyFrom(numpy_helper.from_array(table.T + 1, "head_w"))
+    assert untie_lm_head(helper.make_model(graph)) is None   # not the same matrix: not tied

@@ -78,6 +78,22 @@ def untie_lm_head(model: onnx.ModelProto) -> TiedHead | None:
             matmuls[0].input[1] = name
             graph.node.remove(transpose)
             return TiedHead(embedding, name, matmuls[0].name)
+    return _untied_copy(graph, inits)
+
+
+def _untied_copy(graph, inits) -> TiedHead | None:
+    """A tie Optimum did not deduplicate ("No deduplication implementation for ..."): the
+    logits MatMul reads its own initializer holding exactly the embedding, transposed."""
+    producers = {out: node for node in graph.node for out in node.output}
+    head = producers.get("logits")
+    if head is None or head.op_type != "MatMul" or head.input[1] not in inits:
+        return None
+    weight = inits[head.input[1]]
+    for gather in embedding_gathers(graph):
+        table = inits[gather.input[0]]
+        if list(weight.dims) == list(table.dims)[::-1] and np.array_equal(
+                numpy_helper.to_array(weight), numpy_helper.to_array(table).T):
+            return TiedHead(gather.input[0], head.input[1], head.name)
     return None
 
 
