@@ -91,12 +91,15 @@ def quantization_key(candidate: DecoderCandidate) -> tuple:
 
 
 def int4(algorithm: str, block_size: int, symmetric: bool, accuracy_level: int,
-         quantize_embedding: bool = True, bits: int = 4) -> DecoderCandidate:
-    """A weight-only candidate of the int4 method (``bits=8``: its 8-bit blocks), settings
+         quantize_embedding: bool = True, bits: int = 4,
+         embedding_bits: int = 0) -> DecoderCandidate:
+    """A weight-only candidate of the int4 method (``bits=8``: its 8-bit blocks;
+    ``embedding_bits``: the tied embedding / lm_head's own width, 0 as ``bits``), settings
     checked by the method's own dataclass."""
     settings = METHODS.get("int4").settings(
         algorithm=algorithm, block_size=block_size, symmetric=symmetric,
-        accuracy_level=accuracy_level, quantize_embedding=quantize_embedding, bits=bits)
+        accuracy_level=accuracy_level, quantize_embedding=quantize_embedding, bits=bits,
+        embedding_bits=embedding_bits)
     return DecoderCandidate("int4", settings)
 
 
@@ -122,7 +125,15 @@ def default_decoder_candidates() -> list[DecoderCandidate]:
     grid = [int4("rtn", block, symmetric, level)
             for block in (32, 64, 128) for symmetric in (True, False) for level in (4, 0)]
     grid += [int4("rtn", block, False, 4, bits=8) for block in (32, 128)]
+    grid += offset_candidates()
     return grid + [int8_dynamic()]
+
+
+def offset_candidates(block_sizes=(32, 64)) -> list[DecoderCandidate]:
+    """edgepack's float-offset int4 blocks (exact block minimums on the symmetric kernel),
+    the tied embedding / lm_head in symmetric 8-bit blocks, at accuracy levels 4 and 0."""
+    return [int4("offset", block, False, level, embedding_bits=8) for block in block_sizes
+            for level in (4, 0)]
 
 
 def hqq_candidates(block_sizes=(32,)) -> list[DecoderCandidate]:

@@ -11,13 +11,14 @@ listed in the record as not applicable rather than dropped unseen.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
 
-ALGORITHMS = ("rtn", "hqq", "gptq")
+ALGORITHMS = ("rtn", "hqq", "gptq", "offset")
 MODEL_FOLDER = "model"
 
 
@@ -45,6 +46,9 @@ class QuantizeDecoderConfig(StageConfig):
     accuracy_levels: list = option(factory=lambda: [4, 0], help="MatMulNBits accuracy levels",
                                    flag=False)
     quantize_embedding: bool = option(True, "int4 also the (tied) embedding / lm_head")
+    embedding_bits: list = option(factory=lambda: [0],
+                                  help="the embedding / lm_head's widths: 0 (as the layers), "
+                                       "4, 8", flag=False)
     int8_dynamic: bool = option(True, "also try dynamic int8 (per-channel)")
     threads: int = option(1, "intra-op threads for judging and timing the candidates")
 
@@ -53,6 +57,7 @@ class QuantizeDecoderConfig(StageConfig):
         _check_list("block_sizes", self.block_sizes, (16, 32, 64, 128, 256))
         _check_list("symmetric", self.symmetric, (True, False))
         _check_list("accuracy_levels", self.accuracy_levels, (0, 1, 2, 4))
+        _check_list("embedding_bits", self.embedding_bits, (0, 4, 8))
         if not (self.algorithms and self.block_sizes and self.symmetric and
                 self.accuracy_levels) and not self.int8_dynamic:
             raise ValueError("quantize-decoder: the grid is empty; give at least one algorithm, "
@@ -68,17 +73,16 @@ def candidate_grid(config: QuantizeDecoderConfig) -> tuple[list, list[dict]]:
     from compress.quantize.decoder_candidates import int4, int8_dynamic
 
     candidates, not_applicable = [], []
-    for algorithm in config.algorithms:
-        for block in config.block_sizes:
-            for symmetric in config.symmetric:
-                for level in config.accuracy_levels:
-                    try:
-                        candidates.append(int4(algorithm, block, symmetric, level,
-                                               config.quantize_embedding))
-                    except ValueError as exc:
-                        not_applicable.append({"algorithm": algorithm, "block_size": block,
-                                               "symmetric": symmetric, "accuracy_level": level,
-                                               "why": str(exc).splitlines()[0]})
+    combinations = itertools.product(config.algorithms, config.block_sizes, config.symmetric,
+                                     config.embedding_bits, config.accuracy_levels)
+    for algorithm, block, symmetric, head_bits, level in combinations:
+        try:
+            candidates.append(int4(algorithm, block, symmetric, level, config.quantize_embedding,
+                                   embedding_bits=head_bits))
+        except ValueError as exc:
+            not_applicable.append({"algorithm": algorithm, "block_size": block,
+                                   "symmetric": symmetric, "embedding_bits": head_bits,
+                                   "accuracy_level": level, "why": str(exc).splitlines()[0]})
     if config.int8_dynamic:
         candidates.append(int8_dynamic())
     return candidates, not_applicable

@@ -126,7 +126,7 @@ def test_the_default_grid_holds_int8_and_shares_quantizations_across_accuracy_le
     assert grid[-1].method == "dynamic"
     int4s = [c for c in grid if c.method == "int4"]
     assert {c.settings.accuracy_level for c in int4s} == {0, 4}
-    assert {c.settings.algorithm for c in int4s} == {"rtn"}
+    assert {c.settings.algorithm for c in int4s} == {"rtn", "offset"}
     four_bit = [c for c in int4s if c.settings.bits == 4]
     assert len({quantization_key(c) for c in four_bit}) == len(four_bit) // 2
     assert all(c.settings.quantize_embedding for c in int4s)
