@@ -9,7 +9,9 @@ silently (onnxruntime#29849). So nothing is assumed; on this machine, for the mo
    teacher-forced top-1 and perplexity on held-out token windows, greedy continuations of
    fixed prompts);
 2. each candidate (:mod:`.decoder_candidates`) is quantized, candidates differing only in
-   accuracy level sharing one quantization, and judged against that reference by the gate
+   accuracy level sharing one quantization, timed on a short first probe beside the input
+   (one far slower than the input, below :data:`PROBE_MIN_SPEEDUP`, can never be chosen:
+   it is recorded and not judged further), and judged against that reference by the gate
    (:class:`DecoderGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
 3. those that pass are timed together with the input, interleaved
    (:func:`bench.generation.measure_generation`, decode tokens/s at batch 1);
@@ -43,6 +45,13 @@ from core.onnx_files import check_onnx_file, model_size_bytes
 from core.output_paths import mark_onnx_file
 from core.registry import settings_dict
 from core.stage import StageResult
+
+# A first probe (2 rounds of 8 decode steps) slower than this share of the input's speed
+# rules a candidate out before its quality is judged: it cannot win (the final choice needs
+# > 1.0x) and the margin leaves room for a probe's noise. Level-0 MatMulNBits and float zero
+# points run at 0.1x-0.3x on AVX2 (docs/llm.md): judging them cost most of the stage's time.
+PROBE_MIN_SPEEDUP = 0.8
+PROBE_TOKENS, PROBE_ROUNDS = 8, 2
 
 
 def _generation_stats(decoders: list[Decoder], prompt: list[int], new_tokens: int,
@@ -127,9 +136,28 @@ class _Search:
         onnx.save(model, str(path))
         return path
 
+    def _probe(self, path: Path) -> float:
+        """The candidate's decode speed over the input's on a short interleaved probe."""
+        if getattr(self, "_input_decoder", None) is None:
+            self._input_decoder = Decoder(self.model_path, self.timing_options)
+        stats = _generation_stats([self._input_decoder, Decoder(path, self.timing_options)],
+                                  self.prompts[0], PROBE_TOKENS, PROBE_ROUNDS)
+        return stats[1].decode_tokens_per_s / stats[0].decode_tokens_per_s
+
     def _judge(self, candidate: DecoderCandidate, path: Path, entry: dict) -> None:
-        """Quality against the reference: first on a quarter of the windows, then, unless
-        that already misses the gate by far (:meth:`DecoderGate.clearly_fails`), on all."""
+        """A speed probe, then quality against the reference: first on a quarter of the
+        windows, then, unless that already misses the gate by far
+        (:meth:`DecoderGate.clearly_fails`), on all."""
+        probe = self._probe(path)
+        entry["probe_speedup"] = probe
+        if probe < PROBE_MIN_SPEEDUP:
+            entry.update(size_bytes=model_size_bytes(path),
+                         verdict="slower than the input on a first probe",
+                         why=f"{probe:.2f}x the input's decode tokens/s over "
+                             f"{PROBE_ROUNDS} x {PROBE_TOKENS} tokens (< "
+                             f"{PROBE_MIN_SPEEDUP}); quality not judged")
+            self.files[candidate.label] = path
+            return
         decoder = Decoder(path, self.options)
         quality, judged = None, len(self.eval_windows)
         if self.screen is not None:

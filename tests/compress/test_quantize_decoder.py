@@ -167,3 +167,18 @@ def test_the_command_line_quantizes_a_decoder_on_built_in_sentences(tiny_decoder
                                   "--mode", "int4")
     assert code == 0 and (tmp_path / "q.onnx").is_file()
     assert "windows of built-in sentences" in out and "2 candidates" in out
+
+
+def test_a_candidate_far_slower_on_the_probe_is_not_judged(tiny_decoder, tmp_path, texts,
+                                                            monkeypatch):
+    _, source = tiny_decoder
+    monkeypatch.setattr(decoder_quantize, "_generation_stats",
+                        _fake_timing({-1: 10.0, 0: 2.0, 4: 30.0}))   # level 0: 0.2x
+    candidates = [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4)]
+    result = quantize_decoder(source, tmp_path / "q.onnx", candidates=candidates, gate=LOOSE,
+                              **texts)
+    slow, fast = result.record["candidates"]
+    assert slow["verdict"] == "slower than the input on a first probe"
+    assert slow["probe_speedup"] == pytest.approx(0.2) and "perplexity" not in slow
+    assert "quality not judged" in slow["why"]
+    assert fast["verdict"] == "chosen" and fast["probe_speedup"] == pytest.approx(3.0)
