@@ -103,13 +103,15 @@ def int4(algorithm: str, block_size: int, symmetric: bool, accuracy_level: int,
     return DecoderCandidate("int4", settings)
 
 
-def int8_dynamic() -> DecoderCandidate:
-    """Dynamic int8 with per-channel weights, as ONNX Runtime's tool would do by hand (no
-    preset: the decoder stage measures instead)."""
-    settings = METHODS.get("dynamic").settings(preset="none", per_channel=True,
-                                               reduce_range=False, accuracy_aware=False,
-                                               latency_aware=False,
-                                               transformer_fusions="off")
+def int8_dynamic(provider: str = "cpu") -> DecoderCandidate:
+    """Dynamic int8 with per-channel weights and this CPU's preset resolved (AVX2 without
+    VNNI: 7-bit weights, since VPMADDUBSW saturates at 16 bits; with 8-bit weights SmolLM2's
+    large activations overflow it: perplexity ratio 4e4). The search and the fusions of the
+    encoder path are off: the decoder stage measures instead."""
+    spec = METHODS.get("dynamic")
+    settings, _ = spec.resolve(spec.settings(preset="auto", per_channel=True,
+                                             accuracy_aware=False, latency_aware=False,
+                                             transformer_fusions="off"), provider)
     return DecoderCandidate("dynamic", settings)
 
 
