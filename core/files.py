@@ -173,3 +173,15 @@ def sha256_file(path: str | os.PathLike) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
+
+
+@contextlib.contextmanager
+def working_directory(folder: str | os.PathLike) -> Iterator[None]:
+    """Run the block with ``folder`` as the current directory (tools that resolve paths
+    relative to it: ONNX Runtime's pre-processing, onnx's checker on external data)."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -9,12 +9,13 @@ offset+length fits, and then runs ``onnx.checker.check_model(full_check=True)``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import onnx
 from onnx import external_data_helper
+
+from core.files import working_directory
 
 
 def _external_tensors(model: onnx.ModelProto):
@@ -155,16 +156,6 @@ ORT_OPS_IN_ONNX_DOMAIN = ("SimplifiedLayerNormalization",)
 ORT_OPS_DOMAIN = "ai.onnxruntime.standard_domain_ops"
 
 
-@contextlib.contextmanager
-def _in_folder(folder: Path):
-    before = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
 def _with_ort_ops_aside(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the graph (without weight data) whose ONNX Runtime ops of the standard
     domain are moved to a domain of their own, for the checker."""
@@ -191,7 +182,7 @@ def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto:
         if any(n.op_type in ORT_OPS_IN_ONNX_DOMAIN and n.domain in ("", "ai.onnx")
                for n in model.graph.node):
             # Structure only: shape inference cannot see through ops it does not know.
-            with _in_folder(path.parent):  # external data paths are relative to the model
+            with working_directory(path.parent):  # external data paths are relative to the model
                 onnx.checker.check_model(_with_ort_ops_aside(model), full_check=False)
         else:
             onnx.checker.check_model(str(path), full_check=True)

@@ -105,3 +105,20 @@ def tiny_decoder_text(folder: str, window_tokens: int = 24, eval_windows: int = 
             "prompts": [tokenizer.encode("The quick brown").ids,
                         tokenizer.encode("Every stage is").ids],
             "tokenizer_dir": str(folder)}
+
+
+def genai_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
+    """Greedy tokens of the model in ``folder`` through onnxruntime-genai (which reads the
+    folder's genai_config.json), stopping after ``new_tokens`` or at its eos."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens([list(prompt)])
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import onnx
 
 from bench.ir_version import lower_to_runtime
 from compress.quantize.quantize_config import MIN_OPSET
+from core.files import working_directory
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -59,7 +59,7 @@ def prepare(model_path: Path, work: Path) -> Path:
     prepared = (work / "prepared.onnx").resolve()
     # When symbolic shape inference gives up it saves a debug model (and its external data)
     # into the current folder; run it from the scratch folder so nothing is left behind.
-    with _working_directory(work):
+    with working_directory(work):
         try:
             # A failure here is expected on some graphs and handled below: its traceback,
             # which ONNX Runtime prints itself, is not the user's business.
@@ -83,12 +83,3 @@ def _pre_process_without_symbolic_shapes(source: Path, prepared: Path, model_pat
         raise ValueError(f"ONNX Runtime's quantization pre-processing cannot read "
                          f"{model_path} ({type(exc).__name__}: {text})") from exc
 
-
-@contextlib.contextmanager
-def _working_directory(folder: Path):
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)

@@ -12,7 +12,7 @@ from compress.quantize.attempt import Attempt
 from compress.quantize.candidate_search import fallbacks, first_candidate
 from compress.quantize.quantizer import resolve_settings
 from tests.compress.test_quantize import cfg, labelled, tiny_cnn
-from tests.compress.test_quantize_checks import SPEED, fake_timings
+from tests.compress.test_quantize_checks import fake_timings
 from tests.edgepack.helpers import run_cli_output
 
 ISAS = {  # (arch, CPU flags) -> the preset auto picks, and the dynamic search order after it

@@ -42,19 +42,13 @@ def test_onnxruntime_genai_runs_it_with_our_greedy_tokens(smollm2_export):
     og = pytest.importorskip("onnxruntime_genai", reason="pip install 'edgepack[llm]'")
     from bench.decoder import Decoder
 
+    from tests.tiny_decoder import genai_greedy
+
     result, data = smollm2_export
     prompt = data["prompts"][0]
-    model = og.Model(str(result.artifact.parent))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + 8, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens([prompt])
-    theirs = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        theirs.append(int(generator.get_next_tokens()[0]))
+    theirs = genai_greedy(result.artifact.parent, prompt, 8)
     assert theirs == list(Decoder(result.artifact).greedy(prompt, len(theirs)))
-    text = og.Tokenizer(model).decode(theirs)
+    text = og.Tokenizer(og.Model(str(result.artifact.parent))).decode(theirs)
     assert "Paris" in text  # "The capital of France is" ... (greedy, the fp32 model)
 
 

@@ -66,21 +66,15 @@ def test_deploy_files_follow_the_graph(exported, tmp_path):
 
 
 def test_onnxruntime_genai_generates_our_greedy_tokens(exported):
-    og = pytest.importorskip(
+    pytest.importorskip(
         "onnxruntime_genai", reason="onnxruntime-genai is not installed: pip install "
         "'edgepack[llm]' (it needs the CPU onnxruntime package, so not beside edgepack[gpu])")
+    from tests.tiny_decoder import genai_greedy
+
     hf_folder, result = exported
     write_deploy_files(result.artifact, hf_folder)
     prompt = [5, 17, 40, 99, 3]
-    model = og.Model(str(result.artifact.parent))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + 12, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens([prompt])
-    theirs = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        theirs.append(int(generator.get_next_tokens()[0]))
+    theirs = genai_greedy(result.artifact.parent, prompt, 12)
     ours = list(Decoder(result.artifact).greedy(prompt, len(theirs)))
     assert theirs == ours and len(ours) == 12
 
