@@ -3,7 +3,8 @@ speed), and a decode tokens/s versus perplexity plot with every quantize candida
 
 The plot shows every candidate the quantize search measured, not only the kept one, so a
 reader sees what the choice was made among: filled marks passed the quality gate, hollow
-ones did not; the stages' artifacts are labelled.
+ones did not (their speed is the short probe's, scaled by the input's timed speed); the
+stages' artifacts are labelled.
 """
 
 from __future__ import annotations
@@ -44,16 +45,22 @@ def decoder_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 def candidate_points(stages: list[dict]) -> list[dict]:
-    """Every quantize candidate with a perplexity and a speed, from the stage records."""
+    """Every quantize candidate whose quality was judged, from the stage records: its timed
+    decode tokens/s when it passed the gate, else its speed-probe ratio times the input's
+    timed tokens/s (the probe is shorter: those points are marked as probed)."""
     points = []
     for stage in stages:
-        for cand in (stage.get("record") or {}).get("candidates", []):
-            if cand.get("perplexity") is not None and cand.get("decode_tokens_per_s"):
-                points.append({"label": cand.get("label") or cand.get("method", "?"),
-                               "perplexity": cand["perplexity"],
-                               "tokens_per_s": cand["decode_tokens_per_s"],
-                               "passed": cand.get("passed_gate", cand.get("verdict") in
-                                                  ("chosen", "passed", "slower"))})
+        record = stage.get("record") or {}
+        base = (record.get("input") or {}).get("decode_tokens_per_s")
+        for cand in record.get("candidates", []):
+            speed = cand.get("decode_tokens_per_s") or (
+                cand["probe_speedup"] * base if base and cand.get("probe_speedup") else None)
+            if cand.get("perplexity") is None or not speed:
+                continue
+            points.append({"label": cand.get("label") or cand.get("method", "?"),
+                           "perplexity": cand["perplexity"], "tokens_per_s": speed,
+                           "timed": bool(cand.get("decode_tokens_per_s")),
+                           "passed": not str(cand.get("verdict", "")).startswith("failed")})
     return points
 
 

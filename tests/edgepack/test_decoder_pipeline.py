@@ -149,3 +149,16 @@ def test_decoder_stages_need_the_language_model_metric(tiny_decoder, tmp_path, c
     code, err = run_cli(capsys, "run", recipe, "--out", tmp_path / "out")
     assert code == 2 and 'set [metric] kind = "language-model"' in error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_plot_holds_every_judged_candidate():
+    from edgepack.pipeline.decoder_report import candidate_points
+
+    record = {"input": {"decode_tokens_per_s": 10.0}, "candidates": [
+        {"label": "a", "perplexity": 5.0, "decode_tokens_per_s": 30.0, "verdict": "chosen"},
+        {"label": "b", "perplexity": 9.0, "probe_speedup": 2.5,
+         "verdict": "failed the quality gate"},
+        {"label": "c", "probe_speedup": 0.2, "verdict": "slower than the input on a first probe"}]}
+    points = candidate_points([{"record": record}])
+    assert [(p["label"], p["tokens_per_s"], p["timed"], p["passed"]) for p in points] == [
+        ("a", 30.0, True, True), ("b", 25.0, False, False)]
