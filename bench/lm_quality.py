@@ -85,14 +85,15 @@ def _teacher_forced(decoder: Decoder, windows: list[list[int]]
     return likelihoods, top1
 
 
-def _perplexity(likelihoods: list[np.ndarray]) -> float:
+def perplexity_of(likelihoods: list[np.ndarray]) -> float:
+    """``exp`` of the mean negative log-likelihood of every token of every window."""
     return float(math.exp(-np.concatenate(likelihoods).mean()))
 
 
 def perplexity(decoder: Decoder, windows: list[list[int]]) -> float:
     """``exp`` of the mean negative log-likelihood over every predicted token of every
     window (windows weigh by their length)."""
-    return _perplexity(_teacher_forced(decoder, windows)[0])
+    return perplexity_of(_teacher_forced(decoder, windows)[0])
 
 
 def top1_predictions(decoder: Decoder, windows: list[list[int]]) -> list[np.ndarray]:
@@ -174,7 +175,7 @@ def lm_reference(decoder: Decoder, windows: list[list[int]], prompts: list[list[
     ``prompts`` and perplexity on ``windows``."""
     likelihoods, top1 = _teacher_forced(decoder, windows)
     return LMReference(top1=top1, greedy=greedy_tokens(decoder, prompts, max_new_tokens),
-                       perplexity=_perplexity(likelihoods))
+                       perplexity=perplexity_of(likelihoods))
 
 
 @dataclass
@@ -195,7 +196,7 @@ def lm_quality(decoder: Decoder, windows: list[list[int]], prompts: list[list[in
     """Measure ``decoder`` on the reference's windows and prompts (pass the same ones):
     one prefill per window gives both the perplexity and the top-1 agreement."""
     likelihoods, top1 = _teacher_forced(decoder, windows)
-    ppl = _perplexity(likelihoods)
+    ppl = perplexity_of(likelihoods)
     greedy = greedy_tokens(decoder, prompts, max_new_tokens)
     return LMQuality(perplexity=ppl, perplexity_ratio=ppl / reference.perplexity,
                      top1_agreement=_agreement(top1, reference.top1),
@@ -204,5 +205,5 @@ def lm_quality(decoder: Decoder, windows: list[list[int]], prompts: list[list[in
 
 __all__ = ["LMQuality", "LMReference", "check_windows", "common_prefix_length",
            "greedy_agreement", "greedy_tokens", "lm_quality", "lm_reference", "perplexity",
-           "log_likelihoods", "teacher_forced_agreement", "token_windows",
+           "log_likelihoods", "perplexity_of", "teacher_forced_agreement", "token_windows",
            "top1_predictions"]

@@ -30,14 +30,15 @@ def _layer_cache(cache, layer: int):
     return cache[layer][0], cache[layer][1]
 
 
-def _torch_steps(model, prompt: np.ndarray, steps: int):
-    """Torch's logits for the prefill and each greedy decode step, the tokens fed back, and
-    the cache after the last step."""
+def torch_greedy_steps(model, prompt, steps: int):
+    """Torch's logits for the prefill and each greedy decode step, the tokens fed back (the
+    greedy continuation, never stopped at end of text), and the cache after the last step."""
     import torch
 
     logits, fed = [], []
+    prompt = torch.from_numpy(np.asarray(prompt, dtype=np.int64)).reshape(1, -1)
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(prompt).reshape(1, -1), use_cache=True)
+        out = model(input_ids=prompt, use_cache=True)
         logits.append(out.logits[0].float().numpy())
         for _ in range(steps):
             token = int(out.logits[0, -1].argmax())
@@ -57,7 +58,7 @@ def check_decoder_parity(model, onnx_path: Path, atol: float, rtol: float,
     decoder = Decoder(onnx_path)
     vocab = int(model.config.vocab_size)
     prompt = np.random.default_rng(seed).integers(3, vocab, size=prompt_length, dtype=np.int64)
-    expected, fed, torch_cache = _torch_steps(model, prompt, steps)
+    expected, fed, torch_cache = torch_greedy_steps(model, prompt, steps)
     results = []
     logits, cache = decoder.forward(prompt, decoder.empty_cache())
     results.append(compare_outputs("logits", 1, expected[0], logits, atol, rtol,
@@ -91,4 +92,4 @@ def _cache_line(results) -> list[str]:
             f"err {worst.max_abs:.2e} ({worst.name})"]
 
 
-__all__ = ["check_decoder_parity", "DECODE_STEPS", "PROMPT_LENGTH"]
+__all__ = ["check_decoder_parity", "DECODE_STEPS", "PROMPT_LENGTH", "torch_greedy_steps"]

@@ -96,6 +96,7 @@ class _Search:
         self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
         self.screen = None   # (windows, the reference on them): the quick first look
         self.timing_options = options
+        self._input_decoder: Decoder | None = None   # the probes' reference, made once
         self.entries: list[dict] = []
         self.passed: list[dict] = []      # the entries that passed the gate, in order
         self.files: dict[str, Path] = {}
@@ -138,7 +139,7 @@ class _Search:
 
     def _probe(self, path: Path) -> float:
         """The candidate's decode speed over the input's on a short interleaved probe."""
-        if getattr(self, "_input_decoder", None) is None:
+        if self._input_decoder is None:
             self._input_decoder = Decoder(self.model_path, self.timing_options)
         stats = _generation_stats([self._input_decoder, Decoder(path, self.timing_options)],
                                   self.prompts[0], PROBE_TOKENS, PROBE_ROUNDS)

@@ -20,7 +20,6 @@ Stage folders, records, ``--resume`` and the manifest work as in the main pipeli
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from bench.lm_quality import LMReference, lm_quality, log_likelihoods
+from bench.lm_quality import LMReference, lm_quality, log_likelihoods, perplexity_of
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.resume import RECORD, clear_unfinished, load_done_stage
+from export.decoder import torch_greedy_steps
 
 @dataclass
 class DecoderRun:
@@ -68,21 +68,6 @@ def _torch_logits(model, window) -> np.ndarray:
         return model(input_ids=torch.tensor([list(window)])).logits[0].float().numpy()
 
 
-def _torch_greedy(model, prompt, new_tokens: int) -> list[int]:
-    """Greedy tokens with the KV cache, a fixed number of them (no stop at end of text)."""
-    import torch
-
-    tokens = []
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([list(prompt)]), use_cache=True)
-        for _ in range(new_tokens):
-            token = int(out.logits[0, -1].argmax())
-            tokens.append(token)
-            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values,
-                        use_cache=True)
-    return tokens
-
-
 def teacher_reference(model, windows, prompts, new_tokens: int) -> LMReference:
     """The fp32 teacher's answers in torch: top-1 per position, greedy continuations,
     perplexity (the same definitions as :mod:`bench.lm_quality`)."""
@@ -91,9 +76,8 @@ def teacher_reference(model, windows, prompts, new_tokens: int) -> LMReference:
         logits = _torch_logits(model, window)
         likelihoods.append(log_likelihoods(logits, list(window)))
         top1.append(np.argmax(logits, axis=1))
-    perplexity = float(math.exp(-np.concatenate(likelihoods).mean()))
-    greedy = [_torch_greedy(model, p, new_tokens) for p in prompts]
-    return LMReference(top1=top1, greedy=greedy, perplexity=perplexity)
+    greedy = [torch_greedy_steps(model, p, new_tokens)[1] for p in prompts]
+    return LMReference(top1=top1, greedy=greedy, perplexity=perplexity_of(likelihoods))
 
 
 def timed_prompt(windows, length: int) -> list[int]:
