@@ -24,6 +24,12 @@ from typing import Iterator
 SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
 
 
+def cache_dir() -> Path:
+    """edgepack's cache folder: ``$XDG_CACHE_HOME/edgepack`` (``~/.cache/edgepack``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgepack"
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name the same file: equal after resolving links, or one inode."""
     a, b = Path(a), Path(b)

@@ -41,6 +41,7 @@ from core.stage import (
     option,
     register_stage,
 )
+from export.arm64_check import DEFAULT_CPUS, Arm64CheckFailed
 from export.optimize import default_parity_feeds, unoptimized_session
 from export.parity import ParityError, compare_sessions
 
@@ -133,14 +134,39 @@ def _reference_session(onnx_path: Path, graph):
 
 
 def _check_ort_parity(onnx_path: Path, ort_model: Path, graph, atol: float,
-                      rtol: float) -> dict:
+                      rtol: float) -> tuple[dict, list[dict]]:
+    """The parity record of the .ort model against the .onnx one, and the feeds it used."""
     import onnxruntime as ort
 
     reference, kind = _reference_session(onnx_path, graph)
     candidate = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
-    parity = compare_sessions(reference, candidate, default_parity_feeds(reference, onnx_path),
-                              atol, rtol)
-    return {**parity, "reference": kind}
+    feeds = default_parity_feeds(reference, onnx_path)
+    parity = compare_sessions(reference, candidate, feeds, atol, rtol)
+    return {**parity, "reference": kind}, feeds
+
+
+@dataclass(frozen=True)
+class DeviceCheck:
+    """An on-device check of the packaged model under emulation (:mod:`export.arm64_check`):
+    the userland it runs in, the emulated CPUs and the tolerance against this machine."""
+
+    userland: object
+    cpus: tuple[str, ...]
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+def _check_on_arm64(ort_model: Path, feeds: list[dict], check: DeviceCheck) -> dict:
+    """Run the .ort file here and on aarch64 on the same inputs; the check's record."""
+    import onnxruntime as ort
+
+    from export.arm64_check import check_arm64
+
+    here = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in here.get_outputs()]
+    reference = [dict(zip(names, here.run(None, f))) for f in feeds]
+    return check_arm64(ort_model, feeds, reference, check.userland, check.cpus,
+                       atol=check.atol, rtol=check.rtol)
 
 
 def _file_entry(path: Path) -> dict:
@@ -175,31 +201,37 @@ def check_package_folder(out_dir, onnx_path: Path, owned: bool = False) -> Path:
 
 
 def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
-                  owned_folder: bool = False) -> dict:
+                  owned_folder: bool = False, device_check: DeviceCheck | None = None) -> dict:
     """Write ``model.ort``, ``required_operators.config`` and ``manifest.json`` to ``out_dir``.
 
     Returns the manifest. Raises ``ValueError`` for a bad input model and
     :class:`ParityError` when the ``.ort`` model's outputs differ from the ``.onnx`` one's.
+    ``device_check``: also run the ``.ort`` model on ONNX Runtime's aarch64 build under
+    emulation; its failure (:class:`~export.arm64_check.Arm64CheckFailed`, exit 1) leaves
+    nothing written, like a parity failure, and its figures go into the manifest.
     """
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
     check_inputs_and_outputs(graph, onnx_path, "packaging")
     out_dir = check_package_folder(out_dir, onnx_path, owned=owned_folder)
     with output_folder(out_dir):
-        return _write_package(onnx_path, graph, out_dir, atol, rtol)
+        return _write_package(onnx_path, graph, out_dir, atol, rtol, device_check)
 
 
-def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: float) -> dict:
+def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: float,
+                   device_check: DeviceCheck | None = None) -> dict:
     """Convert, check parity and write the package's files into ``out_dir``."""
     import onnxruntime as ort
 
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
     try:
         ort_model, config = _convert_to_ort(onnx_path, work_dir)
-        parity = _check_ort_parity(onnx_path, ort_model, graph, atol, rtol)
+        parity, feeds = _check_ort_parity(onnx_path, ort_model, graph, atol, rtol)
         if not parity["ok"]:
             raise ParityError(f"the .ort model's outputs differ from {onnx_path.name} beyond "
                               f"atol={atol}, rtol={rtol}:\n" + "\n".join(parity["lines"]))
+        device = {"arm64": _check_on_arm64(ort_model, feeds, device_check)} \
+            if device_check is not None else {}
         final_model, final_config = work_dir / "model.ort", work_dir / OPERATORS_CONFIG
         ort_model.rename(final_model)
         _write_operators_config(config, final_config, final_model.name)
@@ -215,6 +247,7 @@ def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: flo
             "outputs": _value_info(graph.graph.output),
             "required_operators": read_operators_config(final_config),
             "parity": {k: v for k, v in parity.items() if k != "outputs"},
+            **({"device_checks": device} if device else {}),
         }
         for item in (final_model, final_config):
             os.replace(item, out_dir / item.name)
@@ -226,23 +259,45 @@ def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: flo
 
 @dataclass
 class PackageConfig(StageConfig):
-    """The mobile package (``.ort`` + operator config) as the last stage of a pipeline."""
+    """The mobile package (``.ort`` + operator config) as the last stage of a pipeline;
+    ``check = "arm64"`` also runs it on ONNX Runtime's aarch64 build under emulation."""
 
     kind = "package"
     atol: float = option(1e-4, "largest absolute output difference of .ort to .onnx")
     rtol: float = option(1e-3, "largest relative output difference of .ort to .onnx")
+    check: str = option("", "on-device check under emulation: '' (none) or arm64",
+                        choices=("", "arm64"))
+    arm64_cpus: list = option(factory=lambda: list(DEFAULT_CPUS),
+                              help="emulated CPUs of the arm64 check", flag=False)
+    device_atol: float = option(1e-4, "largest absolute output difference aarch64 to x86")
+    device_rtol: float = option(1e-3, "largest relative output difference aarch64 to x86")
 
     def __post_init__(self):
-        for name in ("atol", "rtol"):
+        from core.checks import check_choice
+        from export.arm64_check import check_cpus
+
+        for name in ("atol", "rtol", "device_atol", "device_rtol"):
             if getattr(self, name) < 0:
                 raise ValueError(f"package.{name} must be >= 0, got {getattr(self, name)}")
+        check_choice("package", "check", self.check, ("", "arm64"))
+        if self.check:
+            check_cpus(self.arm64_cpus)
+
+
+def _device_check(config: PackageConfig) -> DeviceCheck | None:
+    if not config.check:
+        return None
+    from export.arm64_check import userland_for_check
+
+    return DeviceCheck(userland_for_check(), tuple(config.arm64_cpus), config.device_atol,
+                       config.device_rtol)
 
 
 def _run_stage(config: PackageConfig, given: StageInput) -> StageResult:
     manifest = package_model(given.artifact, given.folder, atol=config.atol, rtol=config.rtol,
-                             owned_folder=True)
+                             owned_folder=True, device_check=_device_check(config))
     return StageResult(given.folder / "model.ort", manifest)
 
 
 register_stage(StageSpec("package", PackageConfig, consumes="onnx", produces="package",
-                         run=_run_stage, failures=(ParityError,)))
+                         run=_run_stage, failures=(ParityError, Arm64CheckFailed)))

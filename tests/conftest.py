@@ -7,6 +7,11 @@ import pytest
 
 
 def pytest_configure(config):
+    # The arm64 userland is built once per machine (`edgepack env --setup-arm64`); tests
+    # run in the user's one, read-only, when it is there.
+    from export.arm64_userland import default_cache_root
+
+    os.environ.setdefault("EDGEPACK_ARM64_CACHE", str(default_cache_root()))
     # Tests never read or fill the user's ~/.cache/edgepack.
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edgepack-test-cache-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,14 +47,32 @@ def _has_cuda_ep() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def _arm64_missing() -> str:
+    """Why the arm64 tests cannot run here ("" when they can)."""
+    import shutil
+
+    from export.arm64_userland import SETUP_HINT, find_userland
+
+    if not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")):
+        return "no qemu-user here: apt-get install qemu-user-static, then " + SETUP_HINT
+    if find_userland() is None:
+        return "no arm64 userland in $EDGEPACK_ARM64_CACHE: " + SETUP_HINT
+    return ""
+
+
 def pytest_collection_modifyitems(config, items):
-    if _has_cuda_ep():
-        return
-    skip = pytest.mark.skip(reason="no CUDA: onnxruntime has no CUDAExecutionProvider here "
-                                   "(install edgepack[gpu] on a machine with an NVIDIA GPU)")
+    skips = {}
+    if not _has_cuda_ep():
+        skips["gpu"] = "no CUDA: onnxruntime has no CUDAExecutionProvider here (install " \
+                       "edgepack[gpu] on a machine with an NVIDIA GPU)"
+    if any("arm64" in item.keywords for item in items):
+        missing = _arm64_missing()
+        if missing:
+            skips["arm64"] = missing
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in skips.items():
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

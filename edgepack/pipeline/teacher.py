@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,14 +26,10 @@ from core.pickle_guard import UnpicklingRefused
 from compress.distill import augment_inputs
 from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
 from edgepack.pipeline.recipe import DataSpec, ModelSpec, import_object, user_code
+from core.files import cache_dir  # noqa: F401 - where callers have found it
 from export.weights import load_weights, save_weights
 
 TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edgepack"
 
 
 def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
