@@ -7,7 +7,6 @@ the bad-input paths and the pieces that need no emulator.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -19,7 +18,7 @@ from export import arm64_check, arm64_userland
 from export.arm64_check import (Arm64CheckFailed, check_arm64, check_cpus, cpuinfo_template,
                                 failure_line, make_view)
 from export.package import MANIFEST, DeviceCheck, PackageConfig, package_model
-from export.torch_export import ExportConfig, export_onnx
+from tests.arm64_models import demo_int8_model, export, x86_optimized_cnn
 
 arm64 = pytest.mark.arm64
 
@@ -31,29 +30,6 @@ def userland():
 
 def device_check(userland, cpus=("cortex-a72", "cortex-a76"), atol=1e-4, rtol=1e-3):
     return DeviceCheck(userland, tuple(cpus), atol, rtol)
-
-
-def export(model, example, path, **config):
-    export_onnx(model.eval(), ExportConfig(exporter="torchscript", opset=17, **config),
-                example, path)
-    return path
-
-
-def demo_int8_model(tmp_path):
-    """The demo's int8 model: the MNIST-1D CNN in static QDQ int8, quantized with the demo
-    recipe's settings (uint8 activations, per-channel int8 weights, min-max calibration) on
-    MNIST-1D signals; random weights, as the kernels and not the accuracy are checked."""
-    from compress.quantize import quantize, quantize_config
-    from edgepack.zoo.mnist1d_models import cached_mnist1d, mnist1d_cnn
-
-    torch.manual_seed(0)
-    fp32 = export(mnist1d_cnn(width=48), torch.randn(1, 1, 40), tmp_path / "cnn.onnx")
-    signals = cached_mnist1d(2000, 42)["x"][:64].astype(np.float32)[:, None, :]
-    config = quantize_config(mode="static", calibration="minmax", format="qdq",
-                             activation_type="uint8", per_channel=True, speed_check=False,
-                             latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)
-    quantize(fp32, config, tmp_path / "cnn.int8.onnx", {"input": signals})
-    return tmp_path / "cnn.int8.onnx"
 
 
 @arm64
@@ -105,33 +81,8 @@ def test_a_transformer_encoder_and_its_int8_version_match(tmp_path, userland):
                                 latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)
     quantize(model, unchecked, tmp_path / "bert.int8.onnx", None)
     int8 = package_model(tmp_path / "bert.int8.onnx", tmp_path / "int8",
-                         device_check=device_check(userland, atol=1e-2, rtol=1e-2))
+                         device_check=device_check(userland))
     assert int8["device_checks"]["arm64"]["ok"]
-
-
-def x86_optimized_cnn(tmp_path):
-    """A CNN saved after ONNX Runtime's full optimization on x86: its NCHWc layout operators
-    (com.microsoft.nchwc) exist only in the x86 build. It packages and runs here."""
-    import onnxruntime as ort
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(16, 10))
-    plain = export(model, torch.randn(1, 3, 32, 32), tmp_path / "cnn.onnx")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(tmp_path / "cnn.x86.onnx")
-    ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
-    return tmp_path / "cnn.x86.onnx"
-
-
-def package_args(model, out, **extra):
-    return argparse.Namespace(model=str(model), output=str(out), atol=1e-4, rtol=1e-3,
-                              check=extra.get("check", "arm64"),
-                              arm64_cpu=extra.get("arm64_cpu", "cortex-a72"),
-                              device_atol=extra.get("device_atol", 1e-4), device_rtol=1e-3)
 
 
 @arm64
