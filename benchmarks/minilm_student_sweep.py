@@ -9,7 +9,11 @@ A fast stand-in for a 20-minute recipe run, to compare levers on a subset:
 - ``--ffn 768``: FFN width kept in each layer (neurons ranked by weight magnitude);
 - ``--hidden W``: weight of a per-layer hidden-state MSE (student layer i against teacher
   hidden state ``--targets``[i], padding masked); the teacher then runs every step;
-- ``--pairwise W``: weight of an in-batch similarity-matrix MSE (targets Spearman).
+- ``--pairwise W``: weight of an in-batch similarity-matrix MSE (targets Spearman);
+- ``--relations W``: weight of MiniLMv2's self-attention relation loss (Wang et al. 2021):
+  KL divergence between the teacher's and the student's last-layer query-query, key-key and
+  value-value relations (softmax of scaled dot products per head, padding masked); the
+  teacher then runs every step.
 
     PYTHONPATH=$PWD python benchmarks/minilm_student_sweep.py --layers 0,4,5 --train 2000
     PYTHONPATH=$PWD python benchmarks/minilm_student_sweep.py --layers 0,4,5 --epochs 0
@@ -75,6 +79,46 @@ def pairwise_loss(s, t):
     return F.mse_loss(s @ s.T, t @ t.T)
 
 
+class LastLayerQKV:
+    """Captures the query, key and value projections of a model's last encoder layer."""
+
+    def __init__(self, model: nn.Module):
+        attention = model.encoder.encoder.layer[-1].attention.self
+        self.heads = attention.num_attention_heads
+        self.values: dict[str, torch.Tensor] = {}
+        for name in ("query", "key", "value"):
+            getattr(attention, name).register_forward_hook(self._keep(name))
+
+    def _keep(self, name):
+        def hook(_module, _inputs, output):
+            self.values[name] = output
+        return hook
+
+
+def relation_log_probs(x, heads: int, mask):
+    """log softmax over keys of x x^T / sqrt(d) per head: (batch, heads, seq, seq)."""
+    b, t, width = x.shape
+    d = width // heads
+    x = x.view(b, t, heads, d).transpose(1, 2)
+    scores = x @ x.transpose(-1, -2) / d ** 0.5
+    scores = scores.masked_fill(~mask[:, None, None, :].bool(), float("-inf"))
+    return F.log_softmax(scores, dim=-1)
+
+
+def relation_loss(student_qkv: LastLayerQKV, teacher_qkv: LastLayerQKV, mask):
+    """MiniLMv2's loss: KL(teacher || student) of the Q-Q, K-K and V-V relations, averaged
+    over heads and the real (unpadded) query positions."""
+    rows = mask.bool()
+    total = 0.0
+    for name in ("query", "key", "value"):
+        t = relation_log_probs(teacher_qkv.values[name], teacher_qkv.heads, mask)
+        s = relation_log_probs(student_qkv.values[name], student_qkv.heads, mask)
+        t_prob = t.exp()
+        kl = (t_prob * (t - s)).masked_fill(t_prob == 0, 0.0).sum(-1)   # (b, heads, seq)
+        total = total + kl.mean(1)[rows].mean()
+    return total / 3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", default="0,2,4")
@@ -87,6 +131,10 @@ def main() -> None:
     ap.add_argument("--targets", default="", help="teacher hidden-state index per student "
                     "layer (default: the output of the layer each one was copied from)")
     ap.add_argument("--pairwise", type=float, default=0.0)
+    ap.add_argument("--relations", type=float, default=0.0)
+    ap.add_argument("--packages", default="", help="comma-separated installed packages whose "
+                    "docstrings join the training text (evaluation stays on the base corpus's "
+                    "held-out sentences)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -98,6 +146,11 @@ def main() -> None:
     data = minilm_sentences(train_sentences=args.train, eval_sentences=128, max_length=128,
                             train_max_length=48, batch_size=args.batch)
     train, held_out = data["train"].inputs, data["evaluation"].inputs
+    if args.packages:
+        train = minilm_sentences(train_sentences=args.train, eval_sentences=128, max_length=128,
+                                 train_max_length=48, batch_size=args.batch,
+                                 packages=args.packages.split(","))["train"].inputs
+    print("training sentences", len(train[0]), flush=True)
     teacher = minilm_embedder().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -109,6 +162,8 @@ def main() -> None:
     if args.epochs == 0:   # the untrained student alone
         print(json.dumps(result))
         return
+    if args.relations:
+        student_qkv, teacher_qkv = LastLayerQKV(student), LastLayerQKV(teacher)
     precomputed = outputs_by_length(teacher, train)
     loader = length_grouped_loader(train, precomputed, batch_size=args.batch)
     steps = args.epochs * len(loader)
@@ -132,6 +187,10 @@ def main() -> None:
                 loss = embedding_loss(s_emb, target)
             if args.pairwise:
                 loss = loss + args.pairwise * pairwise_loss(s_emb, target)
+            if args.relations:
+                with torch.no_grad():
+                    teacher(ids, mask)
+                loss = loss + args.relations * relation_loss(student_qkv, teacher_qkv, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
