@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import BadInput
+from core.files import sha256_file
 
 SUITE = "bookworm"                       # Debian 12: python3.11, glibc 2.36
 MIRROR = "http://deb.debian.org/debian"
@@ -126,6 +127,14 @@ def require_userland(cache_root=None) -> Userland:
     return found
 
 
+def check_can_run(cache_root=None) -> None:
+    """BadInput now, before any work, when the check could not run here: no qemu, or no
+    cached userland and no way to build one (debootstrap, root)."""
+    qemu_binary()
+    if find_userland(cache_root) is None:
+        _check_build_tools()
+
+
 def _check_build_tools() -> tuple[Path, Path]:
     if platform.system() != "Linux":
         raise BadInput(f"building the arm64 userland needs Linux (this is {platform.system()})")
@@ -189,8 +198,6 @@ def _wheels(root: Path, onnxruntime_version: str, numpy_version: str, log) -> li
         for wheel in sorted(downloads.glob("*.whl")):
             with zipfile.ZipFile(wheel) as archive:
                 archive.extractall(site)
-            from core.files import sha256_file
-
             wheels.append({"file": wheel.name, "sha256": sha256_file(wheel),
                            "size_bytes": wheel.stat().st_size})
         return wheels
@@ -246,5 +253,5 @@ def _publish(building: Path, final: Path) -> None:
             raise
 
 
-__all__ = ["SETUP_HINT", "Userland", "build_userland", "default_cache_root", "find_userland", "qemu_binary",
+__all__ = ["SETUP_HINT", "Userland", "build_userland", "check_can_run", "default_cache_root", "find_userland", "qemu_binary",
            "qemu_version", "require_userland", "userland_key"]

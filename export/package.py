@@ -281,7 +281,10 @@ class PackageConfig(StageConfig):
                 raise ValueError(f"package.{name} must be >= 0, got {getattr(self, name)}")
         check_choice("package", "check", self.check, ("", "arm64"))
         if self.check:
+            from export.arm64_userland import check_can_run
+
             check_cpus(self.arm64_cpus)
+            check_can_run()     # a recipe that cannot run its check stops before any stage
 
 
 def _device_check(config: PackageConfig) -> DeviceCheck | None:

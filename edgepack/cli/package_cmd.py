@@ -32,13 +32,19 @@ def device_check_from_args(args):
     it is not cached yet, saying so on stderr."""
     if args.check is None:
         return None
+    from pathlib import Path
+
+    from core.onnx_files import check_onnx_file
     from export.arm64_check import check_cpus, userland_for_check
+    from export.arm64_userland import check_can_run
     from export.package import DeviceCheck
 
     cpus = check_cpus(c.strip() for c in args.arm64_cpu.split(",") if c.strip())
     for name in ("device_atol", "device_rtol"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    check_onnx_file(Path(args.model))   # a bad model is said before a userland is built
+    check_can_run()
     userland = userland_for_check(log=lambda line: print(line, file=sys.stderr))
     return DeviceCheck(userland, cpus, args.device_atol, args.device_rtol)
 

@@ -203,3 +203,23 @@ def test_the_guest_root_hides_the_hosts_proc_and_sys(tmp_path):
     assert (view / "proc/cpuinfo").exists()
     text = cpuinfo_template("cortex-a76")
     assert "CPU part\t: 0xd0b" in text and "{features}" in text
+
+
+def test_a_recipe_whose_check_cannot_run_stops_before_any_stage(monkeypatch):
+    monkeypatch.setattr(arm64_userland.shutil, "which", lambda name: None)
+    with pytest.raises(BadInput, match="needs qemu-user"):
+        PackageConfig.from_dict({"kind": "package", "check": "arm64"})
+    assert PackageConfig.from_dict({"kind": "package"}).check == ""   # no check: no qemu needed
+
+
+def test_a_bad_model_is_said_before_any_userland_is_built(tmp_path, capsys, monkeypatch):
+    from edgepack.cli.main import main
+
+    def must_not_build(*_args, **_kwargs):
+        raise AssertionError("the userland was built for a model that cannot be packaged")
+
+    monkeypatch.setattr(arm64_userland, "build_userland", must_not_build)
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    assert main(["package", str(tmp_path / "broken.onnx"), "-o", str(tmp_path / "pkg"),
+                 "--check", "arm64"]) == 2
+    assert "broken.onnx" in capsys.readouterr().err
