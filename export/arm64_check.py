@@ -81,7 +81,13 @@ def cpuinfo_template(cpu: str) -> str:
 
 
 def make_view(userland: Userland, folder: Path) -> Path:
-    """A guest root that links to the userland's folders, with its own /proc and /sys files."""
+    """A guest root that links to the userland's folders, with its own /proc and /sys files.
+
+    qemu resolves every absolute guest path in the view first: the model, inputs and outputs
+    (host paths) are read from the host because the userland has no such files. A host path
+    that also exists inside the userland (a model under /usr/share/..., say) would be read
+    from the userland instead; the check's own files live in a fresh temporary folder.
+    """
     view = folder / "view"
     view.mkdir()
     for entry in userland.root.iterdir():
