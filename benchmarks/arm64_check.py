@@ -36,29 +36,15 @@ def timed_build(cache_root) -> tuple[float, object]:
 
 def models(folder: Path) -> dict:
     """name -> (onnx path, device tolerance (atol, rtol))."""
-    import torch
+    from tests.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8,
+                                    x86_optimized_cnn)
 
-    from compress.quantize import quantize, quantize_config
-    from edgepack.zoo.architectures import mobilenet_v3_small
-    from tests.arm64_models import demo_int8_model, export, x86_optimized_cnn
-    from tests.tiny_models import tiny_bert_embedder
-
-    torch.manual_seed(0)
-    mobilenet = export(mobilenet_v3_small(num_classes=10, width_mult=0.25, depth=5),
-                       torch.randn(1, 3, 32, 32), folder / "mobilenet.onnx")
-    ids = torch.randint(0, 1000, (1, 16))
-    bert = export(tiny_bert_embedder(hidden=64, layers=2, heads=4, intermediate=128,
-                                     max_positions=512),
-                  (ids, torch.ones_like(ids)), folder / "bert.onnx",
-                  input_names=("input_ids", "attention_mask"),
-                  output_names=("sentence_embedding",), dynamic_axes=(1,))
-    unchecked = quantize_config(mode="dynamic", per_channel=True, speed_check=False,
-                                latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)
-    quantize(bert, unchecked, folder / "bert.int8.onnx", None)
+    bert = bert_encoder(folder)
     return {"demo int8 CNN (static QDQ)": (demo_int8_model(folder), (1e-4, 1e-3)),
-            "MobileNetV3-small fp32 (depthwise)": (mobilenet, (1e-4, 1e-3)),
+            "MobileNetV3-small fp32 (depthwise)": (depthwise_cnn(folder), (1e-4, 1e-3)),
             "BERT encoder fp32": (bert, (1e-4, 1e-3)),
-            "BERT encoder dynamic int8": (folder / "bert.int8.onnx", (1e-4, 1e-3)),
+            "BERT encoder dynamic int8": (dynamic_int8(bert, folder / "bert.int8.onnx"),
+                                          (1e-4, 1e-3)),
             "CNN optimized for x86 (NCHWc)": (x86_optimized_cnn(folder), (1e-4, 1e-3))}
 
 

@@ -108,10 +108,10 @@ def _save_feeds(feeds_list: list[dict], path: Path) -> None:
 
 
 def run_on_arm64(model: Path, feeds_list: list[dict], userland: Userland, cpu: str,
-                 work: Path) -> tuple[dict, dict]:
+                 work: Path, qemu: Path | None = None) -> tuple[dict, dict]:
     """Run ``model`` on ``feeds_list`` in the emulated ``cpu``; the runner's result record
     and the outputs by ``case{i}/{name}``."""
-    qemu = qemu_binary()
+    qemu = qemu or qemu_binary()
     run_dir = Path(tempfile.mkdtemp(prefix=f"{cpu}.", dir=work))
     view = make_view(userland, run_dir)
     inputs, outputs, result = run_dir / "inputs.npz", run_dir / "outputs.npz", \
@@ -250,7 +250,7 @@ def check_arm64(model, feeds_list: list[dict], reference_outputs: list[dict],
     work = Path(tempfile.mkdtemp(prefix="edgepack-arm64."))
     try:
         for cpu in cpus:
-            result, values = run_on_arm64(model, feeds_list, userland, cpu, work)
+            result, values = run_on_arm64(model, feeds_list, userland, cpu, work, qemu)
             if not result.get("ok"):
                 raise Arm64CheckFailed(failure_line(cpu, model, result))
             rows = compare_with_x86(reference_outputs, values, atol, rtol)
@@ -271,15 +271,13 @@ def check_arm64(model, feeds_list: list[dict], reference_outputs: list[dict],
     return record
 
 
-def userland_for_check(cache_root=None, build: bool = True, log=print) -> Userland:
-    """The userland the check runs in: the cached one, else built now when ``build`` (and
-    the tools and root are there), else BadInput with the set-up line."""
-    from export.arm64_userland import build_userland, require_userland
+def userland_for_check(cache_root=None, log=print) -> Userland:
+    """The userland the check runs in: the cached one, else built now (BadInput when qemu,
+    debootstrap or root is missing, naming which)."""
+    from export.arm64_userland import build_userland
 
     qemu_binary()  # say first that qemu is missing, the one thing every path needs
-    if build:
-        return build_userland(cache_root, log=log)
-    return require_userland(cache_root)
+    return build_userland(cache_root, log=log)
 
 
 __all__ = ["Arm64CheckFailed", "CPU_MODELS", "DEFAULT_CPUS", "SETUP_HINT", "check_arm64",

@@ -78,17 +78,6 @@ def qemu_version(qemu: Path) -> str:
     return first[0] if first else "unknown"
 
 
-def _installed_version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        if package == "onnxruntime":   # the GPU build provides the same module
-            return version("onnxruntime-gpu")
-        raise
-
-
 def userland_key(onnxruntime_version: str, numpy_version: str) -> str:
     """The cache folder name: one userland per Debian suite and wheel versions."""
     return (f"debian-{SUITE}-py{GUEST_PYTHON_VERSION}-onnxruntime{onnxruntime_version}-"
@@ -96,9 +85,13 @@ def userland_key(onnxruntime_version: str, numpy_version: str) -> str:
 
 
 def wanted_versions() -> tuple[str, str]:
-    """The onnxruntime and numpy versions the userland gets: this machine's own, so the two
-    sides of the check differ only by the CPU architecture."""
-    return _installed_version("onnxruntime"), _installed_version("numpy")
+    """The onnxruntime and numpy versions the userland gets: this machine's own (of the
+    modules that run here, whichever distribution installed them), so the two sides of the
+    check differ only by the CPU architecture."""
+    import numpy
+    import onnxruntime
+
+    return onnxruntime.__version__, numpy.__version__
 
 
 def default_cache_root() -> Path:

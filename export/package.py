@@ -134,15 +134,16 @@ def _reference_session(onnx_path: Path, graph):
 
 
 def _check_ort_parity(onnx_path: Path, ort_model: Path, graph, atol: float,
-                      rtol: float) -> tuple[dict, list[dict]]:
-    """The parity record of the .ort model against the .onnx one, and the feeds it used."""
+                      rtol: float) -> tuple[dict, list[dict], object]:
+    """The parity record of the .ort model against the .onnx one, the feeds it used and
+    the .ort model's session."""
     import onnxruntime as ort
 
     reference, kind = _reference_session(onnx_path, graph)
     candidate = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
     feeds = default_parity_feeds(reference, onnx_path)
     parity = compare_sessions(reference, candidate, feeds, atol, rtol)
-    return {**parity, "reference": kind}, feeds
+    return {**parity, "reference": kind}, feeds, candidate
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,11 @@ class DeviceCheck:
     rtol: float = 1e-3
 
 
-def _check_on_arm64(ort_model: Path, feeds: list[dict], check: DeviceCheck) -> dict:
-    """Run the .ort file here and on aarch64 on the same inputs; the check's record."""
-    import onnxruntime as ort
-
+def _check_on_arm64(ort_model: Path, here, feeds: list[dict], check: DeviceCheck) -> dict:
+    """Run the .ort file here (session ``here``) and on aarch64 on the same inputs; the
+    check's record."""
     from export.arm64_check import check_arm64
 
-    here = ort.InferenceSession(str(ort_model), providers=["CPUExecutionProvider"])
     names = [o.name for o in here.get_outputs()]
     reference = [dict(zip(names, here.run(None, f))) for f in feeds]
     return check_arm64(ort_model, feeds, reference, check.userland, check.cpus,
@@ -226,11 +225,11 @@ def _write_package(onnx_path: Path, graph, out_dir: Path, atol: float, rtol: flo
     work_dir = Path(tempfile.mkdtemp(prefix=".package.", dir=out_dir))
     try:
         ort_model, config = _convert_to_ort(onnx_path, work_dir)
-        parity, feeds = _check_ort_parity(onnx_path, ort_model, graph, atol, rtol)
+        parity, feeds, ort_session = _check_ort_parity(onnx_path, ort_model, graph, atol, rtol)
         if not parity["ok"]:
             raise ParityError(f"the .ort model's outputs differ from {onnx_path.name} beyond "
                               f"atol={atol}, rtol={rtol}:\n" + "\n".join(parity["lines"]))
-        device = {"arm64": _check_on_arm64(ort_model, feeds, device_check)} \
+        device = {"arm64": _check_on_arm64(ort_model, ort_session, feeds, device_check)} \
             if device_check is not None else {}
         final_model, final_config = work_dir / "model.ort", work_dir / OPERATORS_CONFIG
         ort_model.rename(final_model)

@@ -48,3 +48,35 @@ def x86_optimized_cnn(tmp_path):
     options.optimized_model_filepath = str(tmp_path / "cnn.x86.onnx")
     ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
     return tmp_path / "cnn.x86.onnx"
+
+
+def depthwise_cnn(folder):
+    """A tiny MobileNetV3-small (depthwise convolutions, squeeze-excite) in fp32."""
+    from edgepack.zoo.architectures import mobilenet_v3_small
+
+    torch.manual_seed(0)
+    return export(mobilenet_v3_small(num_classes=10, width_mult=0.25, depth=5),
+                  torch.randn(1, 3, 32, 32), folder / "mobilenet.onnx")
+
+
+def bert_encoder(folder):
+    """A 2-layer BERT sentence encoder (hidden 64) with token inputs, in fp32."""
+    from tests.tiny_models import tiny_bert_embedder
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (1, 16))
+    return export(tiny_bert_embedder(hidden=64, layers=2, heads=4, intermediate=128,
+                                     max_positions=512),
+                  (ids, torch.ones_like(ids)), folder / "bert.onnx",
+                  input_names=("input_ids", "attention_mask"),
+                  output_names=("sentence_embedding",), dynamic_axes=(1,))
+
+
+def dynamic_int8(model, out):
+    """``model`` in dynamic int8 with per-channel weights (accuracy and speed checks off)."""
+    from compress.quantize import quantize, quantize_config
+
+    unchecked = quantize_config(mode="dynamic", per_channel=True, speed_check=False,
+                                latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)
+    quantize(model, unchecked, out, None)
+    return out

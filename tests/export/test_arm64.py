@@ -18,7 +18,8 @@ from export import arm64_check, arm64_userland
 from export.arm64_check import (Arm64CheckFailed, check_arm64, check_cpus, cpuinfo_template,
                                 failure_line, make_view)
 from export.package import MANIFEST, DeviceCheck, PackageConfig, package_model
-from tests.arm64_models import demo_int8_model, export, x86_optimized_cnn
+from tests.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8,
+                                export, x86_optimized_cnn)
 
 arm64 = pytest.mark.arm64
 
@@ -53,34 +54,18 @@ def test_the_demos_int8_model_gives_the_same_answers_on_aarch64(tmp_path, userla
 
 @arm64
 def test_a_cnn_with_depthwise_convolutions_matches(tmp_path, userland):
-    from edgepack.zoo.architectures import mobilenet_v3_small
-
-    torch.manual_seed(0)
-    model = export(mobilenet_v3_small(num_classes=10, width_mult=0.25, depth=5),
-                   torch.randn(1, 3, 32, 32), tmp_path / "mobilenet.onnx")
-    check = package_model(model, tmp_path / "pkg", device_check=device_check(
+    check = package_model(depthwise_cnn(tmp_path), tmp_path / "pkg", device_check=device_check(
         userland, cpus=["cortex-a53"]))["device_checks"]["arm64"]
     assert check["ok"] and check["cpus"]["cortex-a53"]["max_abs"] < 1e-4
 
 
 @arm64
 def test_a_transformer_encoder_and_its_int8_version_match(tmp_path, userland):
-    from compress.quantize import quantize, quantize_config
-    from tests.tiny_models import tiny_bert_embedder
-
-    ids = torch.randint(0, 1000, (1, 16))
-    model = export(tiny_bert_embedder(hidden=64, layers=2, heads=4, intermediate=128,
-                                     max_positions=512),
-                   (ids, torch.ones_like(ids)), tmp_path / "bert.onnx",
-                   input_names=("input_ids", "attention_mask"),
-                   output_names=("sentence_embedding",), dynamic_axes=(1,))
+    model = bert_encoder(tmp_path)
     fp32 = package_model(model, tmp_path / "fp32", device_check=device_check(
         userland, cpus=["neoverse-n1"]))["device_checks"]["arm64"]
     assert fp32["ok"] and fp32["cpus"]["neoverse-n1"]["outputs"][0]["mean_cosine"] > 0.999999
-    unchecked = quantize_config(mode="dynamic", per_channel=True, speed_check=False,
-                                latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)
-    quantize(model, unchecked, tmp_path / "bert.int8.onnx", None)
-    int8 = package_model(tmp_path / "bert.int8.onnx", tmp_path / "int8",
+    int8 = package_model(dynamic_int8(model, tmp_path / "bert.int8.onnx"), tmp_path / "int8",
                          device_check=device_check(userland))
     assert int8["device_checks"]["arm64"]["ok"]
 
