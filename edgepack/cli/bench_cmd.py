@@ -2,12 +2,13 @@
 
 Each flag maps onto one :class:`bench.runner.BenchConfig` field; the command calls
 :func:`bench.bench` once and writes the table (stdout), JSON, Markdown and plot it asked for.
-``--robustness`` adds attacks on each model (see :mod:`edgepack.cli.robustness_flags`).
+``--robustness`` adds attacks on each model (see :mod:`edgepack.cli.robustness_flags`);
+``--privacy`` adds membership inference on each (see :mod:`edgepack.cli.privacy_flags`).
 ``--generate`` benchmarks decoder LLMs instead: prefill and decode speed through
 :func:`bench.generation.bench_generation` (see :func:`handle_generate`).
 """
 
-from edgepack.cli import robustness_flags
+from edgepack.cli import privacy_flags, robustness_flags
 
 
 def register(sub) -> None:
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output file that edgepack did not write")
     robustness_flags.register(p)
+    privacy_flags.register(p)
     _register_generate(p)
     p.set_defaults(handler=handle)
 
@@ -89,13 +91,15 @@ def check_outputs(args) -> None:
 
     for flag, name, suffix in OUTPUTS:
         if getattr(args, name):
-            check_output_path(getattr(args, name), inputs=[*args.models, args.data], flag=flag,
+            check_output_path(getattr(args, name), inputs=[*args.models, args.data,
+                                                           args.members, args.non_members,
+                                                           *(args.references or [])], flag=flag,
                               suffixes=(suffix,), overwrite=args.overwrite)
     check_distinct({flag: getattr(args, name) for flag, name, _ in OUTPUTS})
 
 
 # Flags of the tensor benchmark that mean nothing to --generate: refused, not ignored.
-NOT_FOR_GENERATE = ("data", "markdown", "plot", "robustness", "shape")
+NOT_FOR_GENERATE = ("data", "markdown", "plot", "robustness", "shape", "privacy")
 
 
 def check_generate_flags(args) -> None:
@@ -156,6 +160,7 @@ def handle(args) -> int:
 
     from edgepack import __version__
 
+    from bench.privacy.privacy_report import privacy_notes, privacy_table
     from bench.report import markdown_report, results_table, tradeoff_plot
     from bench.robustness.robustness_report import robustness_notes, robustness_table
     from bench.runner import bench
@@ -170,13 +175,21 @@ def handle(args) -> int:
     check_outputs(args)
     config = config_from_args(args)
     robustness = robustness_flags.config_from_args(args)
+    privacy = privacy_flags.config_from_args(args)
     _check_plot_has_labels(args)
     source = robustness_flags.source_model(args) if robustness else None
+    if privacy is not None:   # the sets are checked before anything is timed
+        from bench.privacy import load_member_sets
+
+        load_member_sets(args.members, args.non_members)
     results = bench(args.models, config, data=args.data)
     if robustness is not None:
         for result, attacked in zip(results, robustness_flags.evaluate_models(
                 args.models, args.data, robustness, source)):
             result["robustness"] = attacked
+    if privacy is not None:
+        for result, found in zip(results, privacy_flags.evaluate_models(args, privacy)):
+            result["privacy"] = found
     env = _environment()
     print(f"{env['cpu']}, {config.provider}, threads {config.threads}, batch {config.batch}, "
           f"{config.warmup} warm-up + at least {config.min_runs} runs and {config.min_time_s} s "
@@ -184,6 +197,8 @@ def handle(args) -> int:
     print(results_table(results))
     if robustness is not None:
         print("\n" + robustness_table(results, "model").rstrip())
+    if privacy is not None:
+        print("\n" + privacy_table(results, "model").rstrip())
     for r in results:
         if r.get("warning"):
             print(f"warning: {r['model']}: {r['warning']}", file=sys.stderr)
@@ -198,6 +213,8 @@ def handle(args) -> int:
         markdown = f"{MARKDOWN_MARK}\n" + markdown_report(results, env)
         if robustness is not None:
             markdown += "\n" + robustness_table(results, "model") + "\n" + robustness_notes(results)
+        if privacy is not None:
+            markdown += "\n" + privacy_table(results, "model") + "\n" + privacy_notes(results)
         atomic_write_text(args.markdown, markdown)
     if args.plot:
         tradeoff_plot(results, args.plot)

@@ -169,3 +169,57 @@ def test_config_refuses_what_cannot_give_a_figure():
         PrivacyConfig(attacks=("lossy",))
     with pytest.raises(ValueError, match="bootstrap"):
         PrivacyConfig(bootstrap=3)
+
+
+def _write_sets(tmp_path, rng, overlap=False):
+    sets = _linear_sets(rng)
+    if overlap:
+        sets.non_members["x"][0] = sets.members["x"][0]
+    np.savez(tmp_path / "members.npz", x=sets.members["x"], labels=sets.member_labels)
+    np.savez(tmp_path / "non.npz", x=sets.non_members["x"], labels=sets.non_member_labels)
+    return str(tmp_path / "members.npz"), str(tmp_path / "non.npz")
+
+
+def test_bench_privacy_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from edgepack.cli.main import main
+
+    model, ref1, ref2 = (str(matmul_add(tmp_path / f"{n}.onnx", seed=s))
+                         for n, s in (("m", 0), ("r1", 1), ("r2", 2)))
+    members, non = _write_sets(tmp_path, np.random.default_rng(7))
+    out = tmp_path / "out.json"
+    code = main(["bench", "--privacy", model, "--members", members, "--non-members", non,
+                 "--references", ref1, ref2, "--bootstrap", "30", "--json", str(out),
+                 "--markdown", str(tmp_path / "out.md"), "--warmup", "1", "--min-runs", "3",
+                 "--min-time", "0"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "| m.onnx | loss |" in stdout and "| m.onnx | LiRA |" in stdout
+    found = json.loads(out.read_text())[0]["privacy"]
+    assert found["attacks"]["loss"]["auc"] > 0.9 and found["references"] == 2
+    assert "Membership inference on 300" in (tmp_path / "out.md").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--members", "M"], "--members needs --privacy"),
+    (["--privacy"], "needs --members"),
+    (["--privacy", "--members", "M", "--non-members", "N", "--privacy-attacks", "lira"],
+     "--references"),
+    (["--privacy", "--members", "M", "--non-members", "N", "--bootstrap", "x"], "--bootstrap"),
+    (["--privacy", "--members", "M", "--non-members", "N", "--privacy-attacks", "lossy"],
+     "lossy"),
+    (["--privacy", "--members", "M", "--non-members", "OVERLAP"], "appear among both"),
+])
+def test_bench_privacy_bad_input_is_one_line_and_exit_2(tmp_path, capsys, flags, message):
+    import subprocess
+    import sys
+
+    model = str(matmul_add(tmp_path / "m.onnx"))
+    members, non = _write_sets(tmp_path, np.random.default_rng(8), overlap="OVERLAP" in flags)
+    flags = [members if f == "M" else non if f in ("N", "OVERLAP") else f for f in flags]
+    run = subprocess.run([sys.executable, "-m", "edgepack", "bench", model, *flags,
+                          "--json", str(tmp_path / "o.json")], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.json").exists()
