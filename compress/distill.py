@@ -72,6 +72,7 @@ class DistillConfig(StageConfig):
     lr: float = 1e-2
     batch_size: int = 128
     transfer_samples: int = 0        # unlabelled samples from the provider's "transfer" set
+    labelled: bool = True            # false: the transfer set alone (no sample of "train")
     augment: str = "none"
     feature_pairs: tuple[str, ...] = ()   # "student.layer:teacher.layer", matched by name
     feature_loss: str = "mse"
@@ -110,6 +111,10 @@ class DistillConfig(StageConfig):
         if any(lr <= 0 for lr in self.baseline_lrs):
             raise ValueError(f"distill.baseline_lrs must be learning rates > 0, got "
                              f"{list(self.baseline_lrs)}")
+        if not self.labelled and (not self.transfer_samples or self.baseline_lrs):
+            raise ValueError("distill.labelled = false trains on the transfer set alone: set "
+                             "transfer_samples > 0, and no baseline_lrs (that baseline trains "
+                             "on the labelled set)")
         if self.baseline_lrs and self.objective != "logits":
             raise ValueError("distill.baseline_lrs compares accuracies: it needs "
                              "objective='logits'")

@@ -89,6 +89,9 @@ def training_set(data: dict, config):
 
     ``config`` is a distillation config: its ``objective`` and ``transfer_samples`` count.
     """
+    if not getattr(config, "labelled", True):   # the transfer set alone: no private sample
+        inputs, labels = _transfer_rows(data, config.transfer_samples)
+        return inputs, torch.full((num_rows(inputs),), NO_LABEL, dtype=torch.long)
     labelled = config.objective == "logits"  # embedding models train on inputs alone
     inputs, labels = collect(data["train"], labelled=labelled)
     if inputs is None or num_rows(inputs) == 0:
@@ -106,6 +109,16 @@ def training_set(data: dict, config):
         labels = torch.cat([labels, torch.full((num_rows(extra),), NO_LABEL,
                                                dtype=labels.dtype)])
     return inputs, labels
+
+
+def _transfer_rows(data: dict, samples: int):
+    if data.get("transfer") is None:
+        raise ValueError("distill.labelled = false but the data provider gives no 'transfer' "
+                         "set")
+    inputs, _ = collect(data["transfer"], samples, labelled=False)
+    if inputs is None or num_rows(inputs) == 0:
+        raise ValueError("distill: the transfer set is empty (0 samples)")
+    return inputs, None
 
 
 def freeze(model: nn.Module, prefixes) -> int:

@@ -78,6 +78,7 @@ class PruneConfig(StageConfig):
     kd_alpha: float = 0.9            # with a teacher: weight of its soft targets in fine-tuning
     kd_temperature: float = 4.0
     finetune_transfer_samples: int = 0   # teacher-labelled transfer inputs added to fine-tuning
+    finetune_labelled: bool = True   # false: fine-tune on the transfer inputs alone (with KD)
     head_ratio: float | None = None  # share of attention heads removed (None: ratio)
     ignored_layers: tuple[str, ...] = ()   # module names never pruned (the head is found)
     seed: int = 0
@@ -100,6 +101,10 @@ class PruneConfig(StageConfig):
         check_range("prune", "kd_alpha", self.kd_alpha, 0.0, 1.0, high_inclusive=True)
         if self.head_ratio is not None:
             check_range("prune", "head_ratio", self.head_ratio, 0.0, 1.0)
+        if not self.finetune_labelled and self.finetune_epochs and \
+                not self.finetune_transfer_samples:
+            raise ValueError("prune.finetune_labelled = false fine-tunes on the transfer set "
+                             "alone: set finetune_transfer_samples > 0")
 
     @property
     def expects_speedup(self) -> bool:
@@ -153,9 +158,12 @@ def epochs_per_step(total: int, steps: int) -> list[int]:
 
 
 def finetune_batches(config: PruneConfig, data: dict, teacher) -> DataLoader:
-    """The labelled training set, plus teacher-labelled transfer inputs when asked for."""
+    """The labelled training set, plus teacher-labelled transfer inputs when asked for
+    (``finetune_labelled = false``: the transfer inputs alone)."""
     inputs, labels = collect(data["train"])
-    if inputs is None or len(inputs) == 0:
+    if not config.finetune_labelled:
+        inputs, labels = inputs[:0], labels[:0]
+    elif inputs is None or len(inputs) == 0:
         raise ValueError("prune: the training data for fine-tuning is empty (0 samples)")
     if config.finetune_transfer_samples:
         if teacher is None:

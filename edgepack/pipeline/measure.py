@@ -29,7 +29,8 @@ from export.weights import save_weights
 
 METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
                "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
-               "robustness", "attribution", "mean_cosine", "worst_cosine", "spearman")
+               "robustness", "attribution", "privacy", "mean_cosine", "worst_cosine",
+               "spearman")
 
 
 @dataclass
@@ -63,6 +64,8 @@ class PipelineContext:
     providers: tuple = ("cpu",)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     probe: Any = None   # edgepack.pipeline.robustness_probe.RobustnessProbe, made beside the teacher's row
+    privacy: Any = None   # edgepack.pipeline.privacy_probe.PrivacySetup (None: no privacy section)
+    privacy_probe: Any = None   # its PrivacyProbe, made beside the teacher's row
     bench_export: ExportConfig = field(default_factory=ExportConfig)   # for scratch exports
     resume: bool = False
     progress: bool = True
@@ -186,6 +189,8 @@ def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path
     grad_source = module if module is not None else source.source_module
     metrics.update(measure_quality(ctx, onnx_path))
     metrics.update(measure_robustness(ctx, onnx_path, module, grad_source))
+    if ctx.privacy_probe is not None:
+        metrics.update(ctx.privacy_probe.measure(onnx_path))
     return metrics, ref
 
 
@@ -220,6 +225,12 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
                                     cache_folder=cache_dir() / "robustness")
         metrics.update(ctx.probe.measure(onnx_path, module=teacher, source=teacher,
                                          attribution=False))   # the teacher is the reference
+    if ctx.privacy is not None and ctx.privacy.config.enabled:
+        from edgepack.pipeline.privacy_probe import PrivacyProbe, member_sets
+
+        sets = member_sets(ctx.privacy.config, ctx.data, _onnx_input_names(onnx_path))
+        ctx.privacy_probe = PrivacyProbe(ctx.privacy.config, sets, ctx.privacy.references)
+        metrics.update(ctx.privacy_probe.measure(onnx_path))
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics,
              **chance_check(metrics.get("accuracy"), ctx.eval_arrays["labels"])}
     ctx.log(f"[teacher] {quality_summary(metrics)}, p50 "

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.privacy import PrivacyConfig
 from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from compress.distill import AUGMENTATIONS
 from core.checks import check_budget, check_choice, checked_fields, did_you_mean
 from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
+from edgepack.pipeline.private_recipe import check_private_recipe
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.stage_modules import load_stages
 
@@ -42,12 +44,28 @@ class ModelSpec:
     train_epochs: int = 0
     lr: float = 1e-2
     augment: str = "none"            # training inputs perturbed each step: "shift" or "noise"
+    dp: dict = field(default_factory=dict)   # DP-SGD: {epsilon, delta, max_grad_norm, ...}
 
     def __post_init__(self):
         check_budget("[model]", "train_epochs", self.train_epochs, "epochs")
         check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
             raise ValueError(f"[model] lr must be > 0, got {self.lr}")
+        if self.dp:
+            self._check_dp()
+
+    def _check_dp(self) -> None:
+        """``[model.dp]``: DP-SGD settings, for a teacher this run trains itself."""
+        from compress.private import AUGMENTATIONS_DP, DPConfig
+
+        DPConfig(**checked_fields(DPConfig, self.dp, "recipe [model.dp]"))
+        if self.weights or self.train_epochs <= 0:
+            raise ValueError("[model.dp] trains the teacher with DP-SGD: set train_epochs > 0 "
+                             "and no weights file (a given file's guarantee cannot be checked)")
+        if self.augment not in AUGMENTATIONS_DP:
+            raise ValueError(f"[model.dp]: augment = {self.augment!r} scales each batch by its "
+                             "own spread, which mixes samples; use one of "
+                             f"{', '.join(AUGMENTATIONS_DP)}")
 
 
 @dataclass
@@ -56,6 +74,10 @@ class DataSpec:
 
     provider: str = "edgepack.zoo:mnist1d"
     args: dict = field(default_factory=dict)
+    public: tuple[str, ...] = ()     # the provider's sets independent of the private training set
+
+    def __post_init__(self):
+        self.public = tuple(self.public)
 
 
 
@@ -77,6 +99,7 @@ class Recipe:
     bench: BenchConfig = field(default_factory=BenchConfig)
     providers: tuple[str, ...] = ("cpu",)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     stage_modules: tuple[str, ...] = ()
     seed: int = 0
     tolerance: float = 0.01
@@ -91,7 +114,8 @@ class Recipe:
                 "stage_modules": list(self.stage_modules),
                 "stages": [s.to_dict() for s in self.stages],
                 "bench": bench_to_dict(self.bench, self.providers),
-                "robustness": self.robustness.to_dict(), "metric": self.metric.to_dict()}
+                "robustness": self.robustness.to_dict(), "privacy": self.privacy.to_dict(),
+                "metric": self.metric.to_dict()}
 
 
 def _table(owner: str, cls, data: Any):
@@ -147,7 +171,7 @@ def check_stage_order(stages: list[StageConfig]) -> None:
 
 DECODER_STAGES = ("export-decoder", "quantize-decoder")  # the stages that know a KV cache
 TOP_LEVEL = ("name", "seed", "tolerance", "train_threads", "model", "data", "stages", "bench",
-             "robustness", "stage_modules", "metric")
+             "robustness", "privacy", "stage_modules", "metric")
 
 
 def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
@@ -187,10 +211,15 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   data=_table("data", DataSpec, data.get("data", {})), stages=stages,
                   bench=bench, providers=providers,
                   robustness=_table("robustness", RobustnessConfig, data.get("robustness", {})),
+                  privacy=_table("privacy", PrivacyConfig, data.get("privacy", {})),
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
                   metric=_metric(data.get("metric", {})))
     check_recipe_code(recipe)
     check_metric_fits_stages(recipe)
+    check_private_recipe(recipe)
+    if recipe.privacy.enabled and recipe.metric.kind != "accuracy":
+        raise ValueError("recipe [privacy]: membership inference attacks a classifier's "
+                         "labels; it needs [metric] kind = \"accuracy\"")
     if not stages:
         raise ValueError("recipe: no stages; add at least one [[stages]] table, e.g. "
                          "[[stages]] with kind = \"export\"")
@@ -299,7 +328,7 @@ def to_toml(recipe: Recipe) -> str:
                                                        "train_threads")]
     if data["stage_modules"]:
         lines.append(f"stage_modules = {_toml_value(data['stage_modules'])}")
-    for table in ("model", "data", "bench", "robustness", "metric"):
+    for table in ("model", "data", "bench", "robustness", "privacy", "metric"):
         lines += ["", f"[{table}]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items() if v is not None]
     for stage in data["stages"]:

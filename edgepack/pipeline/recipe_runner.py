@@ -20,7 +20,9 @@ from edgepack.pipeline.measure import check_providers
 from edgepack.pipeline.run_folder import check_run_folder
 from edgepack.pipeline.run import run_pipeline
 from edgepack.pipeline.recipe import Recipe, import_object, load_recipe, user_code
-from edgepack.pipeline.teacher import build_model, prepare_teacher
+from edgepack.pipeline.privacy_probe import PrivacySetup
+from edgepack.pipeline.teacher import (build_model, prepare_references, prepare_teacher,
+                                       prepare_teacher_with_record)
 
 DEMO_RECIPE = "mnist1d.toml"
 
@@ -85,10 +87,20 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
     check_providers(recipe.providers)
     seed_everything(recipe.seed)
     data = load_data(recipe)
+    if recipe.privacy.enabled:   # before the teacher trains
+        from edgepack.pipeline.privacy_probe import check_privacy_data
+
+        check_privacy_data(recipe.privacy, data)
+    dp_record, references = None, []
     with torch_threads(recipe.train_threads):
         if distributed.join().is_main:
-            teacher = prepare_teacher(recipe.model, recipe.data, data, recipe.seed,
-                                      recipe.base_dir, log=_log, progress=progress)
+            teacher, dp_record = prepare_teacher_with_record(
+                recipe.model, recipe.data, data, recipe.seed, recipe.base_dir, log=_log,
+                progress=progress)
+            if recipe.privacy.enabled and "lira" in recipe.privacy.attacks:
+                references = prepare_references(recipe.model, recipe.data, data, recipe.seed,
+                                                recipe.base_dir, recipe.privacy.references,
+                                                log=_log, progress=progress)
         else:  # its weights come from rank 0 when the pipeline starts
             teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
         if recipe.metric.language_model:
@@ -101,7 +113,9 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
                             bench_config=recipe.bench, providers=recipe.providers,
                             robustness=recipe.robustness, resume=resume,
                             progress=progress, recipe=recipe, base_dir=recipe.base_dir,
-                            log=_log, metric=recipe.metric)
+                            log=_log, metric=recipe.metric,
+                            privacy=PrivacySetup(recipe.privacy, references, dp_record,
+                                                 recipe.data.public))
 
 
 def demo_recipe() -> Recipe:

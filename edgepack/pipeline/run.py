@@ -170,7 +170,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                  providers: tuple = ("cpu",), robustness: RobustnessConfig | None = None,
                  resume: bool = False, progress: bool = True, recipe=None,
                  base_dir: Path | None = None, log: Callable[[str], None] = stderr_log,
-                 metric: MetricSpec | None = None) -> dict:
+                 metric: MetricSpec | None = None, privacy=None) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
 
     Under torchrun call it on every rank: rank 0 writes the run, every rank returns its report.
@@ -181,7 +181,9 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     says how quality is measured and judged (:mod:`edgepack.pipeline.quality`): ``"embedding"``
     compares every artifact's outputs with the teacher's on the evaluation set.
     ``robustness``: the attacks and attribution-drift check run on every row
-    (:mod:`edgepack.pipeline.robustness_probe`).
+    (:mod:`edgepack.pipeline.robustness_probe`). ``privacy``: a
+    :class:`edgepack.pipeline.privacy_probe.PrivacySetup`: membership inference on every row
+    (the provider gives ``non_members``) and which DP guarantee holds for which artifact.
     """
     from bench.envinfo import environment
     from edgepack.pipeline.recipe import check_stage_order, resolver, to_toml
@@ -196,6 +198,10 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     check_providers(providers)
     resolve = resolver(base_dir, what="student builder")
     check_stages_against_data(stages, data, resolve)
+    if privacy is not None:
+        from edgepack.pipeline.privacy_probe import check_privacy_data
+
+        check_privacy_data(privacy.config, data)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume)
     crew.share_teacher(model)
@@ -214,7 +220,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
             resume=resume, progress=progress, base_dir=base_dir,
             build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew,
             metric=metric, reference=teacher_embeddings(model, arrays["inputs_torch"])
-            if metric.embedding else None)
+            if metric.embedding else None, privacy=privacy)
         seed_stage(0)
         teacher_entry, current = measure_teacher(ctx, model)
         entries = []
@@ -232,10 +238,24 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
               "robustness": ctx.robustness.to_dict(),
               "teacher": teacher_entry, "stages": entries,
+              **privacy_report(privacy, entries),
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)
     crew.finish(report)
     return report
+
+
+def privacy_report(privacy, entries: list[dict]) -> dict:
+    """The report's ``privacy`` key: the settings and each artifact's guarantee ({} when the
+    run has neither membership attacks nor a DP teacher)."""
+    if privacy is None or not privacy.reported:
+        return {}
+    from edgepack.pipeline.private_recipe import guarantees
+
+    return {"privacy": {**privacy.config.to_dict(), "dp": privacy.dp_record,
+                        "public_data": list(privacy.public),
+                        "guarantees": guarantees(privacy.dp_record, {"name": "teacher"},
+                                                 entries, privacy.public)}}
 
 
 def _follow(crew, model, stages, data, tolerance, resume, base_dir, log) -> dict:

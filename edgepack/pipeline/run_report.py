@@ -1,10 +1,11 @@
-"""The run folder's reports: report.json, report.md, tradeoff.png, robustness.png, and
-manifest.json last."""
+"""The run folder's reports: report.json, report.md, tradeoff.png, robustness.png,
+privacy.png, and manifest.json last."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.privacy.privacy_report import privacy_notes, privacy_plot, privacy_table
 from bench.report import results_table, tradeoff_plot
 from bench.robustness.robustness_report import robustness_notes, robustness_plot, robustness_table
 from core.files import atomic_write_json, atomic_write_text, sha256_file
@@ -23,6 +24,21 @@ def robustness_section(report: dict, rows: list[dict]) -> str:
         text += (f"\n**Attribution drift:** {', '.join(drifted)} rank input positions unlike "
                  f"the teacher (below {threshold}): the compressed model may be right for other "
                  "reasons; inspect it before shipping.\n")
+    return text
+
+
+def privacy_section(report: dict, rows: list[dict]) -> str:
+    """Membership inference per artifact, how it was measured, and each artifact's formal
+    guarantee ('' when the run has neither)."""
+    privacy = report.get("privacy")
+    if not privacy:
+        return ""
+    text = "\n## Privacy\n\n"
+    table = privacy_table(rows)
+    if table:
+        text += table + "\n" + privacy_notes(rows) + "\n"
+    text += "Formal guarantee per artifact:\n\n"
+    text += "".join(f"- {name}: {line}\n" for name, line in privacy["guarantees"].items())
     return text
 
 
@@ -129,7 +145,8 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
                 report["teacher"]) else "")
             + providers_section(rows)
             + distillation_section(rows)
-            + robustness_section(report, rows))
+            + robustness_section(report, rows)
+            + privacy_section(report, rows))
 
 
 def write_manifest(out_dir: Path) -> None:
@@ -157,6 +174,8 @@ def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
                       "accuracy vs latency (x: not kept)")
     robustness_plot(rows, out_dir / "robustness.png",
                     title=f"{report.get('name', '')}: clean vs attacked accuracy per stage")
+    privacy_plot(rows, out_dir / "privacy.png",
+                 title=f"{report.get('name', '')}: membership inference per artifact")
     if recipe_toml is not None:
         atomic_write_text(out_dir / "recipe.toml", recipe_toml)
     write_manifest(out_dir)

@@ -24,6 +24,7 @@ from torch import nn
 from core.errors import BadInput
 from core.pickle_guard import UnpicklingRefused
 from compress.distill import augment_inputs
+from compress.private import DPConfig, train_private
 from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
 from edgepack.pipeline.recipe import DataSpec, ModelSpec, import_object, user_code
 from core.files import cache_dir  # noqa: F401 - where callers have found it
@@ -58,6 +59,8 @@ def teacher_key(model: ModelSpec, data: DataSpec, seed: int) -> str:
                "seed": seed, "version": TRAINING_VERSION}
     if model.augment != "none":  # (absent when off, so teachers cached before it still match)
         decided["augment"] = model.augment
+    if model.dp:
+        decided["dp"] = DPConfig(**model.dp).to_dict()
     blob = json.dumps(decided, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -82,6 +85,16 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
                     base_dir: Path | None, log: Callable[[str], None] = print,
                     progress: bool = True, use_cache: bool = True) -> nn.Module:
     """Build the model and give it weights: from a file, the cache, or by training it."""
+    return prepare_teacher_with_record(model, data_spec, data, seed, base_dir, log, progress,
+                                       use_cache)[0]
+
+
+def prepare_teacher_with_record(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int,
+                                base_dir: Path | None, log: Callable[[str], None] = print,
+                                progress: bool = True, use_cache: bool = True
+                                ) -> tuple[nn.Module, dict | None]:
+    """:func:`prepare_teacher`, and the DP-SGD record of a teacher trained with ``[model.dp]``
+    (None otherwise): the (epsilon, delta) it spent, kept with the cached weights."""
     torch.manual_seed(seed)
     net = build_model(model.build, model.args, base_dir)
     if model.weights:
@@ -89,28 +102,80 @@ def prepare_teacher(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int
         if not weights.is_absolute() and base_dir is not None:
             weights = base_dir / weights
         load_weights(net, weights)
-        return net.eval()
+        return net.eval(), None
     if model.train_epochs <= 0:
         log("model: no weights file and train_epochs = 0; compressing the model as its "
             "builder made it (pretrained if the builder loads weights)")
-        return net.eval()
-    folder = cache_dir() / "teachers"
+        return net.eval(), None
     key = teacher_key(model, data_spec, seed)
+    record = train_cached(net, model, data["train"], data, seed, key, log, progress,
+                          use_cache, desc="teacher")
+    return net, record
+
+
+def prepare_references(model: ModelSpec, data_spec: DataSpec, data: dict, seed: int,
+                       base_dir: Path | None, count: int, log: Callable[[str], None] = print,
+                       progress: bool = True) -> list[nn.Module]:
+    """``count`` reference models for the LiRA attack: the teacher's architecture and
+    training settings (DP-SGD too, if the teacher has it), each trained on its own set of
+    the provider's ``"references"`` list and cached like the teacher."""
+    found = []
+    for index in range(count):
+        torch.manual_seed(seed + 1 + index)
+        net = build_model(model.build, model.args, base_dir)
+        key = f"{teacher_key(model, data_spec, seed)}-reference{index}"
+        train_cached(net, model, data["references"][index], data, seed + 1 + index, key, log,
+                     progress, desc=f"reference {index + 1}/{count}")
+        found.append(net)
+    return found
+
+
+def train_cached(net: nn.Module, model: ModelSpec, train_batches, data: dict, seed: int,
+                 key: str, log: Callable[[str], None], progress: bool, use_cache: bool = True,
+                 desc: str = "teacher") -> dict | None:
+    """Train ``net`` as ``model`` says (DP-SGD when it has ``dp``), or load it from the cache
+    entry ``key``; return the DP-SGD record (None without ``dp``)."""
+    folder = cache_dir() / "teachers"
     cached = folder / f"{key}.safetensors"
     if use_cache and cached.is_file():
         try:
             load_weights(net, cached)
-            log(f"model: trained weights from cache {cached}")
-            return net.eval()
+            record = _cached_record(cached) if model.dp else None
+            if not model.dp or record is not None:
+                log(f"model: trained weights ({desc}) from cache {cached}")
+                return record
         except ValueError:
-            log(f"model: cache entry {cached} is damaged; training again")
-    log(f"model: training {model.build} for {model.train_epochs} epochs (cached afterwards)")
+            pass
+        log(f"model: cache entry {cached} is damaged; training again")
+    log(f"model: training {model.build} ({desc}) for {model.train_epochs} epochs"
+        f"{' with DP-SGD' if model.dp else ''} (cached afterwards)")
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = folder / f"{key}.checkpoint.pt"
-    fit(net, data["train"], TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
-                                        progress=progress, distributed=False),
-        loss_fn=augmented_loss(model.augment), eval_batches=selection_batches(data),
-        checkpoint=checkpoint, resume=True, desc="teacher")
-    save_weights(net, cached, metadata={"build": model.build, "args": json.dumps(model.args)})
-    checkpoint.unlink(missing_ok=True)
-    return net.eval()
+    metadata = {"build": model.build, "args": json.dumps(model.args)}
+    record = None
+    if model.dp:
+        augment = None if model.augment == "none" else \
+            (lambda inputs: augment_inputs(inputs, model.augment))
+        record = train_private(net, train_batches, model.train_epochs, model.lr,
+                               DPConfig(**model.dp), augment=augment, log=log)
+        metadata["dp_record"] = json.dumps(record)
+    else:
+        checkpoint = folder / f"{key}.checkpoint.pt"
+        fit(net, train_batches, TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
+                                            progress=progress, distributed=False),
+            loss_fn=augmented_loss(model.augment), eval_batches=selection_batches(data),
+            checkpoint=checkpoint, resume=True, desc=desc)
+        checkpoint.unlink(missing_ok=True)
+    save_weights(net, cached, metadata=metadata)
+    return record
+
+
+def _cached_record(path: Path) -> dict | None:
+    """The DP-SGD record saved beside a cached teacher's weights (None if absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        text = (handle.metadata() or {}).get("dp_record")
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None

@@ -147,7 +147,9 @@ class TransferSet:
 def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
             calibration_samples: int = 512, transfer_samples: int = 0,
             transfer_seed: int = 1_000, validation_samples: int = 2_000,
-            validation_seed: int = 2_000) -> dict:
+            validation_seed: int = 2_000, non_member_samples: int = 0,
+            non_member_seed: int = 3_000, reference_sets: int = 0,
+            reference_seed: int = 4_000, calibration_seed: int = -1) -> dict:
     """The demo's data provider: train, calibration, validation, evaluation, transfer.
 
     Each is an iterable of ``(inputs, labels)`` batches with inputs of shape (B, 1, 40).
@@ -158,6 +160,13 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     labelled training set a sample. There is a ``transfer`` set only when
     ``transfer_samples`` asks for one; a large one is made in a worker process while the
     teacher trains.
+
+    For membership inference (the ``[privacy]`` table): ``non_members`` is a set of
+    ``non_member_samples`` made with its own seed, used for nothing else, and
+    ``references`` holds ``reference_sets`` training sets the size of ``train``, each with
+    its own seed, for the reference models of the LiRA attack. ``calibration_seed`` >= 0
+    draws the calibration set from its own seed instead of the first training rows: data
+    independent of the training set, as a differentially private teacher needs.
     """
     transfer = TransferSet(transfer_samples, transfer_seed, batch_size, background=True) \
         if transfer_samples else None   # started first: made while the rest is made here
@@ -165,15 +174,35 @@ def mnist1d(samples: int = 10_000, seed: int = 42, batch_size: int = 128,
     x, y = torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"])
     xt, yt = torch.from_numpy(data["x_test"]).unsqueeze(1), torch.from_numpy(data["y_test"])
     train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-    calibration = DataLoader(TensorDataset(x[:calibration_samples], y[:calibration_samples]),
+    xc, yc = (x, y) if calibration_seed < 0 else _held_out(calibration_samples + 10,
+                                                          calibration_seed)
+    calibration = DataLoader(TensorDataset(xc[:calibration_samples], yc[:calibration_samples]),
                              batch_size=batch_size)
     evaluation = DataLoader(TensorDataset(xt, yt), batch_size=512)
     sets = {"train": train, "calibration": calibration, "evaluation": evaluation}
     if transfer is not None:
         sets["transfer"] = transfer
     if validation_samples:
-        held = cached_mnist1d(validation_samples, validation_seed)
-        xv = torch.from_numpy(np.concatenate([held["x"], held["x_test"]])).unsqueeze(1)
-        yv = torch.from_numpy(np.concatenate([held["y"], held["y_test"]]))
-        sets["validation"] = DataLoader(TensorDataset(xv, yv), batch_size=512)
+        sets["validation"] = DataLoader(TensorDataset(*_held_out(validation_samples,
+                                                                 validation_seed)),
+                                        batch_size=512)
+    if non_member_samples:
+        sets["non_members"] = DataLoader(TensorDataset(*_held_out(non_member_samples,
+                                                                  non_member_seed)),
+                                         batch_size=512)
+    if reference_sets:
+        sets["references"] = [
+            DataLoader(TensorDataset(*_split(cached_mnist1d(samples, reference_seed + i))[:2]),
+                       batch_size=batch_size, shuffle=True) for i in range(reference_sets)]
     return sets
+
+
+def _split(data: dict) -> tuple[torch.Tensor, ...]:
+    return (torch.from_numpy(data["x"]).unsqueeze(1), torch.from_numpy(data["y"]),
+            torch.from_numpy(data["x_test"]).unsqueeze(1), torch.from_numpy(data["y_test"]))
+
+
+def _held_out(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples`` inputs and labels made with their own seed (both parts of the split)."""
+    x, y, xt, yt = _split(cached_mnist1d(samples, seed))
+    return torch.cat([x, xt]), torch.cat([y, yt])
