@@ -47,11 +47,27 @@ def _needs(stage) -> list[tuple[str, str]]:
     return [("?", f"kind {kind!r}")]
 
 
+def check_dp_settings(model) -> None:
+    """``[model.dp]``: DP-SGD settings, for a teacher this run trains itself."""
+    from core.checks import checked_fields
+    from compress.private import AUGMENTATIONS_DP, DPConfig
+
+    DPConfig(**checked_fields(DPConfig, model.dp, "recipe [model.dp]"))
+    if model.weights or model.train_epochs <= 0:
+        raise ValueError("[model.dp] trains the teacher with DP-SGD: set train_epochs > 0 "
+                         "and no weights file (a given file's guarantee cannot be checked)")
+    if model.augment not in AUGMENTATIONS_DP:
+        raise ValueError(f"[model.dp]: augment = {model.augment!r} scales each batch by its "
+                         "own spread, which mixes samples; use one of "
+                         f"{', '.join(AUGMENTATIONS_DP)}")
+
+
 def check_private_recipe(recipe) -> None:
-    """With ``[model.dp]``: every stage reads only data the recipe declares public, or the
-    recipe is refused naming the stage, the setting and the fix (exit 2)."""
+    """With ``[model.dp]``: the DP settings hold, and every stage reads only data the recipe
+    declares public, or the recipe is refused naming the stage, the setting and the fix."""
     if not recipe.model.dp:
         return
+    check_dp_settings(recipe.model)
     if recipe.metric.kind != "accuracy":
         raise ValueError("[model.dp] trains a classifier teacher with DP-SGD; it works with "
                          "[metric] kind = \"accuracy\" only")

@@ -44,28 +44,14 @@ class ModelSpec:
     train_epochs: int = 0
     lr: float = 1e-2
     augment: str = "none"            # training inputs perturbed each step: "shift" or "noise"
-    dp: dict = field(default_factory=dict)   # DP-SGD: {epsilon, delta, max_grad_norm, ...}
+    dp: dict = field(default_factory=dict)   # DP-SGD: {epsilon, delta, ...}; see
+    #                                          private_recipe.check_dp_settings
 
     def __post_init__(self):
         check_budget("[model]", "train_epochs", self.train_epochs, "epochs")
         check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
             raise ValueError(f"[model] lr must be > 0, got {self.lr}")
-        if self.dp:
-            self._check_dp()
-
-    def _check_dp(self) -> None:
-        """``[model.dp]``: DP-SGD settings, for a teacher this run trains itself."""
-        from compress.private import AUGMENTATIONS_DP, DPConfig
-
-        DPConfig(**checked_fields(DPConfig, self.dp, "recipe [model.dp]"))
-        if self.weights or self.train_epochs <= 0:
-            raise ValueError("[model.dp] trains the teacher with DP-SGD: set train_epochs > 0 "
-                             "and no weights file (a given file's guarantee cannot be checked)")
-        if self.augment not in AUGMENTATIONS_DP:
-            raise ValueError(f"[model.dp]: augment = {self.augment!r} scales each batch by its "
-                             "own spread, which mixes samples; use one of "
-                             f"{', '.join(AUGMENTATIONS_DP)}")
 
 
 @dataclass

@@ -86,10 +86,10 @@ def test_train_threads_apply_while_the_recipe_trains_and_are_restored_after(monk
 
     def fake_teacher(*args, **kwargs):
         seen["teacher_threads"] = torch.get_num_threads()
-        return torch.nn.Linear(1, 1)
+        return torch.nn.Linear(1, 1), None   # the model and its DP record (none)
 
     monkeypatch.setattr(runner, "run_pipeline", fake_pipeline)
-    monkeypatch.setattr(runner, "prepare_teacher", fake_teacher)
+    monkeypatch.setattr(runner, "prepare_teacher_with_record", fake_teacher)
     monkeypatch.setattr(runner, "load_data", lambda recipe: {})
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
