@@ -107,21 +107,12 @@ def train_private(model: nn.Module, train_batches: Iterable, epochs: int, lr: fl
             module=model, optimizer=optimizer, data_loader=loader,
             target_epsilon=config.epsilon, target_delta=config.delta, epochs=epochs,
             max_grad_norm=config.max_grad_norm)
-    started, steps = time.perf_counter(), 0
+    started = time.perf_counter()
     try:
-        for epoch in range(epochs):
-            private.train()
-            for inputs, labels in loader:
-                if len(inputs) == 0:     # a Poisson batch may be empty
-                    continue
-                if augment is not None:
-                    inputs = augment(inputs)
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(private(inputs), labels).backward()
-                optimizer.step()
-                steps += 1
-            log(f"teacher (DP-SGD): epoch {epoch + 1}/{epochs}, epsilon spent "
-                f"{engine.get_epsilon(config.delta):.3f}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the same notes, once per step; recorded below
+            steps = _train_epochs(private, optimizer, loader, engine, config, epochs, augment,
+                                  log)
         spent = float(engine.get_epsilon(config.delta))
     finally:
         private.remove_hooks()
@@ -136,4 +127,28 @@ def train_private(model: nn.Module, train_batches: Iterable, epochs: int, lr: fl
             "max_grad_norm": config.max_grad_norm,
             "sample_rate": float(getattr(loader, "sample_rate", config.batch_size / samples)),
             "expected_batch": config.batch_size, "steps": steps, "epochs": epochs,
-            "private_samples": samples, "seconds": round(time.perf_counter() - started, 2)}
+            "private_samples": samples, "seconds": round(time.perf_counter() - started, 2),
+            "secure_rng": False,
+            "rng_note": "noise from torch's default generator, not a cryptographic one "
+                        "(opacus secure_mode off): the accounting is exact, but an attacker "
+                        "who could recover the generator's state would not be bound by it"}
+
+
+def _train_epochs(private, optimizer, loader, engine, config: DPConfig, epochs: int, augment,
+                  log) -> int:
+    """The DP-SGD loop; returns how many optimizer steps it took."""
+    steps = 0
+    for epoch in range(epochs):
+        private.train()
+        for inputs, labels in loader:
+            if len(inputs) == 0:     # a Poisson batch may be empty
+                continue
+            if augment is not None:
+                inputs = augment(inputs)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(private(inputs), labels).backward()
+            optimizer.step()
+            steps += 1
+        log(f"teacher (DP-SGD): epoch {epoch + 1}/{epochs}, epsilon spent "
+            f"{engine.get_epsilon(config.delta):.3f}")
+    return steps

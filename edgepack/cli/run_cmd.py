@@ -5,6 +5,7 @@ writes the run folder and prints the summary.
 """
 
 import time
+from pathlib import Path
 
 from edgepack.cli.logs import add_log_flags, configure_logging
 
@@ -39,6 +40,15 @@ def code_trust(args):
     return trusting(any_builder=args.allow_any_builder, pickle=args.trust_pickle)
 
 
+def folder_line(out, seconds: float) -> str:
+    """The run folder and the reports it holds (the plots a run drew, not a fixed list)."""
+    from edgepack.pipeline.run_folder import REPORT_PLOTS
+
+    names = ["report.json", "report.md",
+             *(name for name in REPORT_PLOTS if (Path(out) / name).is_file()), "manifest.json"]
+    return f"run folder: {out} ({', '.join(names)}); {seconds:.0f} s"
+
+
 def print_summary(report: dict, out, seconds: float) -> None:
     from bench.report import results_table
     from edgepack.pipeline.embedding_report import embedding_table
@@ -52,8 +62,7 @@ def print_summary(report: dict, out, seconds: float) -> None:
         print(f"\n{report['env']['cpu']}; ONNX Runtime {report['env']['onnxruntime']} on the "
               f"CPU, threads {report['bench']['threads']}, batch 1")
         print(f"final artifact: {report.get('final_artifact')}")
-        print(f"run folder: {out} (report.json, report.md, tradeoff.png, manifest.json); "
-              f"{seconds:.0f} s")
+        print(folder_line(out, seconds))
         return
     print(embedding_table(rows) if is_embedding(report) else results_table(rows))
     env = report["env"]
@@ -66,8 +75,7 @@ def print_summary(report: dict, out, seconds: float) -> None:
         if baseline_line(stage):
             print(baseline_line(stage))
     print(f"final artifact: {report.get('final_artifact')}")
-    print(f"run folder: {out} (report.json, report.md, tradeoff.png, manifest.json); "
-          f"{seconds:.0f} s")
+    print(folder_line(out, seconds))
 
 
 def handle(args) -> int:

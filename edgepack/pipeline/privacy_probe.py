@@ -56,6 +56,10 @@ def check_privacy_data(config: PrivacyConfig, data: dict) -> None:
                        "samples from the training distribution that the run never trains on "
                        "or selects with (for edgepack.zoo:mnist1d, set data args "
                        "non_member_samples = N)")
+    members = data.get("members")
+    _check_size(members if members is not None else data.get("train"), config.samples,
+                "members" if members is not None else "train")
+    _check_size(data["non_members"], config.samples, "non_members")
     needs = config.references if "lira" in config.attacks else 0
     given = data.get("references") or []
     if needs and len(given) < needs:
@@ -63,6 +67,27 @@ def check_privacy_data(config: PrivacyConfig, data: dict) -> None:
                        f"'references': a list of at least {needs} training sets disjoint from "
                        f"the members and non-members (got {len(given)}; for "
                        "edgepack.zoo:mnist1d, set data args reference_sets = N)")
+
+
+def _known_size(batches) -> int | None:
+    """How many samples a loader's dataset holds, where it says (None for a stream)."""
+    dataset = getattr(batches, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def _too_few(samples: int, have: int, what: str) -> BadInput:
+    return BadInput(f"[privacy] samples = {samples}, but the data provider's {what} set "
+                    f"has {have} labelled samples; lower samples or give more")
+
+
+def _check_size(batches, samples: int, what: str) -> None:
+    """Refuse a set known to be smaller than ``samples``; a stream is counted when read."""
+    have = _known_size(batches)
+    if have is not None and have < samples:
+        raise _too_few(samples, have, what)
 
 
 def _rows(batches, samples: int, what: str) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
@@ -76,9 +101,7 @@ def _rows(batches, samples: int, what: str) -> tuple[tuple[np.ndarray, ...], np.
         inputs, labels = collect(batches, samples)
         inputs = as_tuple(inputs)
     if labels is None or len(labels) < samples:
-        have = 0 if labels is None else len(labels)
-        raise BadInput(f"[privacy] samples = {samples}, but the data provider's {what} set "
-                       f"has {have} labelled samples; lower samples or give more")
+        raise _too_few(samples, 0 if labels is None else len(labels), what)
     return tuple(to_numpy(t) for t in inputs), labels.numpy().astype(np.int64)
 
 

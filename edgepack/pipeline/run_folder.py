@@ -17,6 +17,9 @@ from core.files import check_output_dir
 RUN_MARKER = "edgepack_run"          # manifest.json key of a run folder
 
 
+REPORT_PLOTS = ("tradeoff.png", "robustness.png", "privacy.png")   # written before the manifest
+
+
 def _json_dict(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -45,7 +48,7 @@ def is_edgepack_run(folder: str | os.PathLike) -> bool:
         config = _json_dict(stage / "config.json") or {}   # written when a stage starts
         if "kind" not in config:
             return False
-    allowed = ("report.json", "report.md", "tradeoff.png", "recipe.toml")
+    allowed = ("report.json", "report.md", "recipe.toml", *REPORT_PLOTS)
     return all(p.name.startswith(".") or p in stages or p.name in allowed
                for p in folder.iterdir())
 

@@ -39,6 +39,9 @@ def privacy_section(report: dict, rows: list[dict]) -> str:
         text += table + "\n" + privacy_notes(rows) + "\n"
     text += "Formal guarantee per artifact:\n\n"
     text += "".join(f"- {name}: {line}\n" for name, line in privacy["guarantees"].items())
+    note = (privacy.get("dp") or {}).get("rng_note")
+    if note:
+        text += f"\nCaveat: {note}.\n"
     return text
 
 
