@@ -100,9 +100,9 @@ def train_private(model: nn.Module, train_batches: Iterable, epochs: int, lr: fl
                        "large allows leaking a whole sample: lower it")
     loader = DataLoader(dataset, batch_size=min(config.batch_size, samples), shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum)
-    engine = opacus.PrivacyEngine(accountant="prv")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # opacus's notes on secure RNG and full hooks
+        warnings.simplefilter("ignore")   # opacus's notes on secure RNG (recorded below)
+        engine = opacus.PrivacyEngine(accountant="prv")
         private, optimizer, loader = engine.make_private_with_epsilon(
             module=model, optimizer=optimizer, data_loader=loader,
             target_epsilon=config.epsilon, target_delta=config.delta, epochs=epochs,

@@ -9,7 +9,7 @@ from core.checks import check_budget, check_choice
 
 # loss: Yeom et al. 2018; confidence / entropy: the top softmax probability and the
 # prediction's entropy; lira: offline LiRA (Carlini et al. 2022), needs reference models
-ATTACKS = ("loss", "confidence", "entropy", "lira")
+ATTACKS = ("loss", "correct", "confidence", "entropy", "lira")
 
 # Below this many samples on a side, 1% FPR is less than one non-member and the bootstrap
 # interval of the TPR there means nothing.

@@ -13,7 +13,7 @@ from bench.privacy.config import ATTACKS
 from core.files import atomic_path
 from core.output_paths import png_metadata
 
-LABELS = {"loss": "loss", "confidence": "confidence", "entropy": "entropy", "lira": "LiRA"}
+LABELS = {"loss": "loss", "correct": "correct", "confidence": "confidence", "entropy": "entropy", "lira": "LiRA"}
 
 
 def _name(row: dict) -> str:
@@ -67,6 +67,7 @@ def privacy_notes(rows: list[dict]) -> str:
             f"(members) and {privacy['non_members']} samples from the same distribution that "
             "the run never used for training or selection (non-members), each artifact run "
             "through ONNX Runtime. loss: the true label's log-probability (Yeom et al. 2018); "
+            "correct: whether the prediction is right (Yeom et al.'s gap attack); "
             "confidence / entropy: the top probability and minus the entropy of the "
             "prediction, labels unused")
     if privacy.get("references"):

@@ -6,6 +6,8 @@ scores the same up to ties) and, for the label-aware ones, the true label.
 
 - ``loss``: minus the cross-entropy of the true label (Yeom et al. 2018: a model fits its
   training examples better than unseen ones);
+- ``correct``: 1 when the model classifies the example right, else 0 (Yeom et al.'s gap
+  attack: its ROC AUC is ``0.5 + (member accuracy - non-member accuracy) / 2``);
 - ``confidence``: the top softmax probability, labels unused;
 - ``entropy``: minus the entropy of the softmax, labels unused;
 - ``lira``: offline LiRA (Carlini et al. 2022, "Membership inference attacks from first
@@ -29,6 +31,10 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def loss_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return log_softmax(logits)[np.arange(len(labels)), labels]
+
+
+def correct_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return (np.asarray(logits).argmax(axis=1) == labels).astype(np.float64)
 
 
 def confidence_score(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
@@ -68,4 +74,4 @@ def lira_score(logits: np.ndarray, labels: np.ndarray,
     return (scaled_confidence(logits, labels) - mean) / spread
 
 
-SCORES = {"loss": loss_score, "confidence": confidence_score, "entropy": entropy_score}
+SCORES = {"loss": loss_score, "correct": correct_score, "confidence": confidence_score, "entropy": entropy_score}

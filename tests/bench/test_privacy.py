@@ -9,7 +9,8 @@ import pytest
 from bench.privacy import MIN_SAMPLES, MemberSets, PrivacyConfig, check_member_sets, \
     evaluate_membership
 from bench.privacy.metrics import balanced_accuracy, roc_auc, summarize, tpr_at_fpr
-from bench.privacy.scores import entropy_score, lira_score, loss_score, scaled_confidence
+from bench.privacy.scores import (correct_score, entropy_score, lira_score, loss_score,
+                                  scaled_confidence)
 from core.errors import BadInput
 from tests.bench.conftest import matmul_add, reference_outputs
 
@@ -54,6 +55,21 @@ def test_summary_intervals_hold_the_figure_and_cover_chance_on_noise():
     assert out["auc_interval"][0] < 0.5 < out["auc_interval"][1]
     with pytest.raises(ValueError, match="NaN"):
         summarize(np.array([np.nan] * 200), np.zeros(200))
+
+
+def test_the_gap_attack_auc_is_half_plus_half_the_accuracy_gap():
+    """Yeom et al.'s gap attack: a member if classified right. Its two-valued score ties
+    within each side, and the mid-rank AUC comes out as 0.5 + (acc_m - acc_n) / 2."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(400, 4))
+    logits[np.arange(300), labels[:300]] += 10   # all 200 members right, half the rest
+    members, non_members = slice(0, 200), slice(200, 400)
+    right = logits.argmax(1) == labels
+    gap = right[members].mean() - right[non_members].mean()
+    score = correct_score(logits, labels)
+    assert set(np.unique(score)) == {0.0, 1.0}
+    assert roc_auc(score[members], score[non_members]) == pytest.approx(0.5 + gap / 2)
 
 
 def test_scores_rank_what_each_attack_claims():
