@@ -64,7 +64,9 @@ def bar_wanted(progress: bool, stream=None) -> bool:
 
 def epoch_line(desc: str, stats: dict) -> str:
     """One line that sums up a finished epoch."""
-    line = (f"{desc}: loss {stats['loss']:.4f}, train accuracy {stats['train_accuracy']:.3f}")
+    train = stats["train_accuracy"]
+    shown = "n/a (no labelled samples)" if train is None else f"{train:.3f}"
+    line = f"{desc}: loss {stats['loss']:.4f}, train accuracy {shown}"
     if "eval_accuracy" in stats:
         line += f", validation accuracy {stats['eval_accuracy']:.4f}"
     return line + f", {stats['samples_per_s']:,.0f} samples/s"
@@ -310,7 +312,8 @@ def _train_epoch(model, batches, optimizer, scheduler, loss_fn, config, desc, to
     loss_sum, seen, correct, labelled = job.sum_all([loss_sum, seen, correct, labelled])
     if seen == 0:
         raise ValueError(f"{desc}: training data is empty (0 samples)")
-    return {"loss": loss_sum / seen, "train_accuracy": correct / max(labelled, 1),
+    # Soft targets alone (distill with labelled = false) leave nothing to score: None, not 0.
+    return {"loss": loss_sum / seen, "train_accuracy": correct / labelled if labelled else None,
             "samples_per_s": seen / max(time.perf_counter() - start, 1e-9)}
 
 

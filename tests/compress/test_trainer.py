@@ -80,6 +80,24 @@ def test_fit_learns_a_separable_problem():
     assert {"loss", "train_accuracy", "samples_per_s", "eval_accuracy"} <= set(result["history"][0])
 
 
+
+def test_an_epoch_without_hard_labels_has_no_train_accuracy():
+    """Rows labelled -1 (soft targets only) give no train accuracy: None, never 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    x, y = _toy_data()
+
+    def soft_only(model, batch):
+        inputs, labels = batch
+        logits = model(inputs)
+        target = nn.functional.one_hot(labels, 2).float()
+        return (nn.functional.cross_entropy(logits, target), logits,
+                torch.full_like(labels, -1))
+
+    result = fit(model, DataLoader(TensorDataset(x, y), batch_size=32),
+                 TrainConfig(epochs=2, lr=0.05, progress=False), loss_fn=soft_only)
+    assert [h["train_accuracy"] for h in result["history"]] == [None, None]
+
 def test_fit_restores_the_best_epoch():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))

@@ -75,6 +75,13 @@ def test_an_epoch_line_says_loss_accuracy_and_speed():
                     "0.9500, 12,346 samples/s")
 
 
+
+def test_an_epoch_on_soft_targets_alone_shows_no_train_accuracy():
+    line = epoch_line("distill 1/6", {"loss": 0.5, "train_accuracy": None,
+                                      "samples_per_s": 1000.0})
+    assert line == ("distill 1/6: loss 0.5000, train accuracy n/a (no labelled samples), "
+                    "1,000 samples/s")
+
 def _run(tmp_path, capsys, *flags):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(DEMO_LIKE)
