@@ -5,10 +5,15 @@ first output is: a softmax is taken of it, so a model that already outputs proba
 scores the same up to ties) and, for the label-aware ones, the true label.
 
 - ``loss``: minus the cross-entropy of the true label (Yeom et al. 2018: a model fits its
-  training examples better than unseen ones);
+  training examples better than unseen ones), computed as ``-log(1 + exp(-m))`` from the
+  log-odds ``m`` of the true label so that it keeps its resolution where the loss is below
+  float64's epsilon: ``log_softmax`` rounds every loss under about 1e-16 (a logit margin
+  above about 37) to exactly 0, and such a block of ties among the most confident samples
+  makes the TPR at 1% FPR jump to 0;
 - ``correct``: 1 when the model classifies the example right, else 0 (Yeom et al.'s gap
   attack: its ROC AUC is ``0.5 + (member accuracy - non-member accuracy) / 2``);
-- ``confidence``: the top softmax probability, labels unused;
+- ``confidence``: the log of the top softmax probability (ranks as the probability does,
+  without the probability's rounding to 1.0), labels unused;
 - ``entropy``: minus the entropy of the softmax, labels unused;
 - ``lira``: offline LiRA (Carlini et al. 2022, "Membership inference attacks from first
   principles", the offline variant with a global variance): the target's logit-scaled
@@ -30,7 +35,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def loss_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return log_softmax(logits)[np.arange(len(labels)), labels]
+    """``log p_y``: ``-softplus(-(log p_y - log(1 - p_y)))``, exact where ``p_y`` rounds to 1."""
+    return -np.logaddexp(0.0, -scaled_confidence(logits, labels))
 
 
 def correct_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -38,7 +44,8 @@ def correct_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def confidence_score(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-    return np.exp(log_softmax(logits).max(axis=1))
+    """``log max_k p_k``, with the loss's precision (the top class taken as the label)."""
+    return loss_score(logits, np.asarray(logits).argmax(axis=1))
 
 
 def entropy_score(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:

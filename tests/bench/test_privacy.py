@@ -9,8 +9,8 @@ import pytest
 from bench.privacy import MIN_SAMPLES, MemberSets, PrivacyConfig, check_member_sets, \
     evaluate_membership
 from bench.privacy.metrics import balanced_accuracy, roc_auc, summarize, tpr_at_fpr
-from bench.privacy.scores import (correct_score, entropy_score, lira_score, loss_score,
-                                  scaled_confidence)
+from bench.privacy.scores import (confidence_score, correct_score, entropy_score, lira_score,
+                                  loss_score, scaled_confidence)
 from core.errors import BadInput
 from tests.bench.conftest import matmul_add, reference_outputs
 
@@ -81,6 +81,25 @@ def test_scores_rank_what_each_attack_claims():
     assert scaled_confidence(logits, labels)[0] == pytest.approx(np.log(p / (1 - p)))
     # a confident logit whose 1 - p rounds to 0 in float64 still scores finitely
     assert np.isfinite(scaled_confidence(np.array([[80.0, 0.0]]), np.array([0]))).all()
+
+
+def test_losses_below_float_epsilon_stay_ranked():
+    """Margins of 40 to 60 give losses far below 1e-16, which log_softmax rounds to exactly 0;
+    the scores keep them apart, so confident members do not tie with confident non-members
+    and the TPR at a low FPR is not lost to a block of ties."""
+    margins = np.array([40.0, 45.0, 50.0, 55.0, 60.0])
+    logits = np.stack([margins, np.zeros_like(margins)], axis=1)
+    labels = np.zeros(len(margins), dtype=np.int64)
+    for score in (loss_score(logits, labels), confidence_score(logits)):
+        assert (score < 0).all() and (np.diff(score) > 0).all()
+    assert loss_score(logits, labels) == pytest.approx(-np.exp(-margins), rel=1e-9)
+    assert loss_score(np.array([[2.0, 0.0, 1.0]]), np.array([2]))[0] == pytest.approx(
+        1.0 - np.log(np.exp(2.0) + 1.0 + np.exp(1.0)))
+    # members a little more confident than non-members, all of them past the rounding
+    members = np.stack([np.linspace(41, 60, 200), np.zeros(200)], axis=1)
+    non_members = np.stack([np.linspace(38, 57, 200), np.zeros(200)], axis=1)
+    zeros = np.zeros(200, dtype=np.int64)
+    assert tpr_at_fpr(loss_score(members, zeros), loss_score(non_members, zeros)) > 0.1
 
 
 def test_lira_removes_what_every_model_finds_easy():
