@@ -42,7 +42,7 @@ from compress.distill import embedding_loss
 from compress.layer_students import narrow_ffn, student_keeping_layers
 from compress.token_batches import length_grouped_loader, outputs_by_length
 from edgepack.zoo.minilm import minilm_embedder, minilm_sentences
-from edgepack.pipeline.quality import embedding_quality
+from bench.embedding_quality import embedding_quality
 
 
 def keep_layers(teacher: nn.Module, layers: list[int], ffn: int) -> nn.Module:

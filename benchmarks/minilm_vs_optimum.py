@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.envinfo import cpu_info
 from bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved
 from edgepack.pipeline.embedding_report import embedding_plot, embedding_table
-from edgepack.pipeline.quality import embedding_quality
+from bench.embedding_quality import embedding_quality
 
 SEQUENCE_LENGTH = 128
 

@@ -48,9 +48,11 @@ from core.stage import StageConfig, StageInput, StageResult, StageSpec, register
 from compress.student_inits import STUDENT_INITS
 from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
                                   epoch_score, with_defence)
-from compress.kd import NO_LABEL, collect, freeze, kd_loss, teacher_outputs, training_set
+from compress.embedding_curve import embedding_monitor
+from compress.kd import NO_LABEL, collect, freeze, kd_loss, training_set
 from compress.parallel import Distributed, moved_to
-from compress.token_batches import length_grouped_loader, outputs_by_length
+from compress.target_cache import teacher_targets
+from compress.token_batches import length_grouped_loader
 from compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
@@ -81,6 +83,7 @@ class DistillConfig(StageConfig):
     student_init: str = "scratch"    # where the student starts (compress/student_inits/)
     init: Any = None                 # the init's own settings (None: its defaults)
     length_grouped: bool = False     # token inputs: batch similar lengths, cut the padding
+    cache_targets: bool = False      # keep the teacher's outputs on disk for the next run
     freeze: tuple[str, ...] = ()     # parameter-name prefixes the student does not train
     seed: int = 0
     tolerance: float | None = None   # overrides the recipe's tolerance for this stage
@@ -317,13 +320,11 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
         trained, *taps = build_hints(teacher, student, config, inputs)
     # Teacher logits are computed once unless each step needs fresh teacher outputs.
     precomputed = config.augment == "none" and not config.feature_pairs
+    targets, targets_from = teacher_targets(teacher, inputs, precomputed, config.length_grouped,
+                                            config.cache_targets)
     if config.length_grouped:  # token inputs (compress/token_batches.py)
-        targets = outputs_by_length(teacher, inputs) if precomputed else \
-            torch.zeros(num_rows(inputs))
         loader = length_grouped_loader(inputs, targets, labels, batch_size=config.batch_size)
     else:
-        targets = teacher_outputs(teacher, inputs) if precomputed else \
-            torch.zeros(num_rows(inputs))
         loader = DataLoader(TensorDataset(*as_tuple(inputs), targets, labels),
                             batch_size=config.batch_size, shuffle=True)
 
@@ -351,7 +352,9 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
                                       patience=config.patience, progress=progress),
                           loss_fn=loss_fn, eval_batches=_eval_batches(data, config),
                           checkpoint=checkpoint, resume=resume, desc="distill",
-                          select=epoch_score(loss_fn, _eval_batches(data, config)))
+                          select=epoch_score(loss_fn, _eval_batches(data, config)),
+                          monitor=embedding_monitor(teacher, data.get("validation"))
+                          if config.objective == "embedding" else None)
     finally:
         for tap in taps:
             tap.close()
@@ -361,7 +364,13 @@ def distill(teacher: nn.Module, student: nn.Module, config: DistillConfig, data:
               "feature_pairs": list(config.feature_pairs), "frozen_params": frozen,
               "best_epoch": history["best_epoch"], "epochs_run": len(history["history"]),
               "samples_per_s": [round(h["samples_per_s"]) for h in history["history"]],
-              "train_seconds": round(time.perf_counter() - started, 3)}
+              "train_seconds": round(time.perf_counter() - started, 3),
+              "teacher_targets": targets_from}
+    curve = [{"epoch": h["epoch"] + 1, "loss": round(h["loss"], 6),
+              **{k: round(v, 4) for k, v in h["monitored"].items()}}
+             for h in history["history"] if h.get("monitored")]
+    if curve:      # the embedding student's quality on the validation rows, epoch by epoch
+        record["learning_curve"] = curve
     if isinstance(loss_fn, AdversarialLoss):
         record["adversarial"] = defence_record(loss_fn, student, data.get("evaluation"),
                                                record["train_seconds"])

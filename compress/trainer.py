@@ -69,6 +69,8 @@ def epoch_line(desc: str, stats: dict) -> str:
     line = f"{desc}: loss {stats['loss']:.4f}, train accuracy {shown}"
     if "eval_accuracy" in stats:
         line += f", validation accuracy {stats['eval_accuracy']:.4f}"
+    for name, value in (stats.get("monitored") or {}).items():
+        line += f", {name.replace('_', ' ')} {value:.4f}"
     return line + f", {stats['samples_per_s']:,.0f} samples/s"
 
 
@@ -198,12 +200,15 @@ def _load_checkpoint(path: Path) -> dict:
 def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
         loss_fn: LossFn = cross_entropy_loss, eval_batches: Iterable | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
-        desc: str = "train", select: Callable[[nn.Module], float] | None = None) -> dict:
+        desc: str = "train", select: Callable[[nn.Module], float] | None = None,
+        monitor: Callable[[nn.Module], dict] | None = None) -> dict:
     """Train ``model`` in place; return the history and the best epoch's metric.
 
     With ``eval_batches`` the weights of the best evaluation epoch are restored at the end:
     best by accuracy on them, or by ``select(model)`` when given (adversarial training
-    picks on robust accuracy too: compress/adversarial.py).
+    picks on robust accuracy too: compress/adversarial.py). ``monitor(model)``, when given,
+    is called after every epoch and its figures (``{name: float}``) are kept in that epoch's
+    history as ``monitored`` and printed: a learning curve that picks nothing.
     """
     if hasattr(train_batches, "__len__") and len(train_batches) == 0:
         raise ValueError(f"{desc}: training data is empty (0 batches)")
@@ -249,6 +254,8 @@ def fit(model: nn.Module, train_batches: Iterable, config: TrainConfig,
                 stats["selection_score"] = metric
         else:
             metric = -stats["loss"]
+        if monitor is not None and job.is_main:
+            stats["monitored"] = {k: float(v) for k, v in monitor(model).items()}
         if job.is_main:
             shown = config.progress and not bar_wanted(config.progress)
             log.log(logging.INFO if shown else logging.DEBUG, epoch_line(label, stats))

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from bench.robustness import RobustnessConfig
+from bench.embedding_quality import embedding_quality
 from bench.runner import BenchConfig, bench
 from bench.session import ProviderError, provider_name
 from compress.kd import collect
 from compress.prune import count_params
 from core.tensors import as_tuple, rows, to_numpy
 from edgepack.pipeline.distributed import Crew
-from edgepack.pipeline.quality import MetricSpec, embedding_quality, onnx_outputs, quality_summary
+from edgepack.pipeline.quality import MetricSpec, onnx_outputs, quality_summary
 from export.torch_export import ExportConfig, export_onnx
 from export.weights import save_weights
 

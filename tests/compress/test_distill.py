@@ -300,3 +300,49 @@ def test_embedding_objective_learns_the_teachers_embeddings_without_labels():
     assert before < 0.5 < 0.95 < after
     same = torch.randn(4, 16)
     assert float(embedding_loss(same, same)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_embedding_student_records_its_learning_curve_on_the_validation_rows():
+    """Each epoch's cosine and Spearman on the validation rows are recorded and printed; the
+    last is what the trained student measures there, and without a validation set there is
+    no curve (nothing is scored on the evaluation rows that judge the stages)."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from bench.embedding_quality import embedding_quality
+    from compress.distill import DistillConfig, distill
+
+    def run(with_validation: bool):
+        torch.manual_seed(0)
+        teacher = nn.Sequential(nn.Linear(12, 64), nn.Tanh(), nn.Linear(64, 16))
+        student = nn.Sequential(nn.Linear(12, 24), nn.Tanh(), nn.Linear(24, 16))
+        data = {"train": DataLoader(TensorDataset(torch.randn(1024, 12)), batch_size=64,
+                                    shuffle=True),
+                "evaluation": DataLoader(TensorDataset(torch.randn(64, 12)), batch_size=64)}
+        held_out = torch.randn(96, 12)
+        if with_validation:
+            data["validation"] = DataLoader(TensorDataset(held_out, torch.full((96,), -1)),
+                                            batch_size=32)
+        config = DistillConfig(objective="embedding", epochs=5, lr=1e-2)
+        return distill(teacher, student, config, data, progress=False), teacher, held_out
+
+    result, teacher, held_out = run(with_validation=True)
+    curve = result.record["learning_curve"]
+    assert [point["epoch"] for point in curve] == [1, 2, 3, 4, 5]
+    assert curve[0]["validation_cosine"] < curve[-1]["validation_cosine"]
+    assert curve[0]["validation_spearman"] < curve[-1]["validation_spearman"]
+    assert result.record["best_epoch"] == 4      # one-cycle: the lowest loss comes last
+    with torch.no_grad():
+        found = embedding_quality(result.artifact(held_out).numpy(), teacher(held_out).numpy())
+    assert curve[-1]["validation_cosine"] == pytest.approx(found["mean_cosine"], abs=1e-4)
+    assert curve[-1]["validation_spearman"] == pytest.approx(found["spearman"], abs=1e-4)
+    assert "learning_curve" not in run(with_validation=False)[0].record
+
+
+def test_the_epoch_line_shows_what_was_monitored():
+    from compress.trainer import epoch_line
+
+    line = epoch_line("distill 2/4", {"loss": 0.25, "train_accuracy": None, "samples_per_s": 90,
+                                      "monitored": {"validation_cosine": 0.93125,
+                                                    "validation_spearman": 0.9}})
+    assert "validation cosine 0.9313" in line and "validation spearman 0.9000" in line

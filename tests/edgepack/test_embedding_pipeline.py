@@ -17,7 +17,8 @@ from compress.quantize import quantize_config
 from edgepack.zoo.minilm import token_data
 from tests.tiny_models import tiny_bert_embedder
 from edgepack.pipeline.run import run_pipeline
-from edgepack.pipeline.quality import MetricSpec, embedding_quality, pairwise_spearman
+from bench.embedding_quality import embedding_quality, pairwise_spearman
+from edgepack.pipeline.quality import MetricSpec
 from export.fuse_transformer import FuseConfig
 from export.torch_export import ExportConfig
 

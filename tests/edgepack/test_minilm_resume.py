@@ -43,7 +43,7 @@ def small_recipe() -> str:
     distill = {**example["stages"][0], "epochs": 2}
     assert distill["kind"] == "distill" and distill["student_init"] == "teacher-layers"
     args = {**example["data"]["args"], "train_sentences": 96, "eval_sentences": 16,
-            "calibration_sentences": 4}
+            "calibration_sentences": 4, "validation_sentences": 16}
     # The student of 96 sentences is far from the teacher: keep it anyway, so that the export
     # (which also sets the token input names every stage is timed with) is of the student.
     metric = {**example["metric"], "min_cosine": -1.0, "min_spearman": -1.0}
@@ -89,3 +89,8 @@ def _kill_and_resume(tmp_path):
     entry = json.loads((stage / "record.json").read_text())
     assert entry["record"]["epochs_run"] == 2 and entry["config"]["length_grouped"] is True
     assert _artifact_hashes(resumed) == _artifact_hashes(straight)
+    # the learning curve's first point was measured before the kill and survives it
+    straight_entry = json.loads(next(straight.glob("*-distill")).joinpath("record.json")
+                                .read_text())
+    assert len(entry["record"]["learning_curve"]) == 2
+    assert entry["record"]["learning_curve"] == straight_entry["record"]["learning_curve"]
