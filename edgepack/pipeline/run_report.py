@@ -94,6 +94,26 @@ def distillation_section(rows: list[dict]) -> str:
             + "\n".join(f"- {line}" for line in lines) + "\n")
 
 
+def learning_curve_section(rows: list[dict]) -> str:
+    """Per distill stage that measured one: its quality on the validation rows after every
+    epoch (compress/embedding_curve.py), to say whether more epochs would have paid."""
+    parts = []
+    for row in rows:
+        record = row.get("record")
+        curve = record.get("learning_curve") if isinstance(record, dict) else None
+        if not curve:
+            continue
+        lines = ["| epoch | training loss | validation cosine | validation Spearman |",
+                 "|---|---|---|---|"]
+        lines += [f"| {p['epoch']} | {p['loss']:.4f} | {p['validation_cosine']:.4f} | "
+                  f"{p['validation_spearman']:.4f} |" for p in curve]
+        parts.append(f"{row['name']}, on held-out validation sentences (not the evaluation "
+                     "ones), against the teacher:\n\n" + "\n".join(lines) + "\n")
+    if not parts:
+        return ""
+    return "\n## Learning curve\n\n" + "\n".join(parts)
+
+
 def providers_section(rows: list[dict]) -> str:
     """p50 on every provider when a run timed several: the judged (first) provider is not
     always the fastest one for a model (small models at batch 1 often run faster on the CPU
@@ -148,6 +168,7 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
                 report["teacher"]) else "")
             + providers_section(rows)
             + distillation_section(rows)
+            + learning_curve_section(rows)
             + robustness_section(report, rows)
             + privacy_section(report, rows))
 

@@ -14,7 +14,7 @@ import torch
 from bench.runner import BenchConfig
 from compress.distill import distill_config
 from compress.quantize import quantize_config
-from edgepack.zoo.minilm import token_data
+from edgepack.zoo.minilm import TokenBatches, token_data, tokenize
 from tests.tiny_models import tiny_bert_embedder
 from edgepack.pipeline.run import run_pipeline
 from bench.embedding_quality import embedding_quality, pairwise_spearman
@@ -65,8 +65,11 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
                                  vocab_size=tokenizer.vocab_size)
     data = token_data(tokenizer, SENTENCES[:8], SENTENCES[8:], SENTENCES[:2], max_length=16,
                       train_max_length=12, batch_size=4)
+    held_out = ["the cat ran in the park", "a dog sat on the old mat", "the sun fell on the sea",
+                "she plays the red piano at night"]       # in neither train nor evaluation
+    data["validation"] = TokenBatches(tokenize(tokenizer, held_out, 16, fixed=False), 3)
     stages = [distill_config(objective="embedding", student_init="every-kth-layer",
-                            keep_every=2, epochs=1, lr=1e-3, batch_size=4,
+                            keep_every=2, epochs=2, lr=1e-3, batch_size=4,
                             length_grouped=True, freeze=("encoder.embeddings.word_embeddings",)),
               EXPORT,
               FuseConfig(),
@@ -93,7 +96,15 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["stages"][-1]["kind"] == "quantize"
     assert (tmp_path / "run" / "tradeoff.png").is_file()
-    assert "Spearman" in (tmp_path / "run" / "report.md").read_text()
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "Spearman" in markdown
+    # the student's learning curve on the validation rows: one point per epoch, in the report
+    curve = distill["record"]["learning_curve"]
+    assert [p["epoch"] for p in curve] == [1, 2]
+    assert all(-1 <= p["validation_cosine"] <= 1 and -1 <= p["validation_spearman"] <= 1
+               for p in curve)
+    assert "## Learning curve" in markdown
+    assert f"| 2 | {curve[1]['loss']:.4f} | {curve[1]['validation_cosine']:.4f} |" in markdown
 
 
 def test_embedding_keep_rule_drops_a_stage_below_the_minimum(tmp_path, tokenizer):
