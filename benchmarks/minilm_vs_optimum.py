@@ -194,6 +194,9 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=5.0, help="timed seconds per model")
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--plot", type=Path, help="latency-vs-quality plot of every candidate")
+    parser.add_argument("--curve", type=Path, help="the last run's distillation learning "
+                                                      "curve (validation cosine and Spearman "
+                                                      "per epoch), as a plot")
     parser.add_argument("--profile", action="store_true",
                         help="print where the time goes, per operator type (ORT profiling)")
     args = parser.parse_args()
@@ -219,6 +222,16 @@ def main() -> int:
     for row in rows:
         row.update(timed[row["name"]])
     print_report(rows, len(tokens["input_ids"]))
+    curve = learning_curve(args.run[-1])
+    if curve:
+        print("\nlearning curve of the last run's student (validation sentences): " +
+              "; ".join(f"epoch {p['epoch']} cosine {p['validation_cosine']:.4f} Spearman "
+                        f"{p['validation_spearman']:.4f}" for p in curve))
+    if args.curve:
+        if not curve:
+            raise SystemExit(f"--curve: {args.run[-1]} has no distill stage with a learning "
+                             "curve (set validation_sentences in the recipe's [data] args)")
+        curve_plot(curve, args.curve, args.run[-1].name)
     for name, shares in profiles.items():
         print(f"\nkernel time by operator, {name}: " +
               ", ".join(f"{op} {share:.0%}" for op, share in shares.items() if share >= 0.01))
@@ -232,9 +245,43 @@ def main() -> int:
     return 0
 
 
+def learning_curve(run_dir: Path) -> list[dict]:
+    """The first distill stage's per-epoch validation figures in a run's report ([] if none)."""
+    report = json.loads((run_dir / "report.json").read_text())
+    for stage in report["stages"]:
+        curve = (stage.get("record") or {}).get("learning_curve")
+        if stage.get("kind") == "distill" and curve:
+            return curve
+    return []
+
+
+def curve_plot(curve: list[dict], path: Path, run_name: str) -> None:
+    """Validation cosine and Spearman against epoch, with the keep rule's 0.95 line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [p["epoch"] for p in curve]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(epochs, [p["validation_cosine"] for p in curve], "o-", label="mean cosine")
+    ax.plot(epochs, [p["validation_spearman"] for p in curve], "s-", label="pairwise Spearman")
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1, label="keep rule (0.95)")
+    ax.set_xticks(epochs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("agreement with the fp32 teacher")
+    ax.set_title(f"{run_name}: 3-layer student on validation sentences", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def print_report(rows: list[dict], sentences: int) -> None:
     cpu = cpu_info()
-    print(f"machine: {cpu['cpu']} ({cpu['logical_cores']} logical cores); ONNX Runtime CPU "
+    print(f"machine: {cpu['cpu']} ({cpu['logical_cores']} logical cores, flags "
+          f"{' '.join(cpu['flags'])}); ONNX Runtime CPU "
           f"execution provider, 1 thread, batch 1, sequence length {SEQUENCE_LENGTH}, timed "
           f"interleaved; quality on {sentences} held-out sentences")
     three = [rows[0], rows[1], rows[-1]]
