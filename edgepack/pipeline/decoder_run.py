@@ -32,6 +32,8 @@ from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.resume import RECORD, clear_unfinished, load_done_stage
+from edgepack.pipeline.run_inputs import run_inputs
+from edgepack.pipeline.run_lock import releases_run_folders
 from export.decoder import torch_greedy_steps
 
 @dataclass
@@ -191,6 +193,7 @@ def teacher_entry(model, reference: LMReference) -> dict:
             "note": "torch fp32: quality reference; speed is measured from the export on"}
 
 
+@releases_run_folders
 def run_decoder_pipeline(model, stages: list[StageConfig], out_dir, data: dict,
                          metric: MetricSpec, *, threads: int = 1, resume: bool = False,
                          progress: bool = True, recipe=None,
@@ -208,7 +211,7 @@ def run_decoder_pipeline(model, stages: list[StageConfig], out_dir, data: dict,
     check_decoder_data(data)
     out_dir = Path(out_dir)
     prompt = timed_prompt(data["evaluation"], metric.prompt_tokens)
-    prepare_out_dir(out_dir, resume)
+    prepare_out_dir(out_dir, resume, run_inputs(recipe, stages, model))
     log(f"teacher: measuring the fp32 model on {len(data['evaluation'])} held-out windows "
         f"and {len(data['prompts'])} prompts (torch)")
     reference = teacher_reference(model.eval(), data["evaluation"], data["prompts"],

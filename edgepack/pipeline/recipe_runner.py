@@ -18,6 +18,7 @@ import torch
 from edgepack.pipeline import distributed
 from edgepack.pipeline.measure import check_providers
 from edgepack.pipeline.run_folder import check_run_folder
+from edgepack.pipeline.run_inputs import recipe_inputs
 from edgepack.pipeline.run import run_pipeline
 from edgepack.pipeline.recipe import Recipe, import_object, load_recipe, user_code
 from edgepack.pipeline.privacy_probe import PrivacySetup
@@ -81,9 +82,10 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     # Everything that can be checked is checked before the teacher trains (by rank 0, the
-    # one that writes the run folder, under torchrun).
+    # one that writes the run folder, under torchrun): on --resume, the recipe and the files
+    # it names against the run's record (the teacher's weights are compared once built).
     if distributed.join().is_main:
-        check_run_folder(out_dir, resume)
+        check_run_folder(out_dir, resume, recipe_inputs(recipe) if resume else None)
     check_providers(recipe.providers)
     seed_everything(recipe.seed)
     data = load_data(recipe)

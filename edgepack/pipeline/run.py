@@ -34,7 +34,9 @@ from edgepack.pipeline.measure import (Artifact, PipelineContext, check_provider
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
 from edgepack.pipeline.quality import MetricSpec, quality_summary, teacher_embeddings
 from edgepack.pipeline.run_report import write_outputs
-from edgepack.pipeline.run_folder import check_run_folder
+from edgepack.pipeline.run_folder import open_run_folder
+from edgepack.pipeline.run_inputs import run_inputs
+from edgepack.pipeline.run_lock import releases_run_folders
 from edgepack.pipeline.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
                              reuse_stage)
 from edgepack.pipeline.stage_modules import load_stages
@@ -155,16 +157,18 @@ def check_stages_against_data(stages: list[StageConfig], data: dict, resolve) ->
                              else f"stage {index} ({config.kind}): {exc}") from exc
 
 
-def prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    """The run folder: new, empty, or (``--resume``) an edgepack run, whose stale scratch
-    folders from a killed run are removed."""
-    check_run_folder(out_dir, resume)
+def prepare_out_dir(out_dir: Path, resume: bool, inputs: dict) -> None:
+    """The run folder: new, empty, or (``--resume``) an edgepack run made from the same
+    ``inputs``, locked for this run (:func:`open_run_folder`); a killed run's stale scratch
+    folders are removed."""
+    open_run_folder(out_dir, resume, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".scratch.*"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
 @distributed.leads
+@releases_run_folders
 def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dict, *,
                  tolerance: float = 0.01, bench_config: BenchConfig | None = None,
                  providers: tuple = ("cpu",), robustness: RobustnessConfig | None = None,
@@ -203,7 +207,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
 
         check_privacy_data(privacy.config, data)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, resume)
+    prepare_out_dir(out_dir, resume, run_inputs(recipe, stages, model))
     crew.share_teacher(model)
     arrays = eval_arrays(data)
     metric = metric or MetricSpec()
