@@ -65,11 +65,25 @@ def load_member_sets(members_path, non_members_path) -> MemberSets:
     return sets
 
 
+def canonical_values(values: np.ndarray) -> np.ndarray:
+    """The array with one byte pattern per value: -0.0 as 0.0 and every NaN as the same NaN,
+    so two rows hash alike exactly when their values are equal (a sample written twice with
+    another zero sign or NaN payload is still the same sample)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind not in "fc":
+        return values
+    zero = np.zeros((), values.dtype)
+    return np.ascontiguousarray(np.where(np.isnan(values), np.array(np.nan, values.dtype),
+                                         values + zero))   # -0.0 + 0.0 is +0.0
+
+
 def _row_digests(arrays: dict[str, np.ndarray]) -> list[bytes]:
+    """One digest per row of the inputs' values (not their bytes: :func:`canonical_values`)."""
     names = sorted(arrays)
+    canonical = {n: canonical_values(arrays[n]) for n in names}
     rows = len(next(iter(arrays.values())))
-    return [hashlib.sha256(b"".join(np.ascontiguousarray(arrays[n][i]).tobytes()
-                                    for n in names)).digest() for i in range(rows)]
+    return [hashlib.sha256(b"".join(canonical[n][i].tobytes() for n in names)).digest()
+            for i in range(rows)]
 
 
 def check_member_sets(sets: MemberSets, classes: int | None = None) -> None:
