@@ -145,8 +145,8 @@ def recipe_inputs(recipe) -> dict:
 
 def _flat(value, key: str = "") -> dict:
     """Dotted keys to leaf values; lists of tables by index (``stages[1].mode``), other
-    lists whole."""
-    if isinstance(value, dict) and value:
+    lists whole; an empty table has no leaves (so a key is named, not its table)."""
+    if isinstance(value, dict):
         flat = {}
         for name, item in value.items():
             flat.update(_flat(item, f"{key}.{name}" if key else str(name)))
