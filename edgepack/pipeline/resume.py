@@ -5,6 +5,11 @@ Each stage folder gets ``config.json`` when the stage starts, its artifact, and
 only when its record, config, config version and artifact hash all agree; anything else in
 its folder is cleared and the stage is redone, except a training checkpoint made with the
 same config, from which training continues.
+
+Before any stage is looked at, the run as a whole is checked: a resumed run must be made from
+the same recipe, files and teacher as the folder's record says
+(:mod:`edgepack.pipeline.run_inputs`), and no other process may be writing the folder
+(:mod:`edgepack.pipeline.run_lock`).
 """
 
 from __future__ import annotations
