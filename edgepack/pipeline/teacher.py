@@ -1,9 +1,11 @@
 """The model to compress: built, then loaded from weights or trained once and cached.
 
-A trained teacher is cached under ``~/.cache/edgepack/teachers`` (``$XDG_CACHE_HOME``
+A trained teacher is cached under ``~/.cache/edgepack/teachers/<key>/`` (``$XDG_CACHE_HOME``
 honoured), keyed by a hash of everything that decides its weights: builder, arguments,
-epochs, learning rate, data provider and its arguments, seed. Training writes a checkpoint
-each epoch, so a killed first run resumes where it stopped.
+epochs, learning rate, data provider and its arguments, seed. The entry holds the weights
+and a manifest of their sha256, checked before each use (:mod:`core.cache_entry`); weights
+holding NaN or Inf are never cached. Training writes a checkpoint each epoch, so a killed
+first run resumes where it stopped.
 
 Under torchrun the teacher is prepared by rank 0 alone, exactly as a one-process run prepares
 it (so both share the cache); the other ranks build the same architecture and receive rank
@@ -21,7 +23,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.errors import BadInput
+from core.cache_entry import new_entry, open_entry
+from core.errors import BadInput, CheckFailed
 from core.pickle_guard import UnpicklingRefused
 from compress.distill import augment_inputs
 from compress.private import DPConfig, train_private
@@ -31,6 +34,7 @@ from core.files import cache_dir  # noqa: F401 - where callers have found it
 from export.weights import load_weights, save_weights
 
 TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches
+CACHED_WEIGHTS = "model.safetensors"   # inside the entry folder teachers/<key>/
 
 
 def build_model(build: str, args: dict, base_dir: Path | None) -> nn.Module:
@@ -134,22 +138,23 @@ def train_cached(net: nn.Module, model: ModelSpec, train_batches, data: dict, se
                  key: str, log: Callable[[str], None], progress: bool, use_cache: bool = True,
                  desc: str = "teacher") -> dict | None:
     """Train ``net`` as ``model`` says (DP-SGD when it has ``dp``), or load it from the cache
-    entry ``key``; return the DP-SGD record (None without ``dp``)."""
-    folder = cache_dir() / "teachers"
-    cached = folder / f"{key}.safetensors"
-    if use_cache and cached.is_file():
+    entry ``key``; return the DP-SGD record (None without ``dp``).
+
+    The entry is a folder verified against its manifest before use (:mod:`core.cache_entry`):
+    a truncated, swapped or half-made one is trained again, with one line on stderr. A
+    teacher whose trained weights hold NaN or Inf is refused and never cached."""
+    entry = cache_dir() / "teachers" / key
+    source = {"teacher": key, "training_version": TRAINING_VERSION}
+    if use_cache and open_entry(entry, source, f"trained weights ({desc})") is not None:
         try:
-            load_weights(net, cached)
-            record = _cached_record(cached) if model.dp else None
-            if not model.dp or record is not None:
-                log(f"model: trained weights ({desc}) from cache {cached}")
-                return record
+            record = _load_cached(net, entry / CACHED_WEIGHTS, bool(model.dp))
+            log(f"model: trained weights ({desc}) from cache {entry}")
+            return record
         except ValueError:
-            pass
-        log(f"model: cache entry {cached} is damaged; training again")
+            log(f"model: cache entry {entry} is damaged; training again")
     log(f"model: training {model.build} ({desc}) for {model.train_epochs} epochs"
         f"{' with DP-SGD' if model.dp else ''} (cached afterwards)")
-    folder.mkdir(parents=True, exist_ok=True)
+    entry.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"build": model.build, "args": json.dumps(model.args)}
     record = None
     if model.dp:
@@ -159,13 +164,35 @@ def train_cached(net: nn.Module, model: ModelSpec, train_batches, data: dict, se
                                DPConfig(**model.dp), augment=augment, log=log)
         metadata["dp_record"] = json.dumps(record)
     else:
-        checkpoint = folder / f"{key}.checkpoint.pt"
+        checkpoint = entry.parent / f"{key}.checkpoint.pt"
         fit(net, train_batches, TrainConfig(epochs=model.train_epochs, lr=model.lr, seed=seed,
                                             progress=progress, distributed=False),
             loss_fn=augmented_loss(model.augment), eval_batches=selection_batches(data),
             checkpoint=checkpoint, resume=True, desc=desc)
         checkpoint.unlink(missing_ok=True)
-    save_weights(net, cached, metadata=metadata)
+    check_trained_finite(net, desc)
+    with new_entry(entry, source) as scratch:
+        save_weights(net, scratch / CACHED_WEIGHTS, metadata=metadata)
+    return record
+
+
+def check_trained_finite(net: nn.Module, desc: str) -> None:
+    """Refuse (exit 1) trained weights holding NaN or Inf: training diverged, and such a
+    model must neither go on through the pipeline nor be cached for later runs."""
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckFailed(f"model: training the {desc} diverged: its tensor {name!r} holds "
+                              "NaN or Inf after training (lower [model] lr, or check the "
+                              "data); nothing was cached")
+
+
+def _load_cached(net: nn.Module, path: Path, dp: bool) -> dict | None:
+    """Load a verified entry's weights; return its DP-SGD record when ``dp`` (None
+    without); ValueError when the weights or the record cannot be used."""
+    load_weights(net, path)
+    record = _cached_record(path) if dp else None
+    if dp and record is None:
+        raise ValueError(f"{path}: no DP-SGD record beside the weights")
     return record
 
 

@@ -1,5 +1,6 @@
 """The teacher is trained once, cached under the user's cache folder, keyed by its config."""
 
+import pytest
 import torch
 
 from edgepack.pipeline.recipe import DataSpec, ModelSpec
@@ -21,7 +22,9 @@ def test_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
     cached = list((cache_dir() / "teachers").iterdir())
-    assert [p.name for p in cached] == [f"{teacher_key(SPEC, DATA, 0)}.safetensors"]
+    assert [p.name for p in cached] == [teacher_key(SPEC, DATA, 0)]
+    assert sorted(p.name for p in cached[0].iterdir()) == ["cache-manifest.json",
+                                                           "model.safetensors"]
 
 
 def test_the_key_changes_with_everything_that_decides_the_weights():
@@ -51,11 +54,91 @@ def test_an_augmented_teacher_trains_on_perturbed_inputs(monkeypatch):
     assert torch.equal(seen[-1], x)                         # "none": the inputs as given
 
 
-def test_a_damaged_cache_entry_is_trained_again(tmp_path, monkeypatch):
+def _train(said: list[str]):
+    return prepare_teacher(SPEC, DATA, mnist1d(**DATA.args), 0, None, log=said.append,
+                           progress=False)
+
+
+def _truncate(entry):
+    weights = entry / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+
+
+def _swap(entry):
+    """Another teacher's entry (another key) moved in under this one's name."""
+    other = entry.parent / "other"
+    entry.rename(other)
+    (other / "model.safetensors").write_bytes(b"")   # what the other entry held does not matter
+    import json
+
+    manifest = json.loads((other / "cache-manifest.json").read_text())
+    manifest["source"]["teacher"] = "0123456789abcdef"
+    (other / "cache-manifest.json").write_text(json.dumps(manifest))
+    other.rename(entry)
+
+
+def _half_made(entry):
+    (entry / "cache-manifest.json").unlink()
+
+
+def _junk(entry):
+    import shutil
+
+    shutil.rmtree(entry)
+    entry.mkdir()
+    (entry / "model.safetensors").write_bytes(b"\x00" * 10)
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory):
+    """A cache folder holding the trained teacher, made once for the module."""
+    folder = tmp_path_factory.mktemp("trained-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        first = _train([])
+    return folder, first
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_truncate, "bytes, not the"),
+    (_swap, "made from another input"),
+    (_half_made, "no manifest"),
+    (_junk, "no manifest"),
+])
+def test_a_damaged_cache_entry_is_trained_again_with_one_line(tmp_path, monkeypatch, capsys,
+                                                             trained_cache, damage, reason):
+    import shutil
+
+    shutil.copytree(trained_cache[0], tmp_path, dirs_exist_ok=True)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    folder = cache_dir() / "teachers"
-    folder.mkdir(parents=True)
-    (folder / f"{teacher_key(SPEC, DATA, 0)}.safetensors").write_bytes(b"\x00" * 10)
+    first = trained_cache[1]
+    entry = cache_dir() / "teachers" / teacher_key(SPEC, DATA, 0)
+    damage(entry)
+    capsys.readouterr()
     said: list[str] = []
-    prepare_teacher(SPEC, DATA, mnist1d(**DATA.args), 0, None, log=said.append, progress=False)
-    assert any("damaged" in line for line in said) and "training" in said[-1]
+    again = _train(said)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "cache entry" in line]
+    assert len(lines) == 1 and reason in lines[0] and "rebuilding" in lines[0], err
+    assert "training" in said[-1]
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    said.clear()
+    _train(said)
+    assert "from cache" in said[-1]
+
+
+def test_a_teacher_that_diverged_is_refused_and_never_cached(tmp_path, monkeypatch):
+    from core.errors import CheckFailed
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def diverge(net, *_args, **_kwargs):
+        with torch.no_grad():
+            next(net.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr("edgepack.pipeline.teacher.fit", diverge)
+    with pytest.raises(CheckFailed, match="diverged: its tensor .* holds NaN or Inf"):
+        _train([])
+    entry = cache_dir() / "teachers" / teacher_key(SPEC, DATA, 0)
+    assert not entry.exists()
