@@ -174,9 +174,10 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
 
 
 def write_manifest(out_dir: Path) -> None:
-    """sha256 and size of every file in the run folder; written last, so a complete run has
-    it (``verify`` compares sizes first, and hashes only files of the recorded size)."""
-    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json"
+    """sha256 and size of every file in the run folder (a package stage's own manifest.json
+    included); written last, so a complete run has it (``verify`` compares sizes first, and
+    hashes only files of the recorded size)."""
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p != out_dir / "manifest.json"
                    and not any(part.startswith(".") for part in p.relative_to(out_dir).parts))
     manifest = {"edgepack_run": True,
                 "files": {str(p.relative_to(out_dir)): sha256_file(p) for p in files},

@@ -203,3 +203,61 @@ def test_a_package_manifest_with_a_bad_size_is_refused(package, tmp_path, capsys
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     code, err = run_cli(capsys, "verify", pkg)
     assert code == 2 and "model.ort has a size of 'big'" in error_line(err)
+
+
+PACKAGED_RUN = """\
+name = "packaged"
+tolerance = 1.0
+[model]
+build = "edgepack.zoo:mnist1d_cnn"
+args = { width = 4 }
+[data]
+args = { samples = 300, transfer_samples = 0, calibration_samples = 16 }
+[[stages]]
+kind = "export"
+exporter = "torchscript"
+[[stages]]
+kind = "package"
+[bench]
+min_runs = 3
+min_time_s = 0.0
+warmup = 1
+[robustness]
+samples = 0
+"""
+
+
+def test_a_runs_package_stage_verifies_as_a_package_and_within_its_run(tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_text(PACKAGED_RUN)
+    run = tmp_path / "run"
+    code, _ = run_cli(capsys, "run", tmp_path / "recipe.toml", "--out", run, "--no-progress")
+    assert code == 0
+    assert _verify(capsys, run)[:2] == (0, [f"{run}: every file matches manifest.json (run)"])
+    stage = run / "02-package"
+    assert _verify(capsys, stage)[:2] == (
+        0, [f"{stage}: every file matches manifest.json (package)"])
+    record = json.loads((stage / "record.json").read_text())
+    (stage / "record.json").write_text(json.dumps({**record, "kept": False}))
+    code, out, _ = _verify(capsys, stage)
+    assert code == 1 and out == ["changed: record.json"]
+
+
+def test_a_package_manifest_inside_a_run_is_listed_and_checked(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "02-package").mkdir(parents=True)
+    (run / "02-package" / "manifest.json").write_text('{"edgepack_package": true}')
+    make_run(run)
+    assert "02-package/manifest.json" in json.loads((run / "manifest.json").read_text())["files"]
+    (run / "02-package" / "manifest.json").write_text('{"edgepack_package": false}')
+    code, out, _ = _verify(capsys, run)
+    assert code == 1 and out == ["changed: 02-package/manifest.json"]
+
+
+def test_a_run_manifest_written_before_sizes_did_not_list_package_manifests(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "02-package").mkdir()
+    (run / "02-package" / "manifest.json").write_text('{"edgepack_package": true}')
+    (run / "manifest.json").write_text(json.dumps({"edgepack_run": True,
+                                                   "files": manifest["files"]}))
+    assert _verify(capsys, run)[0] == 0
