@@ -3,9 +3,11 @@
 Two ``edgepack run`` processes given the same ``--out`` would otherwise interleave their
 stage folders and reports. The lock is taken when the run folder is opened and held for the
 whole run; the kernel drops it when the process exits or is killed, so a killed run never
-leaves a stale lock behind (the file stays, and is reused; its content is the holder's pid,
-for the message the second process prints). The file is hidden, so it is neither in the
-manifest nor a reason to call the folder someone else's.
+leaves a stale lock behind (its file stays, unlocked, and is reused). The file holds the
+holder's pid, for the message the second process prints; it is hidden, so it is neither in
+the manifest nor a reason to call the folder someone else's. A run that ends removes it while
+still holding the lock, and a process that locks the file checks it is still the one at that
+path, so a file removed meanwhile can never give two writers a lock each.
 """
 
 from __future__ import annotations
@@ -68,6 +70,28 @@ def check_not_locked(folder: str | os.PathLike) -> None:
         os.close(descriptor)   # closing drops the probe's lock
 
 
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False))
+    except OSError:
+        return False
+
+
+def _open_locked(path: Path, attempts: int = 3) -> int | None:
+    """A descriptor of the lock file at ``path``, locked (None: another process holds it).
+    A lock won on a file that a finishing run removed meanwhile is let go and tried again."""
+    for _ in range(attempts):
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        if not _try_lock(descriptor):
+            os.close(descriptor)
+            return None
+        if _same_file(descriptor, path):
+            return descriptor
+        os.close(descriptor)
+    raise ValueError(f"{path} keeps being replaced while edgepack locks it; is another "
+                     "program removing it?")
+
+
 def lock_run_folder(folder: str | os.PathLike) -> None:
     """Take the folder's lock for this process (again: nothing to do), or refuse naming the
     holder's pid. The folder must exist."""
@@ -78,9 +102,8 @@ def lock_run_folder(folder: str | os.PathLike) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ValueError(f"{path} is not a regular file; edgepack keeps its run lock there: "
                          "remove it, or choose another --out")
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    if not _try_lock(descriptor):
-        os.close(descriptor)
+    descriptor = _open_locked(path)
+    if descriptor is None:
         raise _busy(folder, path)
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
@@ -88,9 +111,17 @@ def lock_run_folder(folder: str | os.PathLike) -> None:
 
 
 def release_run_folder(folder: str | os.PathLike) -> None:
-    """Let go of the folder's lock (the file stays: removing it could let two writers in)."""
-    descriptor = _HELD.pop(_key(Path(folder)), None)
-    if descriptor is not None:
+    """Remove the lock file and let go of the lock (removed first, while still held)."""
+    folder = Path(folder)
+    descriptor = _HELD.pop(_key(folder), None)
+    if descriptor is None:
+        return
+    try:
+        if _same_file(descriptor, folder / LOCK_FILE):
+            (folder / LOCK_FILE).unlink()
+    except OSError:
+        pass   # a folder made read-only or removed meanwhile: the lock goes with the process
+    finally:
         os.close(descriptor)
 
 

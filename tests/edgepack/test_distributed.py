@@ -77,7 +77,7 @@ def _files(folder: Path) -> set[str]:
 
 
 RUN_FILES = {"report.json", "report.md", "tradeoff.png", "manifest.json", "recipe.toml",
-             "inputs.json", ".edgepack.lock",
+             "inputs.json",
              "00-teacher/model.safetensors", "01-distill/model.safetensors",
              "01-distill/record.json", "01-distill/config.json"}
 

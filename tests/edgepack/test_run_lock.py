@@ -119,9 +119,34 @@ def test_a_lock_is_let_go_when_the_run_ends_however_it_ends(tmp_path):
 
     with pytest.raises(ValueError, match="a stage failed"):
         failing_run()
+    assert not (tmp_path / LOCK_FILE).exists()     # removed while still held, then let go
     HeldLock(tmp_path).release()     # free again
-    assert (tmp_path / LOCK_FILE).read_text() == "4242\n"
     release_run_folder(tmp_path)     # not held: nothing to do
+    assert (tmp_path / LOCK_FILE).read_text() == "4242\n"
+
+
+def test_a_lock_won_on_a_removed_file_is_taken_again_on_the_new_one(tmp_path, monkeypatch):
+    """A run that finishes removes its lock file; a process that opened the old file just
+    before must not hold a lock on a file no one else can see."""
+    from edgepack.pipeline import run_lock
+
+    real, calls = run_lock._try_lock, []
+
+    def replaced_first(descriptor):
+        calls.append(descriptor)
+        if len(calls) == 1:          # the file this process opened is replaced meanwhile
+            (tmp_path / LOCK_FILE).unlink()
+            (tmp_path / LOCK_FILE).write_text("")
+        return real(descriptor)
+
+    monkeypatch.setattr(run_lock, "_try_lock", replaced_first)
+    lock_run_folder(tmp_path)
+    try:
+        assert len(calls) == 2
+        with pytest.raises(BlockingIOError):
+            HeldLock(tmp_path)       # the lock is on the file at the path now
+    finally:
+        release_run_folder(tmp_path)
 
 
 def _start_paused_run(recipe, out):
@@ -155,5 +180,6 @@ def test_a_running_run_holds_its_folder_until_it_is_killed(recipe, tmp_path, cap
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert (out / LOCK_FILE).is_file()          # a killed run leaves its file, unlocked
     lock_run_folder(out)             # the kernel let go of the killed run's lock
     release_run_folder(out)
