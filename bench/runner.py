@@ -43,7 +43,8 @@ from bench.session import (
     provider_name,
     require_provider,
 )
-from core.checks import did_you_mean
+from core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields, check_number,
+                         did_you_mean)
 from core.onnx_files import (
     check_onnx_file,
     load_onnx_header,
@@ -80,16 +81,19 @@ class BenchConfig:
                                      choices=("disable", "basic", "extended", "all"))
     no_cpu_fallback: bool = option(False, "fail rather than run unsupported nodes on the CPU")
     batch: int = option(1, "rows per run")
-    warmup: int = option(10, "untimed runs first")
-    min_runs: int = option(100, "timed runs at least")
-    min_time_s: float = option(0.5, "timed seconds per model at least")
-    max_runs: int = option(100_000, "timed runs at most")
-    block_runs: int = option(10, "runs per model per turn of the interleaving")
+    warmup: int = option(10, f"untimed runs first (0 to {MAX_RUNS:,})")
+    min_runs: int = option(100, f"timed runs at least (1 to {MAX_RUNS:,})")
+    min_time_s: float = option(0.5, f"timed seconds per model at least "
+                               f"(0 to {MAX_SECONDS:,.0f})")
+    max_runs: int = option(100_000, f"timed runs at most (1 to {MAX_RUNS:,})")
+    block_runs: int = option(10, f"runs per model per turn of the interleaving "
+                                      f"(1 to {MAX_RUNS:,})")
     shapes: dict = option(help="fixed sizes of symbolic input dimensions, "
                                "e.g. {input_ids = [1, 128]}", factory=dict, flag=False)
     io_binding: bool = option(True, "on CUDA, inputs/outputs stay on the GPU while timed")
 
     def __post_init__(self):
+        check_finite_fields(self, "bench")
         provider_name(self.provider)  # unknown names fail here, with a suggestion
         self.session_options()        # checks threads and graph_optimization
         for name in ("warmup",):
@@ -98,8 +102,11 @@ class BenchConfig:
         for name in ("batch", "min_runs", "block_runs", "max_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bench.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "min_runs", "block_runs", "max_runs"):
+            check_budget("bench", name, getattr(self, name), "runs")
         if self.min_time_s < 0:
             raise ValueError(f"bench.min_time_s must be >= 0, got {self.min_time_s}")
+        check_number("bench", "min_time_s", self.min_time_s, 0.0, MAX_SECONDS)
         for name, dims in self.shapes.items():
             if not dims or not all(isinstance(d, int) and d >= 1 for d in dims):
                 raise ValueError(f"bench.shapes[{name!r}]={dims!r} is not valid; expected a "
@@ -175,10 +182,16 @@ class ModelUnderTest:
     def _first_inference(self) -> float:
         t0 = time.perf_counter()
         try:
-            self.run()
+            outputs = self.run()
         except Exception as exc:  # ONNX Runtime's own error types are not ValueErrors
             raise _run_failure(self.path, self.feeds, exc, "run") from exc
-        return (time.perf_counter() - t0) * 1e3
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        if outputs is None:   # bound to the GPU: copied back once, outside the clock
+            outputs = self._binding.copy_outputs_to_cpu()
+        names = [o.name for o in self.session.get_outputs()]
+        self.nonfinite_outputs = [name for name, value in zip(names, outputs)
+                                  if nonfinite_rows(np.asarray(value)[None]) > 0]
+        return elapsed_ms
 
     def _make_runner(self):
         """A no-argument call doing one inference; on CUDA with IO binding, no host copies."""
@@ -195,6 +208,7 @@ class ModelUnderTest:
         import onnxruntime as ort
 
         session, binding = self.session, self.session.io_binding()
+        self._binding = binding
         for name, value in self.feeds.items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
         for out in session.get_outputs():
@@ -278,6 +292,7 @@ def _quality(model: ModelUnderTest, data: dict) -> dict:
     bad = nonfinite_rows(outputs)
     if bad:  # an accuracy computed on NaN outputs would be a number that means nothing
         quality.update(accuracy=None, nonfinite_rows=bad, failed=True,
+                       nonfinite_outputs=[model.session.get_outputs()[0].name],
                        warning=f"outputs hold NaN or Inf in {bad} of {len(outputs)} rows; "
                                "accuracy not reported")
         return quality
@@ -319,6 +334,11 @@ def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> di
         result["warning"] = (f"latency spread (IQR/median) {stats.spread:.0%} is above "
                              f"{NOISY_SPREAD:.0%}: the machine is noisy; close other work "
                              "or raise --min-time")
+    if model.nonfinite_outputs:   # a timing of a model that computes no numbers is no result
+        names = sorted({*model.nonfinite_outputs, *result.get("nonfinite_outputs", [])})
+        result.update(failed=True, nonfinite_outputs=names,
+                      warning=f"output {', '.join(map(repr, names))} holds NaN or Inf on the "
+                              f"timing inputs")
     return result
 
 

@@ -34,7 +34,8 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.robustness.attacks.pgd import pgd
-from core.checks import check_budget, check_choice, check_range, checked_fields
+from core.checks import (check_budget, check_choice, check_finite_fields, check_range,
+                         checked_fields)
 
 EFFECT_SAMPLES = 512   # evaluation rows the record's PGD accuracy is measured on
 
@@ -55,6 +56,7 @@ class AdversarialConfig:
     beta: float | None = None   # trades only (default 1.0)
 
     def __post_init__(self):
+        check_finite_fields(self, "adversarial")
         if not self.eps > 0:
             raise ValueError(f"adversarial.eps must be > 0, got {self.eps}")
         if self.steps < 1:

@@ -41,7 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import check_budget, check_choice, check_range, checked_fields, did_you_mean
+from core.checks import (check_budget, check_choice, check_finite_fields, check_range,
+                         checked_fields, did_you_mean)
 from core.tensors import as_tuple, call, num_rows, rows
 from core.registry import field_names, settings_dict, split_settings
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
@@ -91,6 +92,7 @@ class DistillConfig(StageConfig):
     baseline_lrs: tuple[float, ...] = ()  # also train the student alone at equal compute
 
     def __post_init__(self):
+        check_finite_fields(self, "distill")
         if adversarial_config(self.adversarial, "distill") and self.objective != "logits":
             raise ValueError("distill.adversarial trains a classifier against attacks on its "
                              "labels; it needs objective='logits'")

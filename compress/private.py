@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from core.checks import check_finite_fields
 from core.errors import BadInput, MissingDependency
 
 AUGMENTATIONS_DP = ("none", "shift")   # "noise" scales by the batch's std: it mixes samples
@@ -42,6 +43,7 @@ class DPConfig:
     momentum: float = 0.9             # SGD momentum (DP-SGD's usual optimizer)
 
     def __post_init__(self):
+        check_finite_fields(self, "[model.dp]")
         if not 0 < self.epsilon <= 100:
             raise ValueError(f"[model.dp] epsilon must be in (0, 100], got {self.epsilon}")
         if not 0 < self.delta < 1:

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import check_budget, check_choice, check_range
+from core.checks import check_budget, check_choice, check_finite_fields, check_range
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from export.outputs import first_tensor
 from compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
@@ -83,6 +83,7 @@ class PruneConfig(StageConfig):
     adversarial: dict = field(default_factory=dict)   # {eps, steps, ratio, loss, beta}: PGD
 
     def __post_init__(self):
+        check_finite_fields(self, "prune")
         adversarial_config(self.adversarial, "prune")
         check_choice("prune", "method", self.method, METHODS)
         check_choice("prune", "scope", self.scope, SCOPES)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckFailed
-from core.checks import check_budget, check_choice
+from core.checks import check_budget, check_choice, check_finite_fields
 from core.files import atomic_path
 from compress.parallel import Distributed, gradients_finite, to_device
 
@@ -95,6 +95,7 @@ class TrainConfig:
     distributed: bool = True   # under torchrun: train on every process (False: this one alone)
 
     def __post_init__(self):
+        check_finite_fields(self, "train")
         check_choice("train", "schedule", self.schedule, SCHEDULES)
         check_budget("train", "epochs", self.epochs, "epochs")
         if self.patience < 0:

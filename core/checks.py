@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Iterable
@@ -39,23 +40,103 @@ def check_range(owner: str, name: str, value: float, low: float, high: float,
         raise ValueError(f"{owner}.{name}={value!r} is outside [{low}, {high}{bracket}")
 
 
+def _label(owner: str, name: str) -> str:
+    """``owner.name``; ``[table] name`` for a recipe table; the bare name for a flag."""
+    if not owner:
+        return name
+    return f"{owner} {name}" if owner.endswith("]") else f"{owner}.{name}"
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (not a bool) that is neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def check_number(owner: str, name: str, value: Any, low: float | None = None,
+                 high: float | None = None, *, low_inclusive: bool = True,
+                 high_inclusive: bool = True) -> None:
+    """Refuse a setting that is not a finite number, or lies outside ``[low, high]``.
+
+    NaN compares false with everything, so a NaN threshold silently passes (or fails) every
+    check it guards, and an infinite budget never ends: both are refused by name.
+    ``owner`` may be empty when ``name`` is a flag (``--atol``).
+    """
+    where = _label(owner, name)
+    if not is_finite_number(value):
+        raise ValueError(f"{where}={value!r} is not a finite number; expected "
+                         f"{_expected(low, high, low_inclusive, high_inclusive)}")
+    below = low is not None and (value < low if low_inclusive else value <= low)
+    above = high is not None and (value > high if high_inclusive else value >= high)
+    if below or above:
+        raise ValueError(f"{where}={value!r} is out of range; expected "
+                         f"{_expected(low, high, low_inclusive, high_inclusive)}")
+
+
+def _expected(low, high, low_inclusive: bool, high_inclusive: bool) -> str:
+    if low is not None and high is not None:
+        return (f"a number in {'[' if low_inclusive else '('}{low}, {high}"
+                f"{']' if high_inclusive else ')'}")
+    if low is not None:
+        return f"a number {'>=' if low_inclusive else '>'} {low}"
+    if high is not None:
+        return f"a number {'<=' if high_inclusive else '<'} {high}"
+    return "a finite number"
+
+
+def is_float_annotation(annotation: Any) -> bool:
+    """Whether a field annotation is ``float``, ``float | None`` or a list/tuple of floats."""
+    if annotation is float:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        return any(is_float_annotation(a) for a in typing.get_args(annotation))
+    return False
+
+
+def check_finite_fields(config: Any, owner: str) -> None:
+    """Refuse NaN and infinities in every float field of the dataclass ``config`` (lists of
+    floats included): the one check each config's ``__post_init__`` runs first."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if is_float_annotation(hints.get(f.name)):
+            check_finite_value(owner, f.name, getattr(config, f.name))
+
+
+def check_finite_value(owner: str, name: str, value: Any) -> None:
+    """Refuse a float (or a float inside a list or tuple) that is NaN or infinite."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{_label(owner, name)}={value!r} is not a finite number; NaN "
+                             "and infinities are refused")
+
+
 # Budgets no run on one machine could finish: refused with the bound, not started.
 MAX_EPOCHS = 10_000
 MAX_STEPS = 10_000          # attack or defence steps per input
 MAX_GENERATED_SAMPLES = 2_000_000   # samples a provider or stage generates
+MAX_TOKENS = 131_072        # tokens a prompt and its continuation may hold (a 128k context)
+MAX_ROUNDS = 1_000          # timed rounds of a benchmark
+MAX_RUNS = 1_000_000        # timed or warm-up runs of one model
+MAX_RESAMPLES = 10_000      # bootstrap resamples of a confidence interval
+MAX_SECONDS = 3_600.0       # timed seconds per model
 
 
-BUDGETS = {"epochs": MAX_EPOCHS, "steps": MAX_STEPS, "samples": MAX_GENERATED_SAMPLES}
+BUDGETS = {"epochs": MAX_EPOCHS, "steps": MAX_STEPS, "samples": MAX_GENERATED_SAMPLES,
+           "tokens": MAX_TOKENS, "rounds": MAX_ROUNDS, "runs": MAX_RUNS,
+           "resamples": MAX_RESAMPLES}
 
 
 def check_budget(owner: str, name: str, value: int, unit: str) -> None:
     """Refuse a count below 0 or above the bound for ``unit`` (:data:`BUDGETS`):
-    ``epochs = 10**12`` would never finish."""
-    bound = BUDGETS[unit]
+    ``epochs = 10**12`` would never finish. ``owner`` may be empty for a flag."""
+    bound, where = BUDGETS[unit], _label(owner, name)
     if value < 0:
-        raise ValueError(f"{owner}.{name} must be >= 0, got {value}")
+        raise ValueError(f"{where} must be >= 0, got {value}")
     if value > bound:
-        raise ValueError(f"{owner}.{name}={value:,} is beyond the bound of {bound:,} {unit}: "
+        raise ValueError(f"{where}={value:,} is beyond the bound of {bound:,} {unit}: "
                          "a run that size would not finish on one machine; lower it")
 
 
@@ -105,8 +186,9 @@ def type_label(annotation: Any) -> str:
 def checked_fields(cls, data: dict, owner: str) -> dict:
     """Keyword arguments for dataclass ``cls`` from plain data, every key and type checked.
 
-    Unknown keys get a "did you mean"; a value of the wrong type names the expected one;
-    lists become tuples and integers given for float fields become floats.
+    Unknown keys get a "did you mean"; a value of the wrong type names the expected one; NaN
+    or an infinity for a float field is refused (TOML writes them ``nan`` and ``inf``); lists
+    become tuples and integers given for float fields become floats.
     """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -117,6 +199,8 @@ def checked_fields(cls, data: dict, owner: str) -> dict:
                              f"valid keys: {', '.join(names)}")
         if not value_fits(value, hints[key]):
             raise ValueError(f"{owner}.{key} must be {type_label(hints[key])}, got {value!r}")
+        if is_float_annotation(hints[key]):
+            check_finite_value(owner, key, value)
         if isinstance(value, list):
             value = tuple(value)
         if hints[key] is float and isinstance(value, int):

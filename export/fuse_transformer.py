@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ir_version import lower_file_to_runtime, lower_to_runtime
-from core.checks import check_choice
+from core.checks import check_choice, check_finite_fields
 from core.files import check_output_file
 from core.output_paths import mark_onnx_file
 from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
@@ -46,6 +46,7 @@ class FuseConfig(StageConfig):
     rtol: float = option(1e-3, "largest relative output difference to the input model")
 
     def __post_init__(self):
+        check_finite_fields(self, "fuse-transformer")
         check_choice("fuse-transformer", "model_type", self.model_type, MODEL_TYPES)
         if self.num_heads < 0 or self.hidden_size < 0:
             raise ValueError("fuse-transformer.num_heads and hidden_size must be >= 0")

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checks import check_choice
+from core.checks import check_choice, check_finite_fields
 from core.files import check_output_file
 from core.output_paths import mark_onnx_file
 from core.onnx_files import (
@@ -172,6 +172,7 @@ class OptimizeConfig(StageConfig):
     rtol: float = option(1e-3, "largest relative output difference to the original")
 
     def __post_init__(self):
+        check_finite_fields(self, "optimize")
         check_choice("optimize", "level", self.level, LEVELS)
         for name in ("atol", "rtol"):
             if getattr(self, name) < 0:

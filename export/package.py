@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.checks import check_number
 from core.files import (atomic_write_json, check_not_input, check_output_dir, output_folder,
                         sha256_file)
 from core.onnx_files import check_inputs_and_outputs, check_onnx_file
@@ -209,6 +210,8 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
     emulation; its failure (:class:`~export.arm64_check.Arm64CheckFailed`, exit 1) leaves
     nothing written, like a parity failure, and its figures go into the manifest.
     """
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        check_number("package", name, value, 0.0)
     onnx_path = Path(onnx_path)
     graph = check_onnx_file(onnx_path)
     check_inputs_and_outputs(graph, onnx_path, "packaging")
@@ -272,12 +275,12 @@ class PackageConfig(StageConfig):
     device_rtol: float = option(1e-3, "largest relative output difference aarch64 to x86")
 
     def __post_init__(self):
-        from core.checks import check_choice
+        from core.checks import check_choice, check_finite_fields
         from export.arm64_check import check_cpus
 
+        check_finite_fields(self, "package")
         for name in ("atol", "rtol", "device_atol", "device_rtol"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"package.{name} must be >= 0, got {getattr(self, name)}")
+            check_number("package", name, getattr(self, name), 0.0)
         check_choice("package", "check", self.check, ("", "arm64"))
         if self.check:
             from export.arm64_userland import check_can_run

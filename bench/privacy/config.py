@@ -49,6 +49,7 @@ class PrivacyConfig:
                              f"a training run), got {self.references}")
         if self.bootstrap < 20:
             raise ValueError(f"privacy.bootstrap must be >= 20 resamples, got {self.bootstrap}")
+        check_budget("privacy", "bootstrap", self.bootstrap, "resamples")
         if "lira" in self.attacks and self.references < 2 and self.enabled:
             raise ValueError("privacy.attacks includes 'lira', which is calibrated on "
                              "reference models: set privacy.references >= 2 (each one a "

@@ -8,10 +8,11 @@ of the data's spread). Every attack runs at every epsilon on the same ``samples`
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from bench.robustness.attacks import ATTACKS as REGISTRY
-from core.checks import check_budget, check_choice, did_you_mean
+from core.checks import check_budget, check_choice, check_finite_fields, did_you_mean
 
 ATTACKS = REGISTRY.names()   # every registered attack (bench/robustness/attacks/), in order
 
@@ -39,6 +40,7 @@ class RobustnessConfig:
     attribution_threshold: float = 0.5   # mean Spearman rho below this flags a stage
 
     def __post_init__(self):
+        check_finite_fields(self, "robustness")
         self.eps = tuple(float(e) for e in self.eps)
         self.attacks = tuple(self.attacks)
         if any(not e > 0 for e in self.eps):
@@ -72,7 +74,7 @@ def parse_epsilons(text: str, flag: str = "--robustness") -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
-    if not values or any(not v > 0 or v != v for v in values):
+    if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
         raise ValueError(f"{flag} {text!r} is not valid; expected positive numbers separated "
                          "by commas, e.g. 0.05,0.1 (budgets in input standard deviations)")
     return values

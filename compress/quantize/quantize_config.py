@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.checks import check_choice
+from core.checks import check_choice, check_finite_fields
 from core.errors import CheckFailed
 from core.registry import field_names, settings_dict, split_settings
 from core.stage import StageConfig, option
@@ -93,6 +93,7 @@ class QuantizeConfig(StageConfig):
     speed_min_time_s: float = option(1.0, "speed check: timed seconds per model, at least")
 
     def __post_init__(self):
+        check_finite_fields(self, "quantize")
         spec = _methods().get(self.method, "quantize")   # an unknown method names the others
         if self.settings is None and spec.settings is not None:
             self.settings = spec.settings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.checks import check_range
+from core.checks import check_finite_fields, check_range
 from compress.student_inits import STUDENT_INITS, InitSpec
 
 
@@ -15,6 +15,7 @@ class PrunedTeacher:
     init_ratio: float = 0.5     # share of the teacher's channels removed
 
     def __post_init__(self):
+        check_finite_fields(self, "distill")
         check_range("distill", "init_ratio", self.init_ratio, 0.0, 1.0)
 
 

@@ -10,6 +10,8 @@ Each flag maps onto one :class:`bench.runner.BenchConfig` field; the command cal
 
 from edgepack.cli import privacy_flags, robustness_flags
 
+RENAMES = {"min_time_s": "min-time"}   # BenchConfig fields whose flag is named otherwise
+
 
 def register(sub) -> None:
     from bench.runner import BenchConfig
@@ -20,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--profile", default=None,
                    help="named settings: edge (1 thread, no spinning), edge-2cores, server; "
                         "explicit flags win")
-    add_config_flags(p, BenchConfig, renames={"min_time_s": "min-time"})
+    add_config_flags(p, BenchConfig, renames=RENAMES)
     p.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2",
                    help="fix a symbolic input shape, e.g. input_ids=1,128 (repeatable)")
     p.add_argument("--data", default=None,
@@ -37,6 +39,8 @@ def register(sub) -> None:
 
 
 def _register_generate(p) -> None:
+    from core.checks import MAX_ROUNDS, MAX_TOKENS
+
     g = p.add_argument_group("decoder LLMs (--generate)")
     g.add_argument("--generate", action="store_true",
                    help="the models are decoder LLMs with a KV cache: measure prefill ms and "
@@ -44,11 +48,14 @@ def _register_generate(p) -> None:
     g.add_argument("--tokenizer", default=None, metavar="DIR",
                    help="folder holding the models' tokenizer.json (needed by --generate)")
     g.add_argument("--prompt-tokens", type=int, default=128, metavar="N",
-                   help="prompt length in tokens (default 128)")
+                   help=f"prompt length in tokens, 1 to {MAX_TOKENS:,} (default 128)")
     g.add_argument("--new-tokens", type=int, default=32, metavar="N",
-                   help="decode steps per run, never stopped at eos (default 32)")
+                   help=f"decode steps per run, never stopped at eos, 1 to {MAX_TOKENS:,}; "
+                        "with the prompt, within the model's context and this machine's "
+                        "memory (default 32)")
     g.add_argument("--rounds", type=int, default=5, metavar="N",
-                   help="timed runs of every model, interleaved (default 5)")
+                   help=f"timed runs of every model, interleaved, 1 to {MAX_ROUNDS:,} "
+                        "(default 5)")
 
 
 def config_from_args(args):
@@ -57,7 +64,7 @@ def config_from_args(args):
     from bench.runner import BenchConfig
     from edgepack.cli.config_flags import config_kwargs
 
-    settings = config_kwargs(args, BenchConfig)
+    settings = config_kwargs(args, BenchConfig, renames=RENAMES)
     if args.shape:
         settings["shapes"] = parse_shape_overrides(args.shape)
     if args.profile:
@@ -110,10 +117,14 @@ def check_generate_flags(args) -> None:
     if given:
         raise ValueError(f"{', '.join(given)}: not used by --generate, which times prefill "
                          f"and decoding at batch 1 on a built-in prompt")
-    for flag, value in (("--prompt-tokens", args.prompt_tokens),
-                        ("--new-tokens", args.new_tokens), ("--rounds", args.rounds)):
+    from core.checks import check_budget
+
+    for flag, value, unit in (("--prompt-tokens", args.prompt_tokens, "tokens"),
+                              ("--new-tokens", args.new_tokens, "tokens"),
+                              ("--rounds", args.rounds, "rounds")):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+        check_budget("", flag, value, unit)
     if not args.tokenizer:
         raise ValueError("--generate needs --tokenizer DIR, the folder holding the models' "
                          "tokenizer.json")
@@ -202,7 +213,8 @@ def handle(args) -> int:
     for r in results:
         if r.get("warning"):
             print(f"warning: {r['model']}: {r['warning']}", file=sys.stderr)
-    failed = [r["model"] for r in results if r.get("failed")]
+    failed = [f"{r['model']} (output {', '.join(map(repr, r.get('nonfinite_outputs', [])))})"
+              for r in results if r.get("failed")]
     if failed:  # a failed check: nothing is written
         print(f"edgepack: the outputs of {', '.join(failed)} hold NaN or Inf; no accuracy is "
               "reported and nothing was written", file=sys.stderr)

@@ -67,7 +67,21 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=(), renames=None
                                 metavar=f.name.upper())
 
 
-def config_kwargs(args: argparse.Namespace, cls, skip=()) -> dict:
-    """The fields the user set on the command line (others keep the config's default)."""
-    return {f.name: getattr(args, f.name) for f, _ in flag_fields(cls, skip)
-            if getattr(args, f.name, None) is not None}
+def config_kwargs(args: argparse.Namespace, cls, skip=(), renames=None) -> dict:
+    """The fields the user set on the command line (others keep the config's default).
+
+    A number flag given NaN or an infinity (argparse's ``float`` reads ``nan`` and ``inf``)
+    is refused here, naming the flag (``renames`` as given to :func:`add_config_flags`).
+    """
+    from core.checks import check_finite_value
+
+    given = {}
+    for f, kind in flag_fields(cls, skip):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if kind is float:
+            check_finite_value("", "--" + (renames or {}).get(f.name, f.name.replace("_", "-")),
+                               value)
+        given[f.name] = value
+    return given

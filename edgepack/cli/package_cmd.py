@@ -12,8 +12,10 @@ def register(sub) -> None:
                                        "operator config a minimal build needs")
     p.add_argument("model", help="input .onnx")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--atol", type=float, default=1e-4, help=".ort vs .onnx tolerance")
-    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help=".ort vs .onnx absolute tolerance, a finite number >= 0 (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-3,
+                   help=".ort vs .onnx relative tolerance, a finite number >= 0 (default 1e-3)")
     p.add_argument("--check", choices=["arm64"], default=None,
                    help="also run the package on ONNX Runtime's aarch64 build under qemu-user "
                         "and compare its outputs with this machine's (the userland is built "
@@ -22,8 +24,11 @@ def register(sub) -> None:
                    help="emulated CPUs, comma-separated, from: " + ", ".join(CPU_MODELS)
                         + " (default: %(default)s, without and with the int8 dot product)")
     p.add_argument("--device-atol", type=float, default=1e-4,
-                   help="aarch64 vs x86 tolerance, |arm - x86| <= atol + rtol * |x86|")
-    p.add_argument("--device-rtol", type=float, default=1e-3)
+                   help="aarch64 vs x86 tolerance, |arm - x86| <= atol + rtol * |x86|; a "
+                        "finite number >= 0 (default 1e-4)")
+    p.add_argument("--device-rtol", type=float, default=1e-3,
+                   help="aarch64 vs x86 relative tolerance, a finite number >= 0 "
+                        "(default 1e-3)")
     p.set_defaults(handler=handle)
 
 
@@ -40,13 +45,21 @@ def device_check_from_args(args):
     from export.package import DeviceCheck
 
     cpus = check_cpus(c.strip() for c in args.arm64_cpu.split(",") if c.strip())
-    for name in ("device_atol", "device_rtol"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     check_onnx_file(Path(args.model))   # a bad model is said before a userland is built
     check_can_run()
     userland = userland_for_check(log=lambda line: print(line, file=sys.stderr))
     return DeviceCheck(userland, cpus, args.device_atol, args.device_rtol)
+
+
+TOLERANCES = ("atol", "rtol", "device_atol", "device_rtol")
+
+
+def check_tolerances(args) -> None:
+    """Every tolerance flag a finite number >= 0, before any file is read or written."""
+    from core.checks import check_number
+
+    for name in TOLERANCES:
+        check_number("", "--" + name.replace("_", "-"), getattr(args, name), 0.0)
 
 
 def handle(args) -> int:
@@ -54,6 +67,7 @@ def handle(args) -> int:
 
     from export.package import MANIFEST, package_model
 
+    check_tolerances(args)
     device_check = device_check_from_args(args)
     manifest = package_model(args.model, args.output, atol=args.atol, rtol=args.rtol,
                              device_check=device_check)

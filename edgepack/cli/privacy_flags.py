@@ -10,6 +10,8 @@ from __future__ import annotations
 
 
 def register(p) -> None:
+    from core.checks import MAX_RESAMPLES
+
     g = p.add_argument_group("privacy (membership inference)")
     g.add_argument("--privacy", action="store_true",
                    help="attack each model's training-set membership; needs --members and "
@@ -23,13 +25,15 @@ def register(p) -> None:
     g.add_argument("--references", nargs="+", default=None, metavar="REF.onnx",
                    help="reference models trained like the target on other data, for lira")
     g.add_argument("--bootstrap", type=str, default=None, metavar="N",
-                   help="bootstrap resamples of the 95%% intervals (default 200)")
+                   help=f"bootstrap resamples of the 95%% intervals, 20 to "
+                        f"{MAX_RESAMPLES:,} (default 200)")
 
 
 def config_from_args(args):
     """The PrivacyConfig the flags describe, or None without ``--privacy``; every flag is
     checked here, before anything runs."""
     from bench.privacy import ATTACKS, PrivacyConfig
+    from core.checks import MAX_RESAMPLES
 
     given = [f for f, v in (("--members", args.members), ("--non-members", args.non_members),
                             ("--privacy-attacks", args.privacy_attacks),
@@ -59,7 +63,7 @@ def config_from_args(args):
             bootstrap = int(args.bootstrap)
         except ValueError:
             raise ValueError(f"--bootstrap {args.bootstrap!r} is not valid; expected an "
-                             "integer >= 20") from None
+                             f"integer from 20 to {MAX_RESAMPLES:,}") from None
     try:
         # samples stays 0: it is how many the pipeline draws; here the files decide
         return PrivacyConfig(attacks=attacks, bootstrap=bootstrap,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import check_choice, check_range
+from core.checks import check_choice, check_finite_fields, check_range
 from core.tensors import as_tuple
 
 METRIC_KINDS = ("accuracy", "embedding", "language-model")
@@ -54,6 +54,7 @@ class MetricSpec:
     rounds: int = 3                      # language-model: interleaved timing rounds
 
     def __post_init__(self):
+        check_finite_fields(self, "metric")
         check_choice("metric", "kind", self.kind, METRIC_KINDS)
         if self.max_perplexity_ratio < 1.0:
             raise ValueError(f"[metric] max_perplexity_ratio must be >= 1.0 (1.04: 4% above the "

@@ -22,7 +22,8 @@ from bench.privacy import PrivacyConfig
 from bench.robustness import RobustnessConfig
 from bench.runner import BenchConfig
 from compress.distill import AUGMENTATIONS
-from core.checks import check_budget, check_choice, checked_fields, did_you_mean
+from core.checks import (check_budget, check_choice, check_finite_fields, checked_fields,
+                         did_you_mean, is_finite_number)
 from core.pickle_guard import no_unpickling, refuse_pickle_loader
 from core.stage import StageConfig, spec_for, stage_spec
 from edgepack.pipeline.private_recipe import check_private_recipe
@@ -48,6 +49,7 @@ class ModelSpec:
     #                                          private_recipe.check_dp_settings
 
     def __post_init__(self):
+        check_finite_fields(self, "[model]")
         check_budget("[model]", "train_epochs", self.train_epochs, "epochs")
         check_choice("[model]", "augment", self.augment, AUGMENTATIONS)
         if self.lr <= 0:
@@ -174,7 +176,7 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
         raise ValueError(f"recipe: train_threads must be an integer >= 0 (0: torch's default), "
                          f"got {data['train_threads']!r}")
     tolerance = data.get("tolerance", 0.01)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+    if not is_finite_number(tolerance) or tolerance < 0:
         raise ValueError(f"recipe: tolerance must be a number >= 0, got {tolerance!r}")
     if "model" not in data:
         raise ValueError("recipe: missing [model] table (build = 'module:function')")
