@@ -157,24 +157,49 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
             raise ValueError(f"input {inp.name!r} has type {inp.type}, which edgepack cannot "
                              "generate; pass --data with real inputs")
         planned[inp.name] = (dtype, resolve_shape(inp, batch, overrides, symbolic_dims))
+    past = _past_length(planned, overrides)
     check_fits(f"the inputs generated for {model_name} (its declared input shapes)", 0,
                int(sum(np.dtype(t).itemsize * float(np.prod(s)) for t, s in planned.values())),
                remedy="give real inputs, or smaller sizes with --shape / a model with "
                       "symbolic dimensions")
     known = vocab_sizes or {}
     return {name: _generated_value(name.lower(), dtype, shape, rng,
-                                   known.get(name) or min(default_vocab, TOKEN_VOCAB))
+                                   known.get(name) or min(default_vocab, TOKEN_VOCAB), past)
             for name, (dtype, shape) in planned.items()}
 
 
-def _generated_value(name: str, dtype, shape: list[int], rng, vocab: int) -> np.ndarray:
+PAST_KEY = "past_key_values.0.key"
+CACHE_MASKS = ("attention_mask",)
+
+
+def _past_length(planned: dict, overrides: dict) -> int:
+    """A decoder with a KV cache (Optimum's and onnxruntime-genai's names): the cached
+    length its generated ``past_key_values`` hold, with the feeds made to agree with it.
+
+    Its mask covers the cache and the new tokens (``past + sequence`` long) and its position
+    ids continue after the cache; generated independently, the mask would be as short as
+    the new tokens and a ``Gather`` on the positions indexes past its table. 0 for any other
+    model, or when ``--shape`` fixed the mask itself.
+    """
+    if PAST_KEY not in planned or "input_ids" not in planned:
+        return 0
+    past = planned[PAST_KEY][1][2] if len(planned[PAST_KEY][1]) == 4 else 0
+    batch, sequence = planned["input_ids"][1][0], planned["input_ids"][1][-1]
+    for name in CACHE_MASKS:
+        if name in planned and name not in overrides and len(planned[name][1]) == 2:
+            planned[name] = (planned[name][0], [batch, past + sequence])
+    return past
+
+
+def _generated_value(name: str, dtype, shape: list[int], rng, vocab: int,
+                     past: int = 0) -> np.ndarray:
     if dtype is np.bool_ or (np.issubdtype(dtype, np.integer) and "mask" in name):
         return np.ones(shape, dtype=dtype)
     if np.issubdtype(dtype, np.integer):
         if "type" in name or "segment" in name:
             return np.zeros(shape, dtype=dtype)
         if "position" in name and shape:
-            return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
+            return np.broadcast_to(past + np.arange(shape[-1]), shape).astype(dtype)
         high = max(1, min(vocab, int(np.iinfo(dtype).max)))
         return rng.integers(0, high, size=shape).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
