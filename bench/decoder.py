@@ -165,14 +165,29 @@ class Decoder:
         logits, _ = self.forward(token_ids, self.empty_cache())
         return logits
 
-    def greedy(self, prompt_ids, max_new_tokens: int,
-               eos_ids: tuple[int, ...] = ()) -> Iterator[int]:
+    def check_logits(self, logits: np.ndarray, step: int) -> None:
+        """Refuse logits holding NaN or Inf (:class:`~core.errors.CheckFailed`, exit 1): the
+        argmax of NaN is token 0, so generation would go on printing garbage. ``step``: 0 for
+        the prompt's prefill, ``n`` for the ``n``-th generated token."""
+        if not np.isfinite(logits).all():
+            from core.errors import CheckFailed
+
+            where = "on the prompt" if step == 0 else f"at generated token {step}"
+            raise CheckFailed(f"{self.path}: its output 'logits' holds NaN or Inf {where}; "
+                              f"the model computes no numbers (broken or overflowing weights, "
+                              f"or a quantization that lost them)")
+
+    def greedy(self, prompt_ids, max_new_tokens: int, eos_ids: tuple[int, ...] = (),
+               check_logits: bool = False) -> Iterator[int]:
         """Greedy continuation of ``prompt_ids``, one token at a time (a generator, so a
-        caller can stream it); stops after ``max_new_tokens`` or at an ``eos_ids`` token."""
+        caller can stream it); stops after ``max_new_tokens`` or at an ``eos_ids`` token.
+        ``check_logits``: refuse NaN or Inf logits (:meth:`check_logits`) at every step."""
         if len(prompt_ids) == 0:
             raise ValueError("the prompt is empty: greedy decoding needs at least one token")
         logits, cache = self.forward(prompt_ids, self.empty_cache())
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
+            if check_logits:
+                self.check_logits(logits[-1], step)
             token = int(np.argmax(logits[-1]))
             yield token
             if token in eos_ids:

@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.decoder import Decoder, context_length
+from bench.decoder_memory import check_generation_fits
 from bench.latency import NOISY_SPREAD, LatencyStats
 from bench.memory import PeakRSS, rss_mb
 from bench.session import SessionOptions, make_session
 from bench.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
+from core.checks import check_budget
 from core.onnx_files import check_onnx_file, model_size_bytes
 
 # The standard prompt's text: plain English prose, repeated and cut to the length asked for.
@@ -97,23 +99,37 @@ def load_decoder(path: str | os.PathLike, options: SessionOptions | None = None)
     return decoder
 
 
-def generate_once(decoder: Decoder, prompt_ids: list[int], new_tokens: int
-                  ) -> tuple[int, list[int], list[int]]:
+def generate_once(decoder: Decoder, prompt_ids: list[int], new_tokens: int,
+                  check_logits: bool = False) -> tuple[int, list[int], list[int]]:
     """One run, greedy, no eos stop: the prefill's nanoseconds, each decode step's, and the
-    ``new_tokens + 1`` tokens picked (the prefill picks the first)."""
+    ``new_tokens + 1`` tokens picked (the prefill picks the first). ``check_logits``: refuse
+    NaN or Inf logits (exit 1), checked after each step's clock has stopped."""
     clock = time.perf_counter_ns
     t0 = clock()
     logits, cache = decoder.forward(prompt_ids, decoder.empty_cache())
     token = int(np.argmax(logits[-1]))
     prefill_ns = clock() - t0
+    if check_logits:
+        decoder.check_logits(logits[-1], 0)
     steps, tokens = [], [token]
-    for _ in range(new_tokens):
+    for step in range(1, new_tokens + 1):
         t0 = clock()
         logits, cache = decoder.forward([token], cache)
         token = int(np.argmax(logits[-1]))
         steps.append(clock() - t0)
+        if check_logits:
+            decoder.check_logits(logits[-1], step)
         tokens.append(token)
     return prefill_ns, steps, tokens
+
+
+def check_budgets(prompt_tokens: int, new_tokens: int, rounds: int) -> None:
+    """Each count at least 1 and within its stated bound (:data:`core.checks.BUDGETS`)."""
+    for name, value, unit in (("prompt_tokens", prompt_tokens, "tokens"),
+                              ("new_tokens", new_tokens, "tokens"), ("rounds", rounds, "rounds")):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+        check_budget("", name, value, unit)
 
 
 def _check_run(decoders: list[Decoder], prompt_ids: list[int], new_tokens: int, rounds: int,
@@ -122,12 +138,11 @@ def _check_run(decoders: list[Decoder], prompt_ids: list[int], new_tokens: int, 
         raise ValueError("no decoder to benchmark; give at least one model")
     if not prompt_ids:
         raise ValueError("the prompt is empty: the prefill needs at least one token")
-    for name, value in (("new_tokens", new_tokens), ("rounds", rounds)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    check_budgets(len(prompt_ids), new_tokens, rounds)
     if warmup < 1:
         raise ValueError(f"warmup must be >= 1, got {warmup} (the first warm-up run, alone, "
                          f"measures memory)")
+    check_budget("", "warmup", warmup, "runs")
     for decoder in decoders:
         if decoder.context_length and len(prompt_ids) + new_tokens + 1 > decoder.context_length:
             raise ValueError(f"{len(prompt_ids)} prompt tokens and {new_tokens} new tokens "
@@ -140,9 +155,10 @@ def _check_run(decoders: list[Decoder], prompt_ids: list[int], new_tokens: int, 
 
 def _warm_up(decoder: Decoder, prompt_ids: list[int], new_tokens: int, warmup: int
              ) -> float:
-    """``warmup`` untimed runs of this model alone; the first one's RSS growth, in MiB."""
+    """``warmup`` untimed runs of this model alone; the first one's RSS growth, in MiB. The
+    first one also checks every step's logits: a model computing NaN is not timed."""
     with PeakRSS() as peak:
-        generate_once(decoder, prompt_ids, new_tokens)
+        generate_once(decoder, prompt_ids, new_tokens, check_logits=True)
     for _ in range(warmup - 1):
         generate_once(decoder, prompt_ids, new_tokens)
     return peak.delta_mb
@@ -223,6 +239,7 @@ def bench_generation(models: list[str | os.PathLike], tokenizer: str | os.PathLi
     prompt of ``prompt_tokens`` tokens. ``options`` default: CPU, 1 thread."""
     if not models:
         raise ValueError("no model to benchmark; give at least one .onnx file")
+    check_budgets(prompt_tokens, new_tokens, rounds)
     text = load_tokenizer(tokenizer)
     for path in models:
         check_context(path, prompt_tokens, new_tokens)
@@ -231,6 +248,8 @@ def bench_generation(models: list[str | os.PathLike], tokenizer: str | os.PathLi
     for path in models:
         decoder = load_decoder(Path(path), options or SessionOptions())
         check_vocabulary(text, decoder.vocab_size, decoder.path)
+        check_generation_fits(decoder, prompt_tokens, new_tokens,
+                              remedy="lower --prompt-tokens or --new-tokens")
         decoders.append(decoder)
     return measure_generation(decoders, prompt, new_tokens, rounds, warmup)
 

@@ -39,6 +39,17 @@ class TextTokenizer:
         """Ids the tokenizer can produce (its table plus added tokens)."""
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def largest_id(self) -> int:
+        """The largest id the tokenizer can produce: a table with holes (a WordLevel
+        vocabulary numbered from 5000, say) has ids far beyond its size."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+
+    @property
+    def path(self) -> Path:
+        """The ``tokenizer.json`` file, for messages."""
+        return self.folder / "tokenizer.json"
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, with whatever special tokens ``tokenizer.json``'s own
         post-processor adds (nothing is added here)."""
@@ -117,19 +128,22 @@ def load_tokenizer(folder: str | os.PathLike) -> TextTokenizer:
 
 def check_vocabulary(tokenizer: TextTokenizer, logits_width: int,
                      model: str | os.PathLike = "the model") -> None:
-    """Refuse a tokenizer that is not the model's: one with more ids than the model has
-    logits (its ids would index past the embedding table), or one covering under
-    :data:`MIN_VOCAB_COVERAGE` of the logits (a smaller, other model's table; a little
-    smaller is normal, tables are padded)."""
-    size = tokenizer.vocab_size
-    if size > logits_width:
-        raise ValueError(f"the tokenizer in {tokenizer.folder} has {size:,} tokens but {model} "
-                         f"has {logits_width:,} logits: they are not a pair (its ids would "
-                         f"index past the model's embedding table)")
+    """Refuse a tokenizer that is not the model's: one whose ids reach past the model's
+    vocabulary (its logits' width; such an id indexes past the embedding table: ONNX Runtime
+    fails, or reads garbage), or one covering under :data:`MIN_VOCAB_COVERAGE` of the logits
+    (a smaller, other model's table; a little smaller is normal, tables are padded)."""
+    size, largest = tokenizer.vocab_size, tokenizer.largest_id
+    if largest >= logits_width:
+        raise ValueError(f"the tokenizer {tokenizer.path} has {size:,} tokens with ids up to "
+                         f"{largest:,}, but {model} has a vocabulary of {logits_width:,} "
+                         f"(ids 0 to {logits_width - 1:,}): they are not a pair (its ids would "
+                         f"index past the model's embedding table); give the model's own "
+                         f"tokenizer folder")
     if size < MIN_VOCAB_COVERAGE * logits_width:
-        raise ValueError(f"the tokenizer in {tokenizer.folder} has {size:,} tokens but {model} "
-                         f"has {logits_width:,} logits (under {MIN_VOCAB_COVERAGE:.0%} of them): "
-                         f"they are not a pair; give the model's own tokenizer folder")
+        raise ValueError(f"the tokenizer {tokenizer.path} has {size:,} tokens but {model} "
+                         f"has a vocabulary of {logits_width:,} (under "
+                         f"{MIN_VOCAB_COVERAGE:.0%} of it): they are not a pair; give the "
+                         f"model's own tokenizer folder")
 
 
 class TextStream:

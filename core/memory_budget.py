@@ -24,9 +24,14 @@ def check_fits(what: str, model_bytes: int, feed_bytes: int,
                remedy: str = "lower --batch or the sizes given with --shape") -> None:
     """Refuse a run whose estimate exceeds the memory available now (``remedy``: what the
     user can change, for the message)."""
-    needed = 2 * model_bytes + ACTIVATION_COPIES * feed_bytes
+    check_needed(what, 2 * model_bytes + ACTIVATION_COPIES * feed_bytes,
+                 f"model {model_bytes / MB:,.1f} MB, inputs {feed_bytes / MB:,.1f} MB", remedy)
+
+
+def check_needed(what: str, needed: int | float, detail: str, remedy: str) -> None:
+    """Refuse work whose estimate ``needed`` (bytes; ``detail`` says what it is made of)
+    exceeds the memory available now."""
     available = available_bytes()
     if needed > available:
-        raise BadInput(f"{what} needs about {needed / MB:,.0f} MB (model "
-                       f"{model_bytes / MB:,.1f} MB, inputs {feed_bytes / MB:,.1f} MB) but this "
+        raise BadInput(f"{what} needs about {needed / MB:,.0f} MB ({detail}) but this "
                        f"machine has {available / MB:,.0f} MB available; {remedy}")

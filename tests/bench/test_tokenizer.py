@@ -45,11 +45,13 @@ def test_broken_tokenizer_json_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("logits, message", [
-    (100, "has 100 logits: they are not a pair"),
-    (10_000, "has 10,000 logits \\(under 90% of them\\)"),
+    (100, "tokens with ids up to .*, but .* has a vocabulary of 100 \\(ids 0 to 99\\): "
+          "they are not a pair"),
+    (10_000, "tokens but .* has a vocabulary of 10,000 \\(under 90% of it\\)"),
 ])
 def test_vocabulary_mismatch_names_both_sizes(tokenizer, logits, message):
-    with pytest.raises(ValueError, match=f"has {tokenizer.vocab_size:,} tokens but .*{message}"):
+    with pytest.raises(ValueError, match=f"tokenizer .*tokenizer.json has "
+                                         f"{tokenizer.vocab_size:,} {message}"):
         check_vocabulary(tokenizer, logits)
 
 
