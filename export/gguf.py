@@ -2,10 +2,13 @@
 
 transformers reads GGUF itself (``from_pretrained(folder, gguf_file=...)``, with the ``gguf``
 package): it de-quantizes every tensor to fp32. The file is checked first, so a bad one is
-one line naming what is wrong instead of a traceback from inside the reader: the magic
-bytes, an architecture transformers can load, and tensor types the ``gguf`` package can
-de-quantize. The converted folder is cached (keyed by the file's sha256), because the
-conversion takes tens of seconds and a recipe run or ``--resume`` needs it again.
+one line naming what is wrong instead of a traceback (or a memory bomb) from inside the
+reader: its header, every count and size checked against the file (:mod:`export.gguf_header`),
+an architecture transformers loads as a decoder, tensor types the ``gguf`` package can
+de-quantize, and tensors that fit the model the metadata describes
+(:mod:`export.gguf_model`). The converted folder is cached (keyed by the file's sha256,
+verified against its manifest before each use), because the conversion takes tens of seconds
+and a recipe run or ``--resume`` needs it again.
 
 GGUF holds no pickle: reading one runs no code.
 """
@@ -14,17 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import shutil
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
 
+from core.cache_entry import new_entry, open_entry
 from core.deps import import_optional
 from core.files import sha256_file
+from export.gguf_header import GgufHeader, read_gguf_header
+from export.gguf_model import check_gguf_model
 
-GGUF_MAGIC = b"GGUF"
 CONVERSION_VERSION = 1  # bump when the conversion changes, to retire old cached folders
 
 
@@ -33,31 +35,24 @@ def _readable_types() -> set[str]:
     return {"F32", "F16"} | {t.name for t in quants._type_traits}
 
 
+def _summary(header: GgufHeader) -> dict:
+    types = Counter(t.type_name for t in header.tensors)
+    return {"architecture": header.architecture, "tensor_types": dict(types),
+            "unsupported_types": sorted(set(types) - _readable_types())}
+
+
 def gguf_summary(path) -> dict:
-    """Architecture, tensor count per type, and the types this machine cannot read."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such GGUF file")
-    with open(path, "rb") as handle:
-        if handle.read(4) != GGUF_MAGIC:
-            raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF "
-                             f"magic bytes)")
-    reader_class = import_optional("gguf", "GGUFReader", "gguf", "llm")
-    try:
-        reader = reader_class(str(path))
-    except Exception as exc:  # noqa: BLE001 - a damaged file, named as such
-        raise ValueError(f"{path}: the GGUF reader could not parse it ({exc})") from exc
-    field = reader.fields.get("general.architecture")
-    architecture = bytes(field.parts[-1]).decode() if field is not None else ""
-    types = Counter(t.tensor_type.name for t in reader.tensors)
-    unreadable = sorted(set(types) - _readable_types())
-    return {"architecture": architecture, "tensor_types": dict(types),
-            "unsupported_types": unreadable}
+    """Architecture, tensor count per type, and the types this machine cannot read, from
+    the header alone (read with bounded reads: :mod:`export.gguf_header`)."""
+    return _summary(read_gguf_header(path))
 
 
 def check_gguf(path) -> dict:
-    """:func:`gguf_summary`, refusing what transformers cannot load (``ValueError``)."""
-    summary = gguf_summary(path)
+    """:func:`gguf_summary`, refusing what transformers cannot load (``ValueError``): tensor
+    types it cannot de-quantize, an architecture it does not know, and a model whose
+    metadata and tensors disagree or would not fit in memory (:mod:`export.gguf_model`)."""
+    header = read_gguf_header(path)
+    summary = _summary(header)
     if summary["unsupported_types"]:
         raise ValueError(f"{path}: tensor type {', '.join(summary['unsupported_types'])} is not "
                          f"supported (the gguf package de-quantizes "
@@ -68,7 +63,22 @@ def check_gguf(path) -> dict:
         raise ValueError(f"{path}: architecture {summary['architecture'] or '(none)'!r} is not "
                          f"one transformers loads from GGUF (it loads "
                          f"{', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
+    summary.update(check_gguf_model(header))
     return summary
+
+
+def _gguf_tokenizer(transformers, path: Path):
+    """The tokenizer transformers builds from the file's ``tokenizer.ggml.*`` metadata; a
+    vocabulary it cannot build (merges of tokens it lacks, no scores for a SentencePiece
+    model) is the file's fault, said in one line naming it."""
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # the checks above passed: what is left is the vocabulary
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ValueError(f"{path}: its tokenizer metadata (tokenizer.ggml.*) does not make a "
+                         f"tokenizer ({type(exc).__name__}: {text})") from exc
 
 
 def convert_gguf(path, folder) -> Path:
@@ -79,8 +89,7 @@ def convert_gguf(path, folder) -> Path:
     path = Path(path)
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the de-quantization progress bar and legacy notes
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent),
-                                                               gguf_file=path.name)
+        tokenizer = _gguf_tokenizer(transformers, path)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent),
                                                                   gguf_file=path.name)
     model.save_pretrained(str(folder), safe_serialization=True)
@@ -90,19 +99,17 @@ def convert_gguf(path, folder) -> Path:
 
 def cached_hf_folder(path, cache_root) -> Path:
     """The Hugging Face folder converted from the GGUF at ``path``, made once and kept under
-    ``cache_root`` (by content hash); a half-written conversion is never used."""
+    ``cache_root`` (by content hash). The entry is verified before each use against the
+    manifest written with it (:mod:`core.cache_entry`): a truncated, swapped or half-made
+    entry is converted again, with one line on stderr saying so."""
     check_gguf(path)
-    key = f"{sha256_file(path)[:16]}-v{CONVERSION_VERSION}"
-    folder = Path(cache_root) / key
-    if (folder / "config.json").is_file():
+    digest = sha256_file(path)
+    folder = Path(cache_root) / f"{digest[:16]}-v{CONVERSION_VERSION}"
+    source = {"gguf_sha256": digest, "conversion_version": CONVERSION_VERSION}
+    if open_entry(folder, source, f"{Path(path).name} converted to fp32") is not None:
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
-    try:
+    with new_entry(folder, source) as scratch:
         convert_gguf(path, scratch)
-        os.replace(scratch, folder)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return folder
 
 

@@ -47,7 +47,11 @@ def normalize_task(task: str) -> str:
 
 
 def check_local_model_dir(model_dir) -> Path:
-    """Refuse anything but a local folder holding a transformers ``config.json``."""
+    """Refuse anything but a local folder holding a transformers ``config.json`` and the
+    model's own safetensors weights, each checked against the other and against the memory
+    an export needs (:func:`export.hf_folder.check_hf_folder`), before anything is loaded."""
+    from export.hf_folder import check_hf_folder
+
     path = Path(model_dir)
     if not path.exists():
         raise FileNotFoundError(f"--hf {model_dir}: no such local folder (models are read from "
@@ -55,14 +59,7 @@ def check_local_model_dir(model_dir) -> Path:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"--hf {model_dir}: expected a folder holding config.json and the "
                          "weights, as save_pretrained() writes it")
-    if not list(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir()
-                         if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack"))
-        found = f" (found {', '.join(pickles)}: pickle or another framework's format)" \
-            if pickles else ""
-        raise ValueError(f"--hf {model_dir}: no .safetensors weights{found}; edgepack reads "
-                         "only safetensors, which cannot run code when loaded: convert with "
-                         "model.save_pretrained(folder, safe_serialization=True)")
+    check_hf_folder(path)
     return path
 
 

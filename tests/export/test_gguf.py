@@ -24,9 +24,23 @@ def _write_gguf(path, architecture="llama", raw_dtype=None):
 
 
 def test_a_readable_file_is_summarised(tmp_path):
-    summary = check_gguf(_write_gguf(tmp_path / "ok.gguf"))
+    summary = gguf_summary(_write_gguf(tmp_path / "ok.gguf"))
     assert summary == {"architecture": "llama", "tensor_types": {"F32": 1},
                        "unsupported_types": []}
+
+
+def test_a_complete_file_is_checked_against_the_model_it_describes(tmp_path):
+    from tests.export.gguf_files import write_llama_gguf
+
+    summary = check_gguf(write_llama_gguf(tmp_path / "tiny.gguf"))
+    assert summary["architecture"] == "llama" and summary["model_type"] == "llama"
+    assert summary["tensor_types"] == {"F32": 20}
+    assert summary["elements"] > 0
+
+
+def test_a_file_with_no_model_in_it_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no metadata 'llama.block_count'"):
+        check_gguf(_write_gguf(tmp_path / "ok.gguf"))
 
 
 def test_an_unsupported_tensor_type_is_named(tmp_path):
