@@ -36,6 +36,7 @@ from compress.quantize.quantize_config import QuantizeConfig
 from compress.quantize.search import accuracy_aware_quantize
 from compress.quantize.speed_check import (SpeedCheckFailed, check_beats_rival, check_speed,
                                            speed_figures)
+from compress.quantize.text_inputs import random_ids_cause
 
 
 def _rows(batches: list[dict]) -> int:
@@ -156,7 +157,15 @@ class Attempt:
         return not found, score, result
 
     def _cause(self) -> str:
-        return likely_cause(self.method, self.settings, self.transformer)
+        """The likeliest reason for a failed check: random token ids first, when the check
+        of a text model ran on them (the method's own causes then come second)."""
+        cause = likely_cause(self.method, self.settings, self.transformer)
+        random_ids = random_ids_cause(self.model_path, self.data.held_out,
+                                      self.data.held_out_source)
+        if not random_ids:
+            return cause
+        return (f"likely cause: {random_ids}; if it fails on real text too, "
+                f"{cause.removeprefix('likely cause: ')}")
 
     def output_check(self, candidate: Path) -> None:
         """Refuse (or repair, accuracy-aware) a model whose outputs differ too much."""

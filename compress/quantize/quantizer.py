@@ -30,7 +30,7 @@ from compress.quantize.model_checks import (check_input_finite, check_quantizabl
                                             speed_gate_cause)
 from compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
 from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
-from compress.quantize.text_inputs import SOURCE, sentence_batches
+from compress.quantize.text_inputs import GENERATED_SOURCE, SOURCE, sentence_batches
 from compress.trainer import selection_batches
 from core.files import atomic_path, check_not_input, check_output_file
 from core.onnx_files import check_onnx_file, model_size_bytes
@@ -168,7 +168,7 @@ class _Data:
             source = f"{SOURCE} (no held-out data)"
         if not held:
             held = generated_batches(model_path, config.check_rows)
-            source = "generated inputs (no held-out data)"
+            source = GENERATED_SOURCE
         return cls(feeds, held, source, labels, fixed)
 
     def timing_feeds(self) -> dict:

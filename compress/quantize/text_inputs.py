@@ -52,6 +52,7 @@ SENTENCES = (
 )
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 SOURCE = "built-in English sentences, tokenized with the model's own tokenizer.json"
+GENERATED_SOURCE = "generated inputs (no held-out data)"
 
 
 def tokenizer_beside(model_path: Path):
@@ -90,3 +91,19 @@ def sentence_batches(model_path: Path, session, rows: int) -> list[dict] | None:
         mask[row, :len(item.ids)] = 1
     feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     return [{name: feeds[name] for name in names}]
+
+
+def random_ids_cause(model_path: Path, held_out: list[dict], source: str) -> str:
+    """Why a text model's output check may have failed when it ran on generated inputs:
+    random token ids are no text (see the module docstring), and what to pass instead; ""
+    when the check ran on real inputs or the model takes no token ids."""
+    if source != GENERATED_SOURCE or not held_out or "input_ids" not in held_out[0]:
+        return ""
+    name = Path(model_path).name
+    why = (f"there is no tokenizer.json beside {name}"
+           if not (Path(model_path).parent / "tokenizer.json").is_file()
+           else f"the tokenizer.json beside {name} gave no sentences that fit its inputs")
+    return (f"the check ran on random token ids (no --data was given and {why}): random ids "
+            f"are not text, and int8 that is right on real text can fail on them; pass "
+            f"--data CALIB.npz with real token ids (input_ids, attention_mask), or put the "
+            f"model's tokenizer.json beside it")
