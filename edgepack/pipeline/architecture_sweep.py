@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.checks import check_finite_fields, check_range
 from core.errors import exit_code_for
 
 
@@ -84,6 +85,10 @@ class SweepSettings:
     parity_rows: int = 8
     calibration_rows: int = 32
     agreement_rows: int = 32
+
+    def __post_init__(self):
+        check_finite_fields(self, "sweep")
+        check_range("sweep", "ratio", self.ratio, 0.0, 1.0)
 
 
 def _refusal(stage: str, exc: Exception) -> dict:

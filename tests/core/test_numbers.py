@@ -95,6 +95,7 @@ def _api_configs():
     from compress.prune import PruneConfig
     from compress.quantize.quantize_config import QuantizeConfig
     from compress.trainer import TrainConfig
+    from edgepack.pipeline.architecture_sweep import SweepSettings
     from edgepack.pipeline.quality import MetricSpec
     from edgepack.pipeline.recipe import ModelSpec
     from export.fuse_transformer import FuseConfig
@@ -103,7 +104,7 @@ def _api_configs():
 
     return [RobustnessConfig, BenchConfig, AdversarialConfig, DistillConfig, DPConfig,
             PruneConfig, QuantizeConfig, TrainConfig, MetricSpec, ModelSpec, FuseConfig,
-            OptimizeConfig, PackageConfig]
+            OptimizeConfig, PackageConfig, SweepSettings]
 
 
 API_FLOATS = [(cls, name) for cls in _api_configs() for name in _float_fields(cls)]
