@@ -99,16 +99,32 @@ def head_size_from_configs(model_path) -> int | None:
     return None
 
 
+# Where a transformers config keeps the longest sequence its positions cover, by family:
+# most (max_position_embeddings), GPT-2 and its kin (n_positions, n_ctx), others (seq_length,
+# max_sequence_length). The first one present wins.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length",
+                "seq_length")
+
+
+def context_from_config(config: dict) -> int | None:
+    """The context length a ``config.json`` dict states, from whichever field its family uses
+    (:data:`CONTEXT_KEYS`); None when none is a positive integer."""
+    for key in CONTEXT_KEYS:
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def context_length(model_path: str | os.PathLike) -> int | None:
-    """The longest sequence the model was trained for: ``max_position_embeddings`` of the
-    ``config.json`` beside the model (Optimum copies it there), or None when that file or
-    key is missing or unreadable (the graph itself does not say)."""
+    """The longest sequence the model was trained for, from the ``config.json`` beside the
+    model (Optimum copies it there; :func:`context_from_config`), or None when that file or
+    field is missing or unreadable (the graph itself does not say)."""
     config = Path(model_path).parent / "config.json"
     try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
+        return context_from_config(json.loads(config.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
         return None
-    return value if isinstance(value, int) and value > 0 else None
 
 
 class Decoder:
@@ -195,4 +211,5 @@ class Decoder:
             logits, cache = self.forward([token], cache)
 
 
-__all__ = ["Decoder", "DecoderLayout", "context_length", "decoder_layout"]
+__all__ = ["CONTEXT_KEYS", "Decoder", "DecoderLayout", "context_from_config", "context_length",
+           "decoder_layout"]

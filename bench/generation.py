@@ -226,8 +226,8 @@ def check_context(path: str | os.PathLike, prompt_tokens: int, new_tokens: int) 
     if context is not None and prompt_tokens + new_tokens + 1 > context:
         raise ValueError(f"--prompt-tokens {prompt_tokens} with --new-tokens {new_tokens} "
                          f"needs {prompt_tokens + new_tokens + 1} positions, more than the "
-                         f"context of {path} ({context}, max_position_embeddings in "
-                         f"config.json)")
+                         f"context of {path} ({context} tokens, from the config.json "
+                         f"beside it)")
 
 
 def bench_generation(models: list[str | os.PathLike], tokenizer: str | os.PathLike,

@@ -56,7 +56,7 @@ def check_windows(decoder: Decoder, windows: list[list[int]], min_length: int = 
                              f"are needed")
         if context is not None and len(window) > context:
             raise ValueError(f"window {index} has {len(window)} tokens, longer than the "
-                             f"model's context of {context} (max_position_embeddings)")
+                             f"model's context of {context} (config.json)")
         bad = [t for t in window if not 0 <= int(t) < vocab]
         if bad:
             raise ValueError(f"window {index} holds token id {bad[0]}, outside the model's "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
-from export.parity import ParityError
+from export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple
 
 MODEL_FOLDER = "model"
 
@@ -28,17 +28,15 @@ class DecoderExportConfig(StageConfig):
 
     kind: ClassVar[str] = "export-decoder"
     opset: int = option(0, "ONNX opset; 0: optimum's choice for the architecture")
-    atol: float = option(1e-4, "parity: absolute tolerance on logits and cache")
-    rtol: float = option(1e-3, "parity: relative tolerance on logits and cache")
+    parity_multiple: float = option(PARITY_MULTIPLE, "parity: ONNX Runtime's error against "
+                                    "a float64 torch run may be this many times torch's own "
+                                    "float32 error (export.parity)")
 
     def __post_init__(self):
         if self.opset and not 14 <= self.opset <= 23:
             raise ValueError(f"export-decoder.opset must be 0 (optimum's choice) or in "
                              f"[14, 23], got {self.opset}")
-        for name in ("atol", "rtol"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"export-decoder.{name} must be > 0, got "
-                                 f"{getattr(self, name)}")
+        check_parity_multiple("export-decoder.parity_multiple", self.parity_multiple)
 
 
 def tokenizer_folder(data: dict) -> Path:
@@ -74,7 +72,7 @@ def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | 
     with tempfile.TemporaryDirectory(prefix=".hf-model.", dir=out_dir.parent) as scratch:
         hf_folder = save_hf_folder(model, Path(tokenizer_dir), Path(scratch))
         result = export_hf(hf_folder, DECODER_TASK, out_dir, opset=config.opset or None,
-                           atol=config.atol, rtol=config.rtol)
+                           parity_multiple=config.parity_multiple)
         result.record["source"] = "the torch model (saved as safetensors for optimum)"
     return result
 

@@ -2,10 +2,11 @@
 
 :func:`export_onnx` puts the model in eval mode, exports it (the dynamo exporter by default,
 the TorchScript exporter when asked for), checks the file, and then runs the same held-out
-inputs through torch and ONNX Runtime at two batch sizes (and at a second length of every
-extra dynamic axis, such as a sequence). Every output gets a line with its errors; beyond
-the tolerance a :class:`~export.parity.ParityError` is raised (exit code 1) and the model is
-not put in place, unless ``fail_on_mismatch`` is off. The parity numbers go into the record.
+inputs through torch (float64 and float32) and ONNX Runtime at two batch sizes (and at a
+second length of every extra dynamic axis, such as a sequence: :mod:`export.torch_parity`).
+Every output gets a line with its errors; beyond the rule of :mod:`export.parity` a
+:class:`~export.parity.ParityError` is raised (exit code 1) and the model is not put in
+place, unless ``fail_on_mismatch`` is off. The parity numbers go into the record.
 
 The export is written in a scratch folder beside the output and moved into place once it
 passed; weights too large for one protobuf file go to ``<model>.onnx.data`` beside it.
@@ -40,8 +41,9 @@ from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_
 from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
                         register_stage)
 from export.example_check import check_model_runs
-from export.outputs import FlatOutputs, flatten_outputs, output_tensors
-from export.parity import ParityError, compare_outputs, parity_summary
+from export.outputs import FlatOutputs, flatten_outputs
+from export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple, parity_failure
+from export.torch_parity import at_length, check_parity
 
 EXPORTERS = ("dynamo", "torchscript")
 TWO_GB = 2 * 1024**3
@@ -72,8 +74,9 @@ class ExportConfig(StageConfig):
     dynamic_batch: bool = option(True, "a free batch axis (--no-dynamic-batch fixes it)")
     input_names: tuple[str, ...] = option(("input",), "ONNX input names")
     output_names: tuple[str, ...] = option(("logits",), "ONNX output names")
-    atol: float = option(1e-4, "parity: largest absolute difference to torch's outputs")
-    rtol: float = option(1e-3, "parity: largest relative difference to torch's outputs")
+    parity_multiple: float = option(PARITY_MULTIPLE, "parity: ONNX Runtime's error against a "
+                                    "float64 torch run may be this many times torch's own "
+                                    "float32 error (export.parity)")
     fail_on_mismatch: bool = option(True, "a parity mismatch fails the export (exit 1); "
                                           "--no-fail-on-mismatch only warns")
     dynamic_axes: tuple[int, ...] = option((), "extra input axes whose size varies, e.g. 1")
@@ -87,8 +90,7 @@ class ExportConfig(StageConfig):
         if self.exporter == "dynamo" and self.opset < 18:
             raise ValueError(f"export.opset={self.opset}: the dynamo exporter needs opset >= 18;"
                              " use exporter='torchscript' for older opsets")
-        if self.atol < 0 or self.rtol < 0:
-            raise ValueError("export.atol and export.rtol must be >= 0")
+        check_parity_multiple("export.parity_multiple", self.parity_multiple)
         if not self.input_names or not self.output_names:
             raise ValueError("export.input_names and export.output_names must not be empty")
         self.dynamic_axes = tuple(self.dynamic_axes)
@@ -103,18 +105,6 @@ class ExportConfig(StageConfig):
 
 def _as_tuple(inputs) -> tuple[torch.Tensor, ...]:
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
-def _at_batch(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
-    """Inputs with ``batch`` rows, repeating rows when there are fewer."""
-    return tuple(_at_length(tensor, 0, batch) for tensor in inputs)
-
-
-def _at_length(tensor: torch.Tensor, axis: int, length: int) -> torch.Tensor:
-    """``tensor`` cut or tiled along ``axis`` to ``length``."""
-    reps = [1] * tensor.dim()
-    reps[axis] = -(-length // tensor.shape[axis])
-    return tensor.repeat(*reps).narrow(axis, 0, length)
 
 
 def _check_input_ranks(inputs: tuple[torch.Tensor, ...], config: ExportConfig) -> None:
@@ -139,7 +129,7 @@ def _trace_inputs(example: tuple[torch.Tensor, ...], config: ExportConfig) -> tu
     for tensor in example:
         for axis in dynamic:
             if tensor.shape[axis] < 2:
-                tensor = _at_length(tensor, axis, 2)
+                tensor = at_length(tensor, axis, 2)
         out.append(tensor)
     return tuple(out)
 
@@ -321,44 +311,6 @@ def _move_into_place(tmp_dir: Path, out_path: Path) -> None:
         os.replace(item, out_path.parent / item.name)  # data files first, model last
 
 
-def _parity_cases(held_out: tuple, config: ExportConfig, example_batch: int):
-    """(label, batch, inputs) to compare: two batch sizes, and a second length per axis."""
-    batches = [1, max(2, min(8, held_out[0].shape[0]))] if config.dynamic_batch \
-        else [example_batch]
-    for batch in batches:
-        yield f"batch {batch}", batch, _at_batch(held_out, batch)
-    batch = batches[-1]
-    for axis in config.dynamic_axes:
-        length = held_out[0].shape[axis]
-        other = length - 1 if length > 2 else length + 1
-        changed = tuple(_at_length(t, axis, other) for t in _at_batch(held_out, batch))
-        yield f"batch {batch}, axis {axis} = {other}", batch, changed
-
-
-def check_parity(model: nn.Module, onnx_path: Path, held_out: tuple, config: ExportConfig,
-                 example_batch: int) -> dict:
-    """Run torch and ONNX Runtime on the same inputs in each case; compare every output."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    output_names = [o.name for o in session.get_outputs()]
-    results = []
-    for label, batch, inputs in _parity_cases(held_out, config, example_batch):
-        with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in output_tensors(model(*inputs))]
-        if len(expected) != len(output_names):
-            raise ParityError(f"torch returns {len(expected)} outputs but the ONNX model has "
-                              f"{len(output_names)} ({', '.join(output_names)})")
-        feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), inputs)}
-        actual = session.run(None, feeds)
-        for name, exp, act in zip(output_names, expected, actual):
-            results.append(compare_outputs(name, batch, exp, act, config.atol, config.rtol,
-                                           label=label))
-    summary = parity_summary(results, config.atol, config.rtol)
-    summary["lines"] = [r.line() for r in results]
-    return summary
-
-
 def output_names_for(model: nn.Module, example: tuple, config: ExportConfig) -> tuple[str, ...]:
     """The ONNX output names, one per output tensor (see :mod:`export.outputs`).
 
@@ -415,10 +367,12 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
         tmp_model = tmp_dir / out_path.name
         _write_onnx(model, _trace_inputs(example, config), tmp_model, config)
         held_out = _as_tuple(parity_inputs) if parity_inputs is not None else example
-        parity = check_parity(model, tmp_model, held_out, config, example[0].shape[0])
+        parity = check_parity(model, tmp_model, held_out, multiple=config.parity_multiple,
+                              dynamic_batch=config.dynamic_batch,
+                              dynamic_axes=config.dynamic_axes,
+                              example_batch=example[0].shape[0])
         if not parity["ok"] and config.fail_on_mismatch:
-            raise ParityError(f"ONNX outputs differ from torch beyond atol={config.atol}, "
-                              f"rtol={config.rtol}:\n" + "\n".join(parity["lines"]))
+            raise parity_failure(parity)
         _move_into_place(tmp_dir, out_path)
     finally:
         model.train(was_training)

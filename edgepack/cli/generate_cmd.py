@@ -63,7 +63,7 @@ def prompt_ids(tokenizer, prompt: str, context: int | None) -> list[int]:
                          f"{tokenizer.folder}")
     if context is not None and len(ids) >= context:
         raise ValueError(f"--prompt is {len(ids)} tokens; the model's context is {context} "
-                         f"tokens (max_position_embeddings), so nothing is left to generate")
+                         f"tokens (its config.json), so nothing is left to generate")
     return ids
 
 

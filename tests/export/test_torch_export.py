@@ -116,8 +116,64 @@ def test_parity_mismatch_raises_parity_error_with_every_line(tmp_path):
                     parity_inputs=torch.randn(4, 8))
     assert info.value.exit_code == 1
     message = str(info.value)
-    assert message.count("\u2717 logits") == 2 and "max abs err" in message
+    assert message.count("\u2717 logits") == 2 and "max abs" in message
+    assert "torch fp32" in message and "allowed" in message
     assert not any(tmp_path.iterdir())  # a model that failed its check is not left behind
+
+
+class Float32Only(nn.Module):
+    """Casts its input to float32 itself: its float64 copy cannot run."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.linear(x.to(torch.float32))
+
+
+def test_a_model_that_cannot_run_in_float64_is_judged_against_float32_and_says_so(tmp_path):
+    from export.parity import FLOAT32_REFERENCE_BOUND
+
+    result = export_onnx(Float32Only(), ExportConfig(), torch.randn(2, 8), tmp_path / "m.onnx")
+    parity = result.record["parity"]
+    assert parity["ok"]
+    assert parity["rule"]["reference"].startswith("torch float32 (the model does not run in "
+                                                  "float64")
+    assert all(o["torch_error"] is None and o["allowed"] == FLOAT32_REFERENCE_BOUND
+               for o in parity["outputs"])
+
+
+def test_parity_against_float64_and_torch_float32_error(tmp_path):
+    """The rule's figures: ONNX Runtime's error against a float64 torch run, torch's own
+    float32 error on the same inputs, and the bound derived from it."""
+    from export.parity import ERROR_FLOOR, PARITY_MULTIPLE
+
+    model = nn.Sequential(nn.Linear(8, 64), nn.GELU(), nn.Linear(64, 4))
+    result = export_onnx(model, ExportConfig(), torch.randn(2, 8), tmp_path / "m.onnx",
+                         parity_inputs=torch.randn(6, 8))
+    parity = result.record["parity"]
+    assert parity["ok"] and parity["rule"]["reference"] == "torch float64"
+    assert parity["rule"]["multiple"] == PARITY_MULTIPLE
+    for output in parity["outputs"]:
+        assert output["torch_error"] is not None
+        assert output["allowed"] == pytest.approx(
+            PARITY_MULTIPLE * max(output["torch_error"], ERROR_FLOOR))
+        assert output["error"] <= output["allowed"]
+        assert output["top1"]["agree"] == output["top1"]["positions"]
+
+
+def test_a_one_percent_change_fails_the_rule(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 64), nn.GELU(), nn.Linear(64, 4))
+    path = tmp_path / "m.onnx"
+    export_onnx(model, ExportConfig(), torch.randn(2, 8), path)
+    from export.torch_parity import check_parity
+
+    with torch.no_grad():
+        model[2].weight.mul_(1.01)
+    parity = check_parity(model, path, (torch.randn(6, 8),), multiple=16.0)
+    assert not parity["ok"]
+    assert all(o["error"] > 10 * o["allowed"] for o in parity["outputs"])
 
 
 def test_warn_only_keeps_the_model_and_records_the_mismatch(tmp_path):
@@ -192,7 +248,8 @@ def test_export_uses_eval_mode_and_restores_training(tmp_path, tiny_net):
     ({"dynamic_axes": (0,)}, "axis 0 is the batch"),
     ({"dynamic_axes": (1, 1)}, "must be distinct"),
     ({"external_data_threshold": -1}, "external_data_threshold"),
-    ({"atol": -1.0}, "atol"),
+    ({"parity_multiple": -1.0}, "parity_multiple"),
+    ({"parity_multiple": float("nan")}, "parity_multiple"),
     ({"input_names": ()}, "must not be empty"),
 ])
 def test_config_errors_name_the_field(kwargs, expected):
