@@ -103,15 +103,22 @@ def int4(algorithm: str, block_size: int, symmetric: bool, accuracy_level: int,
     return DecoderCandidate("int4", settings)
 
 
-def int8_dynamic(provider: str = "cpu") -> DecoderCandidate:
+# The dynamic int8 settings a decoder candidate may be given; the others (the encoder path's
+# node search and fusions) are the decoder stage's own, measured instead.
+DYNAMIC_SETTINGS = ("preset", "per_channel", "reduce_range")
+
+
+def int8_dynamic(provider: str = "cpu", **given) -> DecoderCandidate:
     """Dynamic int8 with per-channel weights and this CPU's preset resolved (AVX2 without
     VNNI: 7-bit weights, since VPMADDUBSW saturates at 16 bits; with 8-bit weights SmolLM2's
-    large activations overflow it: perplexity ratio 4e4). The search and the fusions of the
-    encoder path are off: the decoder stage measures instead."""
+    large activations overflow it: perplexity ratio 4e4), or the :data:`DYNAMIC_SETTINGS`
+    ``given``. The search and the fusions of the encoder path are off: the decoder stage
+    measures instead."""
     spec = METHODS.get("dynamic")
-    settings, _ = spec.resolve(spec.settings(preset="auto", per_channel=True,
-                                             accuracy_aware=False, latency_aware=False,
-                                             transformer_fusions="off"), provider)
+    settings = spec.settings(**{"preset": "auto", "per_channel": True, **given},
+                             accuracy_aware=False, latency_aware=False,
+                             transformer_fusions="off")
+    settings, _ = spec.resolve(settings, provider)
     return DecoderCandidate("dynamic", settings)
 
 
@@ -129,6 +136,34 @@ def default_decoder_candidates() -> list[DecoderCandidate]:
     grid += [int4("rtn", block, False, 4, bits=8) for block in (32, 128)]
     grid += offset_candidates()
     return grid + [int8_dynamic()]
+
+
+def requested_candidates(method: str, given: dict,
+                         search: bool) -> tuple[list[DecoderCandidate], str]:
+    """The candidates a command line asks for, and how they were chosen: never another
+    method than ``method``.
+
+    ``given``: the method's settings the user set (int4: block_size, symmetric, algorithm,
+    ...; dynamic: :data:`DYNAMIC_SETTINGS`), by field name. ``dynamic``: one candidate. int4
+    without the search: one candidate, exactly those settings and the method's defaults for
+    the rest; with it, the default grid's int4 candidates that agree with every given
+    setting (4-bit blocks unless ``bits`` is given: the user asked for int4), or, when none
+    agrees, the one candidate the settings describe.
+    """
+    if method == "dynamic":
+        return [int8_dynamic(**given)], "one candidate: dynamic int8 with the settings given"
+    spec = METHODS.get("int4")
+    exact = DecoderCandidate("int4", spec.settings(**given))   # checks the settings
+    if not search:
+        return [exact], "one candidate: the settings given (--no-search)"
+    wanted = {"bits": 4, **given}
+    grid = [c for c in default_decoder_candidates() if c.method == "int4"
+            and all(getattr(c.settings, k) == v for k, v in wanted.items())]
+    if not grid:
+        return [exact], "one candidate: no candidate of the default grid has the settings given"
+    held = ", ".join(f"{k} = {v}" for k, v in sorted(wanted.items()))
+    return grid, (f"the default int4 grid's {len(grid)} candidate{'s' if len(grid) > 1 else ''} "
+                  f"with {held}")
 
 
 def offset_candidates(block_sizes=(32, 64)) -> list[DecoderCandidate]:
@@ -150,4 +185,5 @@ def gptq_candidates(block_sizes=(32, 128)) -> list[DecoderCandidate]:
 
 
 __all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
-           "gptq_candidates", "hqq_candidates", "int4", "int8_dynamic", "quantization_key"]
+           "DYNAMIC_SETTINGS", "gptq_candidates", "hqq_candidates", "int4", "int8_dynamic",
+           "quantization_key", "requested_candidates"]

@@ -96,6 +96,7 @@ class _Search:
         self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
         self.screen = None   # (windows, the reference on them): the quick first look
         self.timing_options = options
+        self.speed_check = True     # False: nothing is timed, the first passing one is kept
         self._input_decoder: Decoder | None = None   # the probes' reference, made once
         self.entries: list[dict] = []
         self.passed: list[dict] = []      # the entries that passed the gate, in order
@@ -149,9 +150,10 @@ class _Search:
         """A speed probe, then quality against the reference: first on a quarter of the
         windows, then, unless that already misses the gate by far
         (:meth:`DecoderGate.clearly_fails`), on all."""
-        probe = self._probe(path)
-        entry["probe_speedup"] = probe
-        if probe < PROBE_MIN_SPEEDUP:
+        probe = self._probe(path) if self.speed_check else None
+        if probe is not None:
+            entry["probe_speedup"] = probe
+        if probe is not None and probe < PROBE_MIN_SPEEDUP:
             entry.update(size_bytes=model_size_bytes(path),
                          verdict="slower than the input on a first probe",
                          why=f"{probe:.2f}x the input's decode tokens/s over "
@@ -193,16 +195,23 @@ class _Search:
                          speedup=figures.decode_tokens_per_s / base)
         return {"decode_tokens_per_s": base, "prefill_ms_p50": stats[0].prefill_ms["p50"]}
 
-    def choose(self) -> dict | None:
-        """The fastest passing candidate faster than the input; the others' verdicts say
-        why they lost."""
+    def choose(self, allow_slower: bool = False) -> dict | None:
+        """The fastest passing candidate faster than the input (``allow_slower``: the fastest
+        passing one; without a speed check: the first passing one); the others' verdicts
+        say why they lost."""
+        if not self.speed_check:
+            for position, entry in enumerate(self.passed):
+                entry.update(verdict="chosen" if position == 0 else "passed, not chosen",
+                             why="" if position == 0 else "the first passing candidate is "
+                             "kept when nothing is timed (speed check off)")
+            return self.passed[0] if self.passed else None
         ranked = sorted(self.passed, key=lambda e: e["decode_tokens_per_s"], reverse=True)
-        faster = [e for e in ranked if e["speedup"] > 1.0]
+        faster = [e for e in ranked if e["speedup"] > 1.0 or allow_slower]
         chosen = faster[0] if faster else None
         for entry in ranked:
             if entry is chosen:
                 entry["verdict"] = "chosen"
-            elif entry["speedup"] <= 1.0:
+            elif entry["speedup"] <= 1.0 and not allow_slower:
                 entry.update(verdict="passed, but not faster than the input",
                              why=f"{entry['speedup']:.2f}x the input's decode tokens/s")
             else:
@@ -268,7 +277,10 @@ def _refuse(search: _Search, gate: DecoderGate, record: dict, keep_failed: Path 
     else:
         best = _best_failing(search.entries)
         if best is None:
-            raise QuantizationCheckError("no candidate could be made: " + "; ".join(
+            made = any(e["verdict"] != "not made" for e in search.entries)
+            head = ("no candidate was judged: each one made was far slower than the input on "
+                    "a first probe" if made else "no candidate could be made")
+            raise QuantizationCheckError(head + ": " + "; ".join(
                 f"{e['label']}: {e['why']}" for e in search.entries))
         message = (f"no candidate passed the quality gate (perplexity ratio <= "
                    f"{gate.max_perplexity_ratio}, top-1 agreement >= "
@@ -293,9 +305,11 @@ def _write(source: Path, target: Path, what: str) -> None:
 def _why(chosen: dict, entries: list[dict]) -> str:
     lost = [f"{e['label']}: {e['verdict']}" + (f" ({e['why']})" if e.get("why") else "")
             for e in entries if e is not chosen]
-    return (f"{chosen['label']} passed the quality gate ({_figures(chosen)}) and is the "
-            f"fastest faster than its input, {chosen['speedup']:.2f}x its decode tokens/s; "
-            + "; ".join(lost))
+    speed = (f"is the fastest passing one, {chosen['speedup']:.2f}x its input's decode "
+             f"tokens/s" if "speedup" in chosen else "is the first passing one (not timed: "
+             "speed check off)")
+    return (f"{chosen['label']} passed the quality gate ({_figures(chosen)}) and "
+            + speed + ("; " if lost else "") + "; ".join(lost))
 
 
 def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
@@ -303,7 +317,8 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
                      candidates: list[DecoderCandidate] | None = None,
                      gate: DecoderGate = DecoderGate(), threads: int = 1, new_tokens: int = 16,
                      rounds: int = 3, keep_failed=None, work_dir=None,
-                     judge_threads: int | None = None) -> StageResult:
+                     judge_threads: int | None = None, speed_check: bool = True,
+                     allow_slower: bool = False) -> StageResult:
     """Quantize the decoder at ``model_path`` by every candidate (default:
     :func:`default_decoder_candidates`), keep the fastest that passes ``gate`` on
     ``eval_windows`` and ``prompts`` and is faster than the input, and write it to
@@ -312,7 +327,9 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
     quality (None: every core; the figures do not depend on it); ``new_tokens``: greedy
     tokens per prompt, judged and timed; ``rounds``: interleaved timing rounds;
     ``keep_failed``: where to write the best refused candidate; ``work_dir``: scratch
-    folder (default: a temporary one beside ``out_path``). Raises
+    folder (default: a temporary one beside ``out_path``); ``speed_check`` off: nothing is
+    timed and the first passing candidate is kept; ``allow_slower``: the fastest passing one
+    is kept even when it is not faster than the input. Raises
     :class:`QuantizationCheckError` (exit 1) when no candidate is kept."""
     model_path = Path(model_path)
     candidates = default_decoder_candidates() if candidates is None else list(candidates)
@@ -329,13 +346,14 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
         search = _Search(model_path, Path(tmp), reference, eval_windows, prompts, gate,
                          options, new_tokens, feeds)
         search.timing_options = SessionOptions(threads=threads)
+        search.speed_check = speed_check
         search.screen = _screen(model_path, options, eval_windows, prompts, new_tokens)
         search.run(candidates)
         record = _record(model_path, reference, gate, search, eval_windows, prompts,
                          calibration_windows, threads, new_tokens, rounds)
-        if search.passed:
+        if search.passed and speed_check:
             record["input"].update(search.time(new_tokens, rounds))
-        chosen = search.choose() if search.passed else None
+        chosen = search.choose(allow_slower) if search.passed else None
         if chosen is None:
             _refuse(search, gate, record, keep_failed)
         _write(search.files[chosen["label"]], out_path, f"quantize {chosen['label']}")

@@ -79,6 +79,9 @@ class QuantizeConfig(StageConfig):
     held_out_fraction: float = option(0.25, "share of the calibration rows kept out of "
                                             "calibration for the output check")
     check_rows: int = option(16, "generated rows for the output check without data")
+    max_perplexity_ratio: float | None = option(None, "decoders only: largest perplexity on "
+                                                      "held-out text over the input's (default "
+                                                      "1.04)")
     search: bool = option(True, "when the first candidate fails the output check, try the "
                                 "method's next ones (per-channel, 7-bit weights, sensitive "
                                 "nodes in float, static with data) and keep the fastest that "
@@ -118,6 +121,9 @@ class QuantizeConfig(StageConfig):
         if self.speed_min_time_s < 0:
             raise ValueError(f"quantize.speed_min_time_s must be >= 0, got "
                              f"{self.speed_min_time_s}")
+        if self.max_perplexity_ratio is not None and not self.max_perplexity_ratio >= 1.0:
+            raise ValueError(f"quantize.max_perplexity_ratio must be >= 1.0, got "
+                             f"{self.max_perplexity_ratio}")
         if self.tolerance is not None and self.tolerance < 0:
             raise ValueError(f"quantize.tolerance must be >= 0, got {self.tolerance}")
 

@@ -73,6 +73,10 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     if keep_failed is not None:
         keep_failed = check_output_file(keep_failed)
         check_not_input(keep_failed, [model_path, out_path], "keep_failed")
+    if config.max_perplexity_ratio is not None:
+        raise ValueError(f"quantize.max_perplexity_ratio applies to decoders with a KV cache "
+                         f"(judged by perplexity on text); {model_path} is judged by its "
+                         f"outputs against the input's (min_cosine, min_top1_agreement)")
     tolerance = config.tolerance if tolerance is None else tolerance
     if config.spec.needs_calibration and calibration is None:
         raise ValueError(f"quantize.mode={config.method!r} needs calibration data "

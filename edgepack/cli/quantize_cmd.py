@@ -125,25 +125,145 @@ def _is_decoder(path) -> bool:
     return "input_ids" in names and "past_key_values.0.key" in names
 
 
-def _quantize_decoder(args) -> int:
-    """int4 with search on a decoder: every default candidate judged on the built-in
-    sentences (tokenized with the tokenizer.json beside the model), the fastest passing kept
-    (:func:`compress.quantize.decoder_quantize.quantize_decoder`)."""
-    from compress.quantize.decoder_quantize import quantize_decoder, sentence_windows
+# What the decoder search reads of the shared flags; any other given flag is refused (the
+# output check's cosine and norm bounds, calibration counts: an encoder's measures).
+DECODER_FLAGS = ("search", "speed_check", "allow_slower", "speed_threads",
+                 "min_top1_agreement", "max_perplexity_ratio", "provider")
+GATE_FLAGS = ("min_top1_agreement", "max_perplexity_ratio")   # DecoderGate's own names
+DECODER_METHODS = ("int4", "dynamic")
 
+
+def _decoder_request(args, config) -> dict:
+    """What the command line asks of the decoder search, every flag either used or refused
+    (``ValueError`` naming the flags)."""
+    from compress.quantize import QuantizeConfig
+    from compress.quantize.decoder_candidates import (DYNAMIC_SETTINGS, DecoderGate,
+                                                      requested_candidates)
+    from edgepack.cli.config_flags import config_kwargs
+
+    model = args.model
+    if config.method not in DECODER_METHODS:
+        raise ValueError(f"{model} is a decoder with a KV cache: quantize makes int4 "
+                         f"(--mode int4) or dynamic int8 (--mode dynamic) candidates for it, "
+                         f"judged by perplexity on held-out text; --mode {config.method} is "
+                         f"not one of them")
+    shared = config_kwargs(args, QuantizeConfig)
+    settings = config_kwargs(args, config.spec.settings)
+    refused = sorted(set(shared) - set(DECODER_FLAGS))
+    if config.method == "dynamic":
+        refused += sorted(set(settings) - set(DYNAMIC_SETTINGS))
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        raise ValueError(f"{model} is a decoder with a KV cache, judged by perplexity and "
+                         f"top-1 agreement on held-out text: {flags} "
+                         f"{'does' if len(refused) == 1 else 'do'} not apply to it; drop "
+                         f"{'it' if len(refused) == 1 else 'them'}")
+    if config.provider != "cpu":
+        raise ValueError(f"--provider {config.provider}: a decoder's candidates are judged "
+                         f"and timed on the CPU execution provider only")
+    candidates, how = requested_candidates(config.method, settings, config.search)
+    gate = DecoderGate(**{name: shared[name] for name in GATE_FLAGS if name in shared})
+    if args.data and not any(c.needs_calibration for c in candidates):
+        raise ValueError(f"--data {args.data}: only GPTQ candidates read calibration windows, "
+                         f"and none was asked for (--algorithm gptq)")
+    return {"candidates": candidates, "how": how, "gate": gate}
+
+
+def _token_windows(path, flag: str) -> list[list[int]]:
+    """The rows of ``input_ids`` in a .npz, as token windows."""
+    from bench.inputs import load_npz
+
+    arrays = load_npz(path)
+    ids = arrays.get("input_ids")
+    if ids is None or ids.ndim != 2 or ids.shape[1] < 2 or ids.dtype.kind not in "iu":
+        raise ValueError(f"{flag} {path}: a decoder reads an integer array 'input_ids' of "
+                         f"shape (windows, tokens >= 2); found "
+                         f"{', '.join(f'{k} {v.dtype}{list(v.shape)}' for k, v in arrays.items())}")
+    return ids.astype("int64").tolist()
+
+
+def _decoder_texts(args) -> tuple[list, list, str]:
+    """Held-out windows and prompts: --eval-data's input_ids, or the built-in sentences."""
+    from compress.quantize.decoder_quantize import sentence_windows
+
+    if args.eval_data:
+        windows = _token_windows(args.eval_data, "--eval-data")
+        if len(windows) < 3:
+            raise ValueError(f"--eval-data {args.eval_data}: {len(windows)} windows; a "
+                             f"decoder needs at least 3 (2 give the timed prompts)")
+        return windows[:-2], [w[:max(1, len(w) // 4)] for w in windows[-2:]], args.eval_data
     windows, prompts = sentence_windows(args.model)
-    record = quantize_decoder(args.model, args.output, eval_windows=windows, prompts=prompts,
-                              keep_failed=args.keep_failed).record
+    return windows, prompts, "built-in sentences"
+
+
+def _deploy_beside(source, output) -> list[str]:
+    """The tokenizer and genai_config.json beside the output, as a recipe writes them; none
+    when the output shares its input's folder (its genai_config.json names the input)."""
+    from pathlib import Path
+
+    from export.genai import write_deploy_files
+
+    source, output = Path(source), Path(output)
+    if output.parent.resolve() == source.parent.resolve() or \
+            not (source.parent / "tokenizer.json").is_file():
+        return []
+    return write_deploy_files(output, source.parent)
+
+
+def _check_deploy_folder(source, output) -> None:
+    """Refuse, before any work, an output folder holding deployment files edgepack would
+    replace (a user's files are never overwritten)."""
+    from pathlib import Path
+
+    from export.genai import GENAI_CONFIG, TOKENIZER_FILES
+
+    source, output = Path(source), Path(output)
+    if output.parent.resolve() == source.parent.resolve():
+        return
+    taken = [n for n in (*TOKENIZER_FILES, GENAI_CONFIG) if (output.parent / n).exists()
+             and not _same_content(output.parent / n, source.parent / n)]
+    if taken:
+        raise ValueError(f"-o {output}: its folder already holds {', '.join(taken)}, which "
+                         f"the deployment files beside a decoder would replace; write to an "
+                         f"empty folder")
+
+
+def _same_content(path, other) -> bool:
+    try:
+        return path.read_bytes() == other.read_bytes()
+    except OSError:
+        return False
+
+
+def _quantize_decoder(args, config) -> int:
+    """A decoder: the candidates the flags ask for, judged on held-out text (the built-in
+    sentences tokenized with the tokenizer.json beside the model, or --eval-data), the
+    fastest passing kept (:func:`compress.quantize.decoder_quantize.quantize_decoder`), with
+    the tokenizer and genai_config.json beside it."""
+    from compress.quantize.decoder_quantize import quantize_decoder
+
+    request = _decoder_request(args, config)
+    _check_deploy_folder(args.model, args.output)
+    windows, prompts, source = _decoder_texts(args)
+    calibration = _token_windows(args.data, "--data") if args.data else None
+    record = quantize_decoder(
+        args.model, args.output, eval_windows=windows, prompts=prompts,
+        calibration_windows=calibration, candidates=request["candidates"],
+        gate=request["gate"], threads=config.speed_threads, keep_failed=args.keep_failed,
+        speed_check=config.speed_check, allow_slower=config.allow_slower).record
+    deployed = _deploy_beside(args.model, args.output)
     print(f"wrote {args.output}: {record['chosen']}, {record['size_bytes_before']:,} -> "
           f"{record['size_bytes']:,} bytes")
-    print(f"  judged on {record['evaluation']['windows']} windows of built-in sentences; "
-          f"{len(record['candidates'])} candidates:")
+    print(f"  judged on {record['evaluation']['windows']} windows of {source}; candidates: "
+          f"{request['how']}:")
     for entry in record["candidates"]:
         speed = f", {entry['speedup']:.2f}x" if "speedup" in entry else ""
         quality = (f" (perplexity ratio {entry['perplexity_ratio']:.4f}, top-1 "
                    f"{entry['top1_agreement']:.4f}{speed})" if "perplexity_ratio" in entry
                    else "")
         print(f"    {entry['label']}{quality}: {entry['verdict']}")
+    if deployed:
+        print(f"  beside it: {', '.join(deployed)}")
     return 0
 
 
@@ -158,8 +278,8 @@ def handle(args) -> int:
                           overwrite=args.overwrite)
     check_distinct({"-o/--output": args.output, "--keep-failed": args.keep_failed})
     config = config_from_args(args)
-    if config.method == "int4" and config.search and _is_decoder(args.model):
-        return _quantize_decoder(args)
+    if _is_decoder(args.model):
+        return _quantize_decoder(args, config)
     calibration = _calibration_from(args.data) if args.data else None
     evaluation = _evaluation_from(args.eval_data) if args.eval_data else None
     result = quantize(args.model, config, args.output, calibration=calibration,

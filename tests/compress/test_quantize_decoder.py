@@ -1,12 +1,10 @@
 """The decoder quantize stage on a tiny Llama: every candidate judged and recorded, the gate
-refuses, the fastest passing one is kept. Timings are faked (tests never race the clock)."""
+refuses, the fastest passing one is kept. Timings are faked in every test (an autouse
+fixture): no verdict depends on which candidate a probe favours on a loaded machine."""
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
-import onnx
 import pytest
 
 from compress.quantize import decoder_quantize
@@ -15,6 +13,8 @@ from compress.quantize.decoder_candidates import (DecoderGate, default_decoder_c
 from compress.quantize.decoder_quantize import quantize_decoder
 from compress.quantize.quantize_config import QuantizationCheckError
 from core.output_paths import written_by_edgepack
+from tests.decoder_timing import accuracy_level as _level
+from tests.decoder_timing import fake_search_timing, fake_timing as _fake_timing
 
 LOOSE = DecoderGate(max_perplexity_ratio=10.0, min_top1_agreement=0.0)
 
@@ -27,21 +27,10 @@ def texts():
             "new_tokens": 4, "rounds": 1}
 
 
-def _level(path) -> int:
-    """The accuracy level of a model's MatMulNBits (0 for a model without)."""
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        if node.op_type == "MatMulNBits":
-            return next((a.i for a in node.attribute if a.name == "accuracy_level"), 0)
-    return -1
-
-
-def _fake_timing(rates):
-    """A stand-in for the interleaved timing: decode tokens/s by the model's accuracy level
-    (``rates[level]``; the fp32 input and int8 have no MatMulNBits: level -1)."""
-    def measure(decoders, prompt, new_tokens, rounds):
-        return [types.SimpleNamespace(decode_tokens_per_s=rates[_level(d.path)],
-                                      prefill_ms={"p50": 1.0}) for d in decoders]
-    return measure
+@pytest.fixture(autouse=True)
+def neutral_timing(monkeypatch):
+    """Every quantized candidate faster than its input, unless a test says otherwise."""
+    fake_search_timing(monkeypatch)
 
 
 def test_the_fastest_passing_candidate_is_kept_and_every_one_recorded(
@@ -159,14 +148,91 @@ def test_the_command_line_quantizes_a_decoder_on_built_in_sentences(tiny_decoder
     from tests.edgepack.helpers import run_cli_output
 
     _, source = tiny_decoder
-    monkeypatch.setattr(decoder_quantize, "_generation_stats",
-                        _fake_timing({-1: 10.0, 0: 20.0, 4: 30.0}))
-    monkeypatch.setattr(decoder_quantize, "default_decoder_candidates",
-                        lambda: [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4, bits=8)])
-    code, out, _ = run_cli_output(capsys, "quantize", source, "-o", tmp_path / "q.onnx",
-                                  "--mode", "int4")
-    assert code == 0 and (tmp_path / "q.onnx").is_file()
-    assert "windows of built-in sentences" in out and "2 candidates" in out
+    import sys
+
+    monkeypatch.setattr(sys.modules["compress.quantize.decoder_candidates"],
+                        "default_decoder_candidates", lambda: [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4),
+                                 int4("rtn", 32, False, 4, bits=8), int8_dynamic()])
+    out = tmp_path / "deploy" / "q.onnx"
+    code, printed, _ = run_cli_output(capsys, "quantize", source, "-o", out, "--mode", "int4",
+                                      "--max-perplexity-ratio", "2", "--min-top1-agreement",
+                                      "0")
+    assert code == 0 and out.is_file(), printed
+    assert "windows of built-in sentences" in printed and "2 candidates" in printed
+    assert "int8" not in printed and "8-bit blocks" not in printed   # --mode int4: 4 bits
+    assert {"genai_config.json", "tokenizer.json"} <= {p.name for p in out.parent.iterdir()}
+
+
+def _int4_settings(path) -> list[tuple]:
+    import onnx
+
+    return [(next((a.i for a in n.attribute if a.name == "block_size"), None),
+             next((a.i for a in n.attribute if a.name == "accuracy_level"), 0), len(n.input))
+            for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+
+
+@pytest.mark.parametrize("flags, block, level, inputs, how", [
+    (["--block-size", "64"], 64, 4, None, "with bits = 4, block_size = 64"),
+    (["--block-size", "32", "--algorithm", "rtn", "--symmetric", "--accuracy-level", "0"],
+     32, 0, 3, "with accuracy_level = 0"),
+    (["--block-size", "16", "--no-search"], 16, 0, 4, "the settings given (--no-search)"),
+])
+def test_int4_flags_constrain_the_candidates_and_the_file_obeys(tiny_decoder, tmp_path, capsys,
+                                                               monkeypatch, flags, block, level,
+                                                               inputs, how):
+    """Each flag given holds every candidate to it; the file written has those settings."""
+    from tests.edgepack.helpers import run_cli_output
+
+    _, source = tiny_decoder
+    fake_search_timing(monkeypatch, {-1: 10.0, 0: 20.0, 4: 30.0})
+    out = tmp_path / "q" / "model.onnx"
+    code, printed, _ = run_cli_output(capsys, "quantize", source, "-o", out, "--mode", "int4",
+                                      "--max-perplexity-ratio", "2", "--min-top1-agreement",
+                                      "0", *flags)
+    assert code == 0, printed
+    assert how in printed
+    settings = set(_int4_settings(out))
+    assert {(b, lv) for b, lv, _ in settings} == {(block, level)}
+    assert inputs is None or {n for _, _, n in settings} == {inputs}   # 3: symmetric
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mode", "int4", "--min-cosine", "0.5"], "--min-cosine does not apply"),
+    (["--mode", "static"], "--mode static is not one of them"),
+    (["--mode", "dynamic", "--accuracy-aware"], "--accuracy-aware does not apply"),
+    (["--mode", "int4", "--data", "{data}"], "only GPTQ candidates read calibration windows"),
+    (["--mode", "int4", "--block-size", "24"], "block_size must be a power of two"),
+])
+def test_decoder_flags_that_do_not_apply_are_refused(tiny_decoder, tmp_path, capsys, flags,
+                                                    message):
+    from tests.edgepack.helpers import error_line, run_cli
+
+    _, source = tiny_decoder
+    data = tmp_path / "calib.npz"
+    np.savez(data, input_ids=np.ones((2, 8), np.int64))
+    argv = [f.format(data=data) for f in flags]
+    code, err = run_cli(capsys, "quantize", source, "-o", tmp_path / "q.onnx", *argv)
+    assert code == 2 and message in error_line(err)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_an_output_beside_its_input_leaves_the_inputs_deploy_files_alone(tiny_decoder, tmp_path,
+                                                                         capsys):
+    """The input folder's genai_config.json names the input model: it is not rewritten."""
+    import shutil
+
+    from tests.edgepack.helpers import run_cli_output
+
+    _, source = tiny_decoder
+    folder = tmp_path / "model"
+    shutil.copytree(source.parent, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, printed, _ = run_cli_output(capsys, "quantize", folder / "model.onnx", "-o",
+                                      folder / "model.int4.onnx", "--mode", "int4",
+                                      "--no-search", "--max-perplexity-ratio", "2",
+                                      "--min-top1-agreement", "0")
+    assert code == 0, printed
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before
 
 
 def test_a_candidate_far_slower_on_the_probe_is_not_judged(tiny_decoder, tmp_path, texts,
