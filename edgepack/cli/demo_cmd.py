@@ -16,6 +16,7 @@ def register(sub) -> None:
 
 def handle(args) -> int:
     from edgepack.pipeline import distributed
+    from edgepack.pipeline.outcome import check_outcome
     from edgepack.cli.run_cmd import print_summary
     from edgepack.pipeline.recipe_runner import run_demo
 
@@ -25,4 +26,5 @@ def handle(args) -> int:
     report = run_demo(out, resume=args.resume, progress=progress)
     if distributed.rank() == 0:
         print_summary(report, out, time.perf_counter() - start)
+    check_outcome(report)   # a run that kept nothing to deploy: exit 1, every reason named
     return 0

@@ -80,6 +80,7 @@ def print_summary(report: dict, out, seconds: float) -> None:
 
 def handle(args) -> int:
     from edgepack.pipeline import distributed
+    from edgepack.pipeline.outcome import check_outcome
     from edgepack.pipeline.recipe import load_recipe
     from edgepack.pipeline.recipe_runner import run_recipe
 
@@ -91,4 +92,5 @@ def handle(args) -> int:
         report = run_recipe(recipe, out, resume=args.resume, progress=progress)
     if distributed.rank() == 0:
         print_summary(report, out, time.perf_counter() - start)
+    check_outcome(report)   # a run that kept nothing to deploy: exit 1, every reason named
     return 0

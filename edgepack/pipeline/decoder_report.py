@@ -98,6 +98,7 @@ def decoder_plot(report: dict, path: Path) -> Path | None:
 
 
 def decoder_markdown(report: dict) -> str:
+    from edgepack.pipeline.outcome import outcome_markdown
     from edgepack.pipeline.run_report import measured_on
 
     rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
@@ -107,7 +108,8 @@ def decoder_markdown(report: dict) -> str:
             f"on {measured_on(report['env'], bench)}, threads {bench['threads']}, batch 1, a "
             f"{bench['prompt_tokens']}-token prompt then {bench['new_tokens']} decode steps, "
             f"{bench['rounds']} rounds interleaved with each stage's input.\n\n"
-            f"Final artifact: {report.get('final_artifact') or '(none kept)'}\n")
+            f"Final artifact: {report.get('final_artifact') or '(none kept)'}\n"
+            + outcome_markdown(report))
 
 
 def write_decoder_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from bench.lm_quality import LMReference, lm_quality, log_likelihoods, perplexity_of
 from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
+from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.resume import RECORD, clear_unfinished, load_done_stage
 from edgepack.pipeline.run_inputs import run_inputs
@@ -131,12 +132,13 @@ def measure_stage(run: DecoderRun, path: Path, input_path: Path | None) -> dict:
     return figures
 
 
-def judge_stage(run: DecoderRun, config: StageConfig, figures: dict) -> tuple[bool, str]:
+def judge_stage(run: DecoderRun, config: StageConfig, figures: dict) -> list[str]:
+    """Why the stage's model is not kept, one line each (empty: it is kept)."""
     reasons = quality_reasons(run.metric, figures)
     if spec_for(config).promises_speed(config) and figures.get("speedup") is not None \
             and figures["speedup"] <= 1.0:
         reasons.append(f"not faster: decode {figures['speedup']:.2f}x its input's tokens/s")
-    return not reasons, "; ".join(reasons)
+    return reasons
 
 
 def run_stage(run: DecoderRun, index: int, config: StageConfig, source,
@@ -159,23 +161,24 @@ def run_stage(run: DecoderRun, index: int, config: StageConfig, source,
     try:
         result = spec.run(config, given)
     except spec.failures as exc:  # its record (every candidate tried) stays in the report
-        entry.update(kept=False, reason=str(exc).splitlines()[0], failed=True,
+        entry.update(kept=False, **failure_entry(exc), failed=True,
                      record=getattr(exc, "figures", None) or {})
         atomic_write_json(folder / RECORD, entry)
         return entry, None
     path = Path(result.artifact)
     ran = time.perf_counter()
     figures = measure_stage(run, path, source_path)
-    kept, reason = judge_stage(run, config, figures)
+    reasons = judge_stage(run, config, figures)
+    kept = not reasons
     entry.update(artifact=str(path.relative_to(run.out_dir)), sha256=sha256_file(path),
-                 **figures, kept=kept, reason=reason, record=result.record,
+                 **figures, kept=kept, **judged_entry(reasons), record=result.record,
                  seconds={"run": round(ran - started, 3),
                           "measure": round(time.perf_counter() - ran, 3)})
     atomic_write_json(folder / RECORD, entry)
     run.log(f"[{name}] perplexity {figures['perplexity']:.3f} "
             f"({figures['perplexity_ratio']:.4f}x), top-1 {figures['top1_agreement']:.3f}, "
             f"{figures['decode_tokens_per_s']:.1f} tokens/s -> "
-            f"{'kept' if kept else 'not kept: ' + reason}")
+            f"{'kept' if kept else 'not kept: ' + entry['reason']}")
     return entry, path
 
 
@@ -233,6 +236,7 @@ def run_decoder_pipeline(model, stages: list[StageConfig], out_dir, data: dict,
                         "rounds": metric.rounds},
               "teacher": teacher_entry(model, reference), "stages": entries,
               "final_artifact": str(current_path.relative_to(out_dir)) if current_path else None}
+    report["outcome"] = run_outcome(stages, entries, report["final_artifact"])
     write_decoder_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)
     return report
 

@@ -33,7 +33,15 @@ def slow_cause(config: StageConfig, candidate: Path) -> str:
 
 def judge(ctx, config: StageConfig, source, metrics: dict, reference_latency: dict | None,
           candidate: Path) -> tuple[bool, str]:
-    """Keep the candidate only if accurate enough and, where promised, faster."""
+    """Keep the candidate only if accurate enough and, where promised, faster: (kept, the
+    reasons in one line)."""
+    reasons = keep_reasons(ctx, config, source, metrics, reference_latency, candidate)
+    return not reasons, "; ".join(reasons)
+
+
+def keep_reasons(ctx, config: StageConfig, source, metrics: dict,
+                 reference_latency: dict | None, candidate: Path) -> list[str]:
+    """Why the candidate is not kept, one line each (empty: it is kept)."""
     tolerance = stage_tolerance(ctx.tolerance, config)
     reasons = []
     ref_acc, acc = source.metrics.get("accuracy"), metrics.get("accuracy")
@@ -46,4 +54,4 @@ def judge(ctx, config: StageConfig, source, metrics: dict, reference_latency: di
         if p50 >= ref_p50:
             reasons.append(f"not faster (p50 {p50:.4f} ms vs {ref_p50:.4f} ms for its input; "
                            f"{slow_cause(config, candidate)})")
-    return not reasons, "; ".join(reasons)
+    return reasons

@@ -29,7 +29,8 @@ from core.files import atomic_write_json, sha256_file
 from core.stage import StageConfig, StageInput, spec_for
 from core.tensors import rows
 from edgepack.pipeline import distributed
-from edgepack.pipeline.keep_rule import judge, stage_tolerance
+from edgepack.pipeline.keep_rule import keep_reasons, stage_tolerance
+from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
 from edgepack.pipeline.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
                               export_for_bench, measure_candidate, measure_teacher, stderr_log)
 from edgepack.pipeline.quality import MetricSpec, quality_summary, teacher_embeddings
@@ -92,7 +93,7 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
         with ctx.crew.training(index, config):
             result = spec.run(config, given)
     except spec.failures as exc:
-        entry.update(kept=False, reason=str(exc).splitlines()[0], failed=True)
+        entry.update(kept=False, **failure_entry(exc), failed=True)
         atomic_write_json(folder / RECORD, entry)
         return entry, source
     path = _save_artifact(result.artifact, folder)
@@ -108,15 +109,16 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     onnx_path = export_for_bench(ctx, module, name) if module is not None else path
     metrics, ref = measure_candidate(ctx, module, path, onnx_path, source)
     ref_latency = ref["latency_ms"] if ref else None
-    kept, reason = judge(ctx, config, source, metrics, ref_latency, onnx_path)
+    reasons = keep_reasons(ctx, config, source, metrics, ref_latency, onnx_path)
+    kept = not reasons
     entry["seconds"]["measure"] = round(time.perf_counter() - ran, 3)  # bench, attacks, judge
-    entry.update(**metrics, kept=kept, reason=reason,
+    entry.update(**metrics, kept=kept, **judged_entry(reasons),
                  input={"name": source.name, "accuracy": source.metrics.get("accuracy"),
                         "latency_ms": ref_latency},
                  speedup=ref_latency["p50"] / metrics["latency_ms"]["p50"] if ref else None,
                  record=result.record)
     _finish(folder, entry)
-    verdict = "kept" if kept else f"not kept: {reason}"
+    verdict = "kept" if kept else f"not kept: {entry['reason']}"
     ctx.log(f"[{name}] {quality_summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
     grad_source = module if module is not None else source.source_module
@@ -244,6 +246,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
               "teacher": teacher_entry, "stages": entries,
               **privacy_report(privacy, entries),
               "final_artifact": str(current.file.relative_to(out_dir)) if current.file else None}
+    report["outcome"] = run_outcome(stages, entries, report["final_artifact"],
+                                    teacher_entry.get("artifact"))
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)
     crew.finish(report)
     return report

@@ -154,6 +154,7 @@ def measured_on(env: dict, bench: dict) -> str:
 
 def report_markdown(report: dict, rows: list[dict]) -> str:
     from edgepack.pipeline.embedding_report import embedding_table
+    from edgepack.pipeline.outcome import outcome_markdown
 
     env, bench = report["env"], report["bench"]
     table = embedding_table(rows, markdown=True) if is_embedding(report) else \
@@ -170,7 +171,8 @@ def report_markdown(report: dict, rows: list[dict]) -> str:
             + distillation_section(rows)
             + learning_curve_section(rows)
             + robustness_section(report, rows)
-            + privacy_section(report, rows))
+            + privacy_section(report, rows)
+            + outcome_markdown(report))
 
 
 def write_manifest(out_dir: Path) -> None:

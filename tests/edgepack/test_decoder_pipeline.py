@@ -96,7 +96,11 @@ def test_resume_reuses_finished_stages(tiny_run, caplog):
     assert again["stages"][0]["sha256"] == report["stages"][0]["sha256"]
 
 
-def test_a_strict_gate_refuses_quantize_and_names_the_best(tiny_decoder, tmp_path):
+def test_a_strict_gate_refuses_quantize_and_names_the_best(tiny_decoder, tmp_path,
+                                                           monkeypatch):
+    from tests.decoder_timing import fake_search_timing
+
+    fake_search_timing(monkeypatch)   # the verdict is the gate's, whatever the probe timed
     hf_folder, _ = tiny_decoder
     recipe = _recipe(tmp_path, hf_folder, ratio=1.001)
     (tmp_path / "recipe.toml").write_text(recipe.read_text().replace(
@@ -113,12 +117,29 @@ def test_a_quantize_stage_without_an_onnx_decoder_is_skipped(tiny_decoder, tmp_p
     (tmp_path / "recipe.toml").write_text(recipe.read_text().replace(
         "min_top1_agreement = 0.5", "min_greedy_agreement = 1.0\nmin_top1_agreement = 1.0")
         .replace("[[stages]]\nkind = \"export-decoder\"",
-                 "[[stages]]\nkind = \"export-decoder\"\natol = 1e-12\nrtol = 1e-12"))
+                 "[[stages]]\nkind = \"export-decoder\"\nparity_multiple = 1e-9"))
     report = run_recipe(recipe, tmp_path / "out", progress=False)
     export, quantize = report["stages"]
     assert not export["kept"] and export["reason"].startswith("ONNX outputs differ")
+    # every failing figure, not the first line: each logits step and the cache
+    assert len(export["reasons"]) > 5 and all("\u2717" in r for r in export["reasons"][1:])
     assert quantize["reason"].startswith("skipped: no ONNX decoder")
     assert report["final_artifact"] is None
+    outcome = report["outcome"]
+    assert outcome["deployable"] is False and outcome["reasons"][0].startswith("01-export")
+    assert "No deployable model" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_run_that_keeps_nothing_deployable_exits_1(tiny_decoder, tmp_path, capsys):
+    hf_folder, _ = tiny_decoder
+    recipe = _recipe(tmp_path, hf_folder)
+    (tmp_path / "recipe.toml").write_text(recipe.read_text().replace(
+        "[[stages]]\nkind = \"export-decoder\"",
+        "[[stages]]\nkind = \"export-decoder\"\nparity_multiple = 1e-9"))
+    code, err = run_cli(capsys, "run", recipe, "--out", tmp_path / "out", "--no-progress")
+    assert code == 1
+    assert "the run kept no deployable model" in err and "01-export-decoder" in err
+    assert "\u2717 logits (prefill, 12 tokens)" in err
 
 
 def test_a_classifier_stage_is_refused_before_anything_runs(tiny_decoder, tmp_path, capsys):
