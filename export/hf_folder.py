@@ -22,8 +22,8 @@ import math
 import struct
 from pathlib import Path
 
-from export.model_files import (SIZE_FIELDS, check_missing, check_model_fits, check_shapes,
-                                check_size_value, element_count, meta_model)
+from export.model_files import (LAYER_INDEX, SIZE_FIELDS, check_missing, check_model_fits,
+                                check_shapes, check_size_value, element_count, meta_model)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -209,9 +209,23 @@ def _model_names(model, names) -> dict[str, str]:
     return found
 
 
-def check_hf_folder(folder) -> dict:
-    """Check a local model folder's config and weights against each other, and the
-    export's memory; return ``{"weights": [file names], "elements": n}``."""
+def _check_extra_layers(model, found: dict, renamed: dict, source: str, described: str) -> None:
+    """A layer the weights hold beyond the config's count (the same tensor of layer 0 is
+    the model's, this one is not): transformers would drop it without a word."""
+    for name in found:
+        match = LAYER_INDEX.search(name)
+        if name in renamed or not match or match.group(1) == "0":
+            continue
+        if _model_names(model, [f"{name[:match.start()]}.0.{name[match.end():]}"]):
+            raise ValueError(f"{source}: tensor {name!r} belongs to layer {match.group(1)}, "
+                             f"which the model {described} does not have (a false layer "
+                             "count: the layer would be dropped)")
+
+
+def check_hf_folder(folder, work: str = "exporting", copies: int = EXPORT_COPIES) -> dict:
+    """Check a local model folder's config and weights against each other, and that
+    ``copies`` fp32 copies of the model fit in memory for ``work``; return
+    ``{"weights": [file names], "elements": n}``."""
     folder = Path(folder)
     files = model_weight_files(folder)
     config = read_config(folder)
@@ -227,9 +241,10 @@ def check_hf_folder(folder) -> dict:
                  source, described)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     check_missing([n for n in params if n not in renamed.values()], params, source, described)
+    _check_extra_layers(model, found, renamed, source, described)
     elements = element_count(model)
-    check_model_fits(f"exporting {folder}", elements, EXPORT_COPIES,
-                     "free memory, or export a smaller model")
+    check_model_fits(f"{work} {folder}", elements, copies,
+                     "free memory, or use a smaller model")
     return {"weights": [p.name for p in files], "elements": elements}
 
 

@@ -56,7 +56,11 @@ def minilm_embedder(model_dir: str = "") -> nn.Module:
     """The pretrained MiniLM (local folder only), with eager attention (exports and fuses)."""
     from transformers import AutoModel
 
-    encoder = AutoModel.from_pretrained(str(model_folder(model_dir)), local_files_only=True,
+    from export.hf_folder import check_hf_folder
+
+    folder = model_folder(model_dir)
+    check_hf_folder(folder, "loading", copies=1)   # config and weights agree, and fit
+    encoder = AutoModel.from_pretrained(str(folder), local_files_only=True,
                                         attn_implementation="eager")
     return SentenceEmbedder(encoder).eval()
 

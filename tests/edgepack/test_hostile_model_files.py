@@ -169,6 +169,8 @@ HF_CASES = {
     "4096 layers": (_config(num_hidden_layers=4096), "config.json", ["num_hidden_layers"]),
     "three layers over two": (_config(num_hidden_layers=3), "model.safetensors",
                               ["'encoder.layer.2.", "num_hidden_layers = 3"]),
+    "one layer over two": (_config(num_hidden_layers=1), "model.safetensors",
+                           ["'encoder.layer.1.", "num_hidden_layers = 1"]),
     "16,384 wide over 32-wide tensors": (
         _config(hidden_size=16384, intermediate_size=65536), "model.safetensors",
         ["hidden_size = 16384", "[32]", "[16384]"]),
@@ -245,3 +247,14 @@ def test_a_dp_clip_that_is_not_a_number_is_refused_before_the_run_folder(tmp_pat
     line = error_line(err)
     assert code == 2 and "max_grad_norm" in line and "[model.dp]" in line, line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_builder_loading_a_local_folder_checks_it_first(tmp_path, bert_folder):
+    from edgepack.zoo.minilm import minilm_embedder
+
+    assert minilm_embedder(str(bert_folder)) is not None
+    folder = tmp_path / "model"
+    shutil.copytree(bert_folder, folder)
+    _narrow(folder)
+    with pytest.raises(ValueError, match=r"model.safetensors: tensor 'encoder.layer.1.interm"):
+        minilm_embedder(str(folder))
