@@ -185,7 +185,8 @@ def _gguf_names(model, kind: str, layers: int, path) -> dict[str, str]:
     """GGUF tensor name -> the model's name for it, as transformers maps them (its
     ``get_gguf_hf_weights_map``, with the gguf package's name table built once, not once
     per submodule): a name is tried whole, then without its leading module names."""
-    gguf = __import__("gguf")
+    import gguf
+
     arch_name = GGUF_ARCH_NAMES.get(kind, kind)
     arch = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch_name), None)
     if arch is None:
@@ -212,7 +213,7 @@ def _compare(header: GgufHeader, model, kind: str, described: str) -> None:
     """Each tensor's element count against the model's; no model tensor missing."""
     import math
 
-    to_model = _gguf_names(model, kind, int(model.config.num_hidden_layers), header.path)
+    to_model = _gguf_names(model, kind, model.config.num_hidden_layers, header.path)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     expected = {g: shapes[h] for g, h in to_model.items() if "experts." not in h}
     held = {t.name: t.shape for t in header.tensors}
@@ -236,7 +237,11 @@ def check_gguf_model(header: GgufHeader) -> dict:
     config = meta_model(lambda: transformers.AutoConfig.for_model(**values), str(header.path))
     layers_key = next((key for name, (_, key) in entries.items() if name in
                        ("num_hidden_layers", "n_layer")), f"{header.architecture}.block_count")
-    _check_blocks(header, int(config.num_hidden_layers), layers_key)
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(layers, int) or isinstance(layers, bool):
+        raise ValueError(f"{header.path}: metadata {layers_key!r} does not give a layer count "
+                         f"(got {layers!r})")
+    _check_blocks(header, layers, layers_key)
     _check_tokenizer(header)
     model = meta_model(lambda: transformers.AutoModelForCausalLM.from_config(config),
                        str(header.path))

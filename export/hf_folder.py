@@ -183,13 +183,14 @@ def _build(folder: Path):
     """The model class ``config.json`` names (its ``architectures``), else the base model."""
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True,
+                                                     trust_remote_code=False)
     names = getattr(config, "architectures", None) or []
     name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
     model_class = getattr(transformers, name, None) if name.isidentifier() else None
     if model_class is None or not isinstance(model_class, type) or \
             not issubclass(model_class, transformers.PreTrainedModel):
-        return transformers.AutoModel.from_config(config)
+        return transformers.AutoModel.from_config(config, trust_remote_code=False)
     return model_class(config)
 
 

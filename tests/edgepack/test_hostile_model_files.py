@@ -176,6 +176,9 @@ HF_CASES = {
         ["hidden_size = 16384", "[32]", "[16384]"]),
     "a tensor one column short": (_narrow, "model.safetensors",
                                   ["'encoder.layer.1.intermediate.dense.weight'", "[64, 31]"]),
+    "code to run from the folder": (
+        _config(model_type="remote-model", auto_map={"AutoConfig": "remote.Config"}),
+        "config.json", ["cannot build"]),
     "a truncated model.safetensors": (_truncate, "model.safetensors", ["truncated"]),
     "a header length of 2**62": (_huge_header, "model.safetensors", ["header length"]),
     "a pickle beside a decoy adapter": (_pickle_beside_a_decoy, "model",
