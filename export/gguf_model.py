@@ -224,6 +224,17 @@ def _compare(header: GgufHeader, model, kind: str, described: str) -> None:
     check_missing(missing, expected, str(header.path), described)
 
 
+def _layer_count(header: GgufHeader, entries: dict, config) -> tuple[int, str]:
+    """The config's layer count and the metadata key it came from."""
+    key = next((key for name, (_, key) in entries.items() if name in
+                ("num_hidden_layers", "n_layer")), f"{header.architecture}.block_count")
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(layers, int) or isinstance(layers, bool):
+        raise ValueError(f"{header.path}: metadata {key!r} does not give a layer count "
+                         f"(got {layers!r})")
+    return layers, key
+
+
 def check_gguf_model(header: GgufHeader) -> dict:
     """Check the model the metadata describes against the tensors, and the conversion's
     memory; return ``{"model_type", "elements"}``."""
@@ -235,13 +246,7 @@ def check_gguf_model(header: GgufHeader) -> dict:
     _check_values(header, entries)
     values = _config_values(header, entries)
     config = meta_model(lambda: transformers.AutoConfig.for_model(**values), str(header.path))
-    layers_key = next((key for name, (_, key) in entries.items() if name in
-                       ("num_hidden_layers", "n_layer")), f"{header.architecture}.block_count")
-    layers = getattr(config, "num_hidden_layers", None)
-    if not isinstance(layers, int) or isinstance(layers, bool):
-        raise ValueError(f"{header.path}: metadata {layers_key!r} does not give a layer count "
-                         f"(got {layers!r})")
-    _check_blocks(header, layers, layers_key)
+    _check_blocks(header, *_layer_count(header, entries, config))
     _check_tokenizer(header)
     model = meta_model(lambda: transformers.AutoModelForCausalLM.from_config(config),
                        str(header.path))

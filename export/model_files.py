@@ -75,6 +75,8 @@ def meta_model(build: Callable, source: str):
             if hasattr(model, "tie_weights"):   # tied weights are one tensor, counted once
                 model.tie_weights()
             return model
+    except (MemoryError, RecursionError):
+        raise
     except Exception as exc:  # the config describes no model transformers can build
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ValueError(f"{source}: transformers cannot build the model it describes "
