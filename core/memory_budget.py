@@ -28,7 +28,7 @@ def check_fits(what: str, model_bytes: int, feed_bytes: int,
                  f"model {model_bytes / MB:,.1f} MB, inputs {feed_bytes / MB:,.1f} MB", remedy)
 
 
-def check_needed(what: str, needed: int | float, detail: str, remedy: str) -> None:
+def check_needed(what: str, needed: float, detail: str, remedy: str) -> None:
     """Refuse work whose estimate ``needed`` (bytes; ``detail`` says what it is made of)
     exceeds the memory available now."""
     available = available_bytes()

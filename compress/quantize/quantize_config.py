@@ -19,7 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.checks import check_choice, check_finite_fields
+from core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_choice,
+                         check_finite_fields, check_number)
 from core.errors import CheckFailed
 from core.registry import field_names, settings_dict, split_settings
 from core.stage import StageConfig, option
@@ -92,8 +93,10 @@ class QuantizeConfig(StageConfig):
     allow_slower: bool = option(False, "keep a model the speed check finds no faster")
     provider: str = option("cpu", "execution provider for the speed check and preset auto")
     speed_threads: int = option(1, "speed check and profiling: intra-op threads")
-    speed_min_runs: int = option(20, "speed check: timed runs per model, at least")
-    speed_min_time_s: float = option(1.0, "speed check: timed seconds per model, at least")
+    speed_min_runs: int = option(20, f"speed check: timed runs per model, at least (1 to "
+                                     f"{MAX_RUNS:,})")
+    speed_min_time_s: float = option(1.0, f"speed check: timed seconds per model, at least "
+                                          f"(0 to {MAX_SECONDS:,.0f})")
 
     def __post_init__(self):
         check_finite_fields(self, "quantize")
@@ -121,6 +124,8 @@ class QuantizeConfig(StageConfig):
         if self.speed_min_time_s < 0:
             raise ValueError(f"quantize.speed_min_time_s must be >= 0, got "
                              f"{self.speed_min_time_s}")
+        check_budget("quantize", "speed_min_runs", self.speed_min_runs, "runs")
+        check_number("quantize", "speed_min_time_s", self.speed_min_time_s, 0.0, MAX_SECONDS)
         if self.max_perplexity_ratio is not None and not self.max_perplexity_ratio >= 1.0:
             raise ValueError(f"quantize.max_perplexity_ratio must be >= 1.0, got "
                              f"{self.max_perplexity_ratio}")

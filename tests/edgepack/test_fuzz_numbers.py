@@ -51,6 +51,7 @@ BUDGET_FLAGS = [
     (["bench", "--generate", "--tokenizer", ".", "--json", "{j}"], "--prompt-tokens",
      MAX_TOKENS),
     (["generate", "--prompt", "Hello"], "--max-new-tokens", MAX_TOKENS),
+    (["quantize", "-o", "{j}.onnx", "--mode", "dynamic"], "--speed-min-runs", MAX_RUNS),
     (["bench", "--privacy", "--members", "m.npz", "--non-members", "n.npz", "--json", "{j}"],
      "--bootstrap", MAX_RESAMPLES),
 ]

@@ -47,6 +47,8 @@ FLAG_ERRORS = [
      "--tolerance=inf is not a finite number"),
     (["quantize", "{m}", "-o", "{o}.onnx", "--mode", "dynamic", "--speed-min-time-s", "nan"],
      "--speed-min-time-s=nan is not a finite number"),
+    (["quantize", "{m}", "-o", "{o}.onnx", "--mode", "dynamic", "--speed-min-runs", BILLION],
+     "quantize.speed_min_runs=1,000,000,000 is beyond the bound of 1,000,000 runs"),
 ]
 
 
