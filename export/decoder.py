@@ -118,23 +118,29 @@ def torch_greedy_steps(model, prompt, steps: int):
     return torch_steps(model, prompt, steps)
 
 
-def _onnx_steps(decoder: Decoder, prompt, fed: list[int]):
-    logits, cache = decoder.forward(prompt, decoder.empty_cache())
-    out = [logits[-LOGIT_ROWS:]]
-    for token in fed:
-        logits, cache = decoder.forward([token], cache)
-        out.append(logits)
-    return out, cache
+def onnx_steps(decoder: Decoder):
+    """ONNX Runtime's side in this process: (prompt, fed) -> (each step's logits, the cache
+    after the last step). Another runner (another kernel path: :mod:`bench.kernel_paths`)
+    has the same signature."""
+    def run(prompt, fed: list[int]):
+        logits, cache = decoder.forward(prompt, decoder.empty_cache())
+        out = [logits]
+        for token in fed:
+            logits, cache = decoder.forward([token], cache)
+            out.append(logits)
+        return out, cache
+    return run
 
 
-def _judge_case(case: DecoderCase, reference_model, torch_model, decoder: Decoder,
+def _judge_case(case: DecoderCase, reference_model, torch_model, run_onnx, layers: int,
                 vocab: int, seed: int, multiple: float) -> list:
     prompt = np.random.default_rng(seed).integers(3, vocab, size=case.prompt_length,
                                                   dtype=np.int64)
     expected, fed, reference_cache = torch_steps(reference_model, prompt, case.steps)
     mine, _, torch_cache = (torch_steps(torch_model, prompt, case.steps, fed)
                             if torch_model is not None else (None, None, None))
-    actual, onnx_cache = _onnx_steps(decoder, prompt, fed)
+    actual, onnx_cache = run_onnx(prompt, fed)
+    actual = [actual[0][-LOGIT_ROWS:]] + list(actual[1:])
     kept = min(LOGIT_ROWS, case.prompt_length)
     labels = [case.label(f"prefill, {case.prompt_length} tokens" + (
         f", last {kept} rows" if kept < case.prompt_length else ""))]
@@ -144,7 +150,7 @@ def _judge_case(case: DecoderCase, reference_model, torch_model, decoder: Decode
                             actual[i], multiple=multiple, label=labels[i])
                for i in range(len(labels))]
     after = case.label(f"after {case.steps} decode steps")
-    for layer in range(decoder.layout.layers):
+    for layer in range(layers):
         for index, kind in enumerate(("key", "value")):
             reference = _layer_cache(reference_cache, layer)[index].double().numpy()
             torch32 = None if torch_cache is None else \
@@ -157,10 +163,12 @@ def _judge_case(case: DecoderCase, reference_model, torch_model, decoder: Decode
 
 
 def check_decoder_parity(model, onnx_path: Path, multiple: float = PARITY_MULTIPLE,
-                         seed: int = 0, cases: list[DecoderCase] | None = None) -> dict:
+                         seed: int = 0, cases: list[DecoderCase] | None = None,
+                         run_onnx=None) -> dict:
     """Compare ``model`` (a transformers causal LM in torch, float32) with the ONNX decoder
     at ``onnx_path`` on every case of :func:`parity_cases` (or ``cases``); the summary's
-    ``lines`` say, per step, the errors, with one line for the whole cache."""
+    ``lines`` say, per step, the errors, with one line for the whole cache. ``run_onnx``:
+    how ONNX Runtime runs the steps (default: :func:`onnx_steps` in this process)."""
     from bench.decoder import context_length
 
     decoder = Decoder(onnx_path)
@@ -168,10 +176,12 @@ def check_decoder_parity(model, onnx_path: Path, multiple: float = PARITY_MULTIP
     cases = parity_cases(config, context_length(onnx_path)) if cases is None else cases
     twin, why = float64_twin(model)
     reference_model, torch_model = (twin, model) if twin is not None else (model, None)
+    run_onnx = run_onnx or onnx_steps(decoder)
     results = []
     for index, case in enumerate(cases):
-        results += _judge_case(case, reference_model, torch_model, decoder,
-                               int(config.vocab_size), seed + index, multiple)
+        results += _judge_case(case, reference_model, torch_model, run_onnx,
+                               decoder.layout.layers, int(config.vocab_size), seed + index,
+                               multiple)
     summary = reference_summary(results, multiple, "torch float64" if twin is not None
                                 else f"torch float32 ({why})")
     summary["cases"] = [c.to_dict() for c in cases]
@@ -193,5 +203,5 @@ def _condensed_lines(results) -> list[str]:
     return lines
 
 
-__all__ = ["DecoderCase", "check_decoder_parity", "DECODE_STEPS", "parity_cases",
+__all__ = ["DecoderCase", "check_decoder_parity", "DECODE_STEPS", "onnx_steps", "parity_cases",
            "PROMPT_LENGTH", "sliding_window", "torch_greedy_steps", "torch_steps"]

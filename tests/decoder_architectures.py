@@ -85,6 +85,18 @@ def transformers_greedy(folder: Path, prompt: list[int], new_tokens: int) -> lis
     return out[0, len(prompt):].tolist()
 
 
+def perturb_one_layer(model, layer: int, share: float = 0.01, seed: int = 0) -> None:
+    """Add seeded noise of ``share`` (1%) of each weight's magnitude to one layer's MLP
+    output projection, in place. Noise, not a scale: a norm after the MLP (Gemma's) would
+    undo a uniform 1.01x almost exactly."""
+    import torch
+
+    weight = model.model.layers[layer].mlp.down_proj.weight
+    with torch.no_grad():
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed))
+        weight.add_(share * weight.abs() * noise)
+
+
 def genai_greedy(folder: Path, prompt: list[int], new_tokens: int) -> list[int]:
     """Greedy tokens of the model in ``folder`` through onnxruntime-genai, as the folder's
     genai_config.json describes it: exactly ``new_tokens`` of them (end of text suppressed,
@@ -104,5 +116,5 @@ def genai_greedy(folder: Path, prompt: list[int], new_tokens: int) -> list[int]:
     return tokens
 
 
-__all__ = ["genai_greedy", "ARCHITECTURES", "GPT2_CONTEXT", "WINDOW", "make_architecture_folder", "tiny_config",
+__all__ = ["genai_greedy", "perturb_one_layer", "ARCHITECTURES", "GPT2_CONTEXT", "WINDOW", "make_architecture_folder", "tiny_config",
            "tiny_model", "transformers_greedy"]

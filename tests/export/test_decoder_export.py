@@ -56,16 +56,14 @@ def test_parity_catches_a_different_model(exported):
 def test_parity_fails_a_model_with_one_layer_perturbed_by_one_percent(exported, layer, share):
     """One layer's MLP weights off by 1% (seeded noise of 1% of each weight's size) is far
     beyond the derived tolerance, on every logits step; the untouched model passes."""
-    import torch
     from transformers import AutoModelForCausalLM
+
+    from tests.decoder_architectures import perturb_one_layer
 
     hf_folder, result = exported
     model = AutoModelForCausalLM.from_pretrained(str(hf_folder)).eval()
     assert check_decoder_parity(model, result.artifact)["ok"]
-    weight = model.model.layers[layer].mlp.down_proj.weight
-    with torch.no_grad():
-        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(layer))
-        weight.add_(share * weight.abs() * noise)
+    perturb_one_layer(model, layer, share, seed=layer)
     parity = check_decoder_parity(model, result.artifact)
     assert not parity["ok"]
     logits = [o for o in parity["outputs"] if o["name"] == "logits"]
