@@ -54,6 +54,11 @@ def check_local_model_dir(model_dir) -> Path:
     """Refuse anything but a local folder holding a transformers ``config.json`` and the
     model's own safetensors weights, each checked against the other and against the memory
     an export needs (:func:`export.hf_folder.check_hf_folder`), before anything is loaded."""
+    return checked_model_dir(model_dir)[0]
+
+
+def checked_model_dir(model_dir) -> tuple[Path, list[str]]:
+    """:func:`check_local_model_dir`, and the weights files the model is read from."""
     from export.hf_folder import check_hf_folder
 
     path = Path(model_dir)
@@ -63,8 +68,7 @@ def check_local_model_dir(model_dir) -> Path:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"--hf {model_dir}: expected a folder holding config.json and the "
                          "weights, as save_pretrained() writes it")
-    check_hf_folder(path)
-    return path
+    return path, check_hf_folder(path)["weights"]
 
 
 @contextlib.contextmanager
@@ -184,7 +188,7 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None,
     unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``.
     """
     task = normalize_task(task)
-    model_dir = check_local_model_dir(model_dir)
+    model_dir, weights = checked_model_dir(model_dir)
     if same_file(out_dir, model_dir):
         raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
     out_dir = check_output_folder(out_dir, is_own=lambda folder: written_by_edgepack(
@@ -194,7 +198,7 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None,
                                              fail_on_mismatch)
     model_path = out_dir / "model.onnx"
     deploy = _deploy_files(model_path, model_dir) if task == DECODER_TASK else None
-    record = {"exporter": "optimum", "task": task, "source": str(model_dir),
+    record = {"exporter": "optimum", "task": task, "source": str(model_dir), "weights": weights,
               "opset": max(d.version for d in graph.opset_import if d.domain in ("", "ai.onnx")),
               "params": parameter_count(graph), "size_bytes": model_size_bytes(model_path),
               "parity": parity, "tied_embedding_copies_removed": shared}

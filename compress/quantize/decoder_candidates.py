@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compress.quantize.methods import METHODS
+from core.checks import check_finite_fields
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class DecoderGate:
     min_greedy_agreement: float = 0.0
 
     def __post_init__(self):
+        check_finite_fields(self, "DecoderGate")
         if not self.max_perplexity_ratio >= 1.0:
             raise ValueError(f"DecoderGate.max_perplexity_ratio must be >= 1.0, got "
                              f"{self.max_perplexity_ratio}")
