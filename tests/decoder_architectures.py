@@ -97,24 +97,5 @@ def perturb_one_layer(model, layer: int, share: float = 0.01, seed: int = 0) -> 
         weight.add_(share * weight.abs() * noise)
 
 
-def genai_greedy(folder: Path, prompt: list[int], new_tokens: int) -> list[int]:
-    """Greedy tokens of the model in ``folder`` through onnxruntime-genai, as the folder's
-    genai_config.json describes it: exactly ``new_tokens`` of them (end of text suppressed,
-    as for :func:`transformers_greedy`)."""
-    import onnxruntime_genai as og
-
-    model = og.Model(str(folder))
-    params = og.GeneratorParams(model)
-    total = len(prompt) + new_tokens
-    params.set_search_options(max_length=total, min_length=total, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens([list(prompt)])
-    tokens = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    return tokens
-
-
-__all__ = ["genai_greedy", "perturb_one_layer", "ARCHITECTURES", "GPT2_CONTEXT", "WINDOW", "make_architecture_folder", "tiny_config",
+__all__ = ["perturb_one_layer", "ARCHITECTURES", "GPT2_CONTEXT", "WINDOW", "make_architecture_folder", "tiny_config",
            "tiny_model", "transformers_greedy"]

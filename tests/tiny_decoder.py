@@ -107,14 +107,17 @@ def tiny_decoder_text(folder: str, window_tokens: int = 24, eval_windows: int = 
             "tokenizer_dir": str(folder)}
 
 
-def genai_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
+def genai_greedy(folder, prompt: list[int], new_tokens: int, exact: bool = False) -> list[int]:
     """Greedy tokens of the model in ``folder`` through onnxruntime-genai (which reads the
-    folder's genai_config.json), stopping after ``new_tokens`` or at its eos."""
+    folder's genai_config.json), stopping after ``new_tokens`` or at its eos; ``exact``:
+    exactly ``new_tokens`` (end of text suppressed, as transformers' ``min_new_tokens``)."""
     import onnxruntime_genai as og
 
     model = og.Model(str(folder))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    total = len(prompt) + new_tokens
+    params.set_search_options(max_length=total, do_sample=False,
+                              **({"min_length": total} if exact else {}))
     generator = og.Generator(model, params)
     generator.append_tokens([list(prompt)])
     tokens = []
