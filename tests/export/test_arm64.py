@@ -117,7 +117,7 @@ def test_unknown_cpus_and_negative_tolerances_are_bad_input(tmp_path, capsys):
 
     with pytest.raises(BadInput, match="unknown arm64 CPU model 'cortex-a9'; choose from"):
         check_cpus(["cortex-a9"])
-    with pytest.raises(ValueError, match="package.device_atol must be >= 0"):
+    with pytest.raises(ValueError, match="package.device_atol=-1.0 is out of range"):
         PackageConfig.from_dict({"kind": "package", "device_atol": -1})
     with pytest.raises(ValueError, match="package.check='arm32' is not valid"):
         PackageConfig.from_dict({"kind": "package", "check": "arm32"})

@@ -43,8 +43,22 @@ def test_a_missing_package_says_how_to_install_it():
         import_optional("edgepack_absent", None, "edgepack_absent", "hf")
 
 
-def test_cli_hf_export_with_a_broken_optimum_exits_2_with_one_line(broken_site, tmp_path,
-                                                                    monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    """A real tiny BERT folder (the --hf checks read its config and weights), made before a
+    test's broken site is planted."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("bert")
+    BertForSequenceClassification(BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16)).save_pretrained(folder)
+    return folder
+
+
+def test_cli_hf_export_with_a_broken_optimum_exits_2_with_one_line(bert_folder, broken_site,
+                                                                    tmp_path, monkeypatch,
+                                                                    capsys):
     class LazyOptimum(types.ModuleType):
         """What transformers' lazy importer does: the attribute access imports the rest."""
 
@@ -56,10 +70,7 @@ def test_cli_hf_export_with_a_broken_optimum_exits_2_with_one_line(broken_site, 
                                    "requirements defined correctly?") from exc
 
     monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", LazyOptimum("onnx"))
-    folder = tmp_path / "bert"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")  # the --hf checks look for weights
+    folder = bert_folder
     code = main(["export", "--hf", str(folder), "--task", "text-classification",
                  "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
