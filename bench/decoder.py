@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from bench.session import SessionOptions, make_session
+from edgepack.bench.session import SessionOptions, make_session
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -147,7 +147,7 @@ class Decoder:
                                            for kind in ("key", "value")]
         self.context_length = context_length(self.path)
         self._vocab_size = self.layout.vocab_size
-        # The RSS its loading cost, when bench.generation.load_decoder made it; else None.
+        # The RSS its loading cost, when edgepack.bench.generation.load_decoder made it; else None.
         self.load_memory: dict | None = None
 
     @property
@@ -182,11 +182,11 @@ class Decoder:
         return logits
 
     def check_logits(self, logits: np.ndarray, step: int) -> None:
-        """Refuse logits holding NaN or Inf (:class:`~core.errors.CheckFailed`, exit 1): the
+        """Refuse logits holding NaN or Inf (:class:`~edgepack.core.errors.CheckFailed`, exit 1): the
         argmax of NaN is token 0, so generation would go on printing garbage. ``step``: 0 for
         the prompt's prefill, ``n`` for the ``n``-th generated token."""
         if not np.isfinite(logits).all():
-            from core.errors import CheckFailed
+            from edgepack.core.errors import CheckFailed
 
             where = "on the prompt" if step == 0 else f"at generated token {step}"
             raise CheckFailed(f"{self.path}: its output 'logits' holds NaN or Inf {where}; "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.memory_budget import MB, check_needed
+from edgepack.core.memory_budget import MB, check_needed
 
 ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention")
 FLOAT32 = 4
@@ -65,7 +65,7 @@ def check_generation_fits(decoder, prompt_tokens: int, new_tokens: int,
                           remedy: str = "give a shorter prompt or fewer new tokens") -> None:
     """Refuse a prompt and continuation whose estimate exceeds the memory available now
     (the model is loaded already, so its weights are no longer available): one line."""
-    from core.onnx_files import load_onnx_header
+    from edgepack.core.onnx_files import load_onnx_header
 
     heads = query_heads(load_onnx_header(decoder.path), decoder.layout)
     terms = generation_bytes(decoder.layout, heads, decoder.vocab_size, prompt_tokens,

@@ -4,7 +4,7 @@ Two figures, both the keep rule's for embedding models (``[metric] kind = "embed
 the mean cosine between each row's two embeddings, and the Spearman correlation of the two
 models' cosine similarities over every pair of rows (whether the candidate ranks which
 sentences are alike as the reference does). Plain numpy, so training can track them per
-epoch (``compress.distill``) as the pipeline's keep rule does per stage.
+epoch (``edgepack.compress.distill``) as the pipeline's keep rule does per stage.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def environment() -> dict:
 def gpu_names() -> list[str]:
     """The NVIDIA GPUs the driver lists (none without a driver), for the report's
     "measured on" line: a CUDA figure without the GPU's name is not reproducible."""
-    from bench.memory import GpuMemory
+    from edgepack.bench.memory import GpuMemory
 
     gpu = GpuMemory.open()
     return gpu.names() if gpu is not None else []

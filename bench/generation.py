@@ -11,7 +11,7 @@ decode tokens/s is decode steps over decode seconds.
 
 Memory, honest in one process: :func:`load_decoder` records the RSS a model's session holds once
 loaded, and its peak while loading; before the rounds, each model's warm-up generation runs alone
-inside :class:`bench.memory.PeakRSS` (KV cache, activations, arena growth). A model's peak is the
+inside :class:`edgepack.bench.memory.PeakRSS` (KV cache, activations, arena growth). A model's peak is the
 larger of its loading peak and its resident weights plus its generation peak. Models loaded
 with plain :class:`Decoder` have no loading record: their ``peak_rss_mb`` is None and only the
 generation's own growth (``generation_rss_mb``) is reported.
@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.decoder import Decoder, context_length
-from bench.decoder_memory import check_generation_fits
-from bench.latency import NOISY_SPREAD, LatencyStats
-from bench.memory import PeakRSS, rss_mb
-from bench.session import SessionOptions, make_session
-from bench.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
-from core.checks import check_budget
-from core.onnx_files import check_onnx_file, model_size_bytes
+from edgepack.bench.decoder import Decoder, context_length
+from edgepack.bench.decoder_memory import check_generation_fits
+from edgepack.bench.latency import NOISY_SPREAD, LatencyStats
+from edgepack.bench.memory import PeakRSS, rss_mb
+from edgepack.bench.session import SessionOptions, make_session
+from edgepack.bench.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
+from edgepack.core.checks import check_budget
+from edgepack.core.onnx_files import check_onnx_file, model_size_bytes
 
 # The standard prompt's text: plain English prose, repeated and cut to the length asked for.
 PROMPT_TEXT = (
@@ -124,7 +124,7 @@ def generate_once(decoder: Decoder, prompt_ids: list[int], new_tokens: int,
 
 
 def check_budgets(prompt_tokens: int, new_tokens: int, rounds: int) -> None:
-    """Each count at least 1 and within its stated bound (:data:`core.checks.BUDGETS`)."""
+    """Each count at least 1 and within its stated bound (:data:`edgepack.core.checks.BUDGETS`)."""
     for name, value, unit in (("prompt_tokens", prompt_tokens, "tokens"),
                               ("new_tokens", new_tokens, "tokens"), ("rounds", rounds, "rounds")):
         if value < 1:
@@ -204,7 +204,7 @@ def measure_generation(decoders: list[Decoder], prompt_ids: list[int], new_token
     steps: list[list[int]] = [[] for _ in decoders]
     order = list(range(len(decoders)))
     gc_was_enabled = gc.isenabled()
-    gc.disable()   # as timeit and bench.latency do: no collection inside a timed step
+    gc.disable()   # as timeit and edgepack.bench.latency do: no collection inside a timed step
     try:
         for _ in range(rounds):
             for index in order:

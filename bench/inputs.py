@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import did_you_mean
+from edgepack.core.checks import did_you_mean
 
 ORT_TO_NUMPY = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -145,7 +145,7 @@ def generate_inputs(session, batch: int = 1, overrides: dict | None = None,
     non-batch axis (parity checks use small ones). Inputs that could not fit in memory are
     refused before any array is made, naming ``model_name``.
     """
-    from core.memory_budget import check_fits
+    from edgepack.core.memory_budget import check_fits
 
     overrides = overrides or {}
     check_shape_overrides(session, overrides)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bench.decoder import Decoder
+from edgepack.bench.decoder import Decoder
 
 
 def token_windows(token_ids: list[int], length: int, count: int) -> list[list[int]]:

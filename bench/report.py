@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.files import atomic_path
-from core.output_paths import png_metadata
+from edgepack.core.files import atomic_path
+from edgepack.core.output_paths import png_metadata
 
 
 def _fmt(value, spec: str) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.inputs import ORT_TO_NUMPY, resolve_shape
-from core.memory_budget import ACTIVATION_COPIES, MB, available_bytes, check_fits
+from edgepack.bench.inputs import ORT_TO_NUMPY, resolve_shape
+from edgepack.core.memory_budget import ACTIVATION_COPIES, MB, available_bytes, check_fits
 
 __all__ = ["ACTIVATION_COPIES", "MB", "available_bytes", "check_fits", "data_feed_bytes",
            "generated_feed_bytes"]

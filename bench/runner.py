@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.inputs import (
+from edgepack.bench.inputs import (
     batches,
     check_feeds,
     check_labels,
@@ -30,11 +30,11 @@ from bench.inputs import (
     timing_feeds,
     token_vocab_sizes,
 )
-from bench.ir_version import lower_to_runtime
-from bench.latency import NOISY_SPREAD, RunTimer, warm_up
-from bench.memory import GpuMemory, PeakRSS, rss_mb
-from bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
-from bench.session import (
+from edgepack.bench.ir_version import lower_to_runtime
+from edgepack.bench.latency import NOISY_SPREAD, RunTimer, warm_up
+from edgepack.bench.memory import GpuMemory, PeakRSS, rss_mb
+from edgepack.bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
+from edgepack.bench.session import (
     ProviderError,
     SessionOptions,
     first_line,
@@ -43,15 +43,15 @@ from bench.session import (
     provider_name,
     require_provider,
 )
-from core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields, check_number,
+from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields, check_number,
                          did_you_mean)
-from core.onnx_files import (
+from edgepack.core.onnx_files import (
     check_onnx_file,
     load_onnx_header,
     model_size_bytes,
     parameter_count,
 )
-from core.stage import option
+from edgepack.core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",
                "size_bytes", "params", "accuracy", "nodes_per_provider", "memory_mb")

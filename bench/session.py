@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import BadInput
-from core.onnx_files import check_onnx_file
+from edgepack.core.errors import BadInput
+from edgepack.core.onnx_files import check_onnx_file
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -144,7 +144,7 @@ def make_session(path: str | os.PathLike, options: SessionOptions | None = None,
     """Create an InferenceSession on exactly the requested provider; check the file first.
 
     ``check_file=False`` only for a caller that has just run
-    :func:`core.onnx_files.check_onnx_file` itself (to keep that out of a timing).
+    :func:`edgepack.core.onnx_files.check_onnx_file` itself (to keep that out of a timing).
 
     CPU is listed after a non-CPU provider (it runs the nodes that provider cannot) unless
     ``no_cpu_fallback`` is set, in which case ONNX Runtime refuses such a model instead.

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def timed_build(cache_root) -> tuple[float, object]:
-    from export.arm64_userland import build_userland
+    from edgepack.export.arm64_userland import build_userland
 
     started = time.perf_counter()
     userland = build_userland(cache_root, log=lambda line: print("  " + line, flush=True))
@@ -54,10 +54,10 @@ def main() -> None:
     ap.add_argument("--cpus", default="cortex-a53,cortex-a72,cortex-a76,neoverse-n1")
     args = ap.parse_args()
 
-    from bench.envinfo import environment
-    from export.arm64_check import Arm64CheckFailed
-    from export.arm64_userland import folder_bytes
-    from export.package import DeviceCheck, package_model
+    from edgepack.bench.envinfo import environment
+    from edgepack.export.arm64_check import Arm64CheckFailed
+    from edgepack.export.arm64_userland import folder_bytes
+    from edgepack.export.package import DeviceCheck, package_model
 
     env = environment()
     print(f"host: {env['cpu']} ({env['arch']}, {env['logical_cores']} logical cores), flags: "

@@ -1,6 +1,6 @@
 """ART's membership-inference attacks beside ours, on the same model and the same split.
 
-An independent referee for ``bench.privacy`` (ART is not a dependency of edgepack; install
+An independent referee for ``edgepack.bench.privacy`` (ART is not a dependency of edgepack; install
 it beside the repository as benchmarks/art_reference.py says). Used by
 benchmarks/privacy_art_referee.py and tests/bench/test_privacy_art.py.
 
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.privacy.metrics import roc_auc
-from bench.privacy.scores import SCORES
+from edgepack.bench.privacy.metrics import roc_auc
+from edgepack.bench.privacy.scores import SCORES
 
 PAIRS = (("correct", "rule-based"), ("loss", "black-box loss"),
          ("confidence", "black-box prediction"))
@@ -122,7 +122,7 @@ def compare(model, session, members: tuple, non_members: tuple, classes: int,
     one input; ``session``: an ONNX Runtime session of the same model.
     """
     from benchmarks.art_reference import classifier
-    from bench.privacy.membership import session_logits
+    from edgepack.bench.privacy.membership import session_logits
 
     (x_m, y_m), (x_n, y_n) = members, non_members
     fit_m, test_m = halves(len(y_m), seed)

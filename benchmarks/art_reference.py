@@ -1,6 +1,6 @@
 """FGSM and PGD from IBM's adversarial-robustness-toolbox (ART), set up like ours.
 
-An independent implementation to check ``bench.robustness.attacks`` against, used only by
+An independent implementation to check ``edgepack.bench.robustness.attacks`` against, used only by
 benchmarks/robustness_mnist1d.py and tests/bench/test_robustness_art.py (ART is not a
 dependency of edgepack). Install it beside the repository::
 
@@ -28,7 +28,7 @@ import torch
 
 ART_PGD_MODULE = ("art.attacks.evasion.projected_gradient_descent."
                   "projected_gradient_descent_pytorch")
-BATCH = 256          # bench.robustness.attacks.craft's batch: the same rows share a start seed
+BATCH = 256          # edgepack.bench.robustness.attacks.craft's batch: the same rows share a start seed
 
 
 def import_art(folder: str | Path | None = None):
@@ -69,7 +69,7 @@ def art_pgd(estimator, x: np.ndarray, y: np.ndarray, eps: float, steps: int) -> 
 
 @contextlib.contextmanager
 def same_start(seed: int):
-    """Inside, ART's PGD starts where ``bench.robustness.attacks.craft(seed=seed)`` starts:
+    """Inside, ART's PGD starts where ``edgepack.bench.robustness.attacks.craft(seed=seed)`` starts:
     uniform in [-eps, eps] from a torch generator seeded ``seed + first row of the batch``."""
     module = importlib.import_module(ART_PGD_MODULE)
     original, first_row = module.random_sphere, [0]

@@ -4,7 +4,7 @@ For a tiny model (one MatMul+Add, microseconds) and a mid-size one (an MLP of 4 
 a fraction of a millisecond) this script times, on ONE session per model, alternating blocks:
 
 - bare:    the plainest loop, ``t0 = perf_counter_ns(); session.run(None, feeds); t1 = ...``
-- harness: ``bench.latency.RunTimer.time_block``, the loop :func:`bench.bench` times with
+- harness: ``edgepack.bench.latency.RunTimer.time_block``, the loop :func:`bench.bench` times with
 
 and prints p50 of each and their ratio, plus the whole-loop mean (one clock read per block,
 no per-call timing at all) against the harness mean. Then :func:`bench.bench` runs both
@@ -27,11 +27,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import BenchConfig, bench  # noqa: E402
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.inputs import generate_inputs  # noqa: E402
-from bench.latency import RunTimer, warm_up  # noqa: E402
-from bench.session import SessionOptions, make_session  # noqa: E402
+from edgepack.bench import BenchConfig, bench  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.inputs import generate_inputs  # noqa: E402
+from edgepack.bench.latency import RunTimer, warm_up  # noqa: E402
+from edgepack.bench.session import SessionOptions, make_session  # noqa: E402
 
 BLOCK = 200
 

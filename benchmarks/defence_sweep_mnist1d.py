@@ -3,7 +3,7 @@
 Each setting (one JSON object per argument: the prune stage's ``adversarial`` table plus
 ``epochs`` and ``transfer``, the stage's ``finetune_epochs`` and
 ``finetune_transfer_samples``; beyond the demo's 16,000 transfer inputs more are generated)
-runs the demo's prune stage, through :func:`compress.prune.prune`
+runs the demo's prune stage, through :func:`edgepack.compress.prune.prune`
 as a recipe would, on the distilled student of a finished ``edgepack demo`` run, and is
 measured against the first ``--samples`` held-out inputs with white-box PGD (10 steps, one
 random start, seed 0) at eps 0.1 input standard deviations; the baseline is the run's own
@@ -31,13 +31,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.robustness.attacks.pgd import pgd  # noqa: E402
+from edgepack.bench.robustness.attacks.pgd import pgd  # noqa: E402
 from benchmarks.robustness_mnist1d import with_transfer_inputs  # noqa: E402
-from compress.kd import collect  # noqa: E402
-from compress.prune import prune  # noqa: E402
+from edgepack.compress.kd import collect  # noqa: E402
+from edgepack.compress.prune import prune  # noqa: E402
 from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
 from edgepack.pipeline.teacher import build_model  # noqa: E402
-from export.weights import load_weights  # noqa: E402
+from edgepack.export.weights import load_weights  # noqa: E402
 
 
 def clean_and_pgd(model, x, y, eps: float) -> tuple[float, float]:

@@ -22,13 +22,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.prune import PruneConfig, count_params, structured_prune  # noqa: E402
-from compress.quantize import QuantizeConfig, quantize  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.prune import PruneConfig, count_params, structured_prune  # noqa: E402
+from edgepack.compress.quantize import QuantizeConfig, quantize  # noqa: E402
 from edgepack.pipeline.recipe_runner import demo_recipe  # noqa: E402
 from edgepack.zoo.mnist1d_models import mnist1d_cnn  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 
 def three_models(width: int, ratio: float, quantize_config: QuantizeConfig, folder: Path):

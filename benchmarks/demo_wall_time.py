@@ -23,7 +23,7 @@ TARGET_S = 120.0
 
 
 def main() -> int:
-    from bench.envinfo import cpu_info
+    from edgepack.bench.envinfo import cpu_info
 
     cpu = cpu_info()
     with tempfile.TemporaryDirectory(prefix="edgepack-demo-bench-") as tmp:

@@ -3,7 +3,7 @@
 Target: on the demo's teacher/student pair, the KD student closes >= 50% of the accuracy gap
 between the same student trained alone and the teacher, mean of 3 seeds.
 
-Fair by construction (:mod:`compress.distill_baseline`): per seed, both students start from
+Fair by construction (:mod:`edgepack.compress.distill_baseline`): per seed, both students start from
 the same initial weights and take the same optimizer steps (same batch size, same batches per
 epoch -- the alone-student's epoch repeats the labelled set, shuffled, to fill as many batches
 as the KD student's labelled + transfer set --, same epochs, one-cycle schedule, weight decay), both pick
@@ -35,13 +35,13 @@ from torch.utils.data import DataLoader, TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from compress.distill import DistillConfig, distill  # noqa: E402
-from bench.chance import chance_accuracy, near_chance  # noqa: E402
-from compress.distill_baseline import (binomial_se, gap_closed, kd_batches_per_epoch,  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.compress.distill import DistillConfig, distill  # noqa: E402
+from edgepack.bench.chance import chance_accuracy, near_chance  # noqa: E402
+from edgepack.compress.distill_baseline import (binomial_se, gap_closed, kd_batches_per_epoch,  # noqa: E402
                                        train_alone)
-from compress.prune import count_params  # noqa: E402
-from compress.trainer import accuracy  # noqa: E402
+from edgepack.compress.prune import count_params  # noqa: E402
+from edgepack.compress.trainer import accuracy  # noqa: E402
 from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
 from edgepack.pipeline.teacher import build_model  # noqa: E402
 from edgepack.zoo.mnist1d_models import cached_mnist1d  # noqa: E402

@@ -41,8 +41,8 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from compress.distill import DistillConfig, distill
-    from compress.parallel import Distributed, init_process_group
+    from edgepack.compress.distill import DistillConfig, distill
+    from edgepack.compress.parallel import Distributed, init_process_group
     from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
 
 def report(args) -> int:
-    from bench.envinfo import cpu_info
+    from edgepack.bench.envinfo import cpu_info
 
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     rates: dict[int, list[float]] = {1: [], args.processes: []}

@@ -28,14 +28,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.distill import collect  # noqa: E402
-from compress.quantize import quantize, quantize_config  # noqa: E402
-from compress.quantize.presets import choose_preset  # noqa: E402
-from compress.trainer import TrainConfig, fit  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.distill import collect  # noqa: E402
+from edgepack.compress.quantize import quantize, quantize_config  # noqa: E402
+from edgepack.compress.quantize.presets import choose_preset  # noqa: E402
+from edgepack.compress.trainer import TrainConfig, fit  # noqa: E402
 from edgepack.zoo import mnist1d, mnist1d_cnn  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 PRESETS = ("x86-avx2", "x86-vnni", "arm64")   # x86-amx and arm64-nodot: same settings as vnni
 MODES = ("static", "dynamic")

@@ -28,16 +28,16 @@ sys.path.insert(0, str(REPO))
 
 import onnx  # noqa: E402
 
-from bench.decoder import Decoder  # noqa: E402
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.generation import measure_generation  # noqa: E402
-from bench.lm_quality import lm_quality, lm_reference, token_windows  # noqa: E402
-from bench.session import SessionOptions  # noqa: E402
-from compress.quantize.decoder_candidates import int4, int8_dynamic  # noqa: E402
-from compress.quantize.methods import quantize_into  # noqa: E402
-from compress.quantize.methods._weight_only import (decoder_feeds,  # noqa: E402
+from edgepack.bench.decoder import Decoder  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.generation import measure_generation  # noqa: E402
+from edgepack.bench.lm_quality import lm_quality, lm_reference, token_windows  # noqa: E402
+from edgepack.bench.session import SessionOptions  # noqa: E402
+from edgepack.compress.quantize.decoder_candidates import int4, int8_dynamic  # noqa: E402
+from edgepack.compress.quantize.methods import quantize_into  # noqa: E402
+from edgepack.compress.quantize.methods._weight_only import (decoder_feeds,  # noqa: E402
                                                     set_accuracy_level)
-from core.onnx_files import model_size_bytes  # noqa: E402
+from edgepack.core.onnx_files import model_size_bytes  # noqa: E402
 
 
 def configurations(gptq: bool) -> list:
@@ -75,8 +75,8 @@ def with_level(base: Path, level: int) -> Path:
 
 def run_stage(args, windows, prompts) -> int:
     """The decoder quantize stage as a user gets it: default candidates, default gate."""
-    from compress.quantize.decoder_quantize import quantize_decoder
-    from compress.quantize.quantize_config import QuantizationCheckError
+    from edgepack.compress.quantize.decoder_quantize import quantize_decoder
+    from edgepack.compress.quantize.quantize_config import QuantizationCheckError
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llm-stage.") as tmp:

@@ -2,7 +2,7 @@
 
 Latency does not depend on the weights' values, so the shape of a student (how many layers,
 how wide a feed-forward block) can be chosen for the latency target before it is trained.
-Each shape is cut from all-MiniLM-L6-v2 (``compress.layer_students``), exported and
+Each shape is cut from all-MiniLM-L6-v2 (``edgepack.compress.layer_students``), exported and
 quantized with ``examples/minilm.toml``'s own export and quantize settings, and timed
 interleaved with Optimum's fp32 export and avx512_vnni dynamic int8 (built here, as
 ``benchmarks/minilm_vs_optimum.py`` builds them): ONNX Runtime CPU execution provider,
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minilm_vs_optimum import optimum_models, time_all  # (a benchmarks/ sibling)
 
-from bench.runner import BenchConfig
+from edgepack.bench.runner import BenchConfig
 
 RECIPE = Path(__file__).resolve().parents[1] / "examples" / "minilm.toml"
 
@@ -33,10 +33,10 @@ def build_shape(shape: str, work: Path, tokens: dict, recipe) -> Path:
     """``"0,3,5:768"`` (teacher layers kept, FFN width) -> its int8 ONNX model."""
     import torch
 
-    from compress.layer_students import narrow_ffn, student_keeping_layers
-    from compress.quantize import QuantizeConfig, quantize
+    from edgepack.compress.layer_students import narrow_ffn, student_keeping_layers
+    from edgepack.compress.quantize import QuantizeConfig, quantize
     from edgepack.zoo.minilm import minilm_embedder
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.torch_export import ExportConfig, export_onnx
 
     layers, _, width = shape.partition(":")
     student = student_keeping_layers(minilm_embedder(), [int(i) for i in layers.split(",")])

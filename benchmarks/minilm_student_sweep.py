@@ -38,11 +38,11 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from compress.distill import embedding_loss
-from compress.layer_students import narrow_ffn, student_keeping_layers
-from compress.token_batches import length_grouped_loader, outputs_by_length
+from edgepack.compress.distill import embedding_loss
+from edgepack.compress.layer_students import narrow_ffn, student_keeping_layers
+from edgepack.compress.token_batches import length_grouped_loader, outputs_by_length
 from edgepack.zoo.minilm import minilm_embedder, minilm_sentences
-from bench.embedding_quality import embedding_quality
+from edgepack.bench.embedding_quality import embedding_quality
 
 
 def keep_layers(teacher: nn.Module, layers: list[int], ffn: int) -> nn.Module:

@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.envinfo import cpu_info
-from bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved
+from edgepack.bench.envinfo import cpu_info
+from edgepack.bench.runner import BenchConfig, ModelUnderTest, start_onnxruntime, time_interleaved
 from edgepack.pipeline.embedding_report import embedding_plot, embedding_table
-from bench.embedding_quality import embedding_quality
+from edgepack.bench.embedding_quality import embedding_quality
 
 SEQUENCE_LENGTH = 128
 
@@ -82,13 +82,13 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
 
     import torch
 
-    from compress.distill import DistillConfig, make_student
-    from compress.quantize import QuantizeConfig, quantize
-    from core.errors import CheckFailed
+    from edgepack.compress.distill import DistillConfig, make_student
+    from edgepack.compress.quantize import QuantizeConfig, quantize
+    from edgepack.core.errors import CheckFailed
     from edgepack.zoo.minilm import minilm_embedder
     from edgepack.pipeline.recipe import load_recipe
-    from export.torch_export import ExportConfig, export_onnx
-    from export.weights import load_weights
+    from edgepack.export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.weights import load_weights
 
     recipe = load_recipe(run_dir / "recipe.toml")
     stages = json.loads((run_dir / "report.json").read_text())["stages"]

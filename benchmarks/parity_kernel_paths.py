@@ -7,7 +7,7 @@ of the same check on the model with one layer's MLP weights perturbed by seeded 
 of their size. Paths:
 
 - native: torch and ONNX Runtime as they choose on this CPU (AVX2, AVX-512 or AMX);
-- torch lowered by its own switches (``bench.kernel_paths.TORCH_PATHS``), ONNX Runtime native:
+- torch lowered by its own switches (``edgepack.bench.kernel_paths.TORCH_PATHS``), ONNX Runtime native:
   each in a process of its own;
 - ONNX Runtime on faked CPU flags under qemu-x86_64 (``--emulate``: SSE4.2 always, AVX2 where
   the native path is wider; minutes per case for a 135M model under emulation).
@@ -60,7 +60,7 @@ def check_here(onnx_path: Path, run_onnx=None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from edgepack.zoo.smollm2 import smollm2_folder
-    from export.decoder import check_decoder_parity
+    from edgepack.export.decoder import check_decoder_parity
 
     model = AutoModelForCausalLM.from_pretrained(str(smollm2_folder())).eval()
     row = {"capability": torch.backends.cpu.get_cpu_capability(),
@@ -92,8 +92,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(check_here(onnx_path)))
         return
-    from bench.envinfo import cpu_info
-    from bench.kernel_paths import EMULATED_CPUS, TORCH_PATHS, cpu_flags, run_decoder_steps
+    from edgepack.bench.envinfo import cpu_info
+    from edgepack.bench.kernel_paths import EMULATED_CPUS, TORCH_PATHS, cpu_flags, run_decoder_steps
 
     rows = {"native": check_here(onnx_path)}
     for name, env in TORCH_PATHS.items():

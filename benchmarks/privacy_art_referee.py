@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.art_membership import compare  # noqa: E402
 from benchmarks.art_reference import import_art  # noqa: E402
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.privacy import PrivacyConfig  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.privacy import PrivacyConfig  # noqa: E402
 from edgepack.pipeline.privacy_probe import member_sets  # noqa: E402
 from edgepack.pipeline.recipe import load_recipe  # noqa: E402
 from edgepack.pipeline.recipe_runner import load_data, seed_everything  # noqa: E402
 from edgepack.pipeline.teacher import prepare_teacher  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 RECIPES = {"over-fitted teacher": REPO / "examples" / "privacy_overfit.toml",
            "DP-SGD teacher": REPO / "examples" / "privacy_dp.toml"}

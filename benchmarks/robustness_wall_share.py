@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         child(*args.child)
         return 0
     sys.path.insert(0, str(REPO))
-    from bench.envinfo import cpu_info
+    from edgepack.bench.envinfo import cpu_info
 
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="edgepack-share-") as tmp:

@@ -1,7 +1,7 @@
 """SmolLM2-135M side by side, in one run: fp32, the by-hand int4 a user would make with ONNX
 Runtime's tool, onnxruntime-genai's own builder where it installs, and edgepack's result.
 
-Rows (every one read through the same decoder loop, :class:`bench.decoder.Decoder`):
+Rows (every one read through the same decoder loop, :class:`edgepack.bench.decoder.Decoder`):
 
 1. **Optimum fp32**: ``optimum-onnx``'s ``text-generation-with-past`` export of the fp32
    model (the pipeline's ``export-decoder`` artifact is exactly that, parity-checked).
@@ -41,10 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.envinfo import cpu_info  # noqa: E402
-from bench.generation import load_decoder, measure_generation  # noqa: E402
-from bench.lm_quality import lm_quality, lm_reference  # noqa: E402
-from bench.session import SessionOptions  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.generation import load_decoder, measure_generation  # noqa: E402
+from edgepack.bench.lm_quality import lm_quality, lm_reference  # noqa: E402
+from edgepack.bench.session import SessionOptions  # noqa: E402
 from edgepack.zoo.smollm2 import smollm2_folder, smollm2_text  # noqa: E402
 
 

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.envinfo import cpu_info  # noqa: E402
+from edgepack.bench.envinfo import cpu_info  # noqa: E402
 from edgepack.pipeline.architecture_sweep import (SweepSettings, real_architectures,  # noqa: E402
                                          run_one)
 

@@ -33,8 +33,8 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.robustness.attacks.pgd import pgd
-from core.checks import (check_budget, check_choice, check_finite_fields, check_range,
+from edgepack.bench.robustness.attacks.pgd import pgd
+from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, check_range,
                          checked_fields)
 
 EFFECT_SAMPLES = 512   # evaluation rows the record's PGD accuracy is measured on
@@ -166,7 +166,7 @@ def clean_target_columns(inputs: torch.Tensor, labels: torch.Tensor, teacher,
     """
     if teacher is None or not settings:
         return inputs, labels
-    from compress.kd import teacher_outputs
+    from edgepack.compress.kd import teacher_outputs
 
     return inputs, teacher_outputs(teacher, inputs), labels
 
@@ -197,7 +197,7 @@ def epoch_score(loss_fn, selection) -> Callable | None:
     """
     if not isinstance(loss_fn, AdversarialLoss) or selection is None:
         return None
-    from compress.kd import collect
+    from edgepack.compress.kd import collect
 
     inputs, labels = collect(selection, EFFECT_SAMPLES)
     if inputs is None or labels is None:
@@ -207,7 +207,7 @@ def epoch_score(loss_fn, selection) -> Callable | None:
 
 def defence_record(tracker: AdversarialLoss, model, evaluation, train_seconds: float) -> dict:
     """The defence's cost (seconds) and effect (clean and PGD accuracy after training)."""
-    from compress.kd import collect
+    from edgepack.compress.kd import collect
 
     record = {**asdict(tracker.config), "crafted_examples": tracker.crafted,
               "craft_seconds": round(tracker.craft_seconds, 3),

@@ -20,7 +20,7 @@ embedding, not class logits) there is no softmax to soften: the student learns t
 embedding directly, with ``(1 - cosine) + MSE`` between the two (labels are not needed), and
 is scored by its mean cosine similarity to the teacher. For token inputs,
 ``length_grouped`` batches sentences of similar length and cuts each batch's padding
-(:mod:`compress.token_batches`), and ``freeze`` keeps chosen parameters (a transformer's
+(:mod:`edgepack.compress.token_batches`), and ``freeze`` keeps chosen parameters (a transformer's
 word embeddings) fixed: both make CPU training cheaper without changing the objective.
 
 *Feature (hint) distillation* adds, for each ``"student_layer:teacher_layer"`` pair in
@@ -41,20 +41,20 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import (check_budget, check_choice, check_finite_fields, check_range,
+from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, check_range,
                          checked_fields, did_you_mean)
-from core.tensors import as_tuple, call, num_rows, rows
-from core.registry import field_names, settings_dict, split_settings
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
-from compress.student_inits import STUDENT_INITS
-from compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
+from edgepack.core.tensors import as_tuple, call, num_rows, rows
+from edgepack.core.registry import field_names, settings_dict, split_settings
+from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
+from edgepack.compress.student_inits import STUDENT_INITS
+from edgepack.compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
                                   epoch_score, with_defence)
-from compress.embedding_curve import embedding_monitor
-from compress.kd import NO_LABEL, collect, freeze, kd_loss, training_set
-from compress.parallel import Distributed, moved_to
-from compress.target_cache import teacher_targets
-from compress.token_batches import length_grouped_loader
-from compress.trainer import TrainConfig, accuracy, fit, selection_batches
+from edgepack.compress.embedding_curve import embedding_monitor
+from edgepack.compress.kd import NO_LABEL, collect, freeze, kd_loss, training_set
+from edgepack.compress.parallel import Distributed, moved_to
+from edgepack.compress.target_cache import teacher_targets
+from edgepack.compress.token_batches import length_grouped_loader
+from edgepack.compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 AUGMENTATIONS = ("none", "noise", "shift")
 OBJECTIVES = ("logits", "embedding")
@@ -299,7 +299,7 @@ def _hint_loss(model: HintedStudent, student_tap, teacher_tap, config) -> torch.
 def make_student(teacher: nn.Module, config: DistillConfig, example_inputs,
                  built: nn.Module | None = None) -> nn.Module:
     """The student to train, as its init makes it: ``built`` (from the recipe's builder) or
-    cut from the teacher (:mod:`compress.student_inits`)."""
+    cut from the teacher (:mod:`edgepack.compress.student_inits`)."""
     spec = STUDENT_INITS.get(config.student_init)
     return spec.make(teacher, config.init, example_inputs, built)
 
@@ -410,7 +410,7 @@ def _run_stage(config: DistillConfig, given: StageInput) -> StageResult:
     result = distill(given.artifact, student, config, given.data, checkpoint=given.checkpoint,
                      resume=given.resume, progress=given.progress)
     if config.baseline_lrs:  # is distillation worth it? The same student alone, same steps
-        from compress.distill_baseline import compare_with_alone
+        from edgepack.compress.distill_baseline import compare_with_alone
 
         result.record["alone_baseline"] = compare_with_alone(
             lambda: _student_for(config, given), config, given.data, given.artifact, student)
@@ -418,7 +418,7 @@ def _run_stage(config: DistillConfig, given: StageInput) -> StageResult:
 
 
 def _rebuild(config: DistillConfig, given: StageInput, weights) -> nn.Module:
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     return load_weights(_student_for(config, given), weights).eval()
 

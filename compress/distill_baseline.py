@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.chance import chance_accuracy, near_chance
-from compress.kd import collect, training_set
-from compress.trainer import TrainConfig, accuracy, fit, selection_batches
+from edgepack.bench.chance import chance_accuracy, near_chance
+from edgepack.compress.kd import collect, training_set
+from edgepack.compress.trainer import TrainConfig, accuracy, fit, selection_batches
 
 
 def kd_batches_per_epoch(config, data: dict) -> int:
@@ -86,7 +86,7 @@ LR_STEP = 3.0          # each further learning rate is 3x lower than the last
 
 def _train_one(new_student, config, data, lr, select, chance, samples):
     """One alone-student at ``lr``: (model, validation accuracy, why it failed or "")."""
-    from compress.trainer import TrainingDiverged
+    from edgepack.compress.trainer import TrainingDiverged
 
     student = new_student()
     try:

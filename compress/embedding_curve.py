@@ -6,7 +6,7 @@ whether it is still improving, is what decides whether more epochs are worth the
 Given a ``validation`` set (rows no stage trains on, and not the ``evaluation`` rows that
 judge the stages), :func:`embedding_monitor` measures after each epoch the two figures the
 keep rule uses: the mean cosine to the teacher's embeddings and the Spearman correlation
-of the pairwise similarities (:mod:`bench.embedding_quality`). It records, it never picks.
+of the pairwise similarities (:mod:`edgepack.bench.embedding_quality`). It records, it never picks.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bench.embedding_quality import embedding_quality
-from compress.kd import collect
-from compress.token_batches import outputs_by_length
-from core.tensors import call, is_multi, num_rows, rows
+from edgepack.bench.embedding_quality import embedding_quality
+from edgepack.compress.kd import collect
+from edgepack.compress.token_batches import outputs_by_length
+from edgepack.core.tensors import call, is_multi, num_rows, rows
 
 
 def embeddings(model: nn.Module, inputs) -> torch.Tensor:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compress.parallel import Distributed, moved_to
-from core.tensors import as_tuple, call, concat, is_multi, num_rows, rows as take_rows
+from edgepack.compress.parallel import Distributed, moved_to
+from edgepack.core.tensors import as_tuple, call, concat, is_multi, num_rows, rows as take_rows
 
 NO_LABEL = -1  # the hard label of a teacher-labelled transfer-set row
 
@@ -125,7 +125,7 @@ def freeze(model: nn.Module, prefixes) -> int:
     """Stop training the parameters whose names start with one of ``prefixes`` (a student's
     word embeddings, say: most of a small transformer's weights, and slow to update); return
     how many parameters that fixes. A prefix that names nothing is an error, not a no-op."""
-    from core.checks import did_you_mean
+    from edgepack.core.checks import did_you_mean
 
     names = [name for name, _ in model.named_parameters()]
     fixed = 0

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import check_finite_fields
-from core.errors import BadInput, MissingDependency
+from edgepack.core.checks import check_finite_fields
+from edgepack.core.errors import BadInput, MissingDependency
 
 AUGMENTATIONS_DP = ("none", "shift")   # "noise" scales by the batch's std: it mixes samples
 

@@ -17,7 +17,7 @@ self-attention, ``nn.MultiheadAttention``) are found and torch-pruning is told t
 so whole heads are removed (``head_ratio``, by default the same as ``ratio``) and the modules'
 head counts are updated; bare parameters (class token, position embedding, layer scale) are
 pruned with their channels. Hugging Face models keep their hidden size (their config fixes
-it): heads and FFN width are pruned. See :mod:`compress.prune_plan`.
+it): heads and FFN width are pruned. See :mod:`edgepack.compress.prune_plan`.
 
 Fine-tuning after each step uses the same trainer as distillation; given the teacher it
 learns from its soft targets too (``kd_alpha``, ``kd_temperature``), optionally on extra
@@ -25,7 +25,7 @@ teacher-labelled transfer inputs -- pruning plus KD recovers more accuracy than 
 A model torch-pruning cannot follow (a reshape that mixes channels, a bare parameter) is
 caught by running it after each step: the error names the layer to add to
 ``ignored_layers`` -- and every layer in the same place of the same kind of module (all
-twelve blocks of a ViT), so one retry is enough (:mod:`compress.prune_trace`).
+twelve blocks of a ViT), so one retry is enough (:mod:`edgepack.compress.prune_trace`).
 """
 
 from __future__ import annotations
@@ -41,17 +41,17 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.checks import check_budget, check_choice, check_finite_fields, check_range
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
-from export.outputs import first_tensor
-from compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
+from edgepack.core.checks import check_budget, check_choice, check_finite_fields, check_range
+from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
+from edgepack.export.outputs import first_tensor
+from edgepack.compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
                                   defence_record, epoch_score, with_defence)
-from compress.kd import NO_LABEL, collect, kd_loss
-from compress.attention import update_head_counts
-from compress.parallel import Distributed, moved_to
-from compress.prune_plan import params_by_kind, pruning_plan
-from compress.prune_trace import UntraceableModelError, check_still_runs, trace_error
-from compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
+from edgepack.compress.kd import NO_LABEL, collect, kd_loss
+from edgepack.compress.attention import update_head_counts
+from edgepack.compress.parallel import Distributed, moved_to
+from edgepack.compress.prune_plan import params_by_kind, pruning_plan
+from edgepack.compress.prune_trace import UntraceableModelError, check_still_runs, trace_error
+from edgepack.compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
                               selection_batches)
 
 METHODS = ("structured", "unstructured")
@@ -137,7 +137,7 @@ def _modules_by_name(model: nn.Module, names) -> list[nn.Module]:
     table = dict(model.named_modules())
     missing = [n for n in names if n not in table]
     if missing:
-        from core.checks import did_you_mean
+        from edgepack.core.checks import did_you_mean
 
         raise ValueError(f"prune.ignored_layers: no layer named {missing[0]!r} in the model"
                          f"{did_you_mean(missing[0], table)}")
@@ -215,7 +215,7 @@ def _finetune(model, config: PruneConfig, data, teacher, epochs: int, desc: str,
 def structured_prune(model: nn.Module, config: PruneConfig, example_inputs, data=None,
                      teacher=None, progress: bool = True) -> dict:
     """Cut channels and attention heads with torch-pruning's DepGraph (group L2 magnitude);
-    fine-tune between steps. What is pruned and kept: :func:`compress.prune_plan.pruning_plan`.
+    fine-tune between steps. What is pruned and kept: :func:`edgepack.compress.prune_plan.pruning_plan`.
     """
     import torch_pruning as tp
 
@@ -359,7 +359,7 @@ def _run_stage(config: PruneConfig, given: StageInput) -> StageResult:
 
 def _rebuild(config: PruneConfig, given: StageInput, weights) -> nn.Module:
     """A copy of the stage's input; loading the weights narrows the pruned layers."""
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     return load_weights(copy.deepcopy(given.artifact), weights).eval()
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.attention import (AttentionSite, ffn_expansions, find_attention,
+from edgepack.compress.attention import (AttentionSite, ffn_expansions, find_attention,
                                 is_hugging_face, num_heads_map, unwrapped_parameters)
-from export.outputs import first_tensor
+from edgepack.export.outputs import first_tensor
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 

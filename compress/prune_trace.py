@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.errors import BadInput
-from compress.attention import HEAD_COUNT_ATTRS
-from export.outputs import first_tensor
+from edgepack.core.errors import BadInput
+from edgepack.compress.attention import HEAD_COUNT_ATTRS
+from edgepack.export.outputs import first_tensor
 
 
 class UntraceableModelError(BadInput):

@@ -20,11 +20,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from compress.kd import teacher_outputs
-from compress.parallel import Distributed
-from compress.token_batches import outputs_by_length
-from core.files import atomic_path, cache_dir
-from core.tensors import as_tuple, num_rows
+from edgepack.compress.kd import teacher_outputs
+from edgepack.compress.parallel import Distributed
+from edgepack.compress.token_batches import outputs_by_length
+from edgepack.core.files import atomic_path, cache_dir
+from edgepack.core.tensors import as_tuple, num_rows
 
 FOLDER = "targets"
 

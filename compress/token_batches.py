@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from core.tensors import as_tuple, call, is_multi
+from edgepack.core.tensors import as_tuple, call, is_multi
 
 
 def token_lengths(inputs) -> torch.Tensor:

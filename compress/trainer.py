@@ -18,13 +18,13 @@ and blocks until a signal ends the process (test-only; nothing else reads these 
 Under ``torchrun --nproc-per-node N`` (a process group is set up from torchrun's
 environment; gloo on CPU, NCCL on CUDA with one GPU per process) the model is wrapped in
 DistributedDataParallel, each process reads its own shard of the data (DistributedSampler,
-in the same order a single process reads it: :mod:`compress.parallel`), only rank 0 writes
+in the same order a single process reads it: :mod:`edgepack.compress.parallel`), only rank 0 writes
 checkpoints and shows the progress bar, and on resume rank 0 reads the checkpoint and hands
 it to every rank (no shared filesystem is needed).
 
 Progress: a bar (loss, accuracy, samples/s) only when stderr is a terminal, since a bar
 redraws its line with carriage returns and floods a log file; otherwise one line per epoch,
-logged at INFO on the ``compress.trainer`` logger (at DEBUG when ``progress=False``), so
+logged at INFO on the ``edgepack.compress.trainer`` logger (at DEBUG when ``progress=False``), so
 callers that set no logging up see nothing.
 """
 
@@ -46,10 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import CheckFailed
-from core.checks import check_budget, check_choice, check_finite_fields
-from core.files import atomic_path
-from compress.parallel import Distributed, gradients_finite, to_device
+from edgepack.core.errors import CheckFailed
+from edgepack.core.checks import check_budget, check_choice, check_finite_fields
+from edgepack.core.files import atomic_path
+from edgepack.compress.parallel import Distributed, gradients_finite, to_device
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.files import atomic_write_json, sha256_file
+from edgepack.core.files import atomic_write_json, sha256_file
 
 MANIFEST = "cache-manifest.json"
 MANIFEST_VERSION = 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 
 _SITE_PACKAGE = re.compile(r"[/\\](?:site|dist)-packages[/\\]([A-Za-z0-9_]+)")
 

@@ -40,7 +40,7 @@ class MissingDependency(BadInput):
                          f"pip install 'edgepack[{extra}]' (or fix the broken install)")
 
 
-PROJECT_PACKAGES = ("core", "bench", "export", "compress", "edgepack")
+PROJECT_PACKAGES = ("edgepack",)   # every layer is installed under this one name
 
 
 def missing_package(exc: BaseException) -> str | None:

@@ -7,7 +7,7 @@ intermediate activations of a small network). A run refused by it could not have
 
 from __future__ import annotations
 
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 
 ACTIVATION_COPIES = 3
 MB = 1024 * 1024

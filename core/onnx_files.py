@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 from onnx import external_data_helper
 
-from core.files import working_directory
+from edgepack.core.files import working_directory
 
 
 def _external_tensors(model: onnx.ModelProto):

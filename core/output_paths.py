@@ -27,7 +27,7 @@ import struct
 from pathlib import Path
 from typing import Callable, Iterable
 
-from core.files import check_not_input, check_output_dir, check_output_file
+from edgepack.core.files import check_not_input, check_output_dir, check_output_file
 
 MARK = "edgepack"                           # the key every mark uses
 MARKDOWN_MARK = "<!-- written by edgepack -->"
@@ -143,7 +143,7 @@ def check_onnx_output(path: str | os.PathLike, *, inputs: Iterable = (), flag: s
 
 def check_distinct(paths: dict[str, object]) -> None:
     """Two outputs of one command may not be the same file (``{flag: path}``)."""
-    from core.files import same_file
+    from edgepack.core.files import same_file
 
     given = [(flag, path) for flag, path in paths.items() if path]
     for i, (flag, path) in enumerate(given):

@@ -30,7 +30,7 @@ import sys
 import threading
 from typing import Iterator
 
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 
 # Modules whose every function reads or writes pickles (or runs marshalled code).
 PICKLE_MODULES = ("pickle", "_pickle", "cPickle", "pickletools", "copyreg", "shelve",

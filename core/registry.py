@@ -13,7 +13,7 @@ and command lines write both flat (``mode = "static"`` next to ``calibration = "
 
 Example::
 
-    METHODS = Registry("quantize method", "compress.quantize.methods")
+    METHODS = Registry("quantize method", "edgepack.compress.quantize.methods")
 
     @dataclass(frozen=True)
     class MethodSpec:
@@ -32,7 +32,7 @@ import importlib
 import pkgutil
 from typing import Any, Generic, TypeVar
 
-from core.checks import checked_fields, did_you_mean
+from edgepack.core.checks import checked_fields, did_you_mean
 
 Spec = TypeVar("Spec")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from core.checks import checked_fields, did_you_mean
+from edgepack.core.checks import checked_fields, did_you_mean
 
 CONFIG_VERSION = 1
 ARTIFACT_KINDS = ("torch", "onnx", "package")

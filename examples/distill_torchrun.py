@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from compress.distill import DistillConfig, distill
-from compress.trainer import TrainConfig, accuracy, fit
+from edgepack.compress.distill import DistillConfig, distill
+from edgepack.compress.trainer import TrainConfig, accuracy, fit
 from edgepack.zoo.mnist1d_models import mnist1d, mnist1d_cnn
-from export.weights import save_weights
+from edgepack.export.weights import save_weights
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Runtime's NCHWc layout kernels, which an ``.ort`` file optimized for amd64 conta
 kernel that the ARM build implements differently, a type its kernels lack. :func:`check_arm64`
 finds out without a device: the same file and the same inputs go through this machine's
 ONNX Runtime and through the aarch64 wheel of the same version in the userland of
-:mod:`export.arm64_userland`, one run per emulated CPU, and every output is compared (max
+:mod:`edgepack.export.arm64_userland`, one run per emulated CPU, and every output is compared (max
 absolute and relative error; top-1 agreement and mean cosine for outputs with a class or
 feature axis).
 
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import BadInput, CheckFailed
-from export.arm64_userland import (GUEST_PYTHON, GUEST_SITE, SETUP_HINT, Userland,
+from edgepack.core.errors import BadInput, CheckFailed
+from edgepack.export.arm64_userland import (GUEST_PYTHON, GUEST_SITE, SETUP_HINT, Userland,
                                    qemu_binary, qemu_version)
-from export.parity import compare_outputs
+from edgepack.export.parity import compare_outputs
 
 RUNNER = Path(__file__).with_name("arm64_runner.py")
 # qemu's aarch64 CPU models with their MIDR (implementer, variant, part, revision): what a
@@ -274,7 +274,7 @@ def check_arm64(model, feeds_list: list[dict], reference_outputs: list[dict],
 def userland_for_check(cache_root=None, log=print) -> Userland:
     """The userland the check runs in: the cached one, else built now (BadInput when qemu,
     debootstrap or root is missing, naming which)."""
-    from export.arm64_userland import build_userland
+    from edgepack.export.arm64_userland import build_userland
 
     qemu_binary()  # say first that qemu is missing, the one thing every path needs
     return build_userland(cache_root, log=log)

@@ -15,7 +15,7 @@ Built once from Debian's packages and PyPI only, then cached:
 The finished folder is renamed into place in one step (a half-built userland is never used)
 and holds ``userland.json``: what it was built from, when, how long it took and its size.
 Building needs root (debootstrap unpacks files owned by root) and the Debian packages
-``debootstrap`` and ``qemu-user-static``; running it does not (see :mod:`export.arm64_check`).
+``debootstrap`` and ``qemu-user-static``; running it does not (see :mod:`edgepack.export.arm64_check`).
 Nothing is registered with the kernel's binfmt_misc: qemu is always called by its path.
 """
 
@@ -32,8 +32,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import BadInput
-from core.files import sha256_file
+from edgepack.core.errors import BadInput
+from edgepack.core.files import sha256_file
 
 SUITE = "bookworm"                       # Debian 12: python3.11, glibc 2.36
 MIRROR = "http://deb.debian.org/debian"
@@ -97,7 +97,7 @@ def wanted_versions() -> tuple[str, str]:
 def default_cache_root() -> Path:
     """Where userlands are cached: ``$EDGEPACK_ARM64_CACHE`` when set, else
     ``~/.cache/edgepack/arm64`` (under ``$XDG_CACHE_HOME`` when that is set)."""
-    from core.files import cache_dir
+    from edgepack.core.files import cache_dir
 
     return Path(os.environ.get(CACHE_ENV) or cache_dir() / "arm64")
 

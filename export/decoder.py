@@ -1,5 +1,5 @@
 """Parity of an exported decoder with its KV cache: prefills, then decode steps on a growing
-cache, ONNX Runtime against torch, by the rule of :mod:`export.parity`.
+cache, ONNX Runtime against torch, by the rule of :mod:`edgepack.export.parity`.
 
 A decoder exported with ``text-generation-with-past`` is used one way on a device: one
 prefill of the prompt, then one token at a time with the cache the previous step returned.
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.decoder import Decoder
-from export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, reference_summary)
+from edgepack.bench.decoder import Decoder
+from edgepack.export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, reference_summary)
 
 PROMPT_LENGTH = 12
 DECODE_STEPS = 4
@@ -120,7 +120,7 @@ def torch_greedy_steps(model, prompt, steps: int):
 
 def onnx_steps(decoder: Decoder):
     """ONNX Runtime's side in this process: (prompt, fed) -> (each step's logits, the cache
-    after the last step). Another runner (another kernel path: :mod:`bench.kernel_paths`)
+    after the last step). Another runner (another kernel path: :mod:`edgepack.bench.kernel_paths`)
     has the same signature."""
     def run(prompt, fed: list[int]):
         logits, cache = decoder.forward(prompt, decoder.empty_cache())
@@ -169,7 +169,7 @@ def check_decoder_parity(model, onnx_path: Path, multiple: float = PARITY_MULTIP
     at ``onnx_path`` on every case of :func:`parity_cases` (or ``cases``); the summary's
     ``lines`` say, per step, the errors, with one line for the whole cache. ``run_onnx``:
     how ONNX Runtime runs the steps (default: :func:`onnx_steps` in this process)."""
-    from bench.decoder import context_length
+    from edgepack.bench.decoder import context_length
 
     decoder = Decoder(onnx_path)
     config = model.config

@@ -3,9 +3,9 @@ KV cache (Optimum's ``text-generation-with-past`` names), parity-checked on a pr
 decode steps with a growing cache, with the files onnxruntime-genai needs beside it.
 
 The torch model is saved (safetensors) into a scratch folder with its tokenizer, exported by
-optimum-onnx from there (:func:`export.hf.export_hf`, which checks parity through
-:mod:`export.decoder`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
-and tokenizer files, and ``genai_config.json`` (:mod:`export.genai`).
+optimum-onnx from there (:func:`edgepack.export.hf.export_hf`, which checks parity through
+:mod:`edgepack.export.decoder`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
+and tokenizer files, and ``genai_config.json`` (:mod:`edgepack.export.genai`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
-from export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple
+from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
+from edgepack.export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple
 
 MODEL_FOLDER = "model"
 
@@ -30,7 +30,7 @@ class DecoderExportConfig(StageConfig):
     opset: int = option(0, "ONNX opset; 0: optimum's choice for the architecture")
     parity_multiple: float = option(PARITY_MULTIPLE, "parity: ONNX Runtime's error against "
                                     "a float64 torch run may be this many times torch's own "
-                                    "float32 error (export.parity)")
+                                    "float32 error (edgepack.export.parity)")
 
     def __post_init__(self):
         if self.opset and not 14 <= self.opset <= 23:
@@ -50,7 +50,7 @@ def tokenizer_folder(data: dict) -> Path:
 
 def save_hf_folder(model, tokenizer_dir: Path, folder: Path) -> Path:
     """``model`` and its tokenizer files as a Hugging Face folder optimum can export."""
-    from export.genai import TOKENIZER_FILES
+    from edgepack.export.genai import TOKENIZER_FILES
 
     model.save_pretrained(str(folder), safe_serialization=True)
     for name in TOKENIZER_FILES:
@@ -65,7 +65,7 @@ def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | 
     """Export ``model`` (a transformers causal LM) into ``out_dir/model.onnx`` with its KV
     cache, check parity, and write the deployment files; raise :class:`ParityError` beyond
     the tolerance."""
-    from export.hf import DECODER_TASK, export_hf
+    from edgepack.export.hf import DECODER_TASK, export_hf
 
     config = config or DecoderExportConfig()
     out_dir = Path(out_dir)

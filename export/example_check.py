@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 
 
 def _first_line(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ quantization of the fused graph then quantizes the Attention node itself (QAtten
 The fused model is saved with full shape information (ONNX Runtime's symbolic shape
 inference, which knows the fused ops), so a later quantization can type every tensor. Its
 outputs are compared with the input model's on ONNX Runtime (held-out inputs when the
-pipeline has them); a mismatch raises :class:`~export.parity.ParityError`, and the stage is
+pipeline has them); a mismatch raises :class:`~edgepack.export.parity.ParityError`, and the stage is
 kept only if it is faster.
 """
 
@@ -22,14 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.ir_version import lower_file_to_runtime, lower_to_runtime
-from core.checks import check_choice, check_finite_fields
-from core.files import check_output_file
-from core.output_paths import mark_onnx_file
-from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
-from core.tensors import as_tuple, rows, to_numpy
-from export.parity import ParityError
+from edgepack.bench.ir_version import lower_file_to_runtime, lower_to_runtime
+from edgepack.core.checks import check_choice, check_finite_fields
+from edgepack.core.files import check_output_file
+from edgepack.core.output_paths import mark_onnx_file
+from edgepack.core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
+from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
+from edgepack.core.tensors import as_tuple, rows, to_numpy
+from edgepack.export.parity import ParityError
 
 MODEL_TYPES = ("bert",)
 
@@ -102,8 +102,8 @@ def _add_shapes(target: Path) -> None:
 
 
 def _check_parity(original: Path, fused: Path, parity_inputs, config: FuseConfig) -> dict:
-    from export.optimize import _cpu_session, default_parity_feeds, unoptimized_session
-    from export.parity import compare_sessions
+    from edgepack.export.optimize import _cpu_session, default_parity_feeds, unoptimized_session
+    from edgepack.export.parity import compare_sessions
 
     reference = unoptimized_session(original)
     feeds = [parity_inputs] if parity_inputs is not None else default_parity_feeds(reference,

@@ -26,7 +26,7 @@ import json
 import shutil
 from pathlib import Path
 
-from core.files import atomic_write_json
+from edgepack.core.files import atomic_write_json
 
 GENAI_CONFIG = "genai_config.json"
 GENAI_MODEL_TYPE = "decoder"
@@ -56,8 +56,8 @@ def _first(config: dict, *keys):
 
 def genai_config(model_path: Path, hf_config: dict, generation: dict | None = None) -> dict:
     """The ``genai_config.json`` content for the decoder at ``model_path`` (batch 1, greedy)."""
-    from bench.decoder import context_from_config, decoder_layout
-    from bench.session import make_session
+    from edgepack.bench.decoder import context_from_config, decoder_layout
+    from edgepack.bench.session import make_session
 
     session = make_session(model_path)
     layout = decoder_layout(session, model_path)

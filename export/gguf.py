@@ -3,10 +3,10 @@
 transformers reads GGUF itself (``from_pretrained(folder, gguf_file=...)``, with the ``gguf``
 package): it de-quantizes every tensor to fp32. The file is checked first, so a bad one is
 one line naming what is wrong instead of a traceback (or a memory bomb) from inside the
-reader: its header, every count and size checked against the file (:mod:`export.gguf_header`),
+reader: its header, every count and size checked against the file (:mod:`edgepack.export.gguf_header`),
 an architecture transformers loads as a decoder, tensor types the ``gguf`` package can
 de-quantize, and tensors that fit the model the metadata describes
-(:mod:`export.gguf_model`). The converted folder is cached (keyed by the file's sha256,
+(:mod:`edgepack.export.gguf_model`). The converted folder is cached (keyed by the file's sha256,
 verified against its manifest before each use), because the conversion takes tens of seconds
 and a recipe run or ``--resume`` needs it again.
 
@@ -21,11 +21,11 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from core.cache_entry import new_entry, open_entry
-from core.deps import import_optional
-from core.files import sha256_file
-from export.gguf_header import GgufHeader, read_gguf_header
-from export.gguf_model import check_gguf_model
+from edgepack.core.cache_entry import new_entry, open_entry
+from edgepack.core.deps import import_optional
+from edgepack.core.files import sha256_file
+from edgepack.export.gguf_header import GgufHeader, read_gguf_header
+from edgepack.export.gguf_model import check_gguf_model
 
 CONVERSION_VERSION = 1  # bump when the conversion changes, to retire old cached folders
 
@@ -43,14 +43,14 @@ def _summary(header: GgufHeader) -> dict:
 
 def gguf_summary(path) -> dict:
     """Architecture, tensor count per type, and the types this machine cannot read, from
-    the header alone (read with bounded reads: :mod:`export.gguf_header`)."""
+    the header alone (read with bounded reads: :mod:`edgepack.export.gguf_header`)."""
     return _summary(read_gguf_header(path))
 
 
 def check_gguf(path) -> dict:
     """:func:`gguf_summary`, refusing what transformers cannot load (``ValueError``): tensor
     types it cannot de-quantize, an architecture it does not know, and a model whose
-    metadata and tensors disagree or would not fit in memory (:mod:`export.gguf_model`)."""
+    metadata and tensors disagree or would not fit in memory (:mod:`edgepack.export.gguf_model`)."""
     header = read_gguf_header(path)
     summary = _summary(header)
     if summary["unsupported_types"]:
@@ -100,7 +100,7 @@ def convert_gguf(path, folder) -> Path:
 def cached_hf_folder(path, cache_root) -> Path:
     """The Hugging Face folder converted from the GGUF at ``path``, made once and kept under
     ``cache_root`` (by content hash). The entry is verified before each use against the
-    manifest written with it (:mod:`core.cache_entry`): a truncated, swapped or half-made
+    manifest written with it (:mod:`edgepack.core.cache_entry`): a truncated, swapped or half-made
     entry is converted again, with one line on stderr saying so."""
     check_gguf(path)
     digest = sha256_file(path)

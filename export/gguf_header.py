@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.deps import import_optional
+from edgepack.core.deps import import_optional
 
 GGUF_MAGIC = b"GGUF"
 VERSIONS = (2, 3)                 # what the gguf package reads (version 1 had 32-bit counts)

@@ -6,7 +6,7 @@ model in fp32 and loads the de-quantized tensors into it. A file whose metadata 
 layers over two layers of tensors, or 16,384-wide layers over 8-wide tensors, would have
 transformers allocate tens of gigabytes first and fail (or crawl) afterwards. Here the config
 is derived from the metadata the way transformers derives it, the model is built on the meta
-device (:mod:`export.model_files`), and every tensor is compared with it: the right blocks,
+device (:mod:`edgepack.export.model_files`), and every tensor is compared with it: the right blocks,
 the right element counts, nothing missing; then the memory the conversion needs is checked.
 The tokenizer's arrays are checked too, since the conversion builds it from them.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-from export.gguf_header import GgufArray, GgufHeader
-from export.model_files import (SIZE_FIELDS, check_missing, check_model_fits, check_shapes,
+from edgepack.export.gguf_header import GgufArray, GgufHeader
+from edgepack.export.model_files import (SIZE_FIELDS, check_missing, check_model_fits, check_shapes,
                                 check_size_value, element_count, meta_model)
 
 # transformers de-quantizes each tensor to a numpy fp32 array, copies it into torch, keeps

@@ -2,11 +2,11 @@
 
 optimum-onnx knows how to export each transformers architecture (which inputs, which
 dynamic axes, which outputs per task); :func:`export_hf` drives it and then checks the
-result by the rule of :mod:`export.parity`: the transformers model runs in torch in float64
+result by the rule of :mod:`edgepack.export.parity`: the transformers model runs in torch in float64
 and in float32, and ONNX Runtime's outputs must be as close to the float64 run as a stated
 multiple of torch's own float32 error, on generated token ids at two batch sizes and two
 sequence lengths, with padding (a decoder: on prefills and decode steps with its KV cache,
-:mod:`export.decoder`). optimum's own validation, a constant tolerance on its random inputs,
+:mod:`edgepack.export.decoder`). optimum's own validation, a constant tolerance on its random inputs,
 is not run: it passes or fails with the CPU's kernels, not with the model.
 
 Models are read from a local folder only, never downloaded: the path must exist and every
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import check_choice
-from core.deps import import_optional
-from core.stage import StageResult
-from core.files import output_folder, same_file
-from core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
-from core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
-from export.decoder import check_decoder_parity
-from export.tied_weights import share_tied_embedding
-from export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, parity_failure,
+from edgepack.core.checks import check_choice
+from edgepack.core.deps import import_optional
+from edgepack.core.stage import StageResult
+from edgepack.core.files import output_folder, same_file
+from edgepack.core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
+from edgepack.core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
+from edgepack.export.decoder import check_decoder_parity
+from edgepack.export.tied_weights import share_tied_embedding
+from edgepack.export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, parity_failure,
                            reference_summary)
 
 TASKS = ("feature-extraction", "text-classification", "text-generation-with-past")
@@ -53,13 +53,13 @@ def normalize_task(task: str) -> str:
 def check_local_model_dir(model_dir) -> Path:
     """Refuse anything but a local folder holding a transformers ``config.json`` and the
     model's own safetensors weights, each checked against the other and against the memory
-    an export needs (:func:`export.hf_folder.check_hf_folder`), before anything is loaded."""
+    an export needs (:func:`edgepack.export.hf_folder.check_hf_folder`), before anything is loaded."""
     return checked_model_dir(model_dir)[0]
 
 
 def checked_model_dir(model_dir) -> tuple[Path, list[str]]:
     """:func:`check_local_model_dir`, and the weights files the model is read from."""
-    from export.hf_folder import check_hf_folder
+    from edgepack.export.hf_folder import check_hf_folder
 
     path = Path(model_dir)
     if not path.exists():
@@ -134,7 +134,7 @@ def _torch_outputs(model, feeds: dict) -> dict:
 
 def check_hf_parity(model, onnx_path: Path, multiple: float = PARITY_MULTIPLE) -> dict:
     """Compare the torch model (float64 and float32) with ONNX Runtime on padded token ids,
-    output by output, by the rule of :mod:`export.parity`."""
+    output by output, by the rule of :mod:`edgepack.export.parity`."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -184,7 +184,7 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None,
 
     ``out_dir`` also gets the config and tokenizer files optimum copies beside the model (a
     decoder: ``genai_config.json`` too). Raises :class:`ParityError` when ONNX Runtime's
-    error exceeds ``parity_multiple`` times torch's own float32 error (:mod:`export.parity`),
+    error exceeds ``parity_multiple`` times torch's own float32 error (:mod:`edgepack.export.parity`),
     unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``.
     """
     task = normalize_task(task)
@@ -210,7 +210,7 @@ def export_hf(model_dir, task: str, out_dir, opset: int | None = None,
 def _deploy_files(model_path: Path, model_dir: Path) -> list[str]:
     """genai_config.json and the tokenizer beside a decoder, when the model folder has a
     tokenizer (onnxruntime-genai needs both); nothing otherwise."""
-    from export.genai import write_deploy_files
+    from edgepack.export.genai import write_deploy_files
 
     if not (model_dir / "tokenizer.json").is_file():
         return []

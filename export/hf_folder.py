@@ -12,7 +12,7 @@ names. Each of those is a claim checked here first, with bounded reads:
   shape and byte range must agree with each other and lie inside the file, so a truncated
   file is named, not met as a traceback from the loader;
 - the tensors have the shapes of the model ``config.json`` describes (built on the meta
-  device, :mod:`export.model_files`), and its fp32 copies during an export fit in memory.
+  device, :mod:`edgepack.export.model_files`), and its fp32 copies during an export fit in memory.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 import struct
 from pathlib import Path
 
-from export.model_files import (LAYER_INDEX, SIZE_FIELDS, check_missing, check_model_fits,
+from edgepack.export.model_files import (LAYER_INDEX, SIZE_FIELDS, check_missing, check_model_fits,
                                 check_shapes, check_size_value, element_count, meta_model)
 
 CONFIG = "config.json"
@@ -33,7 +33,7 @@ MAX_HEADER_BYTES = 100_000_000            # the safetensors library's own bound
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 # An export holds the model in torch (fp32), its float64 twin for the parity check (two fp32
 # copies' worth) and the ONNX Runtime session of the exported graph: four fp32 copies at
-# the peak (export.parity).
+# the peak (edgepack.export.parity).
 EXPORT_COPIES = 4
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
                "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,

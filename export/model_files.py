@@ -15,7 +15,7 @@ no memory), and the memory the conversion or export will need is estimated from 
 - the fp32 copies the work makes fit in the memory this machine has available.
 
 Each refusal is a ``ValueError`` naming the file and the field or tensor, before anything is
-written. :mod:`export.hf_folder` and :mod:`export.gguf_model` call these for a Hugging Face
+written. :mod:`edgepack.export.hf_folder` and :mod:`edgepack.export.gguf_model` call these for a Hugging Face
 folder and a GGUF file.
 """
 
@@ -28,7 +28,7 @@ import re
 import warnings
 from collections.abc import Callable
 
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 
 MAX_LAYERS = 1024          # no published model comes near; a meta build of more takes seconds
 MAX_POSITIONS = 1 << 24    # 16M tokens of context
@@ -126,7 +126,7 @@ def check_model_fits(what: str, elements: int, copies: int, remedy: str) -> None
     """Refuse work that holds ``copies`` fp32 copies of a model of ``elements`` values at
     once (a conversion, an export) beyond the memory available now; the estimate comes from
     the model the config describes, before anything is allocated."""
-    from core.memory_budget import available_bytes
+    from edgepack.core.memory_budget import available_bytes
 
     needed = elements * FP32_BYTES * copies
     available = available_bytes()

@@ -12,7 +12,7 @@ it without redoing the work. Levels:
   kind of machine and execution provider.
 
 The optimized model is a separate file; its outputs are compared with the original's on
-ONNX Runtime, and a mismatch raises :class:`~export.parity.ParityError` (exit code 1).
+ONNX Runtime, and a mismatch raises :class:`~edgepack.export.parity.ParityError` (exit code 1).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checks import check_choice, check_finite_fields
-from core.files import check_output_file
-from core.output_paths import mark_onnx_file
-from core.onnx_files import (
+from edgepack.core.checks import check_choice, check_finite_fields
+from edgepack.core.files import check_output_file
+from edgepack.core.output_paths import mark_onnx_file
+from edgepack.core.onnx_files import (
     check_onnx_file,
     external_tensor_names,
     model_size_bytes,
     parameter_count,
 )
-from core.stage import (
+from edgepack.core.stage import (
     StageConfig,
     StageInput,
     StageResult,
@@ -40,7 +40,7 @@ from core.stage import (
     option,
     register_stage,
 )
-from export.parity import ParityError, compare_sessions
+from edgepack.export.parity import ParityError, compare_sessions
 
 LEVELS = ("basic", "extended", "all")
 
@@ -94,7 +94,7 @@ def default_parity_feeds(session, model_path=None) -> list[dict]:
     (bench's generator; token ids below the vocabulary ``model_path``'s tables show)."""
     import onnx
 
-    from bench.inputs import generate_inputs, token_vocab_sizes
+    from edgepack.bench.inputs import generate_inputs, token_vocab_sizes
 
     first = session.get_inputs()[0].shape
     dynamic_batch = bool(first) and not isinstance(first[0], int)

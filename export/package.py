@@ -15,7 +15,7 @@ needs, using ONNX Runtime's own converter:
 
 The ``.ort`` model is loaded back in ONNX Runtime and its outputs compared with the
 ``.onnx`` model's on generated inputs; a mismatch raises
-:class:`~export.parity.ParityError` (exit code 1) and nothing is written.
+:class:`~edgepack.export.parity.ParityError` (exit code 1) and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.checks import check_number
-from core.files import (atomic_write_json, check_not_input, check_output_dir, output_folder,
+from edgepack.core.checks import check_number
+from edgepack.core.files import (atomic_write_json, check_not_input, check_output_dir, output_folder,
                         sha256_file)
-from core.onnx_files import check_inputs_and_outputs, check_onnx_file
-from core.output_paths import check_output_folder
-from core.stage import (
+from edgepack.core.onnx_files import check_inputs_and_outputs, check_onnx_file
+from edgepack.core.output_paths import check_output_folder
+from edgepack.core.stage import (
     StageConfig,
     StageInput,
     StageResult,
@@ -42,9 +42,9 @@ from core.stage import (
     option,
     register_stage,
 )
-from export.arm64_check import DEFAULT_CPUS, Arm64CheckFailed
-from export.optimize import default_parity_feeds, unoptimized_session
-from export.parity import ParityError, compare_sessions
+from edgepack.export.arm64_check import DEFAULT_CPUS, Arm64CheckFailed
+from edgepack.export.optimize import default_parity_feeds, unoptimized_session
+from edgepack.export.parity import ParityError, compare_sessions
 
 OPERATORS_CONFIG = "required_operators.config"
 MANIFEST = "manifest.json"
@@ -149,7 +149,7 @@ def _check_ort_parity(onnx_path: Path, ort_model: Path, graph, atol: float,
 
 @dataclass(frozen=True)
 class DeviceCheck:
-    """An on-device check of the packaged model under emulation (:mod:`export.arm64_check`):
+    """An on-device check of the packaged model under emulation (:mod:`edgepack.export.arm64_check`):
     the userland it runs in, the emulated CPUs and the tolerance against this machine."""
 
     userland: object
@@ -161,7 +161,7 @@ class DeviceCheck:
 def _check_on_arm64(ort_model: Path, here, feeds: list[dict], check: DeviceCheck) -> dict:
     """Run the .ort file here (session ``here``) and on aarch64 on the same inputs; the
     check's record."""
-    from export.arm64_check import check_arm64
+    from edgepack.export.arm64_check import check_arm64
 
     names = [o.name for o in here.get_outputs()]
     reference = [dict(zip(names, here.run(None, f))) for f in feeds]
@@ -207,7 +207,7 @@ def package_model(onnx_path, out_dir, atol: float = 1e-4, rtol: float = 1e-3,
     Returns the manifest. Raises ``ValueError`` for a bad input model and
     :class:`ParityError` when the ``.ort`` model's outputs differ from the ``.onnx`` one's.
     ``device_check``: also run the ``.ort`` model on ONNX Runtime's aarch64 build under
-    emulation; its failure (:class:`~export.arm64_check.Arm64CheckFailed`, exit 1) leaves
+    emulation; its failure (:class:`~edgepack.export.arm64_check.Arm64CheckFailed`, exit 1) leaves
     nothing written, like a parity failure, and its figures go into the manifest.
     """
     for name, value in (("atol", atol), ("rtol", rtol)):
@@ -275,15 +275,15 @@ class PackageConfig(StageConfig):
     device_rtol: float = option(1e-3, "largest relative output difference aarch64 to x86")
 
     def __post_init__(self):
-        from core.checks import check_choice, check_finite_fields
-        from export.arm64_check import check_cpus
+        from edgepack.core.checks import check_choice, check_finite_fields
+        from edgepack.export.arm64_check import check_cpus
 
         check_finite_fields(self, "package")
         for name in ("atol", "rtol", "device_atol", "device_rtol"):
             check_number("package", name, getattr(self, name), 0.0)
         check_choice("package", "check", self.check, ("", "arm64"))
         if self.check:
-            from export.arm64_userland import check_can_run
+            from edgepack.export.arm64_userland import check_can_run
 
             check_cpus(self.arm64_cpus)
             check_can_run()     # a recipe that cannot run its check stops before any stage
@@ -292,7 +292,7 @@ class PackageConfig(StageConfig):
 def _device_check(config: PackageConfig) -> DeviceCheck | None:
     if not config.check:
         return None
-    from export.arm64_check import userland_for_check
+    from edgepack.export.arm64_check import userland_for_check
 
     return DeviceCheck(userland_for_check(), tuple(config.arm64_cpus), config.device_atol,
                        config.device_rtol)

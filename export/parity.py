@@ -31,7 +31,7 @@ from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from core.errors import CheckFailed
+from edgepack.core.errors import CheckFailed
 
 # ONNX Runtime's error against the float64 reference may be this many times torch's own
 # float32 error on the same inputs. Measured ratios sit between 0.2 and 4 on every model and

@@ -3,9 +3,9 @@
 :func:`export_onnx` puts the model in eval mode, exports it (the dynamo exporter by default,
 the TorchScript exporter when asked for), checks the file, and then runs the same held-out
 inputs through torch (float64 and float32) and ONNX Runtime at two batch sizes (and at a
-second length of every extra dynamic axis, such as a sequence: :mod:`export.torch_parity`).
-Every output gets a line with its errors; beyond the rule of :mod:`export.parity` a
-:class:`~export.parity.ParityError` is raised (exit code 1) and the model is not put in
+second length of every extra dynamic axis, such as a sequence: :mod:`edgepack.export.torch_parity`).
+Every output gets a line with its errors; beyond the rule of :mod:`edgepack.export.parity` a
+:class:`~edgepack.export.parity.ParityError` is raised (exit code 1) and the model is not put in
 place, unless ``fail_on_mismatch`` is off. The parity numbers go into the record.
 
 The export is written in a scratch folder beside the output and moved into place once it
@@ -31,19 +31,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.ir_version import lower_file_to_runtime
-from core.checks import check_choice
-from core.errors import CheckFailed
-from core.files import check_output_file
-from core.output_paths import mark_onnx_file
-from core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
+from edgepack.bench.ir_version import lower_file_to_runtime
+from edgepack.core.checks import check_choice
+from edgepack.core.errors import CheckFailed
+from edgepack.core.files import check_output_file
+from edgepack.core.output_paths import mark_onnx_file
+from edgepack.core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
                              parameter_count)
-from core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
+from edgepack.core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
                         register_stage)
-from export.example_check import check_model_runs
-from export.outputs import FlatOutputs, flatten_outputs
-from export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple, parity_failure
-from export.torch_parity import at_length, check_parity
+from edgepack.export.example_check import check_model_runs
+from edgepack.export.outputs import FlatOutputs, flatten_outputs
+from edgepack.export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple, parity_failure
+from edgepack.export.torch_parity import at_length, check_parity
 
 EXPORTERS = ("dynamo", "torchscript")
 TWO_GB = 2 * 1024**3
@@ -76,7 +76,7 @@ class ExportConfig(StageConfig):
     output_names: tuple[str, ...] = option(("logits",), "ONNX output names")
     parity_multiple: float = option(PARITY_MULTIPLE, "parity: ONNX Runtime's error against a "
                                     "float64 torch run may be this many times torch's own "
-                                    "float32 error (export.parity)")
+                                    "float32 error (edgepack.export.parity)")
     fail_on_mismatch: bool = option(True, "a parity mismatch fails the export (exit 1); "
                                           "--no-fail-on-mismatch only warns")
     dynamic_axes: tuple[int, ...] = option((), "extra input axes whose size varies, e.g. 1")
@@ -312,7 +312,7 @@ def _move_into_place(tmp_dir: Path, out_path: Path) -> None:
 
 
 def output_names_for(model: nn.Module, example: tuple, config: ExportConfig) -> tuple[str, ...]:
-    """The ONNX output names, one per output tensor (see :mod:`export.outputs`).
+    """The ONNX output names, one per output tensor (see :mod:`edgepack.export.outputs`).
 
     The configured names when there is one per tensor; the model's own keys when it returns
     a dict or ``ModelOutput``; for a tuple with more tensors than names, the names first
@@ -390,7 +390,7 @@ def export_onnx(model: nn.Module, config: ExportConfig, example_inputs, out_path
 
 
 def _run_stage(config: ExportConfig, given: StageInput) -> StageResult:
-    from core.tensors import rows
+    from edgepack.core.tensors import rows
 
     parity = rows(given.eval_inputs, 0, 64) if given.eval_inputs is not None else None
     return export_onnx(given.artifact, config, given.example_inputs,

@@ -1,6 +1,6 @@
 """Parity of a torch export: torch in float64 and float32 against ONNX Runtime, on held-out
 inputs at two batch sizes and at a second length of every extra dynamic axis, by the rule of
-:mod:`export.parity`.
+:mod:`edgepack.export.parity`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.outputs import output_tensors
-from export.parity import ParityError, float64_twin, judge_output, reference_summary
+from edgepack.export.outputs import output_tensors
+from edgepack.export.parity import ParityError, float64_twin, judge_output, reference_summary
 
 
 def at_length(tensor: torch.Tensor, axis: int, length: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.files import atomic_path
+from edgepack.core.files import atomic_path
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from export.torch_export import ExportConfig, export_onnx
+from edgepack.export.torch_export import ExportConfig, export_onnx
 
 
 def export(model, example, path, **config):
@@ -19,7 +19,7 @@ def demo_int8_model(tmp_path):
     """The demo's int8 model: the MNIST-1D CNN in static QDQ int8, quantized with the demo
     recipe's settings (uint8 activations, per-channel int8 weights, min-max calibration) on
     MNIST-1D signals; random weights, as the kernels and not the accuracy are checked."""
-    from compress.quantize import quantize, quantize_config
+    from edgepack.compress.quantize import quantize, quantize_config
     from edgepack.zoo.mnist1d_models import cached_mnist1d, mnist1d_cnn
 
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def bert_encoder(folder):
 
 def dynamic_int8(model, out):
     """``model`` in dynamic int8 with per-channel weights (accuracy and speed checks off)."""
-    from compress.quantize import quantize, quantize_config
+    from edgepack.compress.quantize import quantize, quantize_config
 
     unchecked = quantize_config(mode="dynamic", per_channel=True, speed_check=False,
                                 latency_aware=False, min_cosine=-1.0, min_top1_agreement=0.0)

@@ -9,7 +9,7 @@ import pytest
 def pytest_configure(config):
     # The arm64 userland is built once per machine (`edgepack env --setup-arm64`); tests
     # run in the user's one, read-only, when it is there.
-    from export.arm64_userland import default_cache_root
+    from edgepack.export.arm64_userland import default_cache_root
 
     os.environ.setdefault("EDGEPACK_ARM64_CACHE", str(default_cache_root()))
     # Tests never read or fill the user's ~/.cache/edgepack.
@@ -26,7 +26,7 @@ def _hand_built_models_are_readable() -> None:
     tests' own models get the same treatment, so they test edgepack, not that mismatch."""
     from onnx import helper
 
-    from bench.ir_version import lower_to_runtime, runtime_ir_version
+    from edgepack.bench.ir_version import lower_to_runtime, runtime_ir_version
 
     runtime_ir_version()  # probed (and cached) with the real make_model
     make_model = helper.make_model
@@ -51,7 +51,7 @@ def _arm64_missing() -> str:
     """Why the arm64 tests cannot run here ("" when they can)."""
     import shutil
 
-    from export.arm64_userland import SETUP_HINT, find_userland
+    from edgepack.export.arm64_userland import SETUP_HINT, find_userland
 
     if not (shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")):
         return "no qemu-user here: apt-get install qemu-user-static, then " + SETUP_HINT

@@ -34,6 +34,6 @@ def fake_timing(rates=None):
 
 def fake_search_timing(monkeypatch, rates=None) -> None:
     """Fake the decoder search's probes and timing for the rest of a test."""
-    from compress.quantize import decoder_quantize
+    from edgepack.compress.quantize import decoder_quantize
 
     monkeypatch.setattr(decoder_quantize, "_generation_stats", fake_timing(rates))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from core.checks import check_budget, check_choice
+from edgepack.core.checks import check_budget, check_choice
 
 # loss: Yeom et al. 2018; confidence / entropy: the top softmax probability and the
 # prediction's entropy; lira: offline LiRA (Carlini et al. 2022), needs reference models

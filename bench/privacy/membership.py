@@ -2,8 +2,8 @@
 
 The model runs through ONNX Runtime on a member set (samples it trained on) and a
 non-member set of the same size from the same distribution that nothing in the run used
-for training or selection; each attack in :mod:`bench.privacy.scores` turns the outputs
-into one score per sample and :func:`bench.privacy.metrics.summarize` says how well the
+for training or selection; each attack in :mod:`edgepack.bench.privacy.scores` turns the outputs
+into one score per sample and :func:`edgepack.bench.privacy.metrics.summarize` says how well the
 scores tell the two sets apart. A model that leaks nothing scores an AUC of 0.5.
 
 The sets are checked first (:func:`check_member_sets`): the same inputs and label space on
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.privacy.config import MIN_SAMPLES, PrivacyConfig
-from bench.privacy.metrics import roc_curve, summarize
-from bench.privacy.scores import SCORES, lira_score
-from core.errors import BadInput
+from edgepack.bench.privacy.config import MIN_SAMPLES, PrivacyConfig
+from edgepack.bench.privacy.metrics import roc_curve, summarize
+from edgepack.bench.privacy.scores import SCORES, lira_score
+from edgepack.core.errors import BadInput
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _labels(arrays: dict, what: str) -> np.ndarray:
 
 def load_member_sets(members_path, non_members_path) -> MemberSets:
     """Read the two ``.npz`` files (no pickle) and check them (:func:`check_member_sets`)."""
-    from bench.inputs import load_npz
+    from edgepack.bench.inputs import load_npz
 
     found = []
     for path, what in ((members_path, "--members"), (non_members_path, "--non-members")):

@@ -1,7 +1,7 @@
 """The privacy part of a report: a Markdown/text table, notes in words, and a plot.
 
 Rows are report rows (``name`` or ``model`` plus the ``privacy`` dict of
-:func:`bench.privacy.evaluate_membership`, and optionally a ``guarantee`` line).
+:func:`edgepack.bench.privacy.evaluate_membership`, and optionally a ``guarantee`` line).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.privacy.config import ATTACKS
-from core.files import atomic_path
-from core.output_paths import png_metadata
+from edgepack.bench.privacy.config import ATTACKS
+from edgepack.core.files import atomic_path
+from edgepack.core.output_paths import png_metadata
 
 LABELS = {"loss": "loss", "correct": "correct", "confidence": "confidence", "entropy": "entropy", "lira": "LiRA"}
 

@@ -11,8 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from bench.robustness.attacks import ATTACKS as REGISTRY
-from core.checks import check_budget, check_choice, check_finite_fields, did_you_mean
+from edgepack.bench.robustness.attacks import ATTACKS as REGISTRY
+from edgepack.core.checks import check_budget, check_choice, check_finite_fields, did_you_mean
 
 ATTACKS = REGISTRY.names()   # every registered attack (bench/robustness/attacks/), in order
 

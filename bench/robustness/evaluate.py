@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from bench.robustness.attack_config import RobustnessConfig
-from bench.robustness.attacks import ATTACKS, AttackInputs
-from bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.attack_config import RobustnessConfig
+from edgepack.bench.robustness.attacks import ATTACKS, AttackInputs
+from edgepack.bench.robustness.scores import ort_predict
 
 FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
 
@@ -95,7 +95,7 @@ def evaluate_robustness(session, inputs: np.ndarray, labels: np.ndarray | None,
 
 def robustness_session(path, threads: int = 1):
     """A CPU session for attacks (one thread by default: attacks run many small batches)."""
-    from bench.session import SessionOptions, make_session
+    from edgepack.bench.session import SessionOptions, make_session
 
     return make_session(path, SessionOptions(provider="cpu", threads=threads,
                                              inter_op_threads=1))

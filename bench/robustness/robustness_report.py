@@ -1,7 +1,7 @@
 """The robustness part of a report: a Markdown/text table and a clean-vs-attacked plot.
 
 Rows are report rows (``name`` plus the ``robustness`` dict of
-:func:`bench.robustness.evaluate_robustness`, and optionally ``attribution``: ``{"rho",
+:func:`edgepack.bench.robustness.evaluate_robustness`, and optionally ``attribution``: ``{"rho",
 "method", "flagged"}``). Columns appear for the attacks and epsilons some row has.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.robustness.attacks import ATTACKS
-from core.files import atomic_path
-from core.output_paths import png_metadata
+from edgepack.bench.robustness.attacks import ATTACKS
+from edgepack.core.files import atomic_path
+from edgepack.core.output_paths import png_metadata
 
 
 def _name(row: dict) -> str:

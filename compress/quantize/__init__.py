@@ -1,6 +1,6 @@
 """ONNX Runtime post-training quantization, with the checks users forget.
 
-Methods (one file each in :mod:`compress.quantize.methods`): ``dynamic`` (int8 weights,
+Methods (one file each in :mod:`edgepack.compress.quantize.methods`): ``dynamic`` (int8 weights,
 activations quantized at run time; the usual choice for transformers on CPU), ``static``
 (int8 weights and activations calibrated on user data with MinMax, Entropy or Percentile;
 QDQ or QOperator format), ``fp16`` (overflow-prone ops kept in float32) and ``int4``
@@ -34,15 +34,15 @@ Every result is then checked against its fp32 input before it is written
 compute ops left in float).
 """
 
-from compress.quantize.methods import METHODS, quantize_into
-from compress.quantize.model_checks import count_ops, speed_gate_cause
-from compress.quantize.output_check import OutputCheckFailed
-from compress.quantize.prepare import prepare, upgrade_opset
-from compress.quantize.presets import PRESETS
-from compress.quantize.quantize_config import (QuantizationCheckError, QuantizeConfig,
+from edgepack.compress.quantize.methods import METHODS, quantize_into
+from edgepack.compress.quantize.model_checks import count_ops, speed_gate_cause
+from edgepack.compress.quantize.output_check import OutputCheckFailed
+from edgepack.compress.quantize.prepare import prepare, upgrade_opset
+from edgepack.compress.quantize.presets import PRESETS
+from edgepack.compress.quantize.quantize_config import (QuantizationCheckError, QuantizeConfig,
                                                quantize_config)
-from compress.quantize.quantizer import quantize, resolve_settings
-from compress.quantize.speed_check import SpeedCheckFailed
+from edgepack.compress.quantize.quantizer import quantize, resolve_settings
+from edgepack.compress.quantize.speed_check import SpeedCheckFailed
 
 __all__ = ["METHODS", "PRESETS", "OutputCheckFailed", "QuantizationCheckError",
            "QuantizeConfig", "SpeedCheckFailed", "count_ops", "prepare", "quantize",

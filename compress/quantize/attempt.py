@@ -1,16 +1,16 @@
 """One quantization attempt in a scratch folder: the candidate, then its output and speed
 checks.
 
-The method (:mod:`compress.quantize.methods`) makes the candidate from the prepared graph;
+The method (:mod:`edgepack.compress.quantize.methods`) makes the candidate from the prepared graph;
 everything after is the same for every method:
 
 1. for a repairable (int8) method: transformer fusions first, and, latency-aware, the nodes
    ONNX Runtime's profiler shows slower in int8 are quantized again in float
-   (:mod:`compress.quantize.mixed_precision`);
-2. the output check on held-out inputs (:mod:`compress.quantize.output_check`); a failed
-   check is repaired accuracy-aware, node by node (:mod:`compress.quantize.search`);
+   (:mod:`edgepack.compress.quantize.mixed_precision`);
+2. the output check on held-out inputs (:mod:`edgepack.compress.quantize.output_check`); a failed
+   check is repaired accuracy-aware, node by node (:mod:`edgepack.compress.quantize.search`);
 3. the speed check against the input, and against the method's rival when it has one
-   (:mod:`compress.quantize.speed_check`).
+   (:mod:`edgepack.compress.quantize.speed_check`).
 """
 
 from __future__ import annotations
@@ -22,21 +22,21 @@ from typing import Any
 
 import onnx
 
-from compress.quantize.data import EvaluationSet, evaluate
-from compress.quantize.fusions import fuse_transformer, is_transformer, should_fuse
-from compress.quantize.methods import METHODS, quantize_into
-from compress.quantize.mixed_precision import by_op_type, slower_in_int8
-from compress.quantize.model_checks import (check_finite_outputs, has_quantized_ops,
+from edgepack.compress.quantize.data import EvaluationSet, evaluate
+from edgepack.compress.quantize.fusions import fuse_transformer, is_transformer, should_fuse
+from edgepack.compress.quantize.methods import METHODS, quantize_into
+from edgepack.compress.quantize.mixed_precision import by_op_type, slower_in_int8
+from edgepack.compress.quantize.model_checks import (check_finite_outputs, has_quantized_ops,
                                             speed_gate_cause)
-from compress.quantize.output_check import (OutputCheckFailed, compare_models, failures,
+from edgepack.compress.quantize.output_check import (OutputCheckFailed, compare_models, failures,
                                             likely_cause, reference_outputs)
-from compress.quantize.output_check import describe as describe_outputs
-from compress.quantize.prepare import prepare
-from compress.quantize.quantize_config import QuantizeConfig
-from compress.quantize.search import accuracy_aware_quantize
-from compress.quantize.speed_check import (SpeedCheckFailed, check_beats_rival, check_speed,
+from edgepack.compress.quantize.output_check import describe as describe_outputs
+from edgepack.compress.quantize.prepare import prepare
+from edgepack.compress.quantize.quantize_config import QuantizeConfig
+from edgepack.compress.quantize.search import accuracy_aware_quantize
+from edgepack.compress.quantize.speed_check import (SpeedCheckFailed, check_beats_rival, check_speed,
                                            speed_figures)
-from compress.quantize.text_inputs import random_ids_cause
+from edgepack.compress.quantize.text_inputs import random_ids_cause
 
 
 def _rows(batches: list[dict]) -> int:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.quantize.attempt import Attempt, Candidate
-from compress.quantize.methods import METHODS
-from compress.quantize.output_check import OutputCheckFailed
-from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
-from compress.quantize.speed_check import SpeedCheckFailed, time_models
+from edgepack.compress.quantize.attempt import Attempt, Candidate
+from edgepack.compress.quantize.methods import METHODS
+from edgepack.compress.quantize.output_check import OutputCheckFailed
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
+from edgepack.compress.quantize.speed_check import SpeedCheckFailed, time_models
 
 
 def first_candidate(config: QuantizeConfig, settings, choice: str) -> Candidate:

@@ -53,7 +53,7 @@ def checked_batches(model_path: Path, data, limit: int, source: str) -> list[dic
     is checked against the model inputs (name, rank, dtype), naming the input and the expected
     shape and type; a partial last batch is fine; an empty set is refused.
     """
-    from bench.inputs import check_feeds
+    from edgepack.bench.inputs import check_feeds
 
     session = _cpu_session(model_path)
     names = [i.name for i in session.get_inputs()]
@@ -116,7 +116,7 @@ def evaluation_set(model_path: Path, data, limit: int) -> EvaluationSet:
     labels = np.concatenate([b["labels"] for b in batches]) if all(with_labels) else None
     feeds = _feeds_only(batches)
     if labels is not None:
-        from bench.inputs import check_labels
+        from edgepack.bench.inputs import check_labels
 
         first = _cpu_session(model_path).run(None, feeds[0])[0]
         check_labels(labels, int(np.prod(first.shape[1:])), "evaluation data: labels")

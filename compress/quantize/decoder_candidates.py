@@ -1,6 +1,6 @@
 """The candidates the decoder quantize stage tries, and the gate each one must pass.
 
-A candidate is a quantize method and its settings (:mod:`compress.quantize.methods`): int4
+A candidate is a quantize method and its settings (:mod:`edgepack.compress.quantize.methods`): int4
 weight-only with an algorithm, a block size, symmetric or not and an accuracy level, or int8
 dynamic. Candidates that differ only in their accuracy level share one quantization (the
 level is a node attribute): :func:`quantization_key` says which.
@@ -19,8 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from compress.quantize.methods import METHODS
-from core.checks import check_finite_fields
+from edgepack.compress.quantize.methods import METHODS
+from edgepack.core.checks import check_finite_fields
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DecoderGate:
                 or quality.top1_agreement < self.min_top1_agreement - 0.1)
 
     def failures(self, quality) -> list[str]:
-        """What ``quality`` (:class:`bench.lm_quality.LMQuality`) misses, one line each."""
+        """What ``quality`` (:class:`edgepack.bench.lm_quality.LMQuality`) misses, one line each."""
         out = []
         if quality.perplexity_ratio > self.max_perplexity_ratio:
             out.append(f"perplexity ratio {quality.perplexity_ratio:.4f} > "

@@ -5,7 +5,7 @@ int4 on a CPU is not always a win: MatMulNBits can be slower than fp32 (onnxrunt
 and accuracy level 4 (int8 activations) is often the fastest but changes greedy tokens
 silently (onnxruntime#29849). So nothing is assumed; on this machine, for the model at hand:
 
-1. the fp32 input's answers are computed once (:func:`bench.lm_quality.lm_reference`:
+1. the fp32 input's answers are computed once (:func:`edgepack.bench.lm_quality.lm_reference`:
    teacher-forced top-1 and perplexity on held-out token windows, greedy continuations of
    fixed prompts);
 2. each candidate (:mod:`.decoder_candidates`) is quantized, candidates differing only in
@@ -14,7 +14,7 @@ silently (onnxruntime#29849). So nothing is assumed; on this machine, for the mo
    it is recorded and not judged further), and judged against that reference by the gate
    (:class:`DecoderGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
 3. those that pass are timed together with the input, interleaved
-   (:func:`bench.generation.measure_generation`, decode tokens/s at batch 1);
+   (:func:`edgepack.bench.generation.measure_generation`, decode tokens/s at batch 1);
 4. the fastest passing candidate that is faster than its input is written to ``out_path``.
 
 The record lists every candidate with its figures and why it lost; the stage refuses
@@ -31,20 +31,20 @@ from pathlib import Path
 
 import onnx
 
-from bench.decoder import Decoder
-from bench.lm_quality import lm_quality, lm_reference
-from bench.session import SessionOptions
-from compress.quantize.decoder_candidates import (DecoderCandidate, DecoderGate,
+from edgepack.bench.decoder import Decoder
+from edgepack.bench.lm_quality import lm_quality, lm_reference
+from edgepack.bench.session import SessionOptions
+from edgepack.compress.quantize.decoder_candidates import (DecoderCandidate, DecoderGate,
                                                   default_decoder_candidates,
                                                   quantization_key)
-from compress.quantize.methods import quantize_into
-from compress.quantize.methods._weight_only import decoder_feeds, set_accuracy_level
-from compress.quantize.quantize_config import QuantizationCheckError
-from core.files import atomic_path, check_not_input, check_output_file
-from core.onnx_files import check_onnx_file, model_size_bytes
-from core.output_paths import mark_onnx_file
-from core.registry import settings_dict
-from core.stage import StageResult
+from edgepack.compress.quantize.methods import quantize_into
+from edgepack.compress.quantize.methods._weight_only import decoder_feeds, set_accuracy_level
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError
+from edgepack.core.files import atomic_path, check_not_input, check_output_file
+from edgepack.core.onnx_files import check_onnx_file, model_size_bytes
+from edgepack.core.output_paths import mark_onnx_file
+from edgepack.core.registry import settings_dict
+from edgepack.core.stage import StageResult
 
 # A first probe (2 rounds of 8 decode steps) slower than this share of the input's speed
 # rules a candidate out before its quality is judged: it cannot win (the final choice needs
@@ -57,7 +57,7 @@ PROBE_TOKENS, PROBE_ROUNDS = 8, 2
 def _generation_stats(decoders: list[Decoder], prompt: list[int], new_tokens: int,
                       rounds: int) -> list:
     """Decode figures of ``decoders``, timed interleaved (one place, so tests can fake it)."""
-    from bench.generation import measure_generation
+    from edgepack.bench.generation import measure_generation
 
     return measure_generation(decoders, prompt, new_tokens=new_tokens, rounds=rounds)
 
@@ -224,10 +224,10 @@ class _Search:
 def sentence_windows(model_path, length: int = 48, prompts: int = 2
                      ) -> tuple[list[list[int]], list[list[int]]]:
     """Held-out windows and prompts without data: the built-in English sentences
-    (:data:`compress.quantize.text_inputs.SENTENCES`) tokenized with the tokenizer.json beside
+    (:data:`edgepack.compress.quantize.text_inputs.SENTENCES`) tokenized with the tokenizer.json beside
     the model, cut into windows of ``length`` tokens; the last ``prompts`` windows give the
     prompts (their first quarter)."""
-    from compress.quantize.text_inputs import SENTENCES, tokenizer_beside
+    from edgepack.compress.quantize.text_inputs import SENTENCES, tokenizer_beside
 
     model_path = Path(model_path)
     tokenizer = tokenizer_beside(model_path)

@@ -1,6 +1,6 @@
 """The ``quantize-decoder`` stage: a grid of int4 weight-only and int8 candidates for an ONNX
 decoder, the fastest one passing the recipe's language-model thresholds kept
-(:func:`compress.quantize.decoder_quantize.quantize_decoder`), with the files
+(:func:`edgepack.compress.quantize.decoder_quantize.quantize_decoder`), with the files
 onnxruntime-genai needs beside it.
 
 The grid is written as lists in the recipe (algorithms, block sizes, symmetric or not,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
+from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
 
 ALGORITHMS = ("rtn", "hqq", "gptq", "offset")
 MODEL_FOLDER = "model"
@@ -70,7 +70,7 @@ class QuantizeDecoderConfig(StageConfig):
 def candidate_grid(config: QuantizeDecoderConfig) -> tuple[list, list[dict]]:
     """The candidates, cheapest first (the config's order), and the combinations a method
     refused, each with its reason."""
-    from compress.quantize.decoder_candidates import int4, int8_dynamic
+    from edgepack.compress.quantize.decoder_candidates import int4, int8_dynamic
 
     candidates, not_applicable = [], []
     combinations = itertools.product(config.algorithms, config.block_sizes, config.symmetric,
@@ -90,7 +90,7 @@ def candidate_grid(config: QuantizeDecoderConfig) -> tuple[list, list[dict]]:
 
 def gate_from_metric(metric):
     """The recipe's ``[metric]`` thresholds as the search's gate (defaults without one)."""
-    from compress.quantize.decoder_candidates import DecoderGate
+    from edgepack.compress.quantize.decoder_candidates import DecoderGate
 
     if metric is None or getattr(metric, "kind", "") != "language-model":
         return DecoderGate()
@@ -100,8 +100,8 @@ def gate_from_metric(metric):
 
 
 def _run_stage(config: QuantizeDecoderConfig, given: StageInput) -> StageResult:
-    from compress.quantize.decoder_quantize import quantize_decoder
-    from export.genai import write_deploy_files
+    from edgepack.compress.quantize.decoder_quantize import quantize_decoder
+    from edgepack.export.genai import write_deploy_files
 
     source = Path(given.artifact)
     candidates, not_applicable = candidate_grid(config)
@@ -119,7 +119,7 @@ def _run_stage(config: QuantizeDecoderConfig, given: StageInput) -> StageResult:
 
 
 def _failures() -> tuple:
-    from compress.quantize.quantize_config import QuantizationCheckError
+    from edgepack.compress.quantize.quantize_config import QuantizationCheckError
 
     return (QuantizationCheckError,)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from bench.ir_version import lower_file_to_runtime
+from edgepack.bench.ir_version import lower_file_to_runtime
 
 TOKEN_INPUT_WORDS = ("input_ids", "attention_mask", "token_type_ids")
 FUSED_ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import onnx
 
-from compress.quantize.quantize_config import QuantizeConfig
+from edgepack.compress.quantize.quantize_config import QuantizeConfig
 
 PROFILE_RUNS = 10
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -45,7 +45,7 @@ MIN_SHARE = 0.005    # differences below this share of the fp32 time are not wor
 
 def _profile(model_path: Path, config: QuantizeConfig, feeds: dict, runs: int) -> list[dict]:
     """ONNX Runtime's per-node kernel events (``name``, ``op``, ``us`` per run)."""
-    from bench.session import SessionOptions, make_session
+    from edgepack.bench.session import SessionOptions, make_session
 
     options = SessionOptions(provider=config.provider, threads=config.speed_threads,
                              inter_op_threads=1, spin_wait=True)

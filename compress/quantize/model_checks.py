@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.quantize.quantize_config import (
+from edgepack.compress.quantize.quantize_config import (
     FLOAT_COMPUTE_OPS,
     INT_COMPUTE_OPS,
     QuantizationCheckError,
 )
-from compress.quantize.data import _cpu_session
-from core.onnx_files import check_inputs_and_outputs
+from edgepack.compress.quantize.data import _cpu_session
+from edgepack.core.onnx_files import check_inputs_and_outputs
 
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
                  *INT_COMPUTE_OPS)

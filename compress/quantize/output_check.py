@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.quantize.quantize_config import QuantizationCheckError
-from compress.quantize.data import _cpu_session, _fixed_batch
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError
+from edgepack.compress.quantize.data import _cpu_session, _fixed_batch
 
 NOT_CLASSIFIER_WORDS = ("hidden", "state", "embed", "pool", "feature", "token")
 MIN_TOP1_ROWS = 16  # fewer held-out rows: top-1 agreement is reported, not gated
@@ -88,7 +88,7 @@ def generated_batches(model_path: Path, rows: int, seed: int = 1) -> list[dict]:
     ~N(0,1), token ids inside the vocabulary, masks of ones), in the model's batch size."""
     import onnx
 
-    from bench.inputs import generate_inputs, token_vocab_sizes
+    from edgepack.bench.inputs import generate_inputs, token_vocab_sizes
 
     session = _cpu_session(model_path)
     vocab = token_vocab_sizes(onnx.load(str(model_path), load_external_data=False))
@@ -224,7 +224,7 @@ def describe(figures: dict) -> str:
 
 def likely_cause(method: str, settings, transformer: bool) -> str:
     """The likeliest reason for a failed check, from the method and the settings that ran."""
-    from compress.quantize.methods import METHODS
+    from edgepack.compress.quantize.methods import METHODS
 
     spec = METHODS.get(method)
     causes = spec.likely_causes(settings, transformer)

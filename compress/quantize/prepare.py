@@ -8,9 +8,9 @@ from pathlib import Path
 
 import onnx
 
-from bench.ir_version import lower_to_runtime
-from compress.quantize.quantize_config import MIN_OPSET
-from core.files import working_directory
+from edgepack.bench.ir_version import lower_to_runtime
+from edgepack.compress.quantize.quantize_config import MIN_OPSET
+from edgepack.core.files import working_directory
 
 
 def _opset(model: onnx.ModelProto) -> int:

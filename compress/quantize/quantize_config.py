@@ -1,7 +1,7 @@
 """The quantize stage's config: which method, that method's own settings, and the checks
 every result passes.
 
-``method`` names a registered method (:mod:`compress.quantize.methods`: ``dynamic``,
+``method`` names a registered method (:mod:`edgepack.compress.quantize.methods`: ``dynamic``,
 ``static``, ``fp16``, ``int4``); ``settings`` is that method's own small dataclass (None: its
 defaults). Everything else here is shared by every method: the output check on held-out
 inputs and the speed check against the input model.
@@ -19,11 +19,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_choice,
+from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_choice,
                          check_finite_fields, check_number)
-from core.errors import CheckFailed
-from core.registry import field_names, settings_dict, split_settings
-from core.stage import StageConfig, option
+from edgepack.core.errors import CheckFailed
+from edgepack.core.registry import field_names, settings_dict, split_settings
+from edgepack.core.stage import StageConfig, option
 
 MIN_OPSET = 13  # per-channel QDQ and most quantized kernels need opset >= 13
 RANKING_ROWS = 64  # rows used to rank nodes by activation error (every activation is held)
@@ -45,7 +45,7 @@ class QuantizationCheckError(CheckFailed):
 
 
 def _methods():
-    from compress.quantize.methods import METHODS
+    from edgepack.compress.quantize.methods import METHODS
 
     return METHODS
 
@@ -152,7 +152,7 @@ class QuantizeConfig(StageConfig):
     @classmethod
     def from_dict(cls, data: dict, where: str = "") -> "QuantizeConfig":
         """Flat keys (a recipe table, flags) -> the config, each key checked by name."""
-        from core.checks import checked_fields
+        from edgepack.core.checks import checked_fields
 
         owner = where or "quantize"
         data = {k: v for k, v in data.items() if k != "kind"}

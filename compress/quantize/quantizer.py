@@ -2,7 +2,7 @@
 
 Every quantization, from the API, the command line or a pipeline, goes through
 :func:`quantize`, and every result passes the same two checks before it is written
-(:mod:`compress.quantize.attempt`): the output check on held-out inputs (repaired
+(:mod:`edgepack.compress.quantize.attempt`): the output check on held-out inputs (repaired
 accuracy-aware for int8), and the speed check against the input.
 
 A refused model leaves nothing at the output path; ``keep_failed`` names where to keep it.
@@ -21,22 +21,22 @@ from typing import Iterable
 
 import onnx
 
-from bench.resources import check_fits
-from compress.quantize.attempt import Attempt
-from compress.quantize.candidate_search import first_candidate, search, searching
-from compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch, checked_batches,
+from edgepack.bench.resources import check_fits
+from edgepack.compress.quantize.attempt import Attempt
+from edgepack.compress.quantize.candidate_search import first_candidate, search, searching
+from edgepack.compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch, checked_batches,
                                     evaluation_set)
-from compress.quantize.model_checks import (check_input_finite, check_quantizable, count_ops,
+from edgepack.compress.quantize.model_checks import (check_input_finite, check_quantizable, count_ops,
                                             speed_gate_cause)
-from compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
-from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
-from compress.quantize.text_inputs import GENERATED_SOURCE, SOURCE, sentence_batches
-from compress.trainer import selection_batches
-from core.files import atomic_path, check_not_input, check_output_file
-from core.onnx_files import check_onnx_file, model_size_bytes
-from core.output_paths import mark_onnx_file
-from core.registry import settings_dict
-from core.stage import StageInput, StageResult, StageSpec, register_stage
+from edgepack.compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
+from edgepack.compress.quantize.text_inputs import GENERATED_SOURCE, SOURCE, sentence_batches
+from edgepack.compress.trainer import selection_batches
+from edgepack.core.files import atomic_path, check_not_input, check_output_file
+from edgepack.core.onnx_files import check_onnx_file, model_size_bytes
+from edgepack.core.output_paths import mark_onnx_file
+from edgepack.core.registry import settings_dict
+from edgepack.core.stage import StageInput, StageResult, StageSpec, register_stage
 
 
 def _rows(batches: list[dict]) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.quantize.data import FeedReader
-from compress.quantize.methods import METHODS, quantize_into
-from compress.quantize.quantize_config import RANKING_ROWS
+from edgepack.compress.quantize.data import FeedReader
+from edgepack.compress.quantize.methods import METHODS, quantize_into
+from edgepack.compress.quantize.quantize_config import RANKING_ROWS
 
 
 def _relative_errors(float_acts: dict, quant_acts: dict) -> dict[str, float]:

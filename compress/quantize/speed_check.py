@@ -1,6 +1,6 @@
 """The speed check: is the quantized model faster than its input, here, as asked?
 
-Both models are timed with bench's harness (``bench.runner``): one session each on the
+Both models are timed with bench's harness (``edgepack.bench.runner``): one session each on the
 provider and thread count asked for, warm-up, then runs in interleaved blocks (A B, B A ...)
 so a machine that drifts favours neither. The verdict is on the median latency. A model that
 is not faster fails with exit code 1 unless ``allow_slower``; the figures go into the record
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
 
 
 class SpeedCheckFailed(QuantizationCheckError):
@@ -27,7 +27,7 @@ class SpeedCheckFailed(QuantizationCheckError):
 
 
 def bench_config(config: QuantizeConfig):
-    from bench.runner import BenchConfig
+    from edgepack.bench.runner import BenchConfig
 
     return BenchConfig(provider=config.provider, threads=config.speed_threads, batch=1,
                        warmup=3, min_runs=config.speed_min_runs,
@@ -36,7 +36,7 @@ def bench_config(config: QuantizeConfig):
 
 def time_models(paths: list[Path], config: QuantizeConfig, feeds: dict) -> list[dict]:
     """Median/p90 latency (ms) and runs of each model, timed interleaved on ``feeds``."""
-    from bench.runner import ModelUnderTest, start_onnxruntime, time_interleaved
+    from edgepack.bench.runner import ModelUnderTest, start_onnxruntime, time_interleaved
 
     bc = bench_config(config)
     start_onnxruntime()
@@ -85,7 +85,7 @@ def check_beats_rival(figures: dict, config: QuantizeConfig, method: str,
                       rival: str | None) -> None:
     """The result must beat the method's rival (timed as ``figures[rival]``), or it is
     refused recommending the rival: static int8 on a transformer against dynamic int8."""
-    from compress.quantize.methods import METHODS
+    from edgepack.compress.quantize.methods import METHODS
 
     other = figures.get(rival) if rival else None
     if other is None or config.allow_slower:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from core.registry import Registry
+from edgepack.core.registry import Registry
 
 
 @dataclass(frozen=True)

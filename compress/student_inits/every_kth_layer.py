@@ -1,13 +1,13 @@
 """A transformer teacher's layers 0, k, 2k, ... (DistilBERT's choice: k = 2), optionally with
-narrower feed-forward blocks (:mod:`compress.layer_students`)."""
+narrower feed-forward blocks (:mod:`edgepack.compress.layer_students`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress.layer_students import (check_ffn_width, student_keeping_every_kth_layer,
+from edgepack.compress.layer_students import (check_ffn_width, student_keeping_every_kth_layer,
                                      with_ffn_width)
-from compress.student_inits import STUDENT_INITS, InitSpec
+from edgepack.compress.student_inits import STUDENT_INITS, InitSpec
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.checks import check_finite_fields, check_range
-from compress.student_inits import STUDENT_INITS, InitSpec
+from edgepack.core.checks import check_finite_fields, check_range
+from edgepack.compress.student_inits import STUDENT_INITS, InitSpec
 
 
 @dataclass
@@ -23,7 +23,7 @@ def student_from_pruned_teacher(teacher, ratio: float, example_inputs, round_to:
     """A copy of the teacher with ``ratio`` of its channels cut."""
     import copy
 
-    from compress.prune import PruneConfig, structured_prune
+    from edgepack.compress.prune import PruneConfig, structured_prune
 
     student = copy.deepcopy(teacher)
     structured_prune(student, PruneConfig(ratio=ratio, round_to=round_to), example_inputs,

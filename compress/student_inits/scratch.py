@@ -3,7 +3,7 @@ initialised. The usual choice when the student has another architecture than the
 
 from __future__ import annotations
 
-from compress.student_inits import STUDENT_INITS, InitSpec
+from edgepack.compress.student_inits import STUDENT_INITS, InitSpec
 
 
 def built_student(teacher, settings, example_inputs, built):

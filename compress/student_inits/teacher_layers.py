@@ -1,13 +1,13 @@
 """The transformer teacher layers you name (for all-MiniLM-L6-v2, layers 0, 4 and 5 start at
 cosine 0.72 to the teacher, against 0.36 for 0, 2 and 4), optionally with narrower
-feed-forward blocks (:mod:`compress.layer_students`)."""
+feed-forward blocks (:mod:`edgepack.compress.layer_students`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress.layer_students import check_ffn_width, student_keeping_layers, with_ffn_width
-from compress.student_inits import STUDENT_INITS, InitSpec
+from edgepack.compress.layer_students import check_ffn_width, student_keeping_layers, with_ffn_width
+from edgepack.compress.student_inits import STUDENT_INITS, InitSpec
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """``edgepack bench``: latency, accuracy, memory and size of ONNX models.
 
-Each flag maps onto one :class:`bench.runner.BenchConfig` field; the command calls
+Each flag maps onto one :class:`edgepack.bench.runner.BenchConfig` field; the command calls
 :func:`bench.bench` once and writes the table (stdout), JSON, Markdown and plot it asked for.
 ``--robustness`` adds attacks on each model (see :mod:`edgepack.cli.robustness_flags`);
 ``--privacy`` adds membership inference on each (see :mod:`edgepack.cli.privacy_flags`).
 ``--generate`` benchmarks decoder LLMs instead: prefill and decode speed through
-:func:`bench.generation.bench_generation` (see :func:`handle_generate`).
+:func:`edgepack.bench.generation.bench_generation` (see :func:`handle_generate`).
 """
 
 from edgepack.cli import privacy_flags, robustness_flags
@@ -14,7 +14,7 @@ RENAMES = {"min_time_s": "min-time"}   # BenchConfig fields whose flag is named 
 
 
 def register(sub) -> None:
-    from bench.runner import BenchConfig
+    from edgepack.bench.runner import BenchConfig
     from edgepack.cli.config_flags import add_config_flags
 
     p = sub.add_parser("bench", help="benchmark ONNX models on an execution provider")
@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def _register_generate(p) -> None:
-    from core.checks import MAX_ROUNDS, MAX_TOKENS
+    from edgepack.core.checks import MAX_ROUNDS, MAX_TOKENS
 
     g = p.add_argument_group("decoder LLMs (--generate)")
     g.add_argument("--generate", action="store_true",
@@ -60,8 +60,8 @@ def _register_generate(p) -> None:
 
 def config_from_args(args):
     """The BenchConfig the flags describe: a profile's settings, then explicit flags."""
-    from bench.inputs import parse_shape_overrides
-    from bench.runner import BenchConfig
+    from edgepack.bench.inputs import parse_shape_overrides
+    from edgepack.bench.runner import BenchConfig
     from edgepack.cli.config_flags import config_kwargs
 
     settings = config_kwargs(args, BenchConfig, renames=RENAMES)
@@ -73,7 +73,7 @@ def config_from_args(args):
 
 
 def _check_plot_has_labels(args) -> None:
-    from bench.inputs import load_npz
+    from edgepack.bench.inputs import load_npz
 
     if args.plot and (not args.data or "labels" not in load_npz(args.data)):
         raise ValueError("--plot draws accuracy against latency; it needs --data with a "
@@ -83,7 +83,7 @@ def _check_plot_has_labels(args) -> None:
 def _environment() -> dict:
     import onnxruntime as ort
 
-    from bench.envinfo import cpu_info
+    from edgepack.bench.envinfo import cpu_info
 
     return {**cpu_info(), "onnxruntime": ort.__version__}
 
@@ -94,7 +94,7 @@ OUTPUTS = (("--json", "json", ".json"), ("--markdown", "markdown", ".md"),
 
 def check_outputs(args) -> None:
     """Each output file: the right suffix, not an input, not a file edgepack did not write."""
-    from core.output_paths import check_distinct, check_output_path
+    from edgepack.core.output_paths import check_distinct, check_output_path
 
     for flag, name, suffix in OUTPUTS:
         if getattr(args, name):
@@ -117,7 +117,7 @@ def check_generate_flags(args) -> None:
     if given:
         raise ValueError(f"{', '.join(given)}: not used by --generate, which times prefill "
                          f"and decoding at batch 1 on a built-in prompt")
-    from core.checks import check_budget
+    from edgepack.core.checks import check_budget
 
     for flag, value, unit in (("--prompt-tokens", args.prompt_tokens, "tokens"),
                               ("--new-tokens", args.new_tokens, "tokens"),
@@ -129,21 +129,21 @@ def check_generate_flags(args) -> None:
         raise ValueError("--generate needs --tokenizer DIR, the folder holding the models' "
                          "tokenizer.json")
     if args.json:
-        from core.output_paths import check_output_path
+        from edgepack.core.output_paths import check_output_path
 
         check_output_path(args.json, inputs=[*args.models, args.tokenizer], flag="--json",
                           suffixes=(".json",), overwrite=args.overwrite)
 
 
 def handle_generate(args) -> int:
-    """``edgepack bench --generate``: one call of :func:`bench.generation.bench_generation`,
+    """``edgepack bench --generate``: one call of :func:`edgepack.bench.generation.bench_generation`,
     a table on stdout, the results as JSON when ``--json`` is given."""
     import sys
 
     from edgepack import __version__
 
-    from bench.generation import bench_generation, generation_table, noisy_warning
-    from core.files import atomic_write_json
+    from edgepack.bench.generation import bench_generation, generation_table, noisy_warning
+    from edgepack.core.files import atomic_write_json
 
     check_generate_flags(args)
     config = config_from_args(args)
@@ -171,12 +171,12 @@ def handle(args) -> int:
 
     from edgepack import __version__
 
-    from bench.privacy.privacy_report import privacy_notes, privacy_table
-    from bench.report import markdown_report, results_table, tradeoff_plot
-    from bench.robustness.robustness_report import robustness_notes, robustness_table
-    from bench.runner import bench
-    from core.files import atomic_write_json, atomic_write_text
-    from core.output_paths import MARKDOWN_MARK
+    from edgepack.bench.privacy.privacy_report import privacy_notes, privacy_table
+    from edgepack.bench.report import markdown_report, results_table, tradeoff_plot
+    from edgepack.bench.robustness.robustness_report import robustness_notes, robustness_table
+    from edgepack.bench.runner import bench
+    from edgepack.core.files import atomic_write_json, atomic_write_text
+    from edgepack.core.output_paths import MARKDOWN_MARK
 
     if args.generate:
         return handle_generate(args)
@@ -190,7 +190,7 @@ def handle(args) -> int:
     _check_plot_has_labels(args)
     source = robustness_flags.source_model(args) if robustness else None
     if privacy is not None:   # the sets are checked before anything is timed
-        from bench.privacy import load_member_sets
+        from edgepack.bench.privacy import load_member_sets
 
         load_member_sets(args.members, args.non_members)
     results = bench(args.models, config, data=args.data)

@@ -1,6 +1,6 @@
 """Command-line flags made from a config dataclass's own fields, so no setting is retyped.
 
-Each field declared with :func:`core.stage.option` becomes ``--field-name`` with the field's
+Each field declared with :func:`edgepack.core.stage.option` becomes ``--field-name`` with the field's
 help text and default; booleans get ``--x`` (off by default) or ``--x/--no-x``. A flag the user did not give is left out
 of the keyword arguments, so the config's own default (or its preset) decides.
 """
@@ -73,7 +73,7 @@ def config_kwargs(args: argparse.Namespace, cls, skip=(), renames=None) -> dict:
     A number flag given NaN or an infinity (argparse's ``float`` reads ``nan`` and ``inf``)
     is refused here, naming the flag (``renames`` as given to :func:`add_config_flags`).
     """
-    from core.checks import check_finite_value
+    from edgepack.core.checks import check_finite_value
 
     given = {}
     for f, kind in flag_fields(cls, skip):

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 def setup_arm64() -> int:
     """Build or find the userland and say where it is, how big and how long it took."""
-    from export.arm64_userland import build_userland
+    from edgepack.export.arm64_userland import build_userland
 
     userland = build_userland(log=lambda line: print(line, file=sys.stderr))
     info = userland.info
@@ -31,7 +31,7 @@ def setup_arm64() -> int:
 def handle(args) -> int:
     if args.setup_arm64:
         return setup_arm64()
-    from bench.envinfo import environment
+    from edgepack.bench.envinfo import environment
     from edgepack import __version__
 
     info = {"edgepack": __version__, **environment()}

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
                                                        "e.g. 1,1,40")
     from edgepack.cli.config_flags import add_config_flags
-    from export.torch_export import ExportConfig
+    from edgepack.export.torch_export import ExportConfig
 
     add_config_flags(p, ExportConfig)
     p.add_argument("--dynamic-axes", default="",
@@ -99,7 +99,7 @@ def check_example_fits(model, shape: tuple[int, ...]) -> None:
     """The example input and the held-out parity inputs (8 rows) must fit in memory."""
     import math
 
-    from core.memory_budget import check_fits
+    from edgepack.core.memory_budget import check_fits
 
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     rows = math.prod(shape[1:])
@@ -116,8 +116,8 @@ def export_torch(args):
 
     from edgepack.pipeline.teacher import build_model
     from edgepack.cli.config_flags import config_kwargs
-    from export.torch_export import ExportConfig, export_onnx
-    from export.weights import load_weights
+    from edgepack.export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.weights import load_weights
 
     shape = parse_shape(args.input_shape)
     try:
@@ -142,8 +142,8 @@ def export_torch(args):
 
 def export_hugging_face(args):
     from edgepack.cli.config_flags import config_kwargs
-    from export.hf import export_hf
-    from export.torch_export import ExportConfig
+    from edgepack.export.hf import export_hf
+    from edgepack.export.torch_export import ExportConfig
 
     settings = config_kwargs(args, ExportConfig)
     unused = sorted(set(settings) - {"opset", "parity_multiple", "fail_on_mismatch"})
@@ -159,8 +159,8 @@ def export_hugging_face(args):
 def export_gguf(args):
     """The GGUF converted to an fp32 Hugging Face folder (cached), exported as a decoder."""
     from edgepack.pipeline.teacher import cache_dir
-    from export.gguf import cached_hf_folder
-    from export.hf import DECODER_TASK
+    from edgepack.export.gguf import cached_hf_folder
+    from edgepack.export.hf import DECODER_TASK
 
     args.hf, args.task = str(cached_hf_folder(args.gguf, cache_dir() / "models")), DECODER_TASK
     return export_hugging_face(args)
@@ -169,7 +169,7 @@ def export_gguf(args):
 def check_outputs(args) -> None:
     """-o (and the optimized copy beside it) must be new files or edgepack's own."""
 
-    from core.output_paths import check_onnx_output
+    from edgepack.core.output_paths import check_onnx_output
 
     if args.hf or args.gguf:
         return  # a folder: export_hf admits only an empty one or an earlier export
@@ -182,8 +182,8 @@ def check_outputs(args) -> None:
 
 
 def handle(args) -> int:
-    from export.optimize import LEVELS
-    from core.checks import check_choice
+    from edgepack.export.optimize import LEVELS
+    from edgepack.core.checks import check_choice
 
     from edgepack.cli.run_cmd import code_trust
 
@@ -199,7 +199,7 @@ def handle(args) -> int:
     print(f"wrote {result.artifact} ({record['size_bytes']:,} bytes, "
           f"{record['params']:,} params)")
     if args.optimize is not None:
-        from export.optimize import optimize_onnx
+        from edgepack.export.optimize import optimize_onnx
 
         parity = {k: v for k, v in vars(args).items()
                   if k == "fail_on_mismatch" and v is not None}

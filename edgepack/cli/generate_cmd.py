@@ -1,13 +1,13 @@
 """``edgepack generate``: greedy text from a decoder LLM, streamed token by token.
 
-Plain ONNX Runtime through :class:`bench.decoder.Decoder` (no onnxruntime-genai needed), so
+Plain ONNX Runtime through :class:`edgepack.bench.decoder.Decoder` (no onnxruntime-genai needed), so
 what it prints is what the benchmarked model computes. Only the continuation is printed, so
 the output can be piped; it stops at the model's eos token or after ``--max-new-tokens``.
 """
 
 from __future__ import annotations
 
-from core.checks import MAX_TOKENS
+from edgepack.core.checks import MAX_TOKENS
 
 
 def register(sub) -> None:
@@ -79,10 +79,10 @@ def check_max_new_tokens(value: int) -> None:
 def handle(args) -> int:
     import sys
 
-    from bench.decoder import Decoder, context_length
-    from bench.decoder_memory import check_generation_fits
-    from bench.session import SessionOptions
-    from bench.tokenizer import TextStream, check_vocabulary, load_tokenizer
+    from edgepack.bench.decoder import Decoder, context_length
+    from edgepack.bench.decoder_memory import check_generation_fits
+    from edgepack.bench.session import SessionOptions
+    from edgepack.bench.tokenizer import TextStream, check_vocabulary, load_tokenizer
 
     check_max_new_tokens(args.max_new_tokens)
     tokenizer = load_tokenizer(tokenizer_folder(args.model, args.tokenizer))

@@ -1,6 +1,6 @@
 """``edgepack`` entry point: parse, dispatch, and turn errors into one line and an exit code.
 
-Exit codes (:mod:`core.errors`): 0 success; 1 a stage ran and failed its own check (parity,
+Exit codes (:mod:`edgepack.core.errors`): 0 success; 1 a stage ran and failed its own check (parity,
 NaN outputs, a quantized model not accurate or not faster); 2 bad input (one line on stderr,
 no traceback; ``--debug`` shows it); 3 a bug in edgepack (``--debug`` for the traceback).
 """
@@ -43,7 +43,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Ctrl-C at any point, the imports of the subcommands included, is
-    one line and exit code 130 (files being written are left as they were: core.files)."""
+    one line and exit code 130 (files being written are left as they were: edgepack.core.files)."""
     command = None
     try:
         parser = build_parser()
@@ -77,7 +77,7 @@ def _interrupted(command: str | None) -> int:
 
 def _report(exc: Exception, debug: bool) -> int:
     """Print what went wrong the way its kind asks for; return the exit code."""
-    from core.errors import (EXIT_BAD_INPUT, EXIT_BUG, exit_code_for, missing_package,
+    from edgepack.core.errors import (EXIT_BAD_INPUT, EXIT_BUG, exit_code_for, missing_package,
                              missing_package_message)
 
     if debug:

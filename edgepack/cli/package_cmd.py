@@ -6,7 +6,7 @@ import sys
 
 
 def register(sub) -> None:
-    from export.arm64_check import CPU_MODELS, DEFAULT_CPUS
+    from edgepack.export.arm64_check import CPU_MODELS, DEFAULT_CPUS
 
     p = sub.add_parser("package", help="convert an ONNX model to ORT format (.ort) with the "
                                        "operator config a minimal build needs")
@@ -39,10 +39,10 @@ def device_check_from_args(args):
         return None
     from pathlib import Path
 
-    from core.onnx_files import check_onnx_file
-    from export.arm64_check import check_cpus, userland_for_check
-    from export.arm64_userland import check_can_run
-    from export.package import DeviceCheck
+    from edgepack.core.onnx_files import check_onnx_file
+    from edgepack.export.arm64_check import check_cpus, userland_for_check
+    from edgepack.export.arm64_userland import check_can_run
+    from edgepack.export.package import DeviceCheck
 
     cpus = check_cpus(c.strip() for c in args.arm64_cpu.split(",") if c.strip())
     check_onnx_file(Path(args.model))   # a bad model is said before a userland is built
@@ -56,7 +56,7 @@ TOLERANCES = ("atol", "rtol", "device_atol", "device_rtol")
 
 def check_tolerances(args) -> None:
     """Every tolerance flag a finite number >= 0, before any file is read or written."""
-    from core.checks import check_number
+    from edgepack.core.checks import check_number
 
     for name in TOLERANCES:
         check_number("", "--" + name.replace("_", "-"), getattr(args, name), 0.0)
@@ -65,7 +65,7 @@ def check_tolerances(args) -> None:
 def handle(args) -> int:
     from pathlib import Path
 
-    from export.package import MANIFEST, package_model
+    from edgepack.export.package import MANIFEST, package_model
 
     check_tolerances(args)
     device_check = device_check_from_args(args)

@@ -1,6 +1,6 @@
 """``edgepack bench --privacy``: membership inference on each benchmarked model.
 
-The flags fill one :class:`bench.privacy.PrivacyConfig`; ``--members`` and
+The flags fill one :class:`edgepack.bench.privacy.PrivacyConfig`; ``--members`` and
 ``--non-members`` are ``.npz`` files (the model's inputs by name, plus ``labels``), checked
 before any model runs. ``--references`` names ONNX reference models trained like the target
 on data disjoint from both sets: with at least two, the LiRA-style attack runs too.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def register(p) -> None:
-    from core.checks import MAX_RESAMPLES
+    from edgepack.core.checks import MAX_RESAMPLES
 
     g = p.add_argument_group("privacy (membership inference)")
     g.add_argument("--privacy", action="store_true",
@@ -32,8 +32,8 @@ def register(p) -> None:
 def config_from_args(args):
     """The PrivacyConfig the flags describe, or None without ``--privacy``; every flag is
     checked here, before anything runs."""
-    from bench.privacy import ATTACKS, PrivacyConfig
-    from core.checks import MAX_RESAMPLES
+    from edgepack.bench.privacy import ATTACKS, PrivacyConfig
+    from edgepack.core.checks import MAX_RESAMPLES
 
     given = [f for f, v in (("--members", args.members), ("--non-members", args.non_members),
                             ("--privacy-attacks", args.privacy_attacks),
@@ -75,9 +75,9 @@ def config_from_args(args):
 
 def evaluate_models(args, config) -> list[dict]:
     """Each model's membership figures, on the checked sets (references run once)."""
-    from bench.privacy import evaluate_membership, load_member_sets
-    from bench.privacy.membership import session_logits
-    from bench.robustness import robustness_session
+    from edgepack.bench.privacy import evaluate_membership, load_member_sets
+    from edgepack.bench.privacy.membership import session_logits
+    from edgepack.bench.robustness import robustness_session
 
     sets = load_member_sets(args.members, args.non_members)
     references = []
@@ -95,6 +95,6 @@ def evaluate_models(args, config) -> list[dict]:
 
 def feeds_for(session, arrays: dict, path) -> dict:
     """The arrays the model takes, checked by name, type and shape (one line if not)."""
-    from bench.inputs import check_feeds
+    from edgepack.bench.inputs import check_feeds
 
     return check_feeds(session, arrays, f"--members/--non-members for {path}")

@@ -2,7 +2,7 @@
 
 
 def register(sub) -> None:
-    from compress.quantize import METHODS, QuantizeConfig
+    from edgepack.compress.quantize import METHODS, QuantizeConfig
     from edgepack.cli.config_flags import add_config_flags
 
     p = sub.add_parser("quantize", help="quantize an ONNX model (dynamic, static, fp16, int4)")
@@ -34,7 +34,7 @@ def _methods_reading() -> dict[str, list[str]]:
     """For each method setting, the methods that have it (one flag serves them all)."""
     import dataclasses
 
-    from compress.quantize import METHODS
+    from edgepack.compress.quantize import METHODS
 
     readers: dict[str, list[str]] = {}
     for spec in METHODS.specs():
@@ -52,7 +52,7 @@ def config_from_args(args):
     """The config the flags describe: the method, then every flag given, sorted by
     QuantizeConfig.from_dict into shared checks and the method's own settings (a flag of
     another method is refused by name)."""
-    from compress.quantize import METHODS, QuantizeConfig
+    from edgepack.compress.quantize import METHODS, QuantizeConfig
     from edgepack.cli.config_flags import config_kwargs
 
     given = config_kwargs(args, QuantizeConfig)
@@ -64,14 +64,14 @@ def config_from_args(args):
 
 
 def _calibration_from(path):
-    from bench.inputs import load_npz
+    from edgepack.bench.inputs import load_npz
 
     arrays = load_npz(path)
     return {k: v for k, v in arrays.items() if k not in ("labels", "reference")}
 
 
 def _evaluation_from(path):
-    from bench.inputs import load_npz
+    from edgepack.bench.inputs import load_npz
 
     return {k: v for k, v in load_npz(path).items() if k != "reference"}
 
@@ -99,8 +99,8 @@ def _print_candidates(search: dict) -> None:
 
 
 def _print_checks(record: dict) -> None:
-    from compress.quantize.output_check import describe as describe_outputs
-    from compress.quantize.speed_check import describe as describe_speed
+    from edgepack.compress.quantize.output_check import describe as describe_outputs
+    from edgepack.compress.quantize.speed_check import describe as describe_speed
 
     check = record["output_check"]
     print(f"  output check passed on {record['held_out']['rows']} rows of "
@@ -136,8 +136,8 @@ DECODER_METHODS = ("int4", "dynamic")
 def _decoder_request(args, config) -> dict:
     """What the command line asks of the decoder search, every flag either used or refused
     (``ValueError`` naming the flags)."""
-    from compress.quantize import QuantizeConfig
-    from compress.quantize.decoder_candidates import (DYNAMIC_SETTINGS, DecoderGate,
+    from edgepack.compress.quantize import QuantizeConfig
+    from edgepack.compress.quantize.decoder_candidates import (DYNAMIC_SETTINGS, DecoderGate,
                                                       requested_candidates)
     from edgepack.cli.config_flags import config_kwargs
 
@@ -171,7 +171,7 @@ def _decoder_request(args, config) -> dict:
 
 def _token_windows(path, flag: str) -> list[list[int]]:
     """The rows of ``input_ids`` in a .npz, as token windows."""
-    from bench.inputs import load_npz
+    from edgepack.bench.inputs import load_npz
 
     arrays = load_npz(path)
     ids = arrays.get("input_ids")
@@ -184,7 +184,7 @@ def _token_windows(path, flag: str) -> list[list[int]]:
 
 def _decoder_texts(args) -> tuple[list, list, str]:
     """Held-out windows and prompts: --eval-data's input_ids, or the built-in sentences."""
-    from compress.quantize.decoder_quantize import sentence_windows
+    from edgepack.compress.quantize.decoder_quantize import sentence_windows
 
     if args.eval_data:
         windows = _token_windows(args.eval_data, "--eval-data")
@@ -201,7 +201,7 @@ def _deploy_beside(source, output) -> list[str]:
     when the output shares its input's folder (its genai_config.json names the input)."""
     from pathlib import Path
 
-    from export.genai import write_deploy_files
+    from edgepack.export.genai import write_deploy_files
 
     source, output = Path(source), Path(output)
     if output.parent.resolve() == source.parent.resolve() or \
@@ -215,7 +215,7 @@ def _check_deploy_folder(source, output) -> None:
     replace (a user's files are never overwritten)."""
     from pathlib import Path
 
-    from export.genai import GENAI_CONFIG, TOKENIZER_FILES
+    from edgepack.export.genai import GENAI_CONFIG, TOKENIZER_FILES
 
     source, output = Path(source), Path(output)
     if output.parent.resolve() == source.parent.resolve():
@@ -238,9 +238,9 @@ def _same_content(path, other) -> bool:
 def _quantize_decoder(args, config) -> int:
     """A decoder: the candidates the flags ask for, judged on held-out text (the built-in
     sentences tokenized with the tokenizer.json beside the model, or --eval-data), the
-    fastest passing kept (:func:`compress.quantize.decoder_quantize.quantize_decoder`), with
+    fastest passing kept (:func:`edgepack.compress.quantize.decoder_quantize.quantize_decoder`), with
     the tokenizer and genai_config.json beside it."""
-    from compress.quantize.decoder_quantize import quantize_decoder
+    from edgepack.compress.quantize.decoder_quantize import quantize_decoder
 
     request = _decoder_request(args, config)
     _check_deploy_folder(args.model, args.output)
@@ -268,8 +268,8 @@ def _quantize_decoder(args, config) -> int:
 
 
 def handle(args) -> int:
-    from compress.quantize import quantize
-    from core.output_paths import check_distinct, check_onnx_output
+    from edgepack.compress.quantize import quantize
+    from edgepack.core.output_paths import check_distinct, check_onnx_output
 
     inputs = [args.model, args.data, args.eval_data]
     check_onnx_output(args.output, inputs=inputs, flag="-o/--output", overwrite=args.overwrite)

@@ -1,7 +1,7 @@
 """``edgepack bench --robustness``: attacks on each benchmarked model, as deployed.
 
-The flags fill one :class:`bench.robustness.RobustnessConfig`; the command then calls
-:func:`bench.robustness.evaluate_robustness` once per model. Without ``--source`` the torch
+The flags fill one :class:`edgepack.bench.robustness.RobustnessConfig`; the command then calls
+:func:`edgepack.bench.robustness.evaluate_robustness` once per model. Without ``--source`` the torch
 model is unknown, so only the noise control and the black-box Square Attack run; with
 ``--source module:function [--source-args JSON] [--weights W.safetensors]`` FGSM and PGD are
 crafted on that torch model and run through each ONNX file (a transfer attack when the file
@@ -48,7 +48,7 @@ def config_from_args(args):
 
     Every flag is checked here, before anything runs: a bad value is one line, exit 2.
     """
-    from bench.robustness import RobustnessConfig, parse_attacks, parse_epsilons
+    from edgepack.bench.robustness import RobustnessConfig, parse_attacks, parse_epsilons
 
     extra = [f for f, v in (("--attacks", args.attacks), ("--source", args.source),
                             ("--queries", args.queries), ("--weights", args.weights),
@@ -78,7 +78,7 @@ def source_model(args):
     if not args.source:
         return None
     from edgepack.pipeline.teacher import build_model
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     try:
         kwargs = json.loads(args.source_args) if args.source_args else {}
@@ -95,8 +95,8 @@ def source_model(args):
 
 def evaluate_models(models, data_path, config, source) -> list[dict]:
     """One robustness result per model, on the inputs and labels of ``data_path``."""
-    from bench.inputs import check_feeds, load_npz
-    from bench.robustness import evaluate_robustness, robustness_session
+    from edgepack.bench.inputs import check_feeds, load_npz
+    from edgepack.bench.robustness import evaluate_robustness, robustness_session
 
     arrays = load_npz(data_path)
     results = []

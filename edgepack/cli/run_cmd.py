@@ -50,7 +50,7 @@ def folder_line(out, seconds: float) -> str:
 
 
 def print_summary(report: dict, out, seconds: float) -> None:
-    from bench.report import results_table
+    from edgepack.bench.report import results_table
     from edgepack.pipeline.embedding_report import embedding_table
     from edgepack.pipeline.run_report import baseline_line, is_embedding, teacher_warning
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checks import check_finite_fields, check_range
-from core.errors import exit_code_for
+from edgepack.core.checks import check_finite_fields, check_range
+from edgepack.core.errors import exit_code_for
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _refusal(stage: str, exc: Exception) -> dict:
 
 
 def _export(model, arch: Architecture, path: Path, settings: SweepSettings) -> dict:
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.torch_export import ExportConfig, export_onnx
 
     config = ExportConfig(exporter=settings.exporter, input_names=arch.input_names,
                           dynamic_axes=(1,) if arch.sequence else ())
@@ -116,8 +116,8 @@ def _quantize(pruned_onnx: Path, arch: Architecture, path: Path, settings: Sweep
     """Default settings. When its speed check refuses (int8 no faster on this machine), the
     refusal is recorded and the model is quantized again with ``allow_slower``, so the
     later stages and the table still show what int8 gives."""
-    from compress.quantize import quantize_config, quantize
-    from compress.quantize.speed_check import SpeedCheckFailed
+    from edgepack.compress.quantize import quantize_config, quantize
+    from edgepack.compress.quantize.speed_check import SpeedCheckFailed
 
     calibration = _feeds(arch, settings.calibration_rows, seed=3)
     try:
@@ -145,7 +145,7 @@ def agreement(reference: Path, candidate: Path, feeds: dict[str, np.ndarray]) ->
 
 
 def _bench(paths: dict[str, Path], arch: Architecture, settings: SweepSettings) -> dict:
-    from bench.runner import BenchConfig, bench
+    from edgepack.bench.runner import BenchConfig, bench
 
     shapes = {n: [1, arch.sequence] for n in arch.input_names} if arch.sequence else {}
     config = BenchConfig(threads=settings.threads, batch=1, warmup=settings.warmup,
@@ -159,8 +159,8 @@ def _bench(paths: dict[str, Path], arch: Architecture, settings: SweepSettings) 
 
 def run_one(arch: Architecture, work: Path, settings: SweepSettings) -> dict:
     """Every stage on ``arch``; the row of the table (see the module docstring)."""
-    from compress.prune import PruneConfig, prune
-    from export.package import package_model
+    from edgepack.compress.prune import PruneConfig, prune
+    from edgepack.export.package import package_model
 
     work.mkdir(parents=True, exist_ok=True)
     row: dict = {"name": arch.name, "refused": [], "seconds": {}}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.files import atomic_write_text
+from edgepack.core.files import atomic_write_text
 
 COLUMNS = ("stage", "size MB", "perplexity", "ppl ratio", "top-1 agr", "greedy agr",
            "prefill ms", "decode tok/s", "token p50/p90 ms", "peak MB", "kept")
@@ -114,7 +114,7 @@ def decoder_markdown(report: dict) -> str:
 
 def write_decoder_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
     """report.json, report.md, tradeoff.png, recipe.toml, then manifest.json last."""
-    from core.files import atomic_write_json
+    from edgepack.core.files import atomic_write_json
     from edgepack.pipeline.run_report import write_manifest
 
     atomic_write_json(out_dir / "report.json", report)

@@ -10,7 +10,7 @@ the fastest passing one kept), and every stage is judged against the teacher:
   windows, and greedy agreement on fixed prompts (the teacher's answers are computed once,
   in torch: :func:`teacher_reference`);
 - speed: prefill milliseconds on a ``prompt_tokens`` prompt, decode tokens/s and per-token
-  latency, timed interleaved with the stage's input (:func:`bench.generation.measure_generation`);
+  latency, timed interleaved with the stage's input (:func:`edgepack.bench.generation.measure_generation`);
 - a stage is kept when its quality is within ``[metric]``'s thresholds and, for a stage that
   promises speed, its decode is faster than its input's.
 
@@ -27,15 +27,15 @@ from typing import Callable
 
 import numpy as np
 
-from bench.lm_quality import LMReference, lm_quality, log_likelihoods, perplexity_of
-from core.files import atomic_write_json, sha256_file
-from core.stage import StageConfig, StageInput, spec_for
+from edgepack.bench.lm_quality import LMReference, lm_quality, log_likelihoods, perplexity_of
+from edgepack.core.files import atomic_write_json, sha256_file
+from edgepack.core.stage import StageConfig, StageInput, spec_for
 from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.resume import RECORD, clear_unfinished, load_done_stage
 from edgepack.pipeline.run_inputs import run_inputs
 from edgepack.pipeline.run_lock import releases_run_folders
-from export.decoder import torch_greedy_steps
+from edgepack.export.decoder import torch_greedy_steps
 
 @dataclass
 class DecoderRun:
@@ -73,7 +73,7 @@ def _torch_logits(model, window) -> np.ndarray:
 
 def teacher_reference(model, windows, prompts, new_tokens: int) -> LMReference:
     """The fp32 teacher's answers in torch: top-1 per position, greedy continuations,
-    perplexity (the same definitions as :mod:`bench.lm_quality`)."""
+    perplexity (the same definitions as :mod:`edgepack.bench.lm_quality`)."""
     likelihoods, top1 = [], []
     for window in windows:
         logits = _torch_logits(model, window)
@@ -109,8 +109,8 @@ def quality_reasons(metric: MetricSpec, figures: dict) -> list[str]:
 
 def measure_stage(run: DecoderRun, path: Path, input_path: Path | None) -> dict:
     """Quality against the teacher, and generation timed interleaved with the input."""
-    from bench.generation import load_decoder, measure_generation
-    from bench.session import SessionOptions
+    from edgepack.bench.generation import load_decoder, measure_generation
+    from edgepack.bench.session import SessionOptions
 
     options = SessionOptions(threads=run.threads)
     candidate = load_decoder(path, options)
@@ -202,7 +202,7 @@ def run_decoder_pipeline(model, stages: list[StageConfig], out_dir, data: dict,
                          progress: bool = True, recipe=None,
                          log: Callable[[str], None] = print) -> dict:
     """Run the decoder ``stages`` on ``model`` into ``out_dir``; return the report."""
-    from bench.envinfo import environment
+    from edgepack.bench.envinfo import environment
     from edgepack.pipeline.decoder_report import write_decoder_outputs
     from edgepack.pipeline.recipe import check_decoder_stages, check_stage_order, to_toml
     from edgepack.pipeline.run import _version, prepare_out_dir

@@ -8,7 +8,7 @@ or drops each candidate, writes the run folder. **The other ranks follow**: they
 
 - ``train``: join the training of a torch -> torch stage (distillation, pruning's
   fine-tuning); the trainer shards the data across all ranks (DistributedDataParallel,
-  :mod:`compress.parallel`) and rank 0 alone writes its checkpoints;
+  :mod:`edgepack.compress.parallel`) and rank 0 alone writes its checkpoints;
 - ``adopt``: rebuild the artifact rank 0 kept from its weights file, sent over the process
   group, with the stage's own ``rebuild`` -- so the next stage starts from the same model on
   every rank (no shared filesystem is needed, for multi-node jobs);
@@ -33,9 +33,9 @@ from typing import Callable
 
 from torch import nn
 
-from compress.parallel import Distributed
-from core.errors import exit_code_for
-from core.stage import StageConfig, StageInput, spec_for
+from edgepack.compress.parallel import Distributed
+from edgepack.core.errors import exit_code_for
+from edgepack.core.stage import StageConfig, StageInput, spec_for
 
 WAIT_LIMIT = timedelta(hours=24)   # how long a follower waits for rank 0's next word
 
@@ -142,7 +142,7 @@ class Crew:
         ``given_for(config, module, name, folder)`` is the stage input rank 0 would build for
         ``module`` (named ``name``); ``folder`` is private to this process and deleted after.
         """
-        from export.weights import load_weights
+        from edgepack.export.weights import load_weights
 
         _, weights = self._hear()
         with tempfile.TemporaryDirectory(prefix=f"edgepack-rank{self.rank}-") as private:

@@ -1,6 +1,6 @@
 """Reports for embedding runs: a table and a latency-vs-quality plot of cosine and Spearman.
 
-The accuracy table and plot (:mod:`bench.report`) have nothing to show for a model whose
+The accuracy table and plot (:mod:`edgepack.bench.report`) have nothing to show for a model whose
 output is an embedding; these show, per row, the mean cosine to the teacher's embeddings and
 the Spearman correlation of pairwise similarities (:mod:`edgepack.pipeline.quality`) against p50
 latency.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.files import atomic_path
-from core.output_paths import png_metadata
+from edgepack.core.files import atomic_path
+from edgepack.core.output_paths import png_metadata
 
 
 def _fmt(value, spec: str) -> str:

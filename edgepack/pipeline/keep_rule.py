@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.stage import StageConfig, spec_for
+from edgepack.core.stage import StageConfig, spec_for
 from edgepack.pipeline.quality import embedding_reasons
 
 

@@ -16,17 +16,17 @@ import onnx
 import torch
 from torch import nn
 
-from bench.robustness import RobustnessConfig
-from bench.embedding_quality import embedding_quality
-from bench.runner import BenchConfig, bench
-from bench.session import ProviderError, provider_name
-from compress.kd import collect
-from compress.prune import count_params
-from core.tensors import as_tuple, rows, to_numpy
+from edgepack.bench.robustness import RobustnessConfig
+from edgepack.bench.embedding_quality import embedding_quality
+from edgepack.bench.runner import BenchConfig, bench
+from edgepack.bench.session import ProviderError, provider_name
+from edgepack.compress.kd import collect
+from edgepack.compress.prune import count_params
+from edgepack.core.tensors import as_tuple, rows, to_numpy
 from edgepack.pipeline.distributed import Crew
 from edgepack.pipeline.quality import MetricSpec, onnx_outputs, quality_summary
-from export.torch_export import ExportConfig, export_onnx
-from export.weights import save_weights
+from edgepack.export.torch_export import ExportConfig, export_onnx
+from edgepack.export.weights import save_weights
 
 METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
                "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
@@ -198,7 +198,7 @@ def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path
 def chance_check(accuracy: float | None, labels) -> dict:
     """The evaluation set's chance level, and whether ``accuracy`` is near it: every stage
     is judged against the teacher, which says nothing when the teacher learned nothing."""
-    from bench.chance import chance_accuracy, near_chance
+    from edgepack.bench.chance import chance_accuracy, near_chance
 
     if accuracy is None or labels is None or not len(labels):
         return {}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import CheckFailed
-from core.stage import StageConfig, spec_for
+from edgepack.core.errors import CheckFailed
+from edgepack.core.stage import StageConfig, spec_for
 
 
 class NothingDeployable(CheckFailed):

@@ -2,7 +2,7 @@
 
 The pipeline makes one :class:`PrivacyProbe` beside the teacher's row and calls
 :meth:`measure` for the teacher and each stage's candidate, on its ONNX file through ONNX
-Runtime (:func:`bench.privacy.evaluate_membership`).
+Runtime (:func:`edgepack.bench.privacy.evaluate_membership`).
 
 - **Members** are the teacher's training samples: the data provider's ``"members"`` set if
   it gives one, else the first rows of ``"train"`` (in the dataset's own order, not a
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.privacy import MemberSets, PrivacyConfig, check_member_sets, evaluate_membership
-from bench.robustness import robustness_session
-from compress.kd import collect
-from core.errors import BadInput
-from core.tensors import as_tuple, to_numpy
+from edgepack.bench.privacy import MemberSets, PrivacyConfig, check_member_sets, evaluate_membership
+from edgepack.bench.robustness import robustness_session
+from edgepack.compress.kd import collect
+from edgepack.core.errors import BadInput
+from edgepack.core.tensors import as_tuple, to_numpy
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Which privacy guarantee holds for which artifact of a run with a DP-SGD teacher.
 
 A teacher trained with ``[model.dp]`` is (epsilon, delta)-differentially private with respect
-to its training set (:mod:`compress.private`). Every artifact computed from it *and from data
+to its training set (:mod:`edgepack.compress.private`). Every artifact computed from it *and from data
 independent of that set* keeps the guarantee by post-processing: a student distilled on a
 transfer set the recipe declares public (``[data] public = ["transfer", ...]``) with the
 teacher's soft targets, its pruned and int8 versions (calibrated on a public set). An
@@ -49,8 +49,8 @@ def _needs(stage) -> list[tuple[str, str]]:
 
 def check_dp_settings(model) -> None:
     """``[model.dp]``: DP-SGD settings, for a teacher this run trains itself."""
-    from core.checks import checked_fields
-    from compress.private import AUGMENTATIONS_DP, DPConfig
+    from edgepack.core.checks import checked_fields
+    from edgepack.compress.private import AUGMENTATIONS_DP, DPConfig
 
     DPConfig(**checked_fields(DPConfig, model.dp, "recipe [model.dp]"))
     if model.weights or model.train_epochs <= 0:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import check_choice, check_finite_fields, check_range
-from core.tensors import as_tuple
+from edgepack.core.checks import check_choice, check_finite_fields, check_range
+from edgepack.core.tensors import as_tuple
 
 METRIC_KINDS = ("accuracy", "embedding", "language-model")
 LANGUAGE_MODEL_FIELDS = ("max_perplexity_ratio", "min_top1_agreement", "min_greedy_agreement",
@@ -131,7 +131,7 @@ def teacher_embeddings(teacher, inputs, batch: int = 64) -> np.ndarray:
     """The fp32 teacher's (torch) outputs for every evaluation row: the reference."""
     import torch
 
-    from core.tensors import call, num_rows, rows
+    from edgepack.core.tensors import call, num_rows, rows
 
     teacher.eval()
     with torch.no_grad():

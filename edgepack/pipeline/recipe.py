@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.privacy import PrivacyConfig
-from bench.robustness import RobustnessConfig
-from bench.runner import BenchConfig
-from compress.distill import AUGMENTATIONS
-from core.checks import (check_budget, check_choice, check_finite_fields, checked_fields,
+from edgepack.bench.privacy import PrivacyConfig
+from edgepack.bench.robustness import RobustnessConfig
+from edgepack.bench.runner import BenchConfig
+from edgepack.compress.distill import AUGMENTATIONS
+from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, checked_fields,
                          did_you_mean, is_finite_number)
-from core.pickle_guard import no_unpickling, refuse_pickle_loader
-from core.stage import StageConfig, spec_for, stage_spec
+from edgepack.core.pickle_guard import no_unpickling, refuse_pickle_loader
+from edgepack.core.stage import StageConfig, spec_for, stage_spec
 from edgepack.pipeline.private_recipe import check_private_recipe
 from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.stage_modules import load_stages
@@ -131,7 +131,7 @@ def stage_from_dict(index: int, data: Any) -> StageConfig:
 
 def _makers(onnx_kind: str) -> str:
     """The stage kinds that turn a torch model into an artifact of ``onnx_kind``."""
-    from core.stage import registered_kinds
+    from edgepack.core.stage import registered_kinds
 
     kinds = [k for k in registered_kinds() if stage_spec(k).consumes == "torch"
              and stage_spec(k).produces == onnx_kind]
@@ -344,7 +344,7 @@ class CodeTrust:
 
     ``any_builder`` (``--allow-any-builder``): builders from any module, the standard library
     included. ``pickle`` (``--trust-pickle``): loaders of pickled data, and unpickling inside
-    the user's builders and providers (:mod:`core.pickle_guard`); without it both are refused,
+    the user's builders and providers (:mod:`edgepack.core.pickle_guard`); without it both are refused,
     whatever ``any_builder`` says.
     """
 
@@ -398,7 +398,7 @@ def check_builder_module(spec: str, what: str) -> None:
 
 def user_code(what: str):
     """The guard the user's builders and providers run under: no unpickling unless
-    ``--trust-pickle`` (:func:`core.pickle_guard.no_unpickling`)."""
+    ``--trust-pickle`` (:func:`edgepack.core.pickle_guard.no_unpickling`)."""
     return no_unpickling(what, trusted=TRUST.pickle)
 
 
@@ -426,7 +426,7 @@ def import_object(spec: str, base_dir: Path | None = None, what: str = "object")
             module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and not module_name.startswith(exc.name):
-            raise  # the module is there; a package it imports is not (core.errors says so)
+            raise  # the module is there; a package it imports is not (edgepack.core.errors says so)
         moved = next((new for old, new in MOVED_MODULES.items()
                       if module_name == old or module_name.startswith(old + ".")), None)
         hint = f"; it moved to {moved!r}" if moved else ""

@@ -18,8 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
-from core.files import atomic_write_json, sha256_file
-from core.stage import StageConfig, spec_for
+from edgepack.core.files import atomic_write_json, sha256_file
+from edgepack.core.stage import StageConfig, spec_for
 from edgepack.pipeline.measure import METRIC_KEYS, Artifact, PipelineContext, export_for_bench
 
 RECORD = "record.json"

@@ -4,7 +4,7 @@ The pipeline makes one :class:`RobustnessProbe` per run and calls :meth:`measure
 teacher and for each stage's candidate. Attacks run on the candidate's ONNX file (for torch
 stages the scratch export that is also timed), through ONNX Runtime; FGSM/PGD are crafted
 on the torch model the candidate is, or was exported from (a transfer attack for int8
-files); the black-box Square Attack needs no torch model. See :mod:`bench.robustness`.
+files); the black-box Square Attack needs no torch model. See :mod:`edgepack.bench.robustness`.
 
 Attribution drift compares the candidate's saliency maps with the teacher's on the first
 ``attribution_samples`` evaluation inputs: gradient x input when the candidate is a torch
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
-from bench.robustness.attribution import gradient_x_input, occlusion, spearman
-from bench.robustness.scores import ort_predict
-from bench.robustness.evaluate import not_applicable_reason
+from edgepack.bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
+from edgepack.bench.robustness.attribution import gradient_x_input, occlusion, spearman
+from edgepack.bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.evaluate import not_applicable_reason
 
 
 class RobustnessProbe:
@@ -123,7 +123,7 @@ class RobustnessProbe:
             return None  # a damaged entry is measured again
 
     def _store(self, key: tuple[str, str], result: dict) -> None:
-        from core.files import atomic_write_json
+        from edgepack.core.files import atomic_write_json
 
         path = self._stored_path(key)
         if path is None:
@@ -169,7 +169,7 @@ def artifact_digest(path: Path) -> str:
     """sha256 of an ONNX file and of the external data files it uses."""
     import onnx
 
-    from core.onnx_files import check_external_data
+    from edgepack.core.onnx_files import check_external_data
 
     path = Path(path)
     digest = hashlib.sha256(path.read_bytes())

@@ -1,7 +1,7 @@
 """The pipeline runner: stages in order, each measured, kept only if it earns its place.
 
 A pipeline is data: a list of stage configs. Each stage takes the last *kept* artifact and
-makes a candidate, through the adapter its module registered (:mod:`core.stage`). The
+makes a candidate, through the adapter its module registered (:mod:`edgepack.core.stage`). The
 candidate and its input are benchmarked side by side (:mod:`edgepack.pipeline.measure`) and the
 candidate is kept only if it passes the keep rule (:mod:`edgepack.pipeline.keep_rule`). A stage that is not
 kept is still reported, with its numbers and the reason; the next stage starts from the last
@@ -23,11 +23,11 @@ from typing import Callable
 
 from torch import nn
 
-from bench.robustness import RobustnessConfig
-from bench.runner import BenchConfig
-from core.files import atomic_write_json, sha256_file
-from core.stage import StageConfig, StageInput, spec_for
-from core.tensors import rows
+from edgepack.bench.robustness import RobustnessConfig
+from edgepack.bench.runner import BenchConfig
+from edgepack.core.files import atomic_write_json, sha256_file
+from edgepack.core.stage import StageConfig, StageInput, spec_for
+from edgepack.core.tensors import rows
 from edgepack.pipeline import distributed
 from edgepack.pipeline.keep_rule import keep_reasons, stage_tolerance
 from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
@@ -41,8 +41,8 @@ from edgepack.pipeline.run_lock import releases_run_folders
 from edgepack.pipeline.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
                              reuse_stage)
 from edgepack.pipeline.stage_modules import load_stages
-from export.torch_export import ExportConfig
-from export.weights import save_weights
+from edgepack.export.torch_export import ExportConfig
+from edgepack.export.weights import save_weights
 
 
 def stage_input(ctx: PipelineContext, config: StageConfig, source: Artifact,
@@ -59,7 +59,7 @@ def stage_input(ctx: PipelineContext, config: StageConfig, source: Artifact,
 
 def _save_artifact(produced, folder: Path) -> Path:
     if isinstance(produced, nn.Module):
-        from compress.prune import count_params
+        from edgepack.compress.prune import count_params
 
         path = folder / "model.safetensors"
         save_weights(produced, path, metadata={"params": count_params(produced)})
@@ -191,7 +191,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     :class:`edgepack.pipeline.privacy_probe.PrivacySetup`: membership inference on every row
     (the provider gives ``non_members``) and which DP guarantee holds for which artifact.
     """
-    from bench.envinfo import environment
+    from edgepack.bench.envinfo import environment
     from edgepack.pipeline.recipe import check_stage_order, resolver, to_toml
     from edgepack.pipeline.teacher import build_model
 

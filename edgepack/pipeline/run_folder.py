@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from core.files import atomic_write_json, check_output_dir
+from edgepack.core.files import atomic_write_json, check_output_dir
 from edgepack.pipeline.run_inputs import INPUTS_FILE, RUN_MARKER, check_same_inputs
 from edgepack.pipeline.run_lock import LOCK_FILE, check_not_locked, lock_run_folder
 

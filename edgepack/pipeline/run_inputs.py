@@ -22,7 +22,7 @@ import json
 import stat
 from pathlib import Path
 
-from core.files import sha256_file
+from edgepack.core.files import sha256_file
 
 INPUTS_FILE = "inputs.json"
 RUN_MARKER = "edgepack_run"

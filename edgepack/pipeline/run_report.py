@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.privacy.privacy_report import privacy_notes, privacy_plot, privacy_table
-from bench.report import results_table, tradeoff_plot
-from bench.robustness.robustness_report import robustness_notes, robustness_plot, robustness_table
-from core.files import atomic_write_json, atomic_write_text, sha256_file
+from edgepack.bench.privacy.privacy_report import privacy_notes, privacy_plot, privacy_table
+from edgepack.bench.report import results_table, tradeoff_plot
+from edgepack.bench.robustness.robustness_report import robustness_notes, robustness_plot, robustness_table
+from edgepack.core.files import atomic_write_json, atomic_write_text, sha256_file
 
 
 def robustness_section(report: dict, rows: list[dict]) -> str:

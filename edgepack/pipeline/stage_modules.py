@@ -1,6 +1,6 @@
 """Which stages a pipeline can use: the built-in ones, and a recipe's own.
 
-Every stage registers itself (:func:`core.stage.register_stage`) in the module that defines
+Every stage registers itself (:func:`edgepack.core.stage.register_stage`) in the module that defines
 it; importing the module is all it takes. The built-in modules are listed here; a recipe names
 its own under ``stage_modules`` (imported from the recipe's folder first).
 """
@@ -11,12 +11,12 @@ import importlib
 import sys
 from pathlib import Path
 
-from core.stage import registered_kinds
+from edgepack.core.stage import registered_kinds
 
-BUILTIN_STAGE_MODULES = ("compress.distill", "compress.prune", "export.torch_export",
-                         "export.optimize", "export.fuse_transformer", "compress.quantize",
-                         "export.package", "export.decoder_stage",
-                         "compress.quantize.decoder_stage")
+BUILTIN_STAGE_MODULES = ("edgepack.compress.distill", "edgepack.compress.prune", "edgepack.export.torch_export",
+                         "edgepack.export.optimize", "edgepack.export.fuse_transformer", "edgepack.compress.quantize",
+                         "edgepack.export.package", "edgepack.export.decoder_stage",
+                         "edgepack.compress.quantize.decoder_stage")
 
 
 def load_stages(extra_modules=(), base_dir: Path | None = None) -> list[str]:

@@ -3,7 +3,7 @@
 A trained teacher is cached under ``~/.cache/edgepack/teachers/<key>/`` (``$XDG_CACHE_HOME``
 honoured), keyed by a hash of everything that decides its weights: builder, arguments,
 epochs, learning rate, data provider and its arguments, seed. The entry holds the weights
-and a manifest of their sha256, checked before each use (:mod:`core.cache_entry`); weights
+and a manifest of their sha256, checked before each use (:mod:`edgepack.core.cache_entry`); weights
 holding NaN or Inf are never cached. Training writes a checkpoint each epoch, so a killed
 first run resumes where it stopped.
 
@@ -23,15 +23,15 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.cache_entry import new_entry, open_entry
-from core.errors import BadInput, CheckFailed
-from core.pickle_guard import UnpicklingRefused
-from compress.distill import augment_inputs
-from compress.private import DPConfig, train_private
-from compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
+from edgepack.core.cache_entry import new_entry, open_entry
+from edgepack.core.errors import BadInput, CheckFailed
+from edgepack.core.pickle_guard import UnpicklingRefused
+from edgepack.compress.distill import augment_inputs
+from edgepack.compress.private import DPConfig, train_private
+from edgepack.compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
 from edgepack.pipeline.recipe import DataSpec, ModelSpec, import_object, user_code
-from core.files import cache_dir  # noqa: F401 - where callers have found it
-from export.weights import load_weights, save_weights
+from edgepack.core.files import cache_dir  # noqa: F401 - where callers have found it
+from edgepack.export.weights import load_weights, save_weights
 
 TRAINING_VERSION = 3  # bump when the training procedure changes, to retire old caches
 CACHED_WEIGHTS = "model.safetensors"   # inside the entry folder teachers/<key>/
@@ -140,7 +140,7 @@ def train_cached(net: nn.Module, model: ModelSpec, train_batches, data: dict, se
     """Train ``net`` as ``model`` says (DP-SGD when it has ``dp``), or load it from the cache
     entry ``key``; return the DP-SGD record (None without ``dp``).
 
-    The entry is a folder verified against its manifest before use (:mod:`core.cache_entry`):
+    The entry is a folder verified against its manifest before use (:mod:`edgepack.core.cache_entry`):
     a truncated, swapped or half-made one is trained again, with one line on stderr. A
     teacher whose trained weights hold NaN or Inf is refused and never cached."""
     entry = cache_dir() / "teachers" / key

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from edgepack.pipeline.run_folder import RUN_MARKER
 
 MANIFEST = "manifest.json"
-PACKAGE_MARKER = "edgepack_package"   # export.package's marker (that module loads ONNX Runtime)
+PACKAGE_MARKER = "edgepack_package"   # edgepack.export.package's marker (that module loads ONNX Runtime)
 MAX_MANIFEST_BYTES = 64 << 20
 KINDS = ("changed", "missing", "extra", "symlink", "special")
 SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),

@@ -14,7 +14,7 @@ text it is judged on, tokenized with the model's own tokenizer.
 The folder is what ``save_pretrained`` writes: ``config.json``, safetensors weights and the
 tokenizer (``tokenizer.json``, which onnxruntime-genai needs beside the deployed model).
 Nothing is downloaded and no code from the folder runs (no ``trust_remote_code``, no pickle).
-A GGUF file is converted once to such a folder and cached (:mod:`export.gguf`).
+A GGUF file is converted once to such a folder and cached (:mod:`edgepack.export.gguf`).
 
 The text: the offline English corpus (:mod:`edgepack.zoo.text_corpus`), or a UTF-8 text file
 of the user's (``text_file``, one passage per line; the last fifth of its lines are held
@@ -48,10 +48,10 @@ def model_folder(folder: str = "", gguf: str = "") -> Path:
                          "folder) or gguf (a GGUF file)")
     if gguf:
         from edgepack.pipeline.teacher import cache_dir
-        from export.gguf import cached_hf_folder
+        from edgepack.export.gguf import cached_hf_folder
 
         return cached_hf_folder(Path(gguf), cache_dir() / "models")
-    from export.hf import check_local_model_dir
+    from edgepack.export.hf import check_local_model_dir
 
     return check_local_model_dir(folder)
 

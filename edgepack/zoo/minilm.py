@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.tensors import num_rows, rows
+from edgepack.core.tensors import num_rows, rows
 
 
 class SentenceEmbedder(nn.Module):
@@ -56,7 +56,7 @@ def minilm_embedder(model_dir: str = "") -> nn.Module:
     """The pretrained MiniLM (local folder only), with eager attention (exports and fuses)."""
     from transformers import AutoModel
 
-    from export.hf_folder import check_hf_folder
+    from edgepack.export.hf_folder import check_hf_folder
 
     folder = model_folder(model_dir)
     check_hf_folder(folder, "loading", copies=1)   # config and weights agree, and fit

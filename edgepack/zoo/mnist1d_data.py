@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checks import check_budget
+from edgepack.core.checks import check_budget
 
 log = logging.getLogger("edgepack")
 

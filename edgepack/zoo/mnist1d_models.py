@@ -88,7 +88,7 @@ def _read_cached(samples: int, seed: int) -> dict[str, np.ndarray] | None:
 
 
 def _write_cached(samples: int, seed: int, data: dict[str, np.ndarray]) -> None:
-    from core.files import atomic_path
+    from edgepack.core.files import atomic_path
 
     try:
         with atomic_path(_cache_path(samples, seed)) as tmp:

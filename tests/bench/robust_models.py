@@ -29,7 +29,7 @@ def train_tiny(width: int = 16, epochs: int = 8, seed: int = 0, adversarial: dic
     """
     from torch.utils.data import DataLoader, TensorDataset
 
-    from compress.trainer import TrainConfig, fit
+    from edgepack.compress.trainer import TrainConfig, fit
     from edgepack.zoo.mnist1d_models import mnist1d_cnn
 
     torch.set_num_threads(1)
@@ -48,7 +48,7 @@ def trained_tiny():
 
 
 def export_tiny(model, path: Path) -> Path:
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.torch_export import ExportConfig, export_onnx
 
     x = torch.from_numpy(mnist1d_arrays()["x"][:8])
     export_onnx(model, ExportConfig(), x[:1], path, parity_inputs=x)
@@ -58,7 +58,7 @@ def export_tiny(model, path: Path) -> Path:
 def quantize_tiny(fp32: Path, path: Path) -> Path:
     """Static int8 (QDQ), calibrated on training inputs; kept even where it is no faster
     (these tests attack the int8 file, they do not time it)."""
-    from compress.quantize import quantize_config, quantize
+    from edgepack.compress.quantize import quantize_config, quantize
 
     x = mnist1d_arrays()["x"][:256]
     quantize(fp32, quantize_config(mode="static", allow_slower=True), path, calibration={"input": x})

@@ -1,17 +1,17 @@
-"""A new attack is one new file: the example in bench.robustness.attacks' docstring, written
+"""A new attack is one new file: the example in edgepack.bench.robustness.attacks' docstring, written
 as a file of that package, is measured, tabled and named like the built-in ones."""
 
 from __future__ import annotations
 
-import bench.robustness.attacks as attacks_package
-from bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
-from bench.robustness.attacks import ATTACKS
-from bench.robustness.robustness_report import robustness_table
+import edgepack.bench.robustness.attacks as attacks_package
+from edgepack.bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
+from edgepack.bench.robustness.attacks import ATTACKS
+from edgepack.bench.robustness.robustness_report import robustness_table
 from tests.bench.robust_models import eval_arrays, export_tiny, trained_tiny
 from tests.registry_examples import ExampleFile, docstring_example
 
 HEADER = ("import numpy as np\n\n"
-          "from bench.robustness.attacks import ATTACKS, AttackSpec, accuracy")
+          "from edgepack.bench.robustness.attacks import ATTACKS, AttackSpec, accuracy")
 
 
 def test_the_example_is_about_ten_lines():
@@ -22,7 +22,7 @@ def test_the_example_is_about_ten_lines():
 def test_a_new_attack_is_one_file(tmp_path):
     model = export_tiny(trained_tiny(), tmp_path / "m.onnx")
     x, y = eval_arrays(32)
-    with ExampleFile(tmp_path, "bench.robustness.attacks", ATTACKS, "uniform", HEADER) as ex:
+    with ExampleFile(tmp_path, "edgepack.bench.robustness.attacks", ATTACKS, "uniform", HEADER) as ex:
         assert ex.added() == {"uniform"}
         assert ATTACKS.names().index("uniform") == 1   # order 15: after noise, before FGSM
         config = RobustnessConfig(eps=(0.1,), samples=32, attacks=("noise", "uniform"))

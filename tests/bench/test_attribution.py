@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.robustness import robustness_session
-from bench.robustness.attribution import (gradient_x_input, occlusion, occlusion_windows,
+from edgepack.bench.robustness import robustness_session
+from edgepack.bench.robustness.attribution import (gradient_x_input, occlusion, occlusion_windows,
                                           ranks, spearman)
-from bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.scores import ort_predict
 from tests.bench.robust_models import eval_arrays, export_tiny, trained_tiny
 
 

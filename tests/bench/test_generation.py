@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.decoder import Decoder
-from bench.generation import (GenerationStats, check_context, generate_once, load_decoder,
+from edgepack.bench.decoder import Decoder
+from edgepack.bench.generation import (GenerationStats, check_context, generate_once, load_decoder,
                               measure_generation, standard_prompt)
-from bench.tokenizer import load_tokenizer
+from edgepack.bench.tokenizer import load_tokenizer
 
 PROMPT = [1, 40, 77, 120, 3, 18, 200, 15]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from bench.memory import GpuMemory
+from edgepack.bench.memory import GpuMemory
 from edgepack.pipeline.run_report import measured_on
 
 ENV = {"cpu": "Some CPU", "arch": "x86_64", "logical_cores": 16, "onnxruntime": "1.31.1",

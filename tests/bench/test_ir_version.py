@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-import bench.ir_version as ir_version
-from bench.ir_version import lower_file_to_runtime, lower_to_runtime, runtime_ir_version
+import edgepack.bench.ir_version as ir_version
+from edgepack.bench.ir_version import lower_file_to_runtime, lower_to_runtime, runtime_ir_version
 
 NEWEST = onnx.IR_VERSION
 
@@ -79,8 +79,8 @@ def test_a_file_with_external_data_is_lowered_and_its_data_untouched(tmp_path,
 
 
 def test_exported_and_quantized_files_are_at_the_runtimes_version(tmp_path, runtime_one_behind):
-    from compress.quantize import quantize
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.compress.quantize import quantize
+    from edgepack.export.torch_export import ExportConfig, export_onnx
     from tests.compress.test_quantize import cfg
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bench.latency import NOISY_SPREAD, LatencyStats, RunTimer, time_runs
+from edgepack.bench.latency import NOISY_SPREAD, LatencyStats, RunTimer, time_runs
 
 
 def test_stats_from_known_samples():

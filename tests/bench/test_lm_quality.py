@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bench.decoder import Decoder
-from bench.lm_quality import (LMQuality, greedy_agreement, greedy_tokens, lm_quality,
+from edgepack.bench.decoder import Decoder
+from edgepack.bench.lm_quality import (LMQuality, greedy_agreement, greedy_tokens, lm_quality,
                               lm_reference, perplexity, teacher_forced_agreement,
                               token_windows, top1_predictions)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.privacy import MIN_SAMPLES, MemberSets, PrivacyConfig, check_member_sets, \
+from edgepack.bench.privacy import MIN_SAMPLES, MemberSets, PrivacyConfig, check_member_sets, \
     evaluate_membership
-from bench.privacy.metrics import balanced_accuracy, roc_auc, summarize, tpr_at_fpr
-from bench.privacy.scores import (confidence_score, correct_score, entropy_score, lira_score,
+from edgepack.bench.privacy.metrics import balanced_accuracy, roc_auc, summarize, tpr_at_fpr
+from edgepack.bench.privacy.scores import (confidence_score, correct_score, entropy_score, lira_score,
                                   loss_score, scaled_confidence)
-from core.errors import BadInput
+from edgepack.core.errors import BadInput
 from tests.bench.conftest import matmul_add, reference_outputs
 
 
@@ -125,7 +125,7 @@ def _linear_sets(rng, n=300):
 
 
 def test_a_model_that_fits_its_members_is_caught_and_one_that_does_not_is_not(tmp_path):
-    from bench.robustness import robustness_session
+    from edgepack.bench.robustness import robustness_session
 
     session = robustness_session(matmul_add(tmp_path / "m.onnx"))
     rng = np.random.default_rng(3)
@@ -144,7 +144,7 @@ def test_a_model_that_fits_its_members_is_caught_and_one_that_does_not_is_not(tm
 
 
 def test_lira_is_said_not_run_without_references(tmp_path):
-    from bench.robustness import robustness_session
+    from edgepack.bench.robustness import robustness_session
 
     session = robustness_session(matmul_add(tmp_path / "m.onnx"))
     out = evaluate_membership(session, _linear_sets(np.random.default_rng(4)),

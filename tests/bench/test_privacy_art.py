@@ -33,7 +33,7 @@ def memorised(tmp_path_factory):
     """An MLP that memorises 300 random labels: members are fitted, non-members guessed."""
     import onnxruntime as ort
 
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.torch_export import ExportConfig, export_onnx
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 20)).astype(np.float32)

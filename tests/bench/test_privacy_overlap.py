@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.privacy import MIN_SAMPLES, MemberSets, check_member_sets
-from bench.privacy.membership import canonical_values
-from core.errors import BadInput
+from edgepack.bench.privacy import MIN_SAMPLES, MemberSets, check_member_sets
+from edgepack.bench.privacy.membership import canonical_values
+from edgepack.core.errors import BadInput
 from tests.bench.conftest import matmul_add
 from tests.edgepack.helpers import error_line, run_cli
 

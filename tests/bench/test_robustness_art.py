@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.robustness.attacks import craft
+from edgepack.bench.robustness.attacks import craft
 from tests.bench.robust_models import eval_arrays, trained_tiny
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 import onnxruntime as ort
 import pytest
 
-from bench.session import (ProviderError, SessionOptions, make_session, nodes_per_provider,
+from edgepack.bench.session import (ProviderError, SessionOptions, make_session, nodes_per_provider,
                            provider_name)
 from tests.bench.conftest import matmul_add, token_model
 

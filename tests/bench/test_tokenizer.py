@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from bench.tokenizer import TextStream, check_vocabulary, load_tokenizer
+from edgepack.bench.tokenizer import TextStream, check_vocabulary, load_tokenizer
 
 
 @pytest.fixture(scope="module")

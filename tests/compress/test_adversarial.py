@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import compress.adversarial as adversarial_module
-from bench.robustness.attacks.pgd import pgd
-from compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_score,
+import edgepack.compress.adversarial as adversarial_module
+from edgepack.bench.robustness.attacks.pgd import pgd
+from edgepack.compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_score,
                                   trades_divergence)
-from compress.distill import DistillConfig, distill
-from compress.prune import PruneConfig, finetune_batches, prune
-from compress.trainer import TrainConfig, cross_entropy_loss, fit
+from edgepack.compress.distill import DistillConfig, distill
+from edgepack.compress.prune import PruneConfig, finetune_batches, prune
+from edgepack.compress.trainer import TrainConfig, cross_entropy_loss, fit
 from edgepack.zoo.mnist1d_models import mnist1d_cnn
 from tests.bench.robust_models import mnist1d_arrays, trained_tiny
 

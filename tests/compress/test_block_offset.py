@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.quantize.methods._block_offset import (dequantize, offset_blocks,
+from edgepack.compress.quantize.methods._block_offset import (dequantize, offset_blocks,
                                                      quantize_offset_int4)
 
 
@@ -74,7 +74,7 @@ def test_a_matmul_that_is_not_whole_blocks_stays_in_float():
 
 
 def _int4(model_path, out, **settings):
-    from compress.quantize.methods import METHODS, quantize_into
+    from edgepack.compress.quantize.methods import METHODS, quantize_into
 
     spec = METHODS.get("int4")
     quantize_into(model_path, out, "int4", spec.settings(**settings))
@@ -115,8 +115,8 @@ def gridded_decoder(tmp_path_factory):
 
 
 def _quality(reference_path, path):
-    from bench.decoder import Decoder
-    from bench.lm_quality import lm_quality, lm_reference
+    from edgepack.bench.decoder import Decoder
+    from edgepack.bench.lm_quality import lm_quality, lm_reference
 
     windows = [[5, 17, 40, 99, 3, 120, 7, 64, 201, 33, 18, 250, 90, 41, 12, 77]]
     prompts = [[5, 17, 40], [99, 3]]
@@ -146,7 +146,7 @@ def test_the_offset_method_reproduces_a_gguf_grid(gridded_decoder, tmp_path):
 
 
 def test_offset_refuses_symmetric_blocks():
-    from compress.quantize.methods import METHODS
+    from edgepack.compress.quantize.methods import METHODS
 
     with pytest.raises(ValueError, match="takes symmetric=False and bits=4"):
         METHODS.get("int4").settings(algorithm="offset", symmetric=True)
@@ -155,7 +155,7 @@ def test_offset_refuses_symmetric_blocks():
 
 
 def test_a_tie_optimum_left_as_two_copies_is_found():
-    from compress.quantize.methods._tied_embedding import untie_lm_head
+    from edgepack.compress.quantize.methods._tied_embedding import untie_lm_head
 
     table = np.random.default_rng(4).normal(size=(10, 4)).astype(np.float32)
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.distill import NO_LABEL, DistillConfig, distill, kd_loss
+from edgepack.compress.distill import NO_LABEL, DistillConfig, distill, kd_loss
 
 
 def _hand_kd(student, teacher, label, temperature, alpha):
@@ -177,7 +177,7 @@ def _signal_data():
 
 
 def test_hints_project_a_narrower_student_with_a_1x1_conv():
-    from compress.distill import build_hints
+    from edgepack.compress.distill import build_hints
 
     config = DistillConfig(feature_pairs=("2:2", "4:4"))
     hinted, student_tap, teacher_tap = build_hints(_conv_net(8), _conv_net(4), config,
@@ -205,7 +205,7 @@ def test_feature_distillation_trains_and_returns_the_bare_student():
 
 
 def test_feature_loss_values():
-    from compress.distill import feature_loss
+    from edgepack.compress.distill import feature_loss
 
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     b = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
@@ -242,7 +242,7 @@ def test_patience_stops_distillation_early():
 
 
 def test_student_from_a_pruned_teacher_copy_is_smaller_and_leaves_the_teacher_alone():
-    from compress.distill import distill_config, make_student
+    from edgepack.compress.distill import distill_config, make_student
 
     teacher = _conv_net(8)
     student = make_student(teacher, distill_config(student_init="pruned-teacher", init_ratio=0.5),
@@ -258,7 +258,7 @@ def test_every_kth_layer_student_of_a_bert_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertConfig, BertModel
 
-    from compress.distill import distill_config, make_student
+    from edgepack.compress.distill import distill_config, make_student
 
     torch.manual_seed(0)
     teacher = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4,
@@ -274,7 +274,7 @@ def test_every_kth_layer_student_of_a_bert_model():
 
 
 def test_every_kth_layer_needs_a_layer_stack():
-    from compress.distill import distill_config, make_student
+    from edgepack.compress.distill import distill_config, make_student
 
     with pytest.raises(ValueError, match="stack of repeated layers"):
         make_student(nn.Linear(2, 3), distill_config(student_init="every-kth-layer"), None)
@@ -284,7 +284,7 @@ def test_embedding_objective_learns_the_teachers_embeddings_without_labels():
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from compress.distill import DistillConfig, distill, embedding_loss, mean_cosine
+    from edgepack.compress.distill import DistillConfig, distill, embedding_loss, mean_cosine
 
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(12, 64), nn.Tanh(), nn.Linear(64, 16))
@@ -309,8 +309,8 @@ def test_an_embedding_student_records_its_learning_curve_on_the_validation_rows(
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from bench.embedding_quality import embedding_quality
-    from compress.distill import DistillConfig, distill
+    from edgepack.bench.embedding_quality import embedding_quality
+    from edgepack.compress.distill import DistillConfig, distill
 
     def run(with_validation: bool):
         torch.manual_seed(0)
@@ -340,7 +340,7 @@ def test_an_embedding_student_records_its_learning_curve_on_the_validation_rows(
 
 
 def test_the_epoch_line_shows_what_was_monitored():
-    from compress.trainer import epoch_line
+    from edgepack.compress.trainer import epoch_line
 
     line = epoch_line("distill 2/4", {"loss": 0.25, "train_accuracy": None, "samples_per_s": 90,
                                       "monitored": {"validation_cosine": 0.93125,

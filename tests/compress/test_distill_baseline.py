@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.distill import DistillConfig
-from bench.chance import chance_accuracy, near_chance
-from compress.distill_baseline import (binomial_se, compare_with_alone, equal_steps_loader,
+from edgepack.compress.distill import DistillConfig
+from edgepack.bench.chance import chance_accuracy, near_chance
+from edgepack.compress.distill_baseline import (binomial_se, compare_with_alone, equal_steps_loader,
                                        gap_closed, kd_batches_per_epoch, learning_rates,
                                        train_alone)
-from compress.trainer import TrainingDiverged
+from edgepack.compress.trainer import TrainingDiverged
 from edgepack.pipeline.run_report import baseline_line
-from compress.parallel import Distributed
+from edgepack.compress.parallel import Distributed
 from edgepack.zoo.mnist1d_models import mnist1d_cnn
 
 
@@ -77,7 +77,7 @@ def test_a_resampling_loader_is_kept_as_asked_when_training_alone():
 
 def test_the_stage_compares_kd_with_the_student_alone_and_picks_its_lr_on_validation(
         monkeypatch):
-    monkeypatch.setattr("compress.distill_baseline.near_chance", lambda *args: False)
+    monkeypatch.setattr("edgepack.compress.distill_baseline.near_chance", lambda *args: False)
     data = _data()   # random labels: this test is about picking the lr, not about learning
     data["evaluation"] = data["validation"]
     config = DistillConfig(transfer_samples=160, batch_size=32, epochs=1,
@@ -152,8 +152,8 @@ def _diverging_at(monkeypatch, bad_lrs):
     def fake_accuracy(model, batches):
         return 0.9 if getattr(model, "trained_at", None) else 0.95
 
-    monkeypatch.setattr("compress.distill_baseline.train_alone", fake_train)
-    monkeypatch.setattr("compress.distill_baseline.accuracy", fake_accuracy)
+    monkeypatch.setattr("edgepack.compress.distill_baseline.train_alone", fake_train)
+    monkeypatch.setattr("edgepack.compress.distill_baseline.accuracy", fake_accuracy)
     return tried
 
 
@@ -189,7 +189,7 @@ def test_a_baseline_that_fails_at_every_lr_gives_no_ratio(monkeypatch):
 def test_a_student_near_chance_is_a_failed_baseline(monkeypatch):
     """The review's case: the student alone ended at 0.098 (10 classes) and the report said
     '99% of the gap closed'."""
-    monkeypatch.setattr("compress.distill_baseline.train_alone",
+    monkeypatch.setattr("edgepack.compress.distill_baseline.train_alone",
                         lambda student, config, data, lr=None, progress=False: {})
     record = _compare()   # untrained students on random labels: near chance at every lr
     assert record["alone_failed"] and record["gap_closed"] is None

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.distill import distill_config, make_student
-from compress.layer_students import narrow_ffn, student_keeping_layers
+from edgepack.compress.distill import distill_config, make_student
+from edgepack.compress.layer_students import narrow_ffn, student_keeping_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.ort_noise import per_tensor_1d_weights_quietly
-from compress.quantize import quantize_config, quantize
-from export.torch_export import ExportConfig, export_onnx
+from edgepack.compress.ort_noise import per_tensor_1d_weights_quietly
+from edgepack.compress.quantize import quantize_config, quantize
+from edgepack.export.torch_export import ExportConfig, export_onnx
 
 
 def test_per_channel_quantization_of_layernorm_weights_is_quiet(tmp_path, caplog):

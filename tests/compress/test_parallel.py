@@ -1,4 +1,4 @@
-"""compress.parallel: one sample order for any number of processes; teacher outputs once."""
+"""edgepack.compress.parallel: one sample order for any number of processes; teacher outputs once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.kd import teacher_outputs
-from compress.parallel import Distributed
+from edgepack.compress.kd import teacher_outputs
+from edgepack.compress.parallel import Distributed
 
 
 def _as_rank(rank: int, world: int) -> Distributed:
@@ -56,7 +56,7 @@ def test_teacher_outputs_alone_are_the_teachers_outputs_for_every_row():
 def test_more_processes_than_gpus_is_refused_with_the_count_and_the_ways_out(monkeypatch):
     import pytest
 
-    from compress.parallel import init_process_group
+    from edgepack.compress.parallel import init_process_group
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.prune import (PruneConfig, UntraceableModelError, cubic_schedule,
+from edgepack.compress.prune import (PruneConfig, UntraceableModelError, cubic_schedule,
                             epochs_per_step, find_head, prune)
 
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.attention import find_attention, unwrapped_parameters
-from compress.prune import PruneConfig, UntraceableModelError, prune
+from edgepack.compress.attention import find_attention, unwrapped_parameters
+from edgepack.compress.prune import PruneConfig, UntraceableModelError, prune
 from edgepack.zoo.architectures import bert_classifier, convnext_atto, vit_tiny
 from edgepack.zoo.transformer_models import Attention
 

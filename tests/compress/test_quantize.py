@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.quantize import (PRESETS, OutputCheckFailed, QuantizationCheckError,
+from edgepack.compress.quantize import (PRESETS, OutputCheckFailed, QuantizationCheckError,
                                QuantizeConfig, count_ops, quantize, quantize_config,
                                resolve_settings, speed_gate_cause)
 from edgepack.cli.main import main
@@ -167,7 +167,7 @@ def test_static_qdq_inserts_qdq_and_qoperator_uses_qlinear_ops(tmp_path, cnn, cn
     assert qop.record["ops"].get("QLinearConv", 0) == 1
     # ORT's guide: S8S8 with QOperator is slow on x86-64, so QOperator defaults to U8S8;
     # QDQ takes the auto preset's choice for this machine.
-    from compress.quantize.presets import choose_preset
+    from edgepack.compress.quantize.presets import choose_preset
 
     assert qop.record["activation_type"] == "uint8"
     assert qdq.record["activation_type"] == PRESETS[choose_preset()[0]]["activation_type"]
@@ -206,7 +206,7 @@ def test_old_opset_is_upgraded_before_quantizing(tmp_path, cnn_data):
 def test_opset_that_cannot_be_upgraded_is_refused_naming_the_op(tmp_path, monkeypatch):
     from onnx import version_converter
 
-    from compress.quantize import upgrade_opset
+    from edgepack.compress.quantize import upgrade_opset
 
     model = tiny_cnn(tmp_path / "old.onnx")
     proto = onnx.load(str(model))
@@ -246,7 +246,7 @@ def test_presets_fill_unset_fields_and_explicit_fields_win():
 
 def test_a_config_is_a_plain_value_its_preset_resolved_only_when_quantizing(monkeypatch):
     """The same config on two machines: equal values, different resolutions."""
-    from compress.quantize import presets
+    from edgepack.compress.quantize import presets
 
     config = cfg(preset="auto")
     assert config.settings.per_channel is None and config.settings.reduce_range is None
@@ -361,7 +361,7 @@ def test_speed_gate_cause_names_ops_left_in_float(tmp_path):
     out = quantize(model, unchecked, tmp_path / "q.onnx", calibration={"x": x}).artifact
     assert speed_gate_cause(out).startswith("likely cause: ")
     partial = tmp_path / "partial.onnx"
-    from compress.quantize import prepare, quantize_into
+    from edgepack.compress.quantize import prepare, quantize_into
 
     prepared = prepare(model, tmp_path)
     quantize_into(prepared, partial, "static", resolved(), [{"x": x}], exclude=["head"])

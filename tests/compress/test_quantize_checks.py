@@ -13,17 +13,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compress.quantize import (SpeedCheckFailed, count_ops,
+from edgepack.compress.quantize import (SpeedCheckFailed, count_ops,
                                quantize)
-from compress.quantize.presets import choose_preset
-from compress.quantize.mixed_precision import charge_to_nodes, name_owners
-from compress.quantize.output_check import failures, output_figures, split_held_out
+from edgepack.compress.quantize.presets import choose_preset
+from edgepack.compress.quantize.mixed_precision import charge_to_nodes, name_owners
+from edgepack.compress.quantize.output_check import failures, output_figures, split_held_out
 from edgepack.cli.main import main
 from tests.compress.test_quantize import _save, cfg, labelled, outlier_mlp, tiny_cnn
 
 RNG = np.random.default_rng(1)
-SPEED = sys.modules["compress.quantize.speed_check"]
-MIXED = sys.modules["compress.quantize.mixed_precision"]
+SPEED = sys.modules["edgepack.compress.quantize.speed_check"]
+MIXED = sys.modules["edgepack.compress.quantize.mixed_precision"]
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_a_faster_model_passes_with_figures_and_skipping_is_explicit(tmp_path, c
 
 
 def test_speed_check_times_with_bench_harness_interleaved(tmp_path, cnn, cnn_x):
-    from compress.quantize.speed_check import time_models
+    from edgepack.compress.quantize.speed_check import time_models
 
     config = cfg(speed_min_runs=3, speed_min_time_s=0.0)
     timed = time_models([cnn, cnn], config, {"x": cnn_x[:1]})
@@ -235,7 +235,7 @@ def test_profiled_nodes_are_charged_to_the_longest_original_name():
 
 
 def test_a_compute_op_and_the_activations_fused_into_it_are_decided_together(cnn):
-    from compress.quantize.mixed_precision import fusion_groups
+    from edgepack.compress.quantize.mixed_precision import fusion_groups
 
     group = fusion_groups(onnx.load(str(cnn)).graph)
     assert group == {"conv": "conv", "relu": "conv", "flatten": "flatten", "fc": "fc"}
@@ -341,7 +341,7 @@ def test_ort_transformer_fusions_run_before_quantizing_a_bert(tmp_path):
 
 def test_the_output_check_sees_a_change_of_scale(tmp_path):
     """Every output 0.65x the fp32 one has cosine 1.000: the norm ratio catches it."""
-    from compress.quantize.output_check import compare_models, failures, generated_batches
+    from edgepack.compress.quantize.output_check import compare_models, failures, generated_batches
     from tests.bench.conftest import matmul_add
 
     model = matmul_add(tmp_path / "m.onnx")
@@ -364,7 +364,7 @@ def test_fp16_keeps_weights_beyond_its_range_in_float32(tmp_path):
     """The float16 converter would clamp a weight of 1e5 to 65504 without a word."""
     from onnx import helper, numpy_helper
 
-    from compress.quantize.methods.fp16 import beyond_float16
+    from edgepack.compress.quantize.methods.fp16 import beyond_float16
 
     weight = numpy_helper.from_array(np.full((4, 2), 1e5, np.float32), "W")
     small = numpy_helper.from_array(np.ones((2, 2), np.float32), "V")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.quantize import decoder_quantize
-from compress.quantize.decoder_candidates import (DecoderGate, default_decoder_candidates,
+from edgepack.compress.quantize import decoder_quantize
+from edgepack.compress.quantize.decoder_candidates import (DecoderGate, default_decoder_candidates,
                                                   int4, int8_dynamic, quantization_key)
-from compress.quantize.decoder_quantize import quantize_decoder
-from compress.quantize.quantize_config import QuantizationCheckError
-from core.output_paths import written_by_edgepack
+from edgepack.compress.quantize.decoder_quantize import quantize_decoder
+from edgepack.compress.quantize.quantize_config import QuantizationCheckError
+from edgepack.core.output_paths import written_by_edgepack
 from tests.decoder_timing import accuracy_level as _level
 from tests.decoder_timing import fake_search_timing, fake_timing as _fake_timing
 
@@ -150,7 +150,7 @@ def test_the_command_line_quantizes_a_decoder_on_built_in_sentences(tiny_decoder
     _, source = tiny_decoder
     import sys
 
-    monkeypatch.setattr(sys.modules["compress.quantize.decoder_candidates"],
+    monkeypatch.setattr(sys.modules["edgepack.compress.quantize.decoder_candidates"],
                         "default_decoder_candidates", lambda: [int4("rtn", 32, False, 0), int4("rtn", 32, False, 4),
                                  int4("rtn", 32, False, 4, bits=8), int8_dynamic()])
     out = tmp_path / "deploy" / "q.onnx"

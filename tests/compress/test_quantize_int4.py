@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from compress.quantize import quantize_config
-from compress.quantize.methods import quantize_into
-from compress.quantize.methods._weight_only import decoder_feeds
-from compress.quantize.methods.int4 import Int4WeightOnly
+from edgepack.compress.quantize import quantize_config
+from edgepack.compress.quantize.methods import quantize_into
+from edgepack.compress.quantize.methods._weight_only import decoder_feeds
+from edgepack.compress.quantize.methods.int4 import Int4WeightOnly
 
 pytest.importorskip("onnxruntime")
 

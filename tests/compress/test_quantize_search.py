@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from compress.quantize import OutputCheckFailed, quantize
-from compress.quantize.attempt import Attempt
-from compress.quantize.candidate_search import fallbacks, first_candidate
-from compress.quantize.quantizer import resolve_settings
+from edgepack.compress.quantize import OutputCheckFailed, quantize
+from edgepack.compress.quantize.attempt import Attempt
+from edgepack.compress.quantize.candidate_search import fallbacks, first_candidate
+from edgepack.compress.quantize.quantizer import resolve_settings
 from tests.compress.test_quantize import cfg, labelled, tiny_cnn
 from tests.compress.test_quantize_checks import fake_timings
 from tests.edgepack.helpers import run_cli_output
@@ -36,7 +36,7 @@ ISAS = {  # (arch, CPU flags) -> the preset auto picks, and the dynamic search o
 
 @pytest.fixture
 def fake_cpu(monkeypatch):
-    from compress.quantize import presets
+    from edgepack.compress.quantize import presets
 
     def pretend(arch, flags):
         monkeypatch.setattr(presets, "machine_arch", lambda: arch)
@@ -99,7 +99,7 @@ def test_the_fastest_passing_candidate_wins(tmp_path, fake_cpu, monkeypatch):
     fake_cpu("x86_64", {"avx2", "fma"})
     _failing_first(monkeypatch, failing=("as asked", "full 8-bit"))
     # timed: the input, the accuracy-aware candidate, static int8: static is fastest here
-    monkeypatch.setattr(sys_module("compress.quantize.candidate_search"), "time_models",
+    monkeypatch.setattr(sys_module("edgepack.compress.quantize.candidate_search"), "time_models",
                         fake_timings([1.0, 0.8, 0.5]))
     model = tiny_cnn(tmp_path / "cnn.onnx")
     x, _ = labelled(model, 96, (1, 16))
@@ -155,7 +155,7 @@ def test_a_text_model_without_data_is_checked_on_sentences(tmp_path):
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
 
-    from compress.quantize.text_inputs import SENTENCES, sentence_batches
+    from edgepack.compress.quantize.text_inputs import SENTENCES, sentence_batches
     from tests.bench.conftest import token_model
 
     model = token_model(tmp_path / "tok.onnx", vocab=50)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.quantize.text_inputs import GENERATED_SOURCE, random_ids_cause
+from edgepack.compress.quantize.text_inputs import GENERATED_SOURCE, random_ids_cause
 from tests.compress.test_quantize_checks import tiny_attention, token_data
 from tests.edgepack.helpers import run_cli
 

@@ -7,20 +7,20 @@ import onnx
 import pytest
 import torch
 
-from compress.quantize.methods import METHODS
-from compress.student_inits import STUDENT_INITS
+from edgepack.compress.quantize.methods import METHODS
+from edgepack.compress.student_inits import STUDENT_INITS
 from tests.bench.conftest import matmul_add
 from tests.edgepack.helpers import run_cli_output
 from tests.registry_examples import ExampleFile, docstring_example
 
 METHOD_HEADER = ("from dataclasses import dataclass\n\n"
-                 "from compress.quantize.methods import METHODS, MethodSpec\n"
-                 "from core.stage import option")
+                 "from edgepack.compress.quantize.methods import METHODS, MethodSpec\n"
+                 "from edgepack.core.stage import option")
 INIT_HEADER = ("import copy\nfrom dataclasses import dataclass\n\n"
-               "from compress.student_inits import STUDENT_INITS, InitSpec")
+               "from edgepack.compress.student_inits import STUDENT_INITS, InitSpec")
 
 
-@pytest.mark.parametrize("package", ["compress.quantize.methods", "compress.student_inits"])
+@pytest.mark.parametrize("package", ["edgepack.compress.quantize.methods", "edgepack.compress.student_inits"])
 def test_the_package_example_is_about_ten_lines(package):
     import importlib
 
@@ -30,7 +30,7 @@ def test_the_package_example_is_about_ten_lines(package):
 
 def test_a_new_quantize_method_is_one_file(tmp_path, capsys):
     model = matmul_add(tmp_path / "m.onnx")
-    with ExampleFile(tmp_path, "compress.quantize.methods", METHODS, "int8_per_tensor",
+    with ExampleFile(tmp_path, "edgepack.compress.quantize.methods", METHODS, "int8_per_tensor",
                      METHOD_HEADER) as example:
         assert example.added() == {"int8-per-tensor"}
         code, out, err = run_cli_output(capsys, "quantize", model, "-o", tmp_path / "q.onnx",
@@ -47,10 +47,10 @@ def test_a_new_quantize_method_is_one_file(tmp_path, capsys):
 
 
 def test_a_new_student_init_is_one_file(tmp_path):
-    from compress.distill import distill_config, make_student
+    from edgepack.compress.distill import distill_config, make_student
 
     teacher = torch.nn.Sequential(torch.nn.Linear(4, 3))
-    with ExampleFile(tmp_path, "compress.student_inits", STUDENT_INITS, "teacher_copy",
+    with ExampleFile(tmp_path, "edgepack.compress.student_inits", STUDENT_INITS, "teacher_copy",
                      INIT_HEADER):
         config = distill_config(student_init="teacher-copy", trainable=False)
         student = make_student(teacher, config, None)
@@ -70,7 +70,7 @@ def test_an_unknown_choice_names_the_registered_ones():
 def test_no_method_falls_through_to_another(tmp_path):
     """The old backend ran int4 for any mode it did not know; now an unknown method is an
     error, and each method has a function of its own."""
-    from compress.quantize import quantize_into
+    from edgepack.compress.quantize import quantize_into
 
     with pytest.raises(ValueError, match="unknown quantize method 'int5'"):
         quantize_into(tmp_path / "p.onnx", tmp_path / "q.onnx", "int5", None)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.distill import DistillConfig, distill
-from compress.target_cache import FOLDER, cached_targets, targets_key
+from edgepack.compress.distill import DistillConfig, distill
+from edgepack.compress.target_cache import FOLDER, cached_targets, targets_key
 
 
 def _models():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.token_batches import (LengthGroupedBatches, length_grouped_loader,
+from edgepack.compress.token_batches import (LengthGroupedBatches, length_grouped_loader,
                                     outputs_by_length, token_lengths)
 
 
@@ -76,7 +76,7 @@ def test_inputs_that_are_not_token_rows_are_refused_with_what_was_expected(input
 
 
 def test_distillation_with_length_grouped_batches_learns_the_teacher():
-    from compress.distill import distill, distill_config, make_student
+    from edgepack.compress.distill import distill, distill_config, make_student
     from tests.tiny_models import tiny_bert_embedder
 
     teacher = tiny_bert_embedder(hidden=16, layers=2, heads=2, intermediate=32, vocab_size=64,

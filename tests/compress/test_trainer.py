@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.trainer import TrainConfig, accuracy, fit
+from edgepack.compress.trainer import TrainConfig, accuracy, fit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ TRAINING_SCRIPT = textwrap.dedent('''
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
-    from compress.trainer import TrainConfig, cross_entropy_loss, fit
+    from edgepack.compress.trainer import TrainConfig, cross_entropy_loss, fit
 
     EPOCHS = 6
 
@@ -202,7 +202,7 @@ DDP_SCRIPT = textwrap.dedent('''
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
     from safetensors.torch import save_file
-    from compress.trainer import TrainConfig, accuracy, fit
+    from edgepack.compress.trainer import TrainConfig, accuracy, fit
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -292,7 +292,7 @@ def test_a_loaders_own_generator_is_reseeded_each_epoch():
 
         def loss(model, batch, seen=seen):
             seen.append(batch[0][0].clone())
-            return __import__("compress.trainer", fromlist=["x"]).cross_entropy_loss(model, batch)
+            return __import__("edgepack.compress.trainer", fromlist=["x"]).cross_entropy_loss(model, batch)
         torch.manual_seed(0)
         fit(nn.Linear(4, 2), loader, TrainConfig(epochs=1, progress=False), loss_fn=loss)
         orders.append(torch.stack(seen))

@@ -28,9 +28,9 @@ NCCL_SCRIPT = textwrap.dedent('''
     import torch
     import torch.distributed as dist
     from torch import nn
-    from compress.distill import DistillConfig, distill
-    from compress.parallel import Distributed
-    from compress.trainer import accuracy
+    from edgepack.compress.distill import DistillConfig, distill
+    from edgepack.compress.parallel import Distributed
+    from edgepack.compress.trainer import accuracy
 
     on_gpu = sys.argv[2] == "nccl"
     if on_gpu:

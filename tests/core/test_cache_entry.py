@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.cache_entry import MANIFEST, entry_problem, new_entry, open_entry
+from edgepack.core.cache_entry import MANIFEST, entry_problem, new_entry, open_entry
 
 SOURCE = {"input_sha256": "ab" * 32, "version": 1}
 

@@ -1,6 +1,9 @@
 """The import graph flows one way: core <- bench <- export <- compress <- edgepack, and the
 scripts in benchmarks/ and examples/ sit on top (nothing imports them).
 
+The layers keep their folders at the repository's top level and are installed under one name
+(``core/`` is ``edgepack.core``, ...); the graph is read by those installed names.
+
 Read statically from every file (function-level imports included, relative imports resolved,
 ``importlib.import_module``/``__import__`` with a constant name counted as imports), so an
 import hidden inside a function cannot bring a cycle back. A dynamic import whose name is not
@@ -12,7 +15,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "bench", "export", "compress", "edgepack")
+LAYERS = ("core", "bench", "export", "compress")   # folders installed as edgepack.<layer>
+PACKAGES = LAYERS + ("edgepack",)
 SCRIPTS = ("benchmarks", "examples")
 ALLOWED = {"core": set(), "bench": {"core"}, "export": {"core", "bench"},
            "compress": {"core", "bench", "export"},
@@ -22,9 +26,9 @@ ALLOWED = {"core": set(), "bench": {"core"}, "export": {"core", "bench"},
 MAX_LINES = 450
 # Imports whose module name is computed: where, and why that name stays in bounds.
 DYNAMIC_IMPORT_SITES = {
-    "core.registry": "a registry imports the modules of the one package it was given, which "
+    "edgepack.core.registry": "a registry imports the modules of the one package it was given, which "
                      "is always the package that holds the registry (checked below)",
-    "core.deps": "optional third-party packages (optimum, transformers), never the project's",
+    "edgepack.core.deps": "optional third-party packages (optimum, transformers), never the project's",
     "edgepack": "the lazy public API: names listed in a constant table of edgepack modules",
     "edgepack.cli.main": "the subcommands, edgepack.cli.<name>_cmd for a constant list",
     "edgepack.pipeline.recipe": "the user's builders and providers, refused by name first",
@@ -35,8 +39,10 @@ DYNAMIC_IMPORT_SITES = {
 
 
 def _module_name(path: Path) -> str:
+    """The name a file is imported by: a layer's files under ``edgepack.``."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join((["edgepack"] if parts[0] in LAYERS else []) + parts)
 
 
 def _modules() -> dict[str, Path]:
@@ -101,7 +107,11 @@ def _graph() -> dict[str, set[str]]:
 
 
 def _top(name: str) -> str:
-    return name.split(".")[0]
+    """The layer a module belongs to (``edgepack.core.x`` -> ``core``; the tool's own
+    modules -> ``edgepack``)."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "edgepack" and len(parts) > 1 and parts[1] in LAYERS \
+        else parts[0]
 
 
 def test_packages_import_only_the_layers_below_them():
@@ -129,8 +139,38 @@ def test_no_import_cycle_between_files():
 
 
 def test_core_is_a_leaf():
-    assert all(dep.startswith("core") for name, deps in _graph().items()
-               if name.startswith("core") for dep in deps)
+    assert all(_top(dep) == "core" for name, deps in _graph().items()
+               if _top(name) == "core" for dep in deps)
+
+
+def test_no_file_imports_a_layer_by_its_folder_name():
+    """``from core.x`` would load a second copy of a module beside ``edgepack.core.x`` (and
+    finds nothing once installed): every import names ``edgepack.``."""
+    bare = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level \
+                else []
+            bare += [f"{name}: {t}" for t in targets if t.split(".")[0] in LAYERS]
+    assert bare == []
+
+
+def test_the_installed_packages_are_the_folders_under_one_name():
+    """pyproject's package list is every folder with an __init__.py, under ``edgepack.``,
+    each mapped to its folder; nothing else (benchmarks/, tests/) is installed."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:   # Python 3.10
+        import tomli as tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {_module_name(init) for pkg in PACKAGES for init in (ROOT / pkg).rglob(
+        "__init__.py")}
+    assert set(config["packages"]) == folders
+    assert all(name.startswith("edgepack") for name in config["packages"])
+    assert config["package-dir"] == {"edgepack": "edgepack",
+                                     **{f"edgepack.{layer}": layer for layer in LAYERS}}
 
 
 def test_no_module_is_longer_than_the_limit():
@@ -156,17 +196,17 @@ def test_every_registry_discovers_the_package_that_holds_it():
 
 
 def test_the_checker_sees_function_level_relative_and_dynamic_imports(tmp_path):
-    modules = {"compress.prune": None, "compress.quantize.methods": None,
-               "compress.quantize.presets": None, "bench.runner": None}
-    source = ("def f():\n    from compress.prune import prune\n"
+    modules = {"edgepack.compress.prune": None, "edgepack.compress.quantize.methods": None,
+               "edgepack.compress.quantize.presets": None, "edgepack.bench.runner": None}
+    source = ("def f():\n    from edgepack.compress.prune import prune\n"
               "def g():\n    from .presets import PRESETS\n"
-              "def h():\n    import importlib\n    importlib.import_module('bench.runner')\n"
+              "def h():\n    import importlib\n    importlib.import_module('edgepack.bench.runner')\n"
               "def k(x):\n    __import__(x)\n")
     package = tmp_path / "compress" / "quantize"
     package.mkdir(parents=True)
     (package / "m.py").write_text(source)
-    found, computed = _imports(package / "m.py", modules, "compress.quantize.m")
-    assert found == {"compress.prune", "compress.quantize.presets", "bench.runner"}
+    found, computed = _imports(package / "m.py", modules, "edgepack.compress.quantize.m")
+    assert found == {"edgepack.compress.prune", "edgepack.compress.quantize.presets", "edgepack.bench.runner"}
     assert computed
 
 

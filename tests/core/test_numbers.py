@@ -2,7 +2,7 @@
 name when a config is made, from a recipe table or the API, before anything runs.
 
 NaN compares false with everything: a NaN threshold silently passes (or fails) every check
-it guards, and an infinite budget never ends. One helper (:mod:`core.checks`) refuses both,
+it guards, and an infinite budget never ends. One helper (:mod:`edgepack.core.checks`) refuses both,
 and every float field of every stage config goes through it.
 """
 
@@ -14,9 +14,9 @@ import typing
 
 import pytest
 
-from core.checks import (BUDGETS, check_budget, check_finite_fields, check_number,
+from edgepack.core.checks import (BUDGETS, check_budget, check_finite_fields, check_number,
                          checked_fields, is_float_annotation)
-from core.stage import registered_kinds, stage_spec
+from edgepack.core.stage import registered_kinds, stage_spec
 from edgepack.pipeline.stage_modules import load_stages
 
 NOT_NUMBERS = [math.nan, math.inf, -math.inf]
@@ -87,20 +87,20 @@ def test_no_stage_float_setting_takes_nan_or_infinity_from_a_recipe(kind, name, 
 
 def _api_configs():
     """Configs made from the API (not through a recipe table), and what they need."""
-    from bench.robustness.attack_config import RobustnessConfig
-    from bench.runner import BenchConfig
-    from compress.adversarial import AdversarialConfig
-    from compress.distill import DistillConfig
-    from compress.private import DPConfig
-    from compress.prune import PruneConfig
-    from compress.quantize.quantize_config import QuantizeConfig
-    from compress.trainer import TrainConfig
+    from edgepack.bench.robustness.attack_config import RobustnessConfig
+    from edgepack.bench.runner import BenchConfig
+    from edgepack.compress.adversarial import AdversarialConfig
+    from edgepack.compress.distill import DistillConfig
+    from edgepack.compress.private import DPConfig
+    from edgepack.compress.prune import PruneConfig
+    from edgepack.compress.quantize.quantize_config import QuantizeConfig
+    from edgepack.compress.trainer import TrainConfig
     from edgepack.pipeline.architecture_sweep import SweepSettings
     from edgepack.pipeline.quality import MetricSpec
     from edgepack.pipeline.recipe import ModelSpec
-    from export.fuse_transformer import FuseConfig
-    from export.optimize import OptimizeConfig
-    from export.package import PackageConfig
+    from edgepack.export.fuse_transformer import FuseConfig
+    from edgepack.export.optimize import OptimizeConfig
+    from edgepack.export.package import PackageConfig
 
     return [RobustnessConfig, BenchConfig, AdversarialConfig, DistillConfig, DPConfig,
             PruneConfig, QuantizeConfig, TrainConfig, MetricSpec, ModelSpec, FuseConfig,
@@ -129,6 +129,6 @@ def test_checked_fields_refuses_nan_in_a_recipe_table():
 
 
 def test_check_finite_fields_passes_finite_and_unset_values():
-    from compress.quantize.quantize_config import QuantizeConfig
+    from edgepack.compress.quantize.quantize_config import QuantizeConfig
 
     check_finite_fields(QuantizeConfig(min_centred_cosine=None), "quantize")

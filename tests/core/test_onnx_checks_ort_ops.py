@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core.onnx_files import check_onnx_file
+from edgepack.core.onnx_files import check_onnx_file
 
 
 def _rms_norm_model(extra_node=None):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.pickle_guard import (UnpicklingRefused, no_unpickling, pickle_loader,
+from edgepack.core.pickle_guard import (UnpicklingRefused, no_unpickling, pickle_loader,
                                refuse_pickle_loader)
 
 

@@ -3,11 +3,11 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from compress.distill import DistillConfig
-from compress.prune import PruneConfig
-from compress.quantize import QuantizeConfig, quantize_config
-from core.checks import did_you_mean
-from export.torch_export import ExportConfig
+from edgepack.compress.distill import DistillConfig
+from edgepack.compress.prune import PruneConfig
+from edgepack.compress.quantize import QuantizeConfig, quantize_config
+from edgepack.core.checks import did_you_mean
+from edgepack.export.torch_export import ExportConfig
 
 
 @given(ratio=st.floats(0.0, 0.999), method=st.sampled_from(["structured", "unstructured"]),

@@ -14,7 +14,7 @@ from torch import nn
 from edgepack.zoo import architectures
 from edgepack.pipeline.architecture_sweep import SweepSettings, run_one
 from tests.tiny_models import tiny_architectures
-from export.torch_export import ExportConfig, export_onnx
+from edgepack.export.torch_export import ExportConfig, export_onnx
 
 QUICK = SweepSettings(exporter="torchscript", export_dense=False, warmup=1, min_runs=2,
                       min_time_s=0.0, parity_rows=2, calibration_rows=4, agreement_rows=4)

@@ -119,7 +119,7 @@ def test_ctrl_c_while_a_command_runs_is_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bench.runner.bench", interrupted)
+    monkeypatch.setattr("edgepack.bench.runner.bench", interrupted)
     model = matmul_add(tmp_path / "m.onnx")
     code, err = run_cli(capsys, "bench", model)
     assert code == 130 and err.strip() == "edgepack: interrupted"

@@ -113,7 +113,7 @@ def test_distill_problems_are_found_before_the_run_folder_exists(tmp_path, capsy
 
 
 def test_env_warns_when_both_onnxruntime_packages_are_installed(capsys, monkeypatch):
-    import bench.envinfo as envinfo
+    import edgepack.bench.envinfo as envinfo
 
     monkeypatch.setattr(envinfo, "package_version", lambda name: "1.0")
     assert main(["env"]) == 0

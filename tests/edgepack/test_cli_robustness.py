@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgepack.cli.main import main
-from export.weights import save_weights
+from edgepack.export.weights import save_weights
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import eval_arrays, export_tiny, quantize_tiny, trained_tiny
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.prune import count_params
+from edgepack.compress.prune import count_params
 from edgepack.pipeline.recipe_runner import demo_recipe
 from edgepack.pipeline.teacher import build_model
 from edgepack.zoo.mnist1d_models import make_mnist1d
@@ -72,7 +72,7 @@ def test_making_the_data_leaves_numpys_global_generator_alone():
 
 
 def test_validation_set_picks_epochs_and_shares_no_sample_with_evaluation():
-    from compress.trainer import selection_batches
+    from edgepack.compress.trainer import selection_batches
     from edgepack.zoo.mnist1d_models import mnist1d
 
     data = mnist1d(samples=300, transfer_samples=10, validation_samples=100)

@@ -3,7 +3,7 @@
 The demo's distillation stage (small sizes, a teacher-labelled transfer set) runs on two
 gloo processes with a batch of 16 each (``edgepack run`` under torchrun) and on this process
 with 32 (the stage alone, from the same teacher): the same global batches
-in the same order (:mod:`compress.parallel`), gradients averaged by DistributedDataParallel,
+in the same order (:mod:`edgepack.compress.parallel`), gradients averaged by DistributedDataParallel,
 the teacher's outputs computed half by each rank and gathered. With ``alpha = 1`` (the soft
 term alone, averaged over every row) the two runs are the same computation up to
 floating-point summation order, so the students agree to 1e-4 in every weight.
@@ -101,12 +101,12 @@ def job(tmp_path_factory):
 def _distill_alone(recipe_path: Path, teacher_weights: Path) -> tuple[dict, float]:
     """The recipe's distillation stage on this one process (one thread), from the same
     teacher: the student's weights and its evaluation accuracy."""
-    from compress.distill import distill
-    from compress.trainer import accuracy
+    from edgepack.compress.distill import distill
+    from edgepack.compress.trainer import accuracy
     from edgepack.pipeline.recipe import load_recipe
     from edgepack.pipeline.recipe_runner import load_data
     from edgepack.zoo.mnist1d_models import mnist1d_cnn
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     recipe = load_recipe(recipe_path)
     config = recipe.stages[0]

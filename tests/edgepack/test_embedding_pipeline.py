@@ -11,16 +11,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from bench.runner import BenchConfig
-from compress.distill import distill_config
-from compress.quantize import quantize_config
+from edgepack.bench.runner import BenchConfig
+from edgepack.compress.distill import distill_config
+from edgepack.compress.quantize import quantize_config
 from edgepack.zoo.minilm import TokenBatches, token_data, tokenize
 from tests.tiny_models import tiny_bert_embedder
 from edgepack.pipeline.run import run_pipeline
-from bench.embedding_quality import embedding_quality, pairwise_spearman
+from edgepack.bench.embedding_quality import embedding_quality, pairwise_spearman
 from edgepack.pipeline.quality import MetricSpec
-from export.fuse_transformer import FuseConfig
-from export.torch_export import ExportConfig
+from edgepack.export.fuse_transformer import FuseConfig
+from edgepack.export.torch_export import ExportConfig
 
 SENTENCES = [
     "the cat sat on the mat", "a dog ran in the park", "the sun is warm today",

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from compress.quantize import QuantizeConfig
-from compress.trainer import TrainingDiverged
-from core.errors import BadInput, CheckFailed, MissingDependency, exit_code_for
+from edgepack.compress.quantize import QuantizeConfig
+from edgepack.compress.trainer import TrainingDiverged
+from edgepack.core.errors import BadInput, CheckFailed, MissingDependency, exit_code_for
 from edgepack.cli import main as cli_main
 
 
@@ -19,7 +19,8 @@ from edgepack.cli import main as cli_main
     (CheckFailed("parity"), 1), (TrainingDiverged("loss nan"), 1),
     (KeyError("a bug"), 3), (TypeError("a bug"), 3), (AttributeError("a bug"), 3),
     (ModuleNotFoundError("No module named 'mnist1d'", name="mnist1d"), 2),
-    (ModuleNotFoundError("No module named 'compress.gone'", name="compress.gone"), 3),
+    (ModuleNotFoundError("No module named 'edgepack.compress.gone'",
+                         name="edgepack.compress.gone"), 3),
 ])
 def test_each_exception_kind_has_its_exit_code(exc, code):
     assert exit_code_for(exc) == code
@@ -39,7 +40,7 @@ def test_a_bug_says_so_and_how_to_report_it(monkeypatch, capsys):
 def test_quantize_flags_are_made_from_the_config_fields():
     """The shared fields and every method's own fields are flags, each once; the method's
     flags become its settings, a flag of another method is refused by name."""
-    from compress.quantize import METHODS
+    from edgepack.compress.quantize import METHODS
     from edgepack.cli import quantize_cmd
 
     sub = argparse.ArgumentParser().add_subparsers()

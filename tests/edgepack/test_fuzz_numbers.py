@@ -19,7 +19,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.checks import MAX_RESAMPLES, MAX_ROUNDS, MAX_RUNS, MAX_TOKENS
+from edgepack.core.checks import MAX_RESAMPLES, MAX_ROUNDS, MAX_RUNS, MAX_TOKENS
 from edgepack.cli.main import main
 from tests.bench.conftest import matmul_add
 from tests.core.test_numbers import STAGE_FLOATS
@@ -128,7 +128,7 @@ def _toml(kind: str, name: str) -> str:
     """The placeholder of a stage's float field: ``{v}``, or ``[{v}]`` for a list of them."""
     import typing
 
-    from core.stage import stage_spec
+    from edgepack.core.stage import stage_spec
 
     hint = typing.get_type_hints(stage_spec(kind).config)[name]
     return "[{v}]" if typing.get_origin(hint) in (list, tuple) else "{v}"

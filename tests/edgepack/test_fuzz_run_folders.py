@@ -217,7 +217,7 @@ def recipe_folder(tmp_path_factory):
     from edgepack.pipeline.recipe import load_recipe
     from edgepack.pipeline.run_report import write_manifest
     from edgepack.zoo import mnist1d_cnn
-    from export.weights import save_weights
+    from edgepack.export.weights import save_weights
 
     root = tmp_path_factory.mktemp("fuzz-resume")
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from bench.decoder import Decoder
-from bench.tokenizer import load_tokenizer
+from edgepack.bench.decoder import Decoder
+from edgepack.bench.tokenizer import load_tokenizer
 from tests.bench.conftest import matmul_add
 from tests.edgepack.helpers import error_line, run_cli, run_cli_output
 

@@ -120,9 +120,9 @@ def test_a_prompt_too_long_for_memory_is_refused_from_an_estimate(no_config, mon
                                                                  capsys):
     """120 KB of text to a decoder without its config.json (no known context): the prefill's
     attention alone is tens of GB; refused before ONNX Runtime sees the prompt."""
-    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 8 * 2 ** 30)
+    monkeypatch.setattr("edgepack.core.memory_budget.available_bytes", lambda: 8 * 2 ** 30)
     ran = []
-    monkeypatch.setattr("bench.decoder.Decoder.forward",
+    monkeypatch.setattr("edgepack.bench.decoder.Decoder.forward",
                         lambda *a, **k: ran.append(1) or (_ for _ in ()).throw(AssertionError))
     prompt = "The quick brown fox jumps over the lazy dog. " * 2700   # 121,500 bytes
     code, out, err = run_cli_output(capsys, "generate", no_config, "--prompt", prompt)
@@ -151,7 +151,7 @@ BUDGET_ERRORS = [
 @pytest.mark.parametrize("argv, says", BUDGET_ERRORS, ids=[a[-2] for a, _ in BUDGET_ERRORS])
 def test_a_generation_budget_without_a_known_context_has_a_bound(no_config, monkeypatch,
                                                                  tmp_path, capsys, argv, says):
-    monkeypatch.setattr("bench.decoder.Decoder.forward",
+    monkeypatch.setattr("edgepack.bench.decoder.Decoder.forward",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("it ran")))
     argv = [a.format(nc=no_config, tok=no_config.parent) for a in argv]
     if argv[0] == "bench":

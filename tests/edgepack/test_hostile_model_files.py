@@ -206,7 +206,7 @@ def test_export_hf_refuses_a_hostile_folder_in_one_line(tmp_path, capsys, bert_f
 
 def test_an_export_beyond_the_memory_available_is_refused_up_front(tmp_path, capsys,
                                                                     bert_folder, monkeypatch):
-    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 64 * 1024)
+    monkeypatch.setattr("edgepack.core.memory_budget.available_bytes", lambda: 64 * 1024)
     code, err = run_cli(capsys, "export", "--hf", bert_folder, "--task", "feature-extraction",
                         "-o", tmp_path / "out")
     line = error_line(err)
@@ -216,7 +216,7 @@ def test_an_export_beyond_the_memory_available_is_refused_up_front(tmp_path, cap
 
 def test_a_conversion_beyond_the_memory_available_is_refused_up_front(tmp_path, capsys,
                                                                        monkeypatch):
-    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 64 * 1024)
+    monkeypatch.setattr("edgepack.core.memory_budget.available_bytes", lambda: 64 * 1024)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = write_llama_gguf(tmp_path / "model.gguf", hidden=64, ffn=256)
     code, err = run_cli(capsys, "export", "--gguf", path, "-o", tmp_path / "out")

@@ -2,12 +2,12 @@
 
 import pytest
 
-from compress.distill import DistillConfig
-from compress.prune import PruneConfig
-from compress.quantize import quantize_config, quantize
+from edgepack.compress.distill import DistillConfig
+from edgepack.compress.prune import PruneConfig
+from edgepack.compress.quantize import quantize_config, quantize
 from edgepack.pipeline.keep_rule import judge
 from edgepack.pipeline.measure import Artifact, PipelineContext
-from bench.runner import BenchConfig
+from edgepack.bench.runner import BenchConfig
 from tests.bench.conftest import matmul_add
 
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from compress.trainer import bar_wanted, epoch_line
+from edgepack.compress.trainer import bar_wanted, epoch_line
 from edgepack.cli import main as cli_main
 from edgepack.cli.logs import PROJECT_LOGGERS
 
@@ -145,7 +145,7 @@ def test_flags_set_the_level_and_whether_training_shows_progress(flags, level, p
     configure_logging(parser.parse_args(flags), stream)   # a second call replaces the first
     ours = [h for h in logging.getLogger("compress").handlers if h.get_name() == "edgepack-cli"]
     assert len(ours) == 1   # other tests' handlers may sit beside it; ours is never doubled
-    logging.getLogger("compress.trainer").debug("an epoch line")
+    logging.getLogger("edgepack.compress.trainer").debug("an epoch line")
     assert ("an epoch line" in stream.getvalue()) is (level == logging.DEBUG)
 
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from core.stage import stage_spec
+from edgepack.core.stage import stage_spec
 from edgepack.pipeline.outcome import NothingDeployable, check_outcome, run_outcome
 from edgepack.pipeline.stage_modules import load_stages
 from tests.edgepack.helpers import run_cli
@@ -61,7 +61,7 @@ def test_what_counts_as_deployable(kinds, final, teacher, deployable):
 
 def _failing_export(config, given):
     """The export stage refused by its parity check, as on a CPU whose kernels differ."""
-    from export.parity import ParityError
+    from edgepack.export.parity import ParityError
 
     raise ParityError("ONNX outputs differ from torch beyond the derived tolerance:\n"
                       "  \u2717 logits (batch 1): error 3.0e-02 of scale 1 (torch fp32 1.0e-06; "
@@ -73,7 +73,7 @@ def _failing_export(config, given):
 def test_a_failed_export_is_exit_1_with_every_figure(tmp_path, capsys, monkeypatch):
     import dataclasses
 
-    from core import stage
+    from edgepack.core import stage
 
     load_stages()
     monkeypatch.setitem(stage._REGISTRY, "export", dataclasses.replace(

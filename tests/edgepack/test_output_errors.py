@@ -10,7 +10,7 @@ import os
 import pytest
 
 from edgepack.cli.main import main
-from core.files import atomic_path, atomic_write_json
+from edgepack.core.files import atomic_path, atomic_write_json
 from tests.bench.conftest import matmul_add
 
 

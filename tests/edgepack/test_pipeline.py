@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from edgepack.cli.main import main
-from core.files import sha256_file
+from edgepack.core.files import sha256_file
 
 PROVIDER = textwrap.dedent('''
     """A user's own data provider, imported from the recipe's folder."""

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from compress.distill import DistillConfig
-from compress.prune import PruneConfig
-from compress.quantize import QuantizeConfig
+from edgepack.compress.distill import DistillConfig
+from edgepack.compress.prune import PruneConfig
+from edgepack.compress.quantize import QuantizeConfig
 from edgepack.pipeline.recipe import load_recipe, recipe_from_dict, to_toml, tomllib
-from export.torch_export import ExportConfig
+from edgepack.export.torch_export import ExportConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"name": "t", "model": {"build": "edgepack.zoo:mnist1d_cnn", "args": {"width": 8}}}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.robustness import RobustnessConfig
+from edgepack.bench.robustness import RobustnessConfig
 from edgepack.pipeline.recipe import recipe_from_dict, to_toml
 
 try:

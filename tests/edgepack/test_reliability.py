@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from core.files import atomic_write_json, same_file
+from edgepack.core.files import atomic_write_json, same_file
 from edgepack.pipeline.run_folder import is_edgepack_run
 from edgepack.cli.main import main
 from tests.edgepack.helpers import error_line, run_cli
@@ -54,7 +54,7 @@ def test_export_never_replaces_its_weights(tmp_path, capsys, monkeypatch):
     (tmp_path / "nets_linear.py").write_text("from torch import nn\n"
                                              "def net():\n    return nn.Linear(4, 2)\n")
     monkeypatch.chdir(tmp_path)
-    from export.weights import save_weights
+    from edgepack.export.weights import save_weights
 
     weights = save_weights(nn.Linear(4, 2), tmp_path / "w.onnx")
     before = weights.read_bytes()
@@ -199,14 +199,14 @@ def test_a_batch_beyond_memory_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_a_shape_beyond_memory_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 1 << 20)  # 1 MB left
+    monkeypatch.setattr("edgepack.core.memory_budget.available_bytes", lambda: 1 << 20)  # 1 MB left
     model = matmul_add(tmp_path / "m.onnx", features=64)
     code, err = run_cli(capsys, "bench", model, "--batch", 4096, "--min-runs", 1)
     assert code == 2 and "needs about" in error_line(err)
 
 
 def test_quantizing_beyond_memory_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("core.memory_budget.available_bytes", lambda: 10)
+    monkeypatch.setattr("edgepack.core.memory_budget.available_bytes", lambda: 10)
     out = tmp_path / "q.onnx"
     code, err = run_cli(capsys, "quantize", matmul_add(tmp_path / "m.onnx"), "-o", out,
                         "--mode", "dynamic")
@@ -243,7 +243,7 @@ def test_an_hf_folder_with_only_a_pickle_asks_for_safetensors(tmp_path, capsys):
 
 
 def test_weights_with_another_output_size_are_refused(tmp_path):
-    from export.weights import load_weights, save_weights
+    from edgepack.export.weights import load_weights, save_weights
 
     three = save_weights(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)),
                          tmp_path / "three.safetensors")
@@ -255,7 +255,7 @@ def test_weights_with_another_output_size_are_refused(tmp_path):
 def test_a_rank_1_weight_names_the_tensor_and_both_shapes(tmp_path):
     from safetensors.torch import save_file
 
-    from export.weights import load_weights
+    from edgepack.export.weights import load_weights
 
     path = tmp_path / "w.safetensors"
     save_file({"weight": torch.zeros(4), "bias": torch.zeros(2)}, str(path))

@@ -52,7 +52,7 @@ def _save_weights(path, seed: int) -> None:
     import torch
     from torch import nn
 
-    from export.weights import save_weights
+    from edgepack.export.weights import save_weights
 
     torch.manual_seed(seed)
     save_weights(nn.Sequential(nn.Flatten(), nn.Linear(40, 10)), path)

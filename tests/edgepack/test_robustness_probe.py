@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from bench.robustness import RobustnessConfig
+from edgepack.bench.robustness import RobustnessConfig
 from edgepack.pipeline.robustness_probe import RobustnessProbe
 from tests.bench.conftest import token_model
 from tests.bench.robust_models import eval_arrays, export_tiny, quantize_tiny, trained_tiny

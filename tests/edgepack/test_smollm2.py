@@ -18,7 +18,7 @@ pytest.importorskip("optimum.exporters.onnx", reason="pip install 'edgepack[hf]'
 @pytest.fixture(scope="module")
 def smollm2_export(tmp_path_factory):
     from edgepack.zoo.smollm2 import smollm2, smollm2_text
-    from export.decoder_stage import export_decoder
+    from edgepack.export.decoder_stage import export_decoder
 
     data = smollm2_text(eval_windows=2, calibration_windows=1, train_windows=1,
                         window_tokens=48, prompts=2)
@@ -40,7 +40,7 @@ def test_the_real_model_exports_with_parity_on_the_cache(smollm2_export):
 
 def test_onnxruntime_genai_runs_it_with_our_greedy_tokens(smollm2_export):
     og = pytest.importorskip("onnxruntime_genai", reason="pip install 'edgepack[llm]'")
-    from bench.decoder import Decoder
+    from edgepack.bench.decoder import Decoder
 
     from tests.tiny_decoder import genai_greedy
 
@@ -53,9 +53,9 @@ def test_onnxruntime_genai_runs_it_with_our_greedy_tokens(smollm2_export):
 
 
 def test_int4_with_the_tied_embedding_is_under_a_third_of_the_bytes(smollm2_export, tmp_path):
-    from compress.quantize.decoder_candidates import int4
-    from compress.quantize.decoder_quantize import quantize_decoder
-    from compress.quantize.quantize_config import QuantizationCheckError
+    from edgepack.compress.quantize.decoder_candidates import int4
+    from edgepack.compress.quantize.decoder_quantize import quantize_decoder
+    from edgepack.compress.quantize.quantize_config import QuantizationCheckError
 
     result, data = smollm2_export
     out = tmp_path / "int4.onnx"

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from core.stage import StageConfig, StageSpec, register_stage, stage_spec
+from edgepack.core.stage import StageConfig, StageSpec, register_stage, stage_spec
 from edgepack.cli.main import main
 from edgepack.pipeline.recipe import recipe_from_dict
 
@@ -20,7 +20,7 @@ CUSTOM_STAGE = textwrap.dedent('''
 
     import onnx
 
-    from core.stage import StageConfig, StageResult, StageSpec, option, register_stage
+    from edgepack.core.stage import StageConfig, StageResult, StageSpec, option, register_stage
 
 
     @dataclass

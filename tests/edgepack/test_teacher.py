@@ -129,7 +129,7 @@ def test_a_damaged_cache_entry_is_trained_again_with_one_line(tmp_path, monkeypa
 
 
 def test_a_teacher_that_diverged_is_refused_and_never_cached(tmp_path, monkeypatch):
-    from core.errors import CheckFailed
+    from edgepack.core.errors import CheckFailed
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 

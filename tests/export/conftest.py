@@ -19,7 +19,7 @@ def tiny_net():
 @pytest.fixture
 def exported(tmp_path, tiny_net):
     """A small exported model (dynamo, dynamic batch) and its input length."""
-    from export.torch_export import ExportConfig, export_onnx
+    from edgepack.export.torch_export import ExportConfig, export_onnx
 
     path = tmp_path / "model.onnx"
     export_onnx(tiny_net, ExportConfig(), torch.randn(1, 1, 16), path,

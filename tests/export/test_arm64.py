@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import BadInput
-from export import arm64_check, arm64_userland
-from export.arm64_check import (Arm64CheckFailed, check_arm64, check_cpus, cpuinfo_template,
+from edgepack.core.errors import BadInput
+from edgepack.export import arm64_check, arm64_userland
+from edgepack.export.arm64_check import (Arm64CheckFailed, check_arm64, check_cpus, cpuinfo_template,
                                 failure_line, make_view)
-from export.package import MANIFEST, DeviceCheck, PackageConfig, package_model
+from edgepack.export.package import MANIFEST, DeviceCheck, PackageConfig, package_model
 from tests.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8,
                                 export, x86_optimized_cnn)
 
@@ -99,8 +99,8 @@ def test_outputs_beyond_the_tolerance_fail_with_every_figure(tmp_path, userland)
 
 @arm64
 def test_the_package_stage_runs_the_check_from_a_recipe(tmp_path):
-    from core.stage import StageInput
-    from export.package import _run_stage
+    from edgepack.core.stage import StageInput
+    from edgepack.export.package import _run_stage
 
     model = export(torch.nn.Linear(8, 4), torch.randn(1, 8), tmp_path / "linear.onnx")
     config = PackageConfig.from_dict({"kind": "package", "check": "arm64",

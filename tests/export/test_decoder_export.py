@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from bench.decoder import Decoder
-from export.decoder import check_decoder_parity
-from export.genai import GENAI_CONFIG, write_deploy_files
-from export.hf import DECODER_TASK, export_hf
+from edgepack.bench.decoder import Decoder
+from edgepack.export.decoder import check_decoder_parity
+from edgepack.export.genai import GENAI_CONFIG, write_deploy_files
+from edgepack.export.hf import DECODER_TASK, export_hf
 from tests.tiny_decoder import tiny_llama
 
 pytest.importorskip("optimum.exporters.onnx")

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.onnx_files import check_onnx_file, resolve_inside
-from export.parity import ParityError
-from export.torch_export import ExportConfig, export_onnx
-from export.weights import read_weights
+from edgepack.core.onnx_files import check_onnx_file, resolve_inside
+from edgepack.export.parity import ParityError
+from edgepack.export.torch_export import ExportConfig, export_onnx
+from edgepack.export.weights import read_weights
 from tests.export.tiny import TinyNet, add_model, cpu_session, run_onnx
 
 # ----------------------------------------------------- silent wrong results at export

@@ -5,7 +5,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf", reason="pip install 'edgepack[llm]'")
 
-from export.gguf import check_gguf, gguf_summary  # noqa: E402
+from edgepack.export.gguf import check_gguf, gguf_summary  # noqa: E402
 
 
 def _write_gguf(path, architecture="llama", raw_dtype=None):

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("gguf", reason="pip install 'edgepack[llm]'")
 
-from core.cache_entry import MANIFEST  # noqa: E402
-from core.files import sha256_file  # noqa: E402
-from export.gguf import cached_hf_folder  # noqa: E402
+from edgepack.core.cache_entry import MANIFEST  # noqa: E402
+from edgepack.core.files import sha256_file  # noqa: E402
+from edgepack.export.gguf import cached_hf_folder  # noqa: E402
 from tests.export.gguf_files import write_llama_gguf  # noqa: E402
 
 

@@ -8,8 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests must never reach the hub
 
-from export.hf import export_hf, normalize_task  # noqa: E402
-from export.parity import ParityError  # noqa: E402
+from edgepack.export.hf import export_hf, normalize_task  # noqa: E402
+from edgepack.export.parity import ParityError  # noqa: E402
 
 pytest.importorskip("optimum.exporters.onnx")
 

@@ -9,11 +9,11 @@ import struct
 import numpy as np
 import pytest
 
-from export.hf_folder import check_hf_folder, read_safetensors_header
+from edgepack.export.hf_folder import check_hf_folder, read_safetensors_header
 
 gguf = pytest.importorskip("gguf", reason="pip install 'edgepack[llm]'")
 
-from export.gguf_header import GgufArray, read_gguf_header  # noqa: E402
+from edgepack.export.gguf_header import GgufArray, read_gguf_header  # noqa: E402
 from tests.export.gguf_files import gguf_string, raw_gguf, write_llama_gguf  # noqa: E402
 
 

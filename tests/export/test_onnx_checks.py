@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from core.onnx_files import (check_onnx_file, external_tensor_names, load_onnx_header,
+from edgepack.core.onnx_files import (check_onnx_file, external_tensor_names, load_onnx_header,
                                 model_size_bytes, parameter_count, resolve_inside)
 from tests.export.tiny import add_model, run_onnx
 

@@ -9,9 +9,9 @@ from onnx import numpy_helper
 import torch
 from torch import nn
 
-from export.optimize import LEVELS, optimize_onnx
-from export.parity import ParityError
-from export.torch_export import ExportConfig, export_onnx
+from edgepack.export.optimize import LEVELS, optimize_onnx
+from edgepack.export.parity import ParityError
+from edgepack.export.torch_export import ExportConfig, export_onnx
 from tests.export.tiny import cpu_session, run_onnx
 
 
@@ -68,7 +68,7 @@ def perturbing_optimizer(real_save):
 
 
 def test_mismatch_raises_parity_error(tmp_path, exported, monkeypatch):
-    import export.optimize as optimize
+    import edgepack.export.optimize as optimize
 
     monkeypatch.setattr(optimize, "_save_optimized",
                         perturbing_optimizer(optimize._save_optimized))

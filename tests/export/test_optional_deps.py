@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from core.deps import BrokenDependency, import_optional
+from edgepack.core.deps import BrokenDependency, import_optional
 from edgepack.cli.main import main
 
 

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from core.files import sha256_file
-from export.package import MANIFEST, OPERATORS_CONFIG, package_model, read_operators_config
+from edgepack.core.files import sha256_file
+from edgepack.export.package import MANIFEST, OPERATORS_CONFIG, package_model, read_operators_config
 from tests.export.tiny import run_onnx
 
 
@@ -77,7 +77,7 @@ def test_cli_handle(tmp_path, exported, capsys):
 def test_an_int8_qdq_model_is_packaged_against_its_own_int8_kernels(tmp_path, exported):
     """Run as written, Q/DQ computes in float; the .ort runs fused int8 kernels. The reference
     is ORT's optimized session of the same file, so int8 rounding is not a parity failure."""
-    from compress.quantize import quantize_config, quantize
+    from edgepack.compress.quantize import quantize_config, quantize
 
     calibration = {"input": np.random.default_rng(0).standard_normal((16, 1, 16), np.float32)}
     # A tiny random model on 16 rows: packaging is tested here, not int8 speed or accuracy

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.inputs import generate_inputs, token_vocab_sizes
+from edgepack.bench.inputs import generate_inputs, token_vocab_sizes
 from tests.edgepack.helpers import run_cli
 
 

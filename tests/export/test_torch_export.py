@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.onnx_files import external_tensor_names
-from export.parity import ParityError
-from export.torch_export import ExportConfig, ExportError, export_onnx
+from edgepack.core.onnx_files import external_tensor_names
+from edgepack.export.parity import ParityError
+from edgepack.export.torch_export import ExportConfig, ExportError, export_onnx
 from tests.export.tiny import SequenceNet, cpu_session, run_onnx
 
 
@@ -133,7 +133,7 @@ class Float32Only(nn.Module):
 
 
 def test_a_model_that_cannot_run_in_float64_is_judged_against_float32_and_says_so(tmp_path):
-    from export.parity import FLOAT32_REFERENCE_BOUND
+    from edgepack.export.parity import FLOAT32_REFERENCE_BOUND
 
     result = export_onnx(Float32Only(), ExportConfig(), torch.randn(2, 8), tmp_path / "m.onnx")
     parity = result.record["parity"]
@@ -147,7 +147,7 @@ def test_a_model_that_cannot_run_in_float64_is_judged_against_float32_and_says_s
 def test_parity_against_float64_and_torch_float32_error(tmp_path):
     """The rule's figures: ONNX Runtime's error against a float64 torch run, torch's own
     float32 error on the same inputs, and the bound derived from it."""
-    from export.parity import ERROR_FLOOR, PARITY_MULTIPLE
+    from edgepack.export.parity import ERROR_FLOOR, PARITY_MULTIPLE
 
     model = nn.Sequential(nn.Linear(8, 64), nn.GELU(), nn.Linear(64, 4))
     result = export_onnx(model, ExportConfig(), torch.randn(2, 8), tmp_path / "m.onnx",
@@ -167,7 +167,7 @@ def test_a_one_percent_change_fails_the_rule(tmp_path):
     model = nn.Sequential(nn.Linear(8, 64), nn.GELU(), nn.Linear(64, 4))
     path = tmp_path / "m.onnx"
     export_onnx(model, ExportConfig(), torch.randn(2, 8), path)
-    from export.torch_parity import check_parity
+    from edgepack.export.torch_parity import check_parity
 
     with torch.no_grad():
         model[2].weight.mul_(1.01)

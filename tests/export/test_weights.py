@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from export.weights import load_weights, read_weights, save_weights
+from edgepack.export.weights import load_weights, read_weights, save_weights
 
 
 def small_net(width: int = 8) -> nn.Module:

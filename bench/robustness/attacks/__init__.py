@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.registry import Registry
+from edgepack.core.registry import Registry
 
 
 @dataclass

@@ -4,8 +4,8 @@ ONNX-only stage)."""
 
 from __future__ import annotations
 
-from bench.robustness.attacks import ATTACKS, AttackSpec
-from bench.robustness.attacks._gradients import input_gradient
+from edgepack.bench.robustness.attacks import ATTACKS, AttackSpec
+from edgepack.bench.robustness.attacks._gradients import input_gradient
 
 
 def fgsm(model, inputs, labels, eps: float):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.robustness.attacks import ATTACKS, AttackSpec, accuracy
+from edgepack.bench.robustness.attacks import ATTACKS, AttackSpec, accuracy
 
 
 def sign_noise(inputs: np.ndarray, eps: float, seed: int = 0) -> np.ndarray:

@@ -1,12 +1,12 @@
 """PGD (Madry et al. 2018): ``steps`` signed-gradient steps of size 2.5 * eps / steps from a
 random start inside the L-infinity ball, projected back into it after every step. Crafted on
 a torch model and run through the artifact; adversarial training uses it too
-(:mod:`compress.adversarial`)."""
+(:mod:`edgepack.compress.adversarial`)."""
 
 from __future__ import annotations
 
-from bench.robustness.attacks import ATTACKS, AttackSpec
-from bench.robustness.attacks._gradients import input_gradient
+from edgepack.bench.robustness.attacks import ATTACKS, AttackSpec
+from edgepack.bench.robustness.attacks._gradients import input_gradient
 
 
 def pgd(model, inputs, labels, eps: float, steps: int = 10, seed: int | None = 0,

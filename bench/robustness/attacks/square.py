@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.robustness.attacks import ATTACKS, AttackSpec
+from edgepack.bench.robustness.attacks import ATTACKS, AttackSpec
 
 # The paper halves the window's share p at these fractions of a 10,000-query budget.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -113,7 +113,7 @@ def square_attack(predict, inputs: np.ndarray, labels: np.ndarray, eps: float,
 
 def run(inputs, eps: float, budget: float) -> dict:
     """Accuracy under Square Attack at ``budget``, and the model calls it spent per sample."""
-    from bench.robustness.attacks import query_summary
+    from edgepack.bench.robustness.attacks import query_summary
 
     config = inputs.config
     result = square_attack(inputs.predict, inputs.x, inputs.y, budget, config.query_budget,

@@ -4,7 +4,7 @@ A method is a small settings dataclass (only its own fields) and a :class:`Metho
 to quantize a prepared graph into a file, how to resolve its machine-dependent settings, how
 to describe them in one line, and what kind of model it produces. :data:`METHODS` finds
 every module of this package, so a new method is one new file; an unknown name is an error
-that lists the registered ones. The quantize stage (:mod:`compress.quantize.quantizer`) runs
+that lists the registered ones. The quantize stage (:mod:`edgepack.compress.quantize.quantizer`) runs
 the chosen method and then the same output and speed checks for all of them.
 
 Example: a new method, dynamic int8 with one scale per weight tensor (a file of this
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core.registry import Registry
+from edgepack.core.registry import Registry
 
 PRODUCES = ("int8", "float16", "int4")
 
@@ -73,7 +73,7 @@ class MethodSpec:
     - ``likely_causes(settings, transformer)``: why a result may have failed its check;
     - ``fallbacks(settings, has_calibration)``: the next candidates, cheapest first, when the
       first fails its output check: ``(label, method, settings, accuracy_aware)`` each
-      (:mod:`compress.quantize.candidate_search`); None: no search;
+      (:mod:`edgepack.compress.quantize.candidate_search`); None: no search;
     - ``label``: the name in messages ("static int8"; the name when empty).
     """
 
@@ -110,9 +110,9 @@ def quantize_into(prepared: Path, target: Path, method: str, settings, feeds=(),
                   exclude=(), include=None) -> None:
     """Quantize the prepared model into ``target`` with ``method`` and its (resolved)
     ``settings``; ``exclude``: nodes kept in float; ``include``: the only nodes quantized."""
-    from bench.ir_version import lower_file_to_runtime
+    from edgepack.bench.ir_version import lower_file_to_runtime
 
-    from core.onnx_files import check_onnx_file
+    from edgepack.core.onnx_files import check_onnx_file
 
     spec = METHODS.get(method)
     job = QuantizeJob(list(feeds), list(exclude), list(include) if include is not None else None)

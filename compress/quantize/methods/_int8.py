@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from core.checks import check_choice
-from core.stage import option
-from compress.quantize.presets import PRESET_CHOICES, PRESET_FALLBACKS, resolve_preset
+from edgepack.core.checks import check_choice
+from edgepack.core.stage import option
+from edgepack.compress.quantize.presets import PRESET_CHOICES, PRESET_FALLBACKS, resolve_preset
 
 FUSION_CHOICES = ("auto", "on", "off")
 # Fused transformer ops (Attention, SkipLayerNormalization...) live in the com.microsoft

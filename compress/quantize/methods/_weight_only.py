@@ -123,7 +123,7 @@ def set_accuracy_level(model: onnx.ModelProto, level: int) -> int:
 def decoder_feeds(model: onnx.ModelProto, windows: list[list[int]]) -> list[dict]:
     """One feed per token window, as a first forward pass sees it: the window's ids, a full
     attention mask, positions 0..n-1 and an empty KV cache (past length 0), by the names
-    Optimum's decoders use (:mod:`bench.decoder`)."""
+    Optimum's decoders use (:mod:`edgepack.bench.decoder`)."""
     inputs = {i.name: i for i in model.graph.input}
     feeds = []
     for window in windows:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compress.quantize.methods import METHODS, MethodSpec
-from compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
+from edgepack.compress.quantize.methods import METHODS, MethodSpec
+from edgepack.compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
                                              int8_fallbacks, resolve_int8)
 
 

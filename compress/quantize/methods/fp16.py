@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from compress.quantize.methods import METHODS, MethodSpec
-from core.stage import option
+from edgepack.compress.quantize.methods import METHODS, MethodSpec
+from edgepack.core.stage import option
 
 # Ops whose float16 results overflow (> 65504) or lose too much precision on ordinary
 # inputs are kept in float32, on top of onnxruntime's own block list.

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import onnx
 
-from compress.quantize.methods import METHODS, MethodSpec
-from compress.quantize.methods._block_offset import quantize_offset_int4
-from compress.quantize.methods._tied_embedding import quantize_embedding, untie_lm_head
-from compress.quantize.methods._weight_only import (ALGORITHMS, set_accuracy_level,
+from edgepack.compress.quantize.methods import METHODS, MethodSpec
+from edgepack.compress.quantize.methods._block_offset import quantize_offset_int4
+from edgepack.compress.quantize.methods._tied_embedding import quantize_embedding, untie_lm_head
+from edgepack.compress.quantize.methods._weight_only import (ALGORITHMS, set_accuracy_level,
                                                     weight_only_quantize)
-from core.checks import check_choice
-from core.stage import option
+from edgepack.core.checks import check_choice
+from edgepack.core.stage import option
 
 ACCURACY_LEVELS = (0, 1, 2, 4)   # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 4 int8 (3, bf16: no CPU kernel)
 BLOCK_SIZES = (16, 32, 64, 128, 256)

@@ -3,7 +3,7 @@ calibrated on the user's data (MinMax, Entropy or Percentile), as QDQ or QOperat
 
 On a transformer graph only the MatMul/Gemm nodes with constant weights are quantized (the
 attention-mask path, softmax and the score MatMuls have ranges no 8-bit scale covers:
-:mod:`compress.quantize.fusions`), and the result must also beat dynamic int8.
+:mod:`edgepack.compress.quantize.fusions`), and the result must also beat dynamic int8.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from compress.ort_noise import per_tensor_1d_weights_quietly
-from compress.quantize.methods import METHODS, MethodSpec
-from compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
+from edgepack.compress.ort_noise import per_tensor_1d_weights_quietly
+from edgepack.compress.quantize.methods import METHODS, MethodSpec
+from edgepack.compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
                                              int8_fallbacks, qtype, resolve_int8)
-from core.checks import check_choice
-from core.stage import option
+from edgepack.core.checks import check_choice
+from edgepack.core.stage import option
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 FORMATS = ("qdq", "qoperator")
@@ -57,7 +57,7 @@ def resolve(settings: StaticInt8, provider: str):
 def quantize_static(prepared, target, settings: StaticInt8, job) -> None:
     from onnxruntime import quantization as q
 
-    from compress.quantize.data import FeedReader
+    from edgepack.compress.quantize.data import FeedReader
 
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
@@ -88,7 +88,7 @@ def qdq_ops() -> set[str]:
 
 
 def transformer_scope(model, transformer: bool):
-    from compress.quantize.fusions import static_transformer_scope
+    from edgepack.compress.quantize.fusions import static_transformer_scope
 
     return static_transformer_scope(model) if transformer else (None, {})
 
