@@ -16,7 +16,7 @@ switch:
 
 :func:`run_decoder_steps` runs a decoder's prefill and decode steps in such a process (only
 ``numpy`` and ``onnxruntime`` are imported there: this file runs as a script) and returns
-its logits and cache, for :func:`edgepack.export.decoder.check_decoder_parity` to judge against torch.
+its logits and cache, for :func:`edgepack.export.decoder_parity.check_decoder_parity` to judge against torch.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgepack.bench.privacy.metrics import roc_auc
-from edgepack.bench.privacy.scores import SCORES
+from edgepack.bench.privacy.membership_scores import SCORES
 
 PAIRS = (("correct", "rule-based"), ("loss", "black-box loss"),
          ("confidence", "black-box prediction"))

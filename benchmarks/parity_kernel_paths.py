@@ -60,7 +60,7 @@ def check_here(onnx_path: Path, run_onnx=None) -> dict:
     from transformers import AutoModelForCausalLM
 
     from edgepack.zoo.smollm2 import smollm2_folder
-    from edgepack.export.decoder import check_decoder_parity
+    from edgepack.export.decoder_parity import check_decoder_parity
 
     model = AutoModelForCausalLM.from_pretrained(str(smollm2_folder())).eval()
     row = {"capability": torch.backends.cpu.get_cpu_capability(),

@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from edgepack.bench.robustness import evaluate_robustness, robustness_session  # noqa: E402
 from edgepack.bench.robustness.attacks.square import square_attack
-from edgepack.bench.robustness.scores import ort_predict  # noqa: E402
+from edgepack.bench.robustness.predictions import ort_predict  # noqa: E402
 from edgepack.bench.robustness.robustness_report import robustness_table  # noqa: E402
 from edgepack.bench.robustness.attacks import craft  # noqa: E402
 from edgepack.compress.distill import distill  # noqa: E402

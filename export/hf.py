@@ -6,7 +6,7 @@ result by the rule of :mod:`edgepack.export.parity`: the transformers model runs
 and in float32, and ONNX Runtime's outputs must be as close to the float64 run as a stated
 multiple of torch's own float32 error, on generated token ids at two batch sizes and two
 sequence lengths, with padding (a decoder: on prefills and decode steps with its KV cache,
-:mod:`edgepack.export.decoder`). optimum's own validation, a constant tolerance on its random inputs,
+:mod:`edgepack.export.decoder_parity`). optimum's own validation, a constant tolerance on its random inputs,
 is not run: it passes or fails with the CPU's kernels, not with the model.
 
 Models are read from a local folder only, never downloaded: the path must exist and every
@@ -32,7 +32,7 @@ from edgepack.core.stage import StageResult
 from edgepack.core.files import output_folder, same_file
 from edgepack.core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
 from edgepack.core.onnx_files import check_onnx_file, model_size_bytes, parameter_count
-from edgepack.export.decoder import check_decoder_parity
+from edgepack.export.decoder_parity import check_decoder_parity
 from edgepack.export.tied_weights import share_tied_embedding
 from edgepack.export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, parity_failure,
                            reference_summary)

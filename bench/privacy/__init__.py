@@ -2,7 +2,7 @@
 
 It measures, so it lives with the benchmark and runs without the pipeline:
 
-- :mod:`edgepack.bench.privacy.scores`: per-example membership scores from a model's logits: the loss
+- :mod:`edgepack.bench.privacy.membership_scores`: per-example membership scores from a model's logits: the loss
   attack (Yeom et al. 2018), the confidence and entropy attacks, and an offline LiRA-style
   score calibrated on reference models trained on other data (Carlini et al. 2022);
 - :mod:`edgepack.bench.privacy.metrics`: ROC AUC, TPR at a fixed FPR, balanced accuracy at a threshold

@@ -2,7 +2,7 @@
 
 The model runs through ONNX Runtime on a member set (samples it trained on) and a
 non-member set of the same size from the same distribution that nothing in the run used
-for training or selection; each attack in :mod:`edgepack.bench.privacy.scores` turns the outputs
+for training or selection; each attack in :mod:`edgepack.bench.privacy.membership_scores` turns the outputs
 into one score per sample and :func:`edgepack.bench.privacy.metrics.summarize` says how well the
 scores tell the two sets apart. A model that leaks nothing scores an AUC of 0.5.
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from edgepack.bench.privacy.config import MIN_SAMPLES, PrivacyConfig
 from edgepack.bench.privacy.metrics import roc_curve, summarize
-from edgepack.bench.privacy.scores import SCORES, lira_score
+from edgepack.bench.privacy.membership_scores import SCORES, lira_score
 from edgepack.core.errors import BadInput
 
 

@@ -80,7 +80,7 @@ def occlusion(predict, inputs: np.ndarray, labels: np.ndarray, baseline: float,
               target: int = 20) -> np.ndarray:
     """``|change|`` of the true-class score when each window is set to ``baseline``: (N, windows).
 
-    ``predict`` maps a numpy batch to scores (see :func:`edgepack.bench.robustness.scores.ort_predict`).
+    ``predict`` maps a numpy batch to scores (see :func:`edgepack.bench.robustness.predictions.ort_predict`).
     """
     rows = np.arange(len(inputs))
     clean = predict(inputs)[rows, labels]

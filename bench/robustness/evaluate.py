@@ -25,7 +25,7 @@ import numpy as np
 
 from edgepack.bench.robustness.attack_config import RobustnessConfig
 from edgepack.bench.robustness.attacks import ATTACKS, AttackInputs
-from edgepack.bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.predictions import ort_predict
 
 FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
 

@@ -35,7 +35,7 @@ from edgepack.pipeline.quality import MetricSpec
 from edgepack.pipeline.resume import RECORD, clear_unfinished, load_done_stage
 from edgepack.pipeline.run_inputs import run_inputs
 from edgepack.pipeline.run_lock import releases_run_folders
-from edgepack.export.decoder import torch_greedy_steps
+from edgepack.export.decoder_parity import torch_greedy_steps
 
 @dataclass
 class DecoderRun:

@@ -35,7 +35,7 @@ import numpy as np
 
 from edgepack.bench.robustness import RobustnessConfig, evaluate_robustness, robustness_session
 from edgepack.bench.robustness.attribution import gradient_x_input, occlusion, spearman
-from edgepack.bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.predictions import ort_predict
 from edgepack.bench.robustness.evaluate import not_applicable_reason
 
 

@@ -15,8 +15,8 @@ from edgepack.core.stage import registered_kinds
 
 BUILTIN_STAGE_MODULES = ("edgepack.compress.distill", "edgepack.compress.prune", "edgepack.export.torch_export",
                          "edgepack.export.optimize", "edgepack.export.fuse_transformer", "edgepack.compress.quantize",
-                         "edgepack.export.package", "edgepack.export.decoder_stage",
-                         "edgepack.compress.quantize.decoder_stage")
+                         "edgepack.export.package", "edgepack.export.decoder_export",
+                         "edgepack.compress.quantize.decoder_quantize_stage")
 
 
 def load_stages(extra_modules=(), base_dir: Path | None = None) -> list[str]:

@@ -8,7 +8,7 @@ import torch
 from edgepack.bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attacks,
                               parse_epsilons, robustness_session)
 from edgepack.bench.robustness.attacks.square import margins, square_attack
-from edgepack.bench.robustness.scores import ort_predict
+from edgepack.bench.robustness.predictions import ort_predict
 from edgepack.bench.robustness.robustness_report import robustness_plot, robustness_table
 from edgepack.bench.robustness.attacks import craft
 from edgepack.bench.robustness.attacks.noise import sign_noise

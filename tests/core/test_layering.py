@@ -213,3 +213,13 @@ def test_the_checker_sees_function_level_relative_and_dynamic_imports(tmp_path):
 def test_nothing_imports_the_scripts():
     assert not [f"{a} imports {b}" for a, deps in _graph().items() for b in deps
                 if _top(b) in SCRIPTS and _top(a) not in SCRIPTS]
+
+
+def test_every_module_has_a_basename_of_its_own():
+    """Two files named alike (decoder.py in bench/ and in export/) leave a reader guessing
+    which one a traceback or a search hit means: one of each name, the scripts included."""
+    from collections import Counter
+
+    names = Counter(path.name for path in _modules().values()
+                    if path.name not in ("__init__.py", "__main__.py"))
+    assert [name for name, count in names.items() if count > 1] == []

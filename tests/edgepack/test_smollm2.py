@@ -18,7 +18,7 @@ pytest.importorskip("optimum.exporters.onnx", reason="pip install 'edgepack[hf]'
 @pytest.fixture(scope="module")
 def smollm2_export(tmp_path_factory):
     from edgepack.zoo.smollm2 import smollm2, smollm2_text
-    from edgepack.export.decoder_stage import export_decoder
+    from edgepack.export.decoder_export import export_decoder
 
     data = smollm2_text(eval_windows=2, calibration_windows=1, train_windows=1,
                         window_tokens=48, prompts=2)

@@ -22,7 +22,7 @@ def main(decoder_folder: str, decoder_onnx: str, bert_folder: str, scratch: str)
     from torch import nn
     from transformers import AutoModelForCausalLM
 
-    from edgepack.export.decoder import check_decoder_parity
+    from edgepack.export.decoder_parity import check_decoder_parity
     from edgepack.export.hf import export_hf
     from edgepack.export.torch_export import ExportConfig, export_onnx
     from tests.decoder_architectures import perturb_one_layer

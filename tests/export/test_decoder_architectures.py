@@ -86,7 +86,7 @@ def test_architecture_exports_runs_in_genai_and_quantizes_as_asked(
 def test_a_window_the_graph_ignores_fails_parity(tokenizer_folder, tmp_path):
     """The sliding-window cases catch a graph whose window is wrong: the same weights without
     a window in torch differ from the exported graph past the window."""
-    from edgepack.export.decoder import check_decoder_parity
+    from edgepack.export.decoder_parity import check_decoder_parity
     from tests.decoder_architectures import tiny_model
 
     folder = make_architecture_folder("mistral", tmp_path / "hf", tokenizer_folder)

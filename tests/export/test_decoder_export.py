@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgepack.bench.decoder import Decoder
-from edgepack.export.decoder import check_decoder_parity
+from edgepack.export.decoder_parity import check_decoder_parity
 from edgepack.export.genai import GENAI_CONFIG, write_deploy_files
 from edgepack.export.hf import DECODER_TASK, export_hf
 from tests.tiny_decoder import tiny_llama

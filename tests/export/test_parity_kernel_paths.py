@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgepack.bench.kernel_paths import EMULATED_CPUS, TORCH_PATHS, cpu_flags, qemu, run_decoder_steps
-from edgepack.export.decoder import DECODE_STEPS, PROMPT_LENGTH, DecoderCase, check_decoder_parity
+from edgepack.export.decoder_parity import DECODE_STEPS, PROMPT_LENGTH, DecoderCase, check_decoder_parity
 from edgepack.export.hf import DECODER_TASK, export_hf
 from tests.decoder_architectures import make_architecture_folder, perturb_one_layer
 from tests.tiny_decoder import train_tiny_tokenizer

@@ -4,7 +4,7 @@ decode steps with a growing cache, with the files onnxruntime-genai needs beside
 
 The torch model is saved (safetensors) into a scratch folder with its tokenizer, exported by
 optimum-onnx from there (:func:`edgepack.export.hf.export_hf`, which checks parity through
-:mod:`edgepack.export.decoder`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
+:mod:`edgepack.export.decoder_parity`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
 and tokenizer files, and ``genai_config.json`` (:mod:`edgepack.export.genai`).
 """
 

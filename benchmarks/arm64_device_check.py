@@ -1,8 +1,8 @@
 """The arm64 on-device check, measured: set-up time cold and cached, disk, and per model the
 largest difference between x86 and aarch64 ONNX Runtime on the same packaged file.
 
-    python benchmarks/arm64_check.py                 # cached userland (built when missing)
-    python benchmarks/arm64_check.py --cold          # also a cold build in a scratch cache
+    python benchmarks/arm64_device_check.py                 # cached userland (built when missing)
+    python benchmarks/arm64_device_check.py --cold          # also a cold build in a scratch cache
 
 Models (random weights: kernels are compared, not accuracy): the demo's int8 CNN (MNIST-1D
 CNN in static QDQ int8, the demo recipe's quantize settings), a MobileNetV3-small (depthwise
