@@ -13,8 +13,8 @@ Three numbers, as DESIGN.md's "Decoder LLMs" asks:
   prefix counts: after the first different token the two models continue different texts, so
   later matches are chance.
 
-The reference is computed once (:func:`lm_reference`) and every candidate is compared with it
-(:func:`lm_quality`)::
+The reference is computed once (:func:`lm_reference`), every candidate is compared with it
+(:func:`lm_quality`) and judged by one gate (:class:`LMGate`)::
 
     reference = lm_reference(Decoder("fp32/model.onnx"), windows, prompts, max_new_tokens=32)
     quality = lm_quality(Decoder("int4/model.onnx"), windows, prompts, reference, 32)
@@ -23,11 +23,13 @@ The reference is computed once (:func:`lm_reference`) and every candidate is com
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from edgepack.bench.decoder import Decoder
+from edgepack.core.checks import check_finite_fields
 
 
 def token_windows(token_ids: list[int], length: int, count: int) -> list[list[int]]:
@@ -203,7 +205,59 @@ def lm_quality(decoder: Decoder, windows: list[list[int]], prompts: list[list[in
                      greedy_agreement=greedy_agreement(greedy, reference.greedy))
 
 
-__all__ = ["LMQuality", "LMReference", "check_windows", "common_prefix_length",
+@dataclass(frozen=True)
+class LMGate:
+    """What a language model must keep of its reference (the fp32 model), on held-out text:
+    perplexity at most ``max_perplexity_ratio`` times the input's, teacher-forced top-1
+    agreement at least ``min_top1_agreement``, greedy agreement (common prefix over fixed
+    prompts) at least ``min_greedy_agreement`` (0: recorded, not gated, since one early
+    different token ends the prefix; onnxruntime#29849)."""
+
+    max_perplexity_ratio: float = 1.04
+    min_top1_agreement: float = 0.85
+    min_greedy_agreement: float = 0.0
+
+    def __post_init__(self):
+        check_finite_fields(self, "LMGate")
+        if not self.max_perplexity_ratio >= 1.0:
+            raise ValueError(f"LMGate.max_perplexity_ratio must be >= 1.0, got "
+                             f"{self.max_perplexity_ratio}")
+        for name in ("min_top1_agreement", "min_greedy_agreement"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"LMGate.{name} must be between 0 and 1, got {value}")
+
+    def clearly_fails(self, quality) -> bool:
+        """Far beyond the gate (a perplexity ratio three times as far above 1 as allowed,
+        or top-1 agreement 0.1 below): a first look on a few windows is enough to refuse."""
+        return (_figure(quality, "perplexity_ratio") - 1 > 3 * (self.max_perplexity_ratio - 1)
+                or _figure(quality, "top1_agreement") < self.min_top1_agreement - 0.1)
+
+    def failures(self, quality) -> list[str]:
+        """What ``quality`` (an :class:`LMQuality`, or a record holding its figures) misses,
+        one line each: the one judge of a language model, in the pipeline and in the
+        decoder quantize search alike."""
+        ratio = _figure(quality, "perplexity_ratio")
+        top1 = _figure(quality, "top1_agreement")
+        greedy = _figure(quality, "greedy_agreement")
+        out = []
+        if ratio > self.max_perplexity_ratio:
+            out.append(f"perplexity ratio {ratio:.4f} > max_perplexity_ratio "
+                       f"{self.max_perplexity_ratio}")
+        if top1 < self.min_top1_agreement:
+            out.append(f"top-1 agreement {top1:.4f} < min_top1_agreement "
+                       f"{self.min_top1_agreement}")
+        if greedy < self.min_greedy_agreement:
+            out.append(f"greedy agreement {greedy:.4f} < min_greedy_agreement "
+                       f"{self.min_greedy_agreement}")
+        return out
+
+
+def _figure(quality, name: str) -> float:
+    return float(quality[name] if isinstance(quality, Mapping) else getattr(quality, name))
+
+
+__all__ = ["LMGate", "LMQuality", "LMReference", "check_windows", "common_prefix_length",
            "greedy_agreement", "greedy_tokens", "lm_quality", "lm_reference", "perplexity",
            "log_likelihoods", "perplexity_of", "teacher_forced_agreement", "token_windows",
            "top1_predictions"]

@@ -21,36 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.bench.inputs import (
-    batches,
-    check_feeds,
-    check_labels,
-    generate_inputs,
-    load_npz,
-    timing_feeds,
-    token_vocab_sizes,
-)
+from edgepack.bench.inputs import (batches, check_feeds, check_labels, generate_inputs, load_npz,
+                                   timing_feeds, token_vocab_sizes)
 from edgepack.bench.ir_version import lower_to_runtime
 from edgepack.bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from edgepack.bench.memory import GpuMemory, PeakRSS, rss_mb
 from edgepack.bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
-from edgepack.bench.session import (
-    ProviderError,
-    SessionOptions,
-    first_line,
-    make_session,
-    nodes_per_provider,
-    provider_name,
-    require_provider,
-)
-from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields, check_number,
-                         did_you_mean)
-from edgepack.core.onnx_files import (
-    check_onnx_file,
-    load_onnx_header,
-    model_size_bytes,
-    parameter_count,
-)
+from edgepack.bench.session import (ProviderError, SessionOptions, first_line, make_session,
+                                    nodes_per_provider, provider_name, require_provider)
+from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields,
+                                  check_number, did_you_mean)
+from edgepack.core.onnx_files import (check_onnx_file, load_onnx_header, model_size_bytes,
+                                      parameter_count)
 from edgepack.core.stage import option
 
 RESULT_KEYS = ("model", "provider", "providers", "threads", "batch", "latency_ms",

@@ -67,8 +67,8 @@ def art_aucs(estimator, fit: tuple, test: tuple, attack_model: str = "rf",
     Every feature is computed by ART's classifier, and the AUC of ART's scores is
     scikit-learn's, so no code of ours scores ART's side.
     """
-    from art.attacks.inference.membership_inference import (
-        MembershipInferenceBlackBox, MembershipInferenceBlackBoxRuleBased)
+    from art.attacks.inference.membership_inference import (MembershipInferenceBlackBox,
+                                                            MembershipInferenceBlackBoxRuleBased)
     from sklearn.metrics import roc_auc_score
 
     truth = np.r_[np.ones(len(test[1])), np.zeros(len(test[3]))]

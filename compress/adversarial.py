@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from edgepack.bench.robustness.attacks.pgd import pgd
 from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, check_range,
-                         checked_fields)
+                                  checked_fields)
 
 EFFECT_SAMPLES = 512   # evaluation rows the record's PGD accuracy is measured on
 

@@ -42,13 +42,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, check_range,
-                         checked_fields, did_you_mean)
+                                  checked_fields, did_you_mean)
 from edgepack.core.tensors import as_tuple, call, num_rows, rows
 from edgepack.core.registry import field_names, settings_dict, split_settings
 from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from edgepack.compress.student_inits import STUDENT_INITS
 from edgepack.compress.adversarial import (AdversarialLoss, adversarial_config, defence_record,
-                                  epoch_score, with_defence)
+                                           epoch_score, with_defence)
 from edgepack.compress.embedding_curve import embedding_monitor
 from edgepack.compress.kd import NO_LABEL, collect, freeze, kd_loss, training_set
 from edgepack.compress.parallel import Distributed, moved_to

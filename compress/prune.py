@@ -44,15 +44,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from edgepack.core.checks import check_budget, check_choice, check_finite_fields, check_range
 from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, register_stage
 from edgepack.export.outputs import first_tensor
-from edgepack.compress.adversarial import (AdversarialLoss, adversarial_config, clean_target_columns,
-                                  defence_record, epoch_score, with_defence)
+from edgepack.compress.adversarial import (AdversarialLoss, adversarial_config,
+                                           clean_target_columns, defence_record, epoch_score,
+                                           with_defence)
 from edgepack.compress.kd import NO_LABEL, collect, kd_loss
 from edgepack.compress.attention import update_head_counts
 from edgepack.compress.parallel import Distributed, moved_to
 from edgepack.compress.prune_plan import params_by_kind, pruning_plan
 from edgepack.compress.prune_trace import UntraceableModelError, check_still_runs, trace_error
 from edgepack.compress.trainer import (TrainConfig, accuracy, cross_entropy_loss, fit,
-                              selection_batches)
+                                       selection_batches)
 
 METHODS = ("structured", "unstructured")
 SCOPES = ("global", "layer")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgepack.compress.attention import (AttentionSite, ffn_expansions, find_attention,
-                                is_hugging_face, num_heads_map, unwrapped_parameters)
+                                         is_hugging_face, num_heads_map, unwrapped_parameters)
 from edgepack.export.outputs import first_tensor
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgepack.core.errors import BadInput, CheckFailed
 from edgepack.export.arm64_userland import (GUEST_PYTHON, GUEST_SITE, SETUP_HINT, Userland,
-                                   qemu_binary, qemu_version)
+                                            qemu_binary, qemu_version)
 from edgepack.export.parity import compare_outputs
 
 RUNNER = Path(__file__).with_name("arm64_runner.py")

@@ -17,7 +17,7 @@ import re
 
 from edgepack.export.gguf_header import GgufArray, GgufHeader
 from edgepack.export.model_files import (SIZE_FIELDS, check_missing, check_model_fits, check_shapes,
-                                check_size_value, element_count, meta_model)
+                                         check_size_value, element_count, meta_model)
 
 # transformers de-quantizes each tensor to a numpy fp32 array, copies it into torch, keeps
 # all of them, then loads them into the model it allocated: three fp32 copies at the peak.

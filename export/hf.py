@@ -35,7 +35,7 @@ from edgepack.core.onnx_files import check_onnx_file, model_size_bytes, paramete
 from edgepack.export.decoder_parity import check_decoder_parity
 from edgepack.export.tied_weights import share_tied_embedding
 from edgepack.export.parity import (PARITY_MULTIPLE, float64_twin, judge_output, parity_failure,
-                           reference_summary)
+                                    reference_summary)
 
 TASKS = ("feature-extraction", "text-classification", "text-generation-with-past")
 DECODER_TASK = "text-generation-with-past"  # a decoder LLM with its KV cache as inputs/outputs

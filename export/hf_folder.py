@@ -23,7 +23,7 @@ import struct
 from pathlib import Path
 
 from edgepack.export.model_files import (LAYER_INDEX, SIZE_FIELDS, check_missing, check_model_fits,
-                                check_shapes, check_size_value, element_count, meta_model)
+                                         check_shapes, check_size_value, element_count, meta_model)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

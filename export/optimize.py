@@ -26,20 +26,10 @@ from pathlib import Path
 from edgepack.core.checks import check_choice, check_finite_fields
 from edgepack.core.files import check_output_file
 from edgepack.core.output_paths import mark_onnx_file
-from edgepack.core.onnx_files import (
-    check_onnx_file,
-    external_tensor_names,
-    model_size_bytes,
-    parameter_count,
-)
-from edgepack.core.stage import (
-    StageConfig,
-    StageInput,
-    StageResult,
-    StageSpec,
-    option,
-    register_stage,
-)
+from edgepack.core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
+                                      parameter_count)
+from edgepack.core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
+                                 register_stage)
 from edgepack.export.parity import ParityError, compare_sessions
 
 LEVELS = ("basic", "extended", "all")

@@ -30,18 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.core.checks import check_number
-from edgepack.core.files import (atomic_write_json, check_not_input, check_output_dir, output_folder,
-                        sha256_file)
+from edgepack.core.files import (atomic_write_json, check_not_input, check_output_dir,
+                                 output_folder, sha256_file)
 from edgepack.core.onnx_files import check_inputs_and_outputs, check_onnx_file
 from edgepack.core.output_paths import check_output_folder
-from edgepack.core.stage import (
-    StageConfig,
-    StageInput,
-    StageResult,
-    StageSpec,
-    option,
-    register_stage,
-)
+from edgepack.core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
+                                 register_stage)
 from edgepack.export.arm64_check import DEFAULT_CPUS, Arm64CheckFailed
 from edgepack.export.optimize import default_parity_feeds, unoptimized_session
 from edgepack.export.parity import ParityError, compare_sessions
@@ -53,10 +47,8 @@ PACKAGE_MARKER = "edgepack_package"
 
 def _convert_to_ort(onnx_path: Path, work_dir: Path) -> tuple[Path, Path]:
     """Run ONNX Runtime's converter; return the .ort model and the operators config."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
+    from onnxruntime.tools.convert_onnx_models_to_ort import (OptimizationStyle,
+                                                              convert_onnx_models_to_ort)
 
     # The converter prints and logs progress; the caller reports the result instead.
     converter_log = logging.getLogger("ort_format_model.utils")

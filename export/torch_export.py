@@ -37,9 +37,9 @@ from edgepack.core.errors import CheckFailed
 from edgepack.core.files import check_output_file
 from edgepack.core.output_paths import mark_onnx_file
 from edgepack.core.onnx_files import (check_onnx_file, external_tensor_names, model_size_bytes,
-                             parameter_count)
+                                      parameter_count)
 from edgepack.core.stage import (StageConfig, StageInput, StageResult, StageSpec, option,
-                        register_stage)
+                                 register_stage)
 from edgepack.export.example_check import check_model_runs
 from edgepack.export.outputs import FlatOutputs, flatten_outputs
 from edgepack.export.parity import PARITY_MULTIPLE, ParityError, check_parity_multiple, parity_failure

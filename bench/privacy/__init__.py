@@ -14,7 +14,7 @@ It measures, so it lives with the benchmark and runs without the pipeline:
 
 from edgepack.bench.privacy.config import ATTACKS, MIN_SAMPLES, PrivacyConfig
 from edgepack.bench.privacy.membership import (MemberSets, check_member_sets, evaluate_membership,
-                                      load_member_sets)
+                                               load_member_sets)
 
 __all__ = ["ATTACKS", "MIN_SAMPLES", "MemberSets", "PrivacyConfig", "check_member_sets",
            "evaluate_membership", "load_member_sets"]

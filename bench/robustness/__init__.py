@@ -14,9 +14,9 @@ torch is imported only inside the functions that take gradients.
 """
 
 from edgepack.bench.robustness.attack_config import (ATTACKS, RobustnessConfig, parse_attacks,
-                                            parse_epsilons)
+                                                     parse_epsilons)
 from edgepack.bench.robustness.evaluate import (evaluate_robustness, not_applicable_reason,
-                                       robustness_session)
+                                                robustness_session)
 
 __all__ = ["ATTACKS", "RobustnessConfig", "evaluate_robustness", "not_applicable_reason",
            "parse_attacks", "parse_epsilons", "robustness_session"]

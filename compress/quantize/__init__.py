@@ -40,7 +40,7 @@ from edgepack.compress.quantize.output_check import OutputCheckFailed
 from edgepack.compress.quantize.prepare import prepare, upgrade_opset
 from edgepack.compress.quantize.presets import PRESETS
 from edgepack.compress.quantize.quantize_config import (QuantizationCheckError, QuantizeConfig,
-                                               quantize_config)
+                                                        quantize_config)
 from edgepack.compress.quantize.quantizer import quantize, resolve_settings
 from edgepack.compress.quantize.speed_check import SpeedCheckFailed
 

@@ -27,15 +27,15 @@ from edgepack.compress.quantize.fusions import fuse_transformer, is_transformer,
 from edgepack.compress.quantize.methods import METHODS, quantize_into
 from edgepack.compress.quantize.mixed_precision import by_op_type, slower_in_int8
 from edgepack.compress.quantize.model_checks import (check_finite_outputs, has_quantized_ops,
-                                            speed_gate_cause)
+                                                     speed_gate_cause)
 from edgepack.compress.quantize.output_check import (OutputCheckFailed, compare_models, failures,
-                                            likely_cause, reference_outputs)
+                                                     likely_cause, reference_outputs)
 from edgepack.compress.quantize.output_check import describe as describe_outputs
 from edgepack.compress.quantize.prepare import prepare
 from edgepack.compress.quantize.quantize_config import QuantizeConfig
 from edgepack.compress.quantize.search import accuracy_aware_quantize
-from edgepack.compress.quantize.speed_check import (SpeedCheckFailed, check_beats_rival, check_speed,
-                                           speed_figures)
+from edgepack.compress.quantize.speed_check import (SpeedCheckFailed, check_beats_rival,
+                                                    check_speed, speed_figures)
 from edgepack.compress.quantize.text_inputs import random_ids_cause
 
 

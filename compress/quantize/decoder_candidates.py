@@ -20,50 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgepack.compress.quantize.methods import METHODS
-from edgepack.core.checks import check_finite_fields
-
-
-@dataclass(frozen=True)
-class DecoderGate:
-    """What a quantized decoder must keep of its fp32 input, on held-out text:
-    perplexity at most ``max_perplexity_ratio`` times the input's, teacher-forced top-1
-    agreement at least ``min_top1_agreement``, greedy agreement (common prefix over fixed
-    prompts) at least ``min_greedy_agreement`` (0: recorded, not gated, since one early
-    different token ends the prefix; onnxruntime#29849)."""
-
-    max_perplexity_ratio: float = 1.04
-    min_top1_agreement: float = 0.85
-    min_greedy_agreement: float = 0.0
-
-    def __post_init__(self):
-        check_finite_fields(self, "DecoderGate")
-        if not self.max_perplexity_ratio >= 1.0:
-            raise ValueError(f"DecoderGate.max_perplexity_ratio must be >= 1.0, got "
-                             f"{self.max_perplexity_ratio}")
-        for name in ("min_top1_agreement", "min_greedy_agreement"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"DecoderGate.{name} must be between 0 and 1, got {value}")
-
-    def clearly_fails(self, quality) -> bool:
-        """Far beyond the gate (a perplexity ratio three times as far above 1 as allowed,
-        or top-1 agreement 0.1 below): a first look on a few windows is enough to refuse."""
-        return (quality.perplexity_ratio - 1 > 3 * (self.max_perplexity_ratio - 1)
-                or quality.top1_agreement < self.min_top1_agreement - 0.1)
-
-    def failures(self, quality) -> list[str]:
-        """What ``quality`` (:class:`edgepack.bench.lm_quality.LMQuality`) misses, one line each."""
-        out = []
-        if quality.perplexity_ratio > self.max_perplexity_ratio:
-            out.append(f"perplexity ratio {quality.perplexity_ratio:.4f} > "
-                       f"{self.max_perplexity_ratio}")
-        if quality.top1_agreement < self.min_top1_agreement:
-            out.append(f"top-1 agreement {quality.top1_agreement:.4f} < "
-                       f"{self.min_top1_agreement}")
-        if quality.greedy_agreement < self.min_greedy_agreement:
-            out.append(f"greedy agreement {quality.greedy_agreement:.4f} < "
-                       f"{self.min_greedy_agreement}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -186,6 +142,6 @@ def gptq_candidates(block_sizes=(32, 128)) -> list[DecoderCandidate]:
     return [int4("gptq", block, True, level) for block in block_sizes for level in (4, 0)]
 
 
-__all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
+__all__ = ["DecoderCandidate", "default_decoder_candidates",
            "DYNAMIC_SETTINGS", "gptq_candidates", "hqq_candidates", "int4", "int8_dynamic",
            "quantization_key", "requested_candidates"]

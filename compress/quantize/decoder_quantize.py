@@ -12,7 +12,7 @@ silently (onnxruntime#29849). So nothing is assumed; on this machine, for the mo
    accuracy level sharing one quantization, timed on a short first probe beside the input
    (one far slower than the input, below :data:`PROBE_MIN_SPEEDUP`, can never be chosen:
    it is recorded and not judged further), and judged against that reference by the gate
-   (:class:`DecoderGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
+   (:class:`LMGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
 3. those that pass are timed together with the input, interleaved
    (:func:`edgepack.bench.generation.measure_generation`, decode tokens/s at batch 1);
 4. the fastest passing candidate that is faster than its input is written to ``out_path``.
@@ -32,11 +32,11 @@ from pathlib import Path
 import onnx
 
 from edgepack.bench.decoder import Decoder
-from edgepack.bench.lm_quality import lm_quality, lm_reference
+from edgepack.bench.lm_quality import LMGate, lm_quality, lm_reference
 from edgepack.bench.session import SessionOptions
-from edgepack.compress.quantize.decoder_candidates import (DecoderCandidate, DecoderGate,
-                                                  default_decoder_candidates,
-                                                  quantization_key)
+from edgepack.compress.quantize.decoder_candidates import (DecoderCandidate,
+                                                           default_decoder_candidates,
+                                                           quantization_key)
 from edgepack.compress.quantize.methods import quantize_into
 from edgepack.compress.quantize.methods._weight_only import decoder_feeds, set_accuracy_level
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError
@@ -90,7 +90,7 @@ class _Search:
     """The candidates' files, figures and verdicts, in one scratch folder."""
 
     def __init__(self, model_path: Path, work: Path, reference, eval_windows, prompts,
-                 gate: DecoderGate, options: SessionOptions, new_tokens: int, feeds):
+                 gate: LMGate, options: SessionOptions, new_tokens: int, feeds):
         self.model_path, self.work, self.reference = model_path, work, reference
         self.eval_windows, self.prompts, self.gate = eval_windows, prompts, gate
         self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
@@ -149,7 +149,7 @@ class _Search:
     def _judge(self, candidate: DecoderCandidate, path: Path, entry: dict) -> None:
         """A speed probe, then quality against the reference: first on a quarter of the
         windows, then, unless that already misses the gate by far
-        (:meth:`DecoderGate.clearly_fails`), on all."""
+        (:meth:`LMGate.clearly_fails`), on all."""
         probe = self._probe(path) if self.speed_check else None
         if probe is not None:
             entry["probe_speedup"] = probe
@@ -266,7 +266,7 @@ def _figures(entry: dict) -> str:
             f"{entry['top1_agreement']:.4f}, greedy agreement {entry['greedy_agreement']:.4f}")
 
 
-def _refuse(search: _Search, gate: DecoderGate, record: dict, keep_failed: Path | None):
+def _refuse(search: _Search, gate: LMGate, record: dict, keep_failed: Path | None):
     """No candidate kept: name the best figure reached; keep the best failing one if asked."""
     passing = search.passed
     if passing:
@@ -315,7 +315,7 @@ def _why(chosen: dict, entries: list[dict]) -> str:
 def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
                      prompts: list[list[int]], calibration_windows: list[list[int]] | None = None,
                      candidates: list[DecoderCandidate] | None = None,
-                     gate: DecoderGate = DecoderGate(), threads: int = 1, new_tokens: int = 16,
+                     gate: LMGate = LMGate(), threads: int = 1, new_tokens: int = 16,
                      rounds: int = 3, keep_failed=None, work_dir=None,
                      judge_threads: int | None = None, speed_check: bool = True,
                      allow_slower: bool = False) -> StageResult:
@@ -378,5 +378,5 @@ def _record(model_path, reference, gate, search, eval_windows, prompts, calibrat
             "candidates": search.entries}
 
 
-__all__ = ["DecoderCandidate", "DecoderGate", "default_decoder_candidates",
+__all__ = ["DecoderCandidate", "LMGate", "default_decoder_candidates",
            "quantize_decoder", "sentence_windows"]

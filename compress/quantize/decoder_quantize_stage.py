@@ -90,11 +90,11 @@ def candidate_grid(config: QuantizeDecoderConfig) -> tuple[list, list[dict]]:
 
 def gate_from_metric(metric):
     """The recipe's ``[metric]`` thresholds as the search's gate (defaults without one)."""
-    from edgepack.compress.quantize.decoder_candidates import DecoderGate
+    from edgepack.bench.lm_quality import LMGate
 
     if metric is None or getattr(metric, "kind", "") != "language-model":
-        return DecoderGate()
-    return DecoderGate(max_perplexity_ratio=metric.max_perplexity_ratio,
+        return LMGate()
+    return LMGate(max_perplexity_ratio=metric.max_perplexity_ratio,
                        min_top1_agreement=metric.min_top1_agreement,
                        min_greedy_agreement=metric.min_greedy_agreement)
 

@@ -8,11 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgepack.compress.quantize.quantize_config import (
-    FLOAT_COMPUTE_OPS,
-    INT_COMPUTE_OPS,
-    QuantizationCheckError,
-)
+from edgepack.compress.quantize.quantize_config import (FLOAT_COMPUTE_OPS, INT_COMPUTE_OPS,
+                                                        QuantizationCheckError)
 from edgepack.compress.quantize.data import _cpu_session
 from edgepack.core.onnx_files import check_inputs_and_outputs
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_choice,
-                         check_finite_fields, check_number)
+                                  check_finite_fields, check_number)
 from edgepack.core.errors import CheckFailed
 from edgepack.core.registry import field_names, settings_dict, split_settings
 from edgepack.core.stage import StageConfig, option

@@ -24,10 +24,10 @@ import onnx
 from edgepack.bench.resources import check_fits
 from edgepack.compress.quantize.attempt import Attempt
 from edgepack.compress.quantize.candidate_search import first_candidate, search, searching
-from edgepack.compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch, checked_batches,
-                                    evaluation_set)
-from edgepack.compress.quantize.model_checks import (check_input_finite, check_quantizable, count_ops,
-                                            speed_gate_cause)
+from edgepack.compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch,
+                                             checked_batches, evaluation_set)
+from edgepack.compress.quantize.model_checks import (check_input_finite, check_quantizable,
+                                                     count_ops, speed_gate_cause)
 from edgepack.compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
 from edgepack.compress.quantize.text_inputs import GENERATED_SOURCE, SOURCE, sentence_batches

@@ -27,10 +27,8 @@ def _relative_errors(float_acts: dict, quant_acts: dict) -> dict[str, float]:
 
 
 def _collect(model_path: Path, feeds, work: Path) -> dict:
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        modify_model_output_intermediate_tensors,
-    )
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
+                                                         modify_model_output_intermediate_tensors)
 
     augmented = work / f"{model_path.stem}.activations.onnx"
     modify_model_output_intermediate_tensors(str(model_path), str(augmented))

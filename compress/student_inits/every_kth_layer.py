@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgepack.compress.layer_students import (check_ffn_width, student_keeping_every_kth_layer,
-                                     with_ffn_width)
+                                              with_ffn_width)
 from edgepack.compress.student_inits import STUDENT_INITS, InitSpec
 
 

@@ -78,7 +78,7 @@ def _interrupted(command: str | None) -> int:
 def _report(exc: Exception, debug: bool) -> int:
     """Print what went wrong the way its kind asks for; return the exit code."""
     from edgepack.core.errors import (EXIT_BAD_INPUT, EXIT_BUG, exit_code_for, missing_package,
-                             missing_package_message)
+                                      missing_package_message)
 
     if debug:
         traceback.print_exc()

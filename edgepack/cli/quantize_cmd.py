@@ -129,7 +129,7 @@ def _is_decoder(path) -> bool:
 # output check's cosine and norm bounds, calibration counts: an encoder's measures).
 DECODER_FLAGS = ("search", "speed_check", "allow_slower", "speed_threads",
                  "min_top1_agreement", "max_perplexity_ratio", "provider")
-GATE_FLAGS = ("min_top1_agreement", "max_perplexity_ratio")   # DecoderGate's own names
+GATE_FLAGS = ("min_top1_agreement", "max_perplexity_ratio")   # LMGate's own names
 DECODER_METHODS = ("int4", "dynamic")
 
 
@@ -137,8 +137,9 @@ def _decoder_request(args, config) -> dict:
     """What the command line asks of the decoder search, every flag either used or refused
     (``ValueError`` naming the flags)."""
     from edgepack.compress.quantize import QuantizeConfig
-    from edgepack.compress.quantize.decoder_candidates import (DYNAMIC_SETTINGS, DecoderGate,
-                                                      requested_candidates)
+    from edgepack.bench.lm_quality import LMGate
+    from edgepack.compress.quantize.decoder_candidates import (DYNAMIC_SETTINGS,
+                                                               requested_candidates)
     from edgepack.cli.config_flags import config_kwargs
 
     model = args.model
@@ -162,7 +163,7 @@ def _decoder_request(args, config) -> dict:
         raise ValueError(f"--provider {config.provider}: a decoder's candidates are judged "
                          f"and timed on the CPU execution provider only")
     candidates, how = requested_candidates(config.method, settings, config.search)
-    gate = DecoderGate(**{name: shared[name] for name in GATE_FLAGS if name in shared})
+    gate = LMGate(**{name: shared[name] for name in GATE_FLAGS if name in shared})
     if args.data and not any(c.needs_calibration for c in candidates):
         raise ValueError(f"--data {args.data}: only GPTQ candidates read calibration windows, "
                          f"and none was asked for (--algorithm gptq)")

@@ -23,7 +23,7 @@ from edgepack.bench.robustness import RobustnessConfig
 from edgepack.bench.runner import BenchConfig
 from edgepack.compress.distill import AUGMENTATIONS
 from edgepack.core.checks import (check_budget, check_choice, check_finite_fields, checked_fields,
-                         did_you_mean, is_finite_number)
+                                  did_you_mean, is_finite_number)
 from edgepack.core.pickle_guard import no_unpickling, refuse_pickle_loader
 from edgepack.core.stage import StageConfig, spec_for, stage_spec
 from edgepack.pipeline.private_recipe import check_private_recipe

@@ -32,14 +32,15 @@ from edgepack.pipeline import distributed
 from edgepack.pipeline.keep_rule import keep_reasons, stage_tolerance
 from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
 from edgepack.pipeline.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
-                              export_for_bench, measure_candidate, measure_teacher, stderr_log)
+                                       export_for_bench, measure_candidate, measure_teacher,
+                                       stderr_log)
 from edgepack.pipeline.quality import MetricSpec, quality_summary, teacher_embeddings
 from edgepack.pipeline.run_report import write_outputs
 from edgepack.pipeline.run_folder import open_run_folder
 from edgepack.pipeline.run_inputs import run_inputs
 from edgepack.pipeline.run_lock import releases_run_folders
 from edgepack.pipeline.resume import (CHECKPOINT, RECORD, clear_unfinished, load_done_stage,
-                             reuse_stage)
+                                      reuse_stage)
 from edgepack.pipeline.stage_modules import load_stages
 from edgepack.export.torch_export import ExportConfig
 from edgepack.export.weights import save_weights

@@ -8,7 +8,7 @@ import torch
 
 from edgepack.bench.robustness import robustness_session
 from edgepack.bench.robustness.attribution import (gradient_x_input, occlusion, occlusion_windows,
-                                          ranks, spearman)
+                                                   ranks, spearman)
 from edgepack.bench.robustness.predictions import ort_predict
 from tests.bench.robust_models import eval_arrays, export_tiny, trained_tiny
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgepack.bench.decoder import Decoder
 from edgepack.bench.generation import (GenerationStats, check_context, generate_once, load_decoder,
-                              measure_generation, standard_prompt)
+                                       measure_generation, standard_prompt)
 from edgepack.bench.tokenizer import load_tokenizer
 
 PROMPT = [1, 40, 77, 120, 3, 18, 200, 15]

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from edgepack.bench.inputs import (TOKEN_VOCAB, batches, check_feeds, generate_inputs,
-                          parse_shape_overrides, timing_feeds, token_vocab_sizes)
+                                   parse_shape_overrides, timing_feeds, token_vocab_sizes)
 from tests.bench.conftest import matmul_add, token_model
 
 

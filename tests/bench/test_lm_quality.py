@@ -11,8 +11,8 @@ import pytest
 
 from edgepack.bench.decoder import Decoder
 from edgepack.bench.lm_quality import (LMQuality, greedy_agreement, greedy_tokens, lm_quality,
-                              lm_reference, perplexity, teacher_forced_agreement,
-                              token_windows, top1_predictions)
+                                       lm_reference, perplexity, teacher_forced_agreement,
+                                       token_windows, top1_predictions)
 
 WINDOWS = [[1, 5, 9, 40, 77, 120, 3, 18], [1, 200, 15, 15, 64, 31, 250, 7, 99, 4]]
 PROMPTS = [[1, 5, 9], [1, 77]]

@@ -9,8 +9,9 @@ import pytest
 from edgepack.bench.privacy import MIN_SAMPLES, MemberSets, PrivacyConfig, check_member_sets, \
     evaluate_membership
 from edgepack.bench.privacy.metrics import balanced_accuracy, roc_auc, summarize, tpr_at_fpr
-from edgepack.bench.privacy.membership_scores import (confidence_score, correct_score, entropy_score, lira_score,
-                                  loss_score, scaled_confidence)
+from edgepack.bench.privacy.membership_scores import (confidence_score, correct_score,
+                                                      entropy_score, lira_score, loss_score,
+                                                      scaled_confidence)
 from edgepack.core.errors import BadInput
 from tests.bench.conftest import matmul_add, reference_outputs
 

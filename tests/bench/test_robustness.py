@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgepack.bench.robustness import (RobustnessConfig, evaluate_robustness, parse_attacks,
-                              parse_epsilons, robustness_session)
+                                       parse_epsilons, robustness_session)
 from edgepack.bench.robustness.attacks.square import margins, square_attack
 from edgepack.bench.robustness.predictions import ort_predict
 from edgepack.bench.robustness.robustness_report import robustness_plot, robustness_table
@@ -14,8 +14,7 @@ from edgepack.bench.robustness.attacks import craft
 from edgepack.bench.robustness.attacks.noise import sign_noise
 from edgepack.bench.robustness.attacks.pgd import pgd
 from tests.bench.conftest import token_model
-from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny,
-                                       trained_tiny)
+from tests.bench.robust_models import (eval_arrays, export_tiny, quantize_tiny, trained_tiny)
 
 CONFIG = RobustnessConfig(eps=(0.3,), samples=200, query_budget=60, pgd_steps=5)
 

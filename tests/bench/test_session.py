@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 
 from edgepack.bench.session import (ProviderError, SessionOptions, make_session, nodes_per_provider,
-                           provider_name)
+                                    provider_name)
 from tests.bench.conftest import matmul_add, token_model
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()

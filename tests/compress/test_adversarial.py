@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import edgepack.compress.adversarial as adversarial_module
 from edgepack.bench.robustness.attacks.pgd import pgd
 from edgepack.compress.adversarial import (AdversarialConfig, AdversarialLoss, epoch_score,
-                                  trades_divergence)
+                                           trades_divergence)
 from edgepack.compress.distill import DistillConfig, distill
 from edgepack.compress.prune import PruneConfig, finetune_batches, prune
 from edgepack.compress.trainer import TrainConfig, cross_entropy_loss, fit

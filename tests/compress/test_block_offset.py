@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.compress.quantize.methods._block_offset import (dequantize, offset_blocks,
-                                                     quantize_offset_int4)
+                                                              quantize_offset_int4)
 
 
 def _q4_1_weight(k, n, block, seed=0):

@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from edgepack.compress.distill import DistillConfig
 from edgepack.bench.chance import chance_accuracy, near_chance
 from edgepack.compress.distill_baseline import (binomial_se, compare_with_alone, equal_steps_loader,
-                                       gap_closed, kd_batches_per_epoch, learning_rates,
-                                       train_alone)
+                                                gap_closed, kd_batches_per_epoch, learning_rates,
+                                                train_alone)
 from edgepack.compress.trainer import TrainingDiverged
 from edgepack.pipeline.run_report import baseline_line
 from edgepack.compress.parallel import Distributed

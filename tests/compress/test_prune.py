@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgepack.compress.prune import (PruneConfig, UntraceableModelError, cubic_schedule,
-                            epochs_per_step, find_head, prune)
+                                     epochs_per_step, find_head, prune)
 
 
 def tiny_cnn(width=16, classes=4):

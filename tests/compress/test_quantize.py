@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.compress.quantize import (PRESETS, OutputCheckFailed, QuantizationCheckError,
-                               QuantizeConfig, count_ops, quantize, quantize_config,
-                               resolve_settings, speed_gate_cause)
+                                        QuantizeConfig, count_ops, quantize, quantize_config,
+                                        resolve_settings, speed_gate_cause)
 from edgepack.cli.main import main
 
 RNG = np.random.default_rng(0)

@@ -13,8 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgepack.compress.quantize import (SpeedCheckFailed, count_ops,
-                               quantize)
+from edgepack.compress.quantize import (SpeedCheckFailed, count_ops, quantize)
 from edgepack.compress.quantize.presets import choose_preset
 from edgepack.compress.quantize.mixed_precision import charge_to_nodes, name_owners
 from edgepack.compress.quantize.output_check import failures, output_figures, split_held_out

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from edgepack.compress.quantize import decoder_quantize
-from edgepack.compress.quantize.decoder_candidates import (DecoderGate, default_decoder_candidates,
-                                                  int4, int8_dynamic, quantization_key)
+from edgepack.bench.lm_quality import LMGate
+from edgepack.compress.quantize.decoder_candidates import (default_decoder_candidates, int4,
+                                                           int8_dynamic, quantization_key)
 from edgepack.compress.quantize.decoder_quantize import quantize_decoder
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError
 from edgepack.core.output_paths import written_by_edgepack
 from tests.decoder_timing import accuracy_level as _level
 from tests.decoder_timing import fake_search_timing, fake_timing as _fake_timing
 
-LOOSE = DecoderGate(max_perplexity_ratio=10.0, min_top1_agreement=0.0)
+LOOSE = LMGate(max_perplexity_ratio=10.0, min_top1_agreement=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_the_fastest_passing_candidate_is_kept_and_every_one_recorded(
 def test_a_strict_gate_refuses_naming_the_best_figure_and_keeps_it_if_asked(
         tiny_decoder, tmp_path, texts):
     _, source = tiny_decoder
-    strict = DecoderGate(max_perplexity_ratio=1.0, min_top1_agreement=1.0)
+    strict = LMGate(max_perplexity_ratio=1.0, min_top1_agreement=1.0)
     kept = tmp_path / "refused.onnx"
     with pytest.raises(QuantizationCheckError) as caught:
         quantize_decoder(source, tmp_path / "q.onnx", candidates=[int4("rtn", 32, True, 0),
@@ -128,13 +129,13 @@ def test_the_default_grid_holds_int8_and_shares_quantizations_across_accuracy_le
 ])
 def test_bad_gates_are_one_line_errors(fields, message):
     with pytest.raises(ValueError, match=message):
-        DecoderGate(**fields)
+        LMGate(**fields)
 
 
 def test_a_candidate_far_beyond_the_gate_is_refused_after_a_first_look(tiny_decoder, tmp_path):
     _, source = tiny_decoder
     windows = np.random.default_rng(1).integers(3, 300, size=(8, 16)).tolist()
-    strict = DecoderGate(max_perplexity_ratio=1.001, min_top1_agreement=0.99)
+    strict = LMGate(max_perplexity_ratio=1.001, min_top1_agreement=0.99)
     with pytest.raises(QuantizationCheckError) as caught:
         quantize_decoder(source, tmp_path / "q.onnx", eval_windows=windows,
                          prompts=[windows[0][:4]], candidates=[int4("rtn", 32, True, 0)],

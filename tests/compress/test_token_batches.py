@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgepack.compress.token_batches import (LengthGroupedBatches, length_grouped_loader,
-                                    outputs_by_length, token_lengths)
+                                             outputs_by_length, token_lengths)
 
 
 def token_rows(lengths: list[int], width: int = 12, seed: int = 0):

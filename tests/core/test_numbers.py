@@ -15,7 +15,7 @@ import typing
 import pytest
 
 from edgepack.core.checks import (BUDGETS, check_budget, check_finite_fields, check_number,
-                         checked_fields, is_float_annotation)
+                                  checked_fields, is_float_annotation)
 from edgepack.core.stage import registered_kinds, stage_spec
 from edgepack.pipeline.stage_modules import load_stages
 

@@ -9,8 +9,8 @@ import matplotlib
 import pytest
 
 from edgepack.core.output_paths import (MARKDOWN_MARK, check_distinct, check_onnx_output,
-                               check_output_folder, check_output_path, mark_onnx_file,
-                               png_metadata, written_by_edgepack)
+                                        check_output_folder, check_output_path, mark_onnx_file,
+                                        png_metadata, written_by_edgepack)
 from tests.bench.conftest import matmul_add
 
 matplotlib.use("Agg")

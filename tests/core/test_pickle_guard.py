@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edgepack.core.pickle_guard import (UnpicklingRefused, no_unpickling, pickle_loader,
-                               refuse_pickle_loader)
+                                        refuse_pickle_loader)
 
 
 class Payload:

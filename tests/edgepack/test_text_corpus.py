@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgepack.zoo.text_corpus import (build_corpus, docstrings_in_file, english_corpus,
-                                  in_evaluation, is_prose, normalise, sentences_in)
+                                      in_evaluation, is_prose, normalise, sentences_in)
 
 PROSE = [f"The library opens its doors at {word} in the morning for every visitor."
          for word in ("seven", "eight", "nine", "ten", "eleven", "noon", "dawn", "six",

@@ -12,9 +12,8 @@ import pytest
 
 from edgepack.export.genai import GENAI_CONFIG, GENAI_MODEL_TYPE
 from edgepack.export.hf import DECODER_TASK, export_hf
-from tests.decoder_architectures import (ARCHITECTURES, GPT2_CONTEXT,
-                                         make_architecture_folder, tiny_config,
-                                         transformers_greedy)
+from tests.decoder_architectures import (ARCHITECTURES, GPT2_CONTEXT, make_architecture_folder,
+                                         tiny_config, transformers_greedy)
 from tests.edgepack.helpers import run_cli_output
 from tests.tiny_decoder import genai_greedy, train_tiny_tokenizer
 

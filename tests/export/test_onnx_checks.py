@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.core.onnx_files import (check_onnx_file, external_tensor_names, load_onnx_header,
-                                model_size_bytes, parameter_count, resolve_inside)
+                                      model_size_bytes, parameter_count, resolve_inside)
 from tests.export.tiny import add_model, run_onnx
 
 

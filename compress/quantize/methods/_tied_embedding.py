@@ -145,8 +145,8 @@ def _shared_inputs(graph, head_node, gather, vocab: int, hidden: int, bits: int)
 def _own_inputs(graph, embedding: np.ndarray, name: str, gather, block_size: int,
                 symmetric: bool, bits: int) -> list[str]:
     """A round-to-nearest copy of the embedding, in GatherBlockQuantized's layout."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig, DefaultWeightOnlyQuantizer)
+    from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                 DefaultWeightOnlyQuantizer)
 
     quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
         block_size=block_size, is_symmetric=symmetric, bits=bits))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from edgepack.compress.quantize.methods import METHODS, MethodSpec
 from edgepack.compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
-                                             int8_fallbacks, resolve_int8)
+                                                      int8_fallbacks, resolve_int8)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from edgepack.compress.quantize.methods import METHODS, MethodSpec
 from edgepack.compress.quantize.methods._block_offset import quantize_offset_int4
 from edgepack.compress.quantize.methods._tied_embedding import quantize_embedding, untie_lm_head
 from edgepack.compress.quantize.methods._weight_only import (ALGORITHMS, set_accuracy_level,
-                                                    weight_only_quantize)
+                                                             weight_only_quantize)
 from edgepack.core.checks import check_choice
 from edgepack.core.stage import option
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from edgepack.compress.ort_noise import per_tensor_1d_weights_quietly
 from edgepack.compress.quantize.methods import METHODS, MethodSpec
 from edgepack.compress.quantize.methods._int8 import (FLOAT_DEFAULT, Int8Settings, int8_causes,
-                                             int8_fallbacks, qtype, resolve_int8)
+                                                      int8_fallbacks, qtype, resolve_int8)
 from edgepack.core.checks import check_choice
 from edgepack.core.stage import option
 
