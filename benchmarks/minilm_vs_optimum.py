@@ -120,7 +120,8 @@ def student_candidates(run_dir: Path, work: Path, tokens: dict) -> dict[str, Pat
 
 def held_out(run_dir: Path) -> dict[str, np.ndarray]:
     """The recipe's held-out evaluation sentences, tokenized to SEQUENCE_LENGTH."""
-    from edgepack.pipeline.recipe import import_object, load_recipe
+    from edgepack.pipeline.recipe import load_recipe
+    from edgepack.pipeline.user_code import import_object
 
     recipe = load_recipe(run_dir / "recipe.toml")
     args = {**recipe.data.args, "max_length": SEQUENCE_LENGTH}

@@ -35,7 +35,7 @@ def add_code_trust_flags(parser) -> None:
 
 def code_trust(args):
     """The trust the flags vouch for, while the command runs."""
-    from edgepack.pipeline.recipe import trusting
+    from edgepack.pipeline.user_code import trusting
 
     return trusting(any_builder=args.allow_any_builder, pickle=args.trust_pickle)
 

@@ -20,7 +20,8 @@ from edgepack.pipeline.measure import check_providers
 from edgepack.pipeline.run_folder import check_run_folder
 from edgepack.pipeline.run_inputs import recipe_inputs
 from edgepack.pipeline.run import run_pipeline
-from edgepack.pipeline.recipe import Recipe, import_object, load_recipe, user_code
+from edgepack.pipeline.recipe import Recipe, load_recipe
+from edgepack.pipeline.user_code import import_object, user_code
 from edgepack.pipeline.privacy_probe import PrivacySetup
 from edgepack.pipeline.teacher import (build_model, prepare_references, prepare_teacher,
                                        prepare_teacher_with_record)

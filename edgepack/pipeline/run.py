@@ -193,7 +193,8 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     (the provider gives ``non_members``) and which DP guarantee holds for which artifact.
     """
     from edgepack.bench.envinfo import environment
-    from edgepack.pipeline.recipe import check_stage_order, resolver, to_toml
+    from edgepack.pipeline.recipe import check_stage_order, to_toml
+    from edgepack.pipeline.user_code import resolver
     from edgepack.pipeline.teacher import build_model
 
     load_stages()

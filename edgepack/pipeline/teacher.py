@@ -29,7 +29,8 @@ from edgepack.core.pickle_guard import UnpicklingRefused
 from edgepack.compress.distill import augment_inputs
 from edgepack.compress.private import DPConfig, train_private
 from edgepack.compress.trainer import TrainConfig, cross_entropy_loss, fit, selection_batches
-from edgepack.pipeline.recipe import DataSpec, ModelSpec, import_object, user_code
+from edgepack.pipeline.recipe import DataSpec, ModelSpec
+from edgepack.pipeline.user_code import import_object, user_code
 from edgepack.core.files import cache_dir  # noqa: F401 - where callers have found it
 from edgepack.export.weights import load_weights, save_weights
 

@@ -31,7 +31,7 @@ DYNAMIC_IMPORT_SITES = {
     "edgepack.core.deps": "optional third-party packages (optimum, transformers), never the project's",
     "edgepack": "the lazy public API: names listed in a constant table of edgepack modules",
     "edgepack.cli.main": "the subcommands, edgepack.cli.<name>_cmd for a constant list",
-    "edgepack.pipeline.recipe": "the user's builders and providers, refused by name first",
+    "edgepack.pipeline.user_code": "the user's builders and providers, refused by name first",
     "edgepack.pipeline.stage_modules": "the built-in stage modules (a constant tuple) and the "
                                        "recipe's own stage_modules (the user's code)",
     "benchmarks.art_reference": "the Adversarial Robustness Toolbox's modules (third-party)",

@@ -107,6 +107,6 @@ def test_trust_pickle_is_the_one_way_through(evil, capsys, monkeypatch):
     code, err = run_cli(capsys, "run", path, "--out", evil / "out", "--trust-pickle")
     assert code == 2 and "returned dict, expected a torch.nn.Module" in error_line(err)
     assert (evil / "ran").exists()
-    from edgepack.pipeline.recipe import TRUST
+    from edgepack.pipeline.user_code import TRUST
 
     assert not TRUST.pickle and not TRUST.any_builder   # the trust ended with the command

@@ -385,7 +385,7 @@ def test_a_denied_provider_is_refused_even_in_a_stage_student(tmp_path, capsys, 
 
 
 def test_allow_any_builder_lifts_the_check(tmp_path):
-    from edgepack.pipeline.recipe import allow_any_builder, check_builder_module
+    from edgepack.pipeline.user_code import allow_any_builder, check_builder_module
 
     with pytest.raises(ValueError):
         check_builder_module("os:system", "builder")
