@@ -4,6 +4,8 @@
 interleaved (A B, then B A, in blocks), so a machine that drifts (thermal throttling,
 another process) favours none of them. Each result is a plain dict, the JSON that
 ``edgepack bench --json`` writes; :data:`RESULT_KEYS` are the keys other tools rely on.
+What the outputs say on evaluation data (accuracy, errors against reference outputs) is
+:mod:`edgepack.bench.output_quality`.
 
 Example::
 
@@ -21,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.bench.inputs import (batches, check_feeds, check_labels, generate_inputs, load_npz,
-                                   timing_feeds, token_vocab_sizes)
+from edgepack.bench.inputs import (check_feeds, generate_inputs, load_npz, timing_feeds,
+                                   token_vocab_sizes)
 from edgepack.bench.ir_version import lower_to_runtime
 from edgepack.bench.latency import NOISY_SPREAD, RunTimer, warm_up
 from edgepack.bench.memory import GpuMemory, PeakRSS, rss_mb
+from edgepack.bench.output_quality import EVAL_BATCH, nonfinite_rows, output_quality
 from edgepack.bench.resources import check_fits, data_feed_bytes, generated_feed_bytes
-from edgepack.bench.session import (ProviderError, SessionOptions, first_line, make_session,
-                                    nodes_per_provider, provider_name, require_provider)
+from edgepack.bench.session import (ProviderError, SessionOptions, make_session, nodes_per_provider,
+                                    provider_name, require_provider, run_failure)
 from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_finite_fields,
                                   check_number, did_you_mean)
 from edgepack.core.onnx_files import (check_onnx_file, load_onnx_header, model_size_bytes,
@@ -47,7 +50,6 @@ PROFILES = {
     "server": {"threads": 0, "inter_op_threads": 0, "spin_wait": True, "sequential": True},
 }
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-EVAL_BATCH = 64  # rows per run when evaluating accuracy on a model with a free batch size
 
 
 @dataclass
@@ -113,12 +115,6 @@ class BenchConfig:
         return asdict(self)
 
 
-def _run_failure(path: Path, feeds: dict, exc: Exception, what: str) -> ValueError:
-    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
-    return ValueError(f"ONNX Runtime could not {what} {path} with inputs {shapes}: "
-                      f"{first_line(exc)} (set symbolic dimensions with --shape NAME=D1,D2)")
-
-
 class ModelUnderTest:
     """One model being benchmarked: its session, timing feeds, runner, timer and memory.
 
@@ -166,7 +162,7 @@ class ModelUnderTest:
         try:
             outputs = self.run()
         except Exception as exc:  # ONNX Runtime's own error types are not ValueErrors
-            raise _run_failure(self.path, self.feeds, exc, "run") from exc
+            raise run_failure(self.path, self.feeds, exc, "run") from exc
         elapsed_ms = (time.perf_counter() - t0) * 1e3
         if outputs is None:   # bound to the GPU: copied back once, outside the clock
             outputs = self._binding.copy_outputs_to_cpu()
@@ -217,74 +213,6 @@ class ModelUnderTest:
         return memory
 
 
-def _input_is_fixed_batch(session) -> int | None:
-    dims = [i.shape[0] for i in session.get_inputs() if i.shape]
-    fixed = [d for d in dims if isinstance(d, int) and d > 0]
-    return fixed[0] if fixed else None
-
-
-def first_outputs(model: ModelUnderTest, batch: int) -> np.ndarray:
-    """The first output for every row of the evaluation data, run in batches."""
-    fixed = _input_is_fixed_batch(model.session)
-    size = fixed or batch
-    outs = []
-    for start, stop, chunk in batches(model.eval_feeds, size, fixed=fixed is not None):
-        try:
-            out = model.session.run(None, chunk)[0]
-        except Exception as exc:
-            raise _run_failure(model.path, chunk, exc, "evaluate") from exc
-        outs.append(np.asarray(out)[: stop - start])
-    return np.concatenate(outs)
-
-
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Share of rows whose largest output is the label; labels outside the model's classes
-    are refused (they would silently count as wrong)."""
-    logits = outputs.reshape(len(labels), -1)
-    check_labels(labels, logits.shape[1])
-    return float((logits.argmax(1) == labels).mean())
-
-
-def nonfinite_rows(outputs: np.ndarray) -> int:
-    """How many rows of the outputs hold NaN or Inf."""
-    if not np.issubdtype(outputs.dtype, np.floating):
-        return 0
-    return int((~np.isfinite(outputs.reshape(len(outputs), -1))).any(1).sum())
-
-
-def reference_errors(outputs: np.ndarray, reference: np.ndarray) -> dict:
-    """Max/mean absolute error and mean cosine similarity against reference outputs."""
-    actual = outputs.astype(np.float64).reshape(len(outputs), -1)
-    ref = reference.astype(np.float64).reshape(len(reference), -1)
-    if actual.shape != ref.shape:
-        raise ValueError(f"reference outputs have shape {list(reference.shape)}; the model "
-                         f"gives {list(outputs.shape)}")
-    diff = np.abs(actual - ref)
-    cos = (actual * ref).sum(1) / np.maximum(
-        np.linalg.norm(actual, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
-    return {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean()),
-            "mean_cosine": float(cos.mean())}
-
-
-def _quality(model: ModelUnderTest, data: dict) -> dict:
-    if model.eval_feeds is None or not ({"labels", "reference"} & set(data)):
-        return {}
-    outputs = first_outputs(model, max(model.config.batch, EVAL_BATCH))
-    quality: dict = {"eval_rows": int(len(outputs))}
-    bad = nonfinite_rows(outputs)
-    if bad:  # an accuracy computed on NaN outputs would be a number that means nothing
-        quality.update(accuracy=None, nonfinite_rows=bad, failed=True,
-                       nonfinite_outputs=[model.session.get_outputs()[0].name],
-                       warning=f"outputs hold NaN or Inf in {bad} of {len(outputs)} rows; "
-                               "accuracy not reported")
-        return quality
-    if "labels" in data:
-        quality["accuracy"] = top1_accuracy(outputs, data["labels"])
-    if "reference" in data:
-        quality["reference"] = reference_errors(outputs, data["reference"])
-    return quality
-
-
 def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> dict:
     stats = model.timer.stats()
     providers = model.session.get_providers()
@@ -311,7 +239,7 @@ def _result(model: ModelUnderTest, config: BenchConfig, data: dict | None) -> di
     }
     if config.batch > 1:
         result["throughput_per_s"] = config.batch * 1e3 / stats.mean
-    result.update(_quality(model, data or {}))
+    result.update(output_quality(model, data or {}))
     if stats.noisy:
         result["warning"] = (f"latency spread (IQR/median) {stats.spread:.0%} is above "
                              f"{NOISY_SPREAD:.0%}: the machine is noisy; close other work "

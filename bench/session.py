@@ -177,6 +177,14 @@ def first_line(exc: BaseException) -> str:
     return line.split(" : ", 2)[-1] if line.startswith("[ONNXRuntimeError]") else line
 
 
+def run_failure(path: Path, feeds: dict, exc: Exception, what: str) -> ValueError:
+    """The error for a model ONNX Runtime could not run on ``feeds``: the inputs' shapes, its
+    first line, and how to fix symbolic dimensions."""
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+    return ValueError(f"ONNX Runtime could not {what} {path} with inputs {shapes}: "
+                      f"{first_line(exc)} (set symbolic dimensions with --shape NAME=D1,D2)")
+
+
 def nodes_per_provider(session, path: str | os.PathLike | None = None,
                        options: SessionOptions | None = None, feeds: dict | None = None
                        ) -> dict[str, int]:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from edgepack.bench.runner import (RESULT_KEYS, BenchConfig, bench, reference_errors, time_interleaved)
+from edgepack.bench.output_quality import reference_errors
+from edgepack.bench.runner import RESULT_KEYS, BenchConfig, bench, time_interleaved
 from tests.bench.conftest import (QUICK, external_data_model, matmul_add, reference_outputs,
                                   token_model)
 
