@@ -128,7 +128,9 @@ class StageSpec:
       (``resolve`` imports a ``module:function`` or raises ``ValueError``);
     - ``failures``: exception types meaning "the stage ran and failed its own check": the
       candidate is reported as not kept and the pipeline goes on;
-    - ``once``: at most one stage of this kind per pipeline.
+    - ``once``: at most one stage of this kind per pipeline;
+    - ``for_decoders``: it works on a decoder LLM with a KV cache (and only there): the
+      language-model metric kind takes these stages, the others do not.
     """
 
     kind: str
@@ -142,6 +144,7 @@ class StageSpec:
     preflight: Callable[[Any, dict, Callable[[str], Any]], None] | None = None
     failures: tuple = ()
     once: bool = False
+    for_decoders: bool = False
 
     def __post_init__(self):
         for name in ("consumes", "produces"):

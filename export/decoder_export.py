@@ -83,6 +83,7 @@ def _run_stage(config: DecoderExportConfig, given: StageInput) -> StageResult:
 
 
 register_stage(StageSpec("export-decoder", DecoderExportConfig, consumes="torch",
-                         produces="onnx", run=_run_stage, failures=(ParityError,), once=True))
+                         produces="onnx", run=_run_stage, failures=(ParityError,), once=True,
+                         for_decoders=True))
 
 __all__ = ["DecoderExportConfig", "export_decoder", "save_hf_folder", "tokenizer_folder"]

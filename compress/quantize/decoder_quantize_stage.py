@@ -126,6 +126,6 @@ def _failures() -> tuple:
 
 register_stage(StageSpec("quantize-decoder", QuantizeDecoderConfig, consumes="onnx",
                          produces="onnx", run=_run_stage, promises_speed=lambda c: True,
-                         failures=_failures(), once=True))
+                         failures=_failures(), once=True, for_decoders=True))
 
 __all__ = ["QuantizeDecoderConfig", "candidate_grid", "gate_from_metric"]
