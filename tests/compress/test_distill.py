@@ -177,7 +177,7 @@ def _signal_data():
 
 
 def test_hints_project_a_narrower_student_with_a_1x1_conv():
-    from edgepack.compress.distill import build_hints
+    from edgepack.compress.feature_hints import build_hints
 
     config = DistillConfig(feature_pairs=("2:2", "4:4"))
     hinted, student_tap, teacher_tap = build_hints(_conv_net(8), _conv_net(4), config,
@@ -205,7 +205,7 @@ def test_feature_distillation_trains_and_returns_the_bare_student():
 
 
 def test_feature_loss_values():
-    from edgepack.compress.distill import feature_loss
+    from edgepack.compress.feature_hints import feature_loss
 
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     b = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
