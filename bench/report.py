@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgepack.core.files import atomic_path
-from edgepack.core.output_paths import png_metadata
+from edgepack.bench.figures import new_figure, save_figure
 
 
 def _fmt(value, spec: str) -> str:
@@ -108,12 +107,7 @@ def tradeoff_plot(rows: list[dict], path: str | os.PathLike, title: str = "") ->
               for r in rows if r.get("accuracy") is not None and r.get("latency_ms")]
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = new_figure(figsize=(6.4, 4.2), dpi=120)
     for index, (name, latency, accuracy, kept) in enumerate(points):
         ax.scatter(latency, accuracy, marker="o" if kept else "x",
                    color="tab:blue" if kept else "tab:red")
@@ -124,8 +118,4 @@ def tradeoff_plot(rows: list[dict], path: str | os.PathLike, title: str = "") ->
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(title or "accuracy vs latency (x: not kept)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata=png_metadata("accuracy vs latency plot"))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, "accuracy vs latency plot")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgepack.bench.figures import new_figure, save_figure
 from edgepack.bench.privacy.config import ATTACKS
-from edgepack.core.files import atomic_path
-from edgepack.core.output_paths import png_metadata
 
 LABELS = {"loss": "loss", "correct": "correct", "confidence": "confidence", "entropy": "entropy", "lira": "LiRA"}
 
@@ -87,12 +86,7 @@ def privacy_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> 
     attacks = _attacks(rows)
     if not rows or not attacks:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4.2), dpi=120)
     width = 0.8 / len(attacks)
     for k, attack in enumerate(attacks):
         xs, ys, low, high = [], [], [], []
@@ -127,8 +121,4 @@ def privacy_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -> 
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle(title or "membership inference per artifact", fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata=png_metadata("privacy plot"))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, "privacy plot")

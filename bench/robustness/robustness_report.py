@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgepack.bench.figures import new_figure, save_figure
 from edgepack.bench.robustness.attacks import ATTACKS
-from edgepack.core.files import atomic_path
-from edgepack.core.output_paths import png_metadata
 
 
 def _name(row: dict) -> str:
@@ -104,12 +103,7 @@ def robustness_plot(rows: list[dict], path: str | os.PathLike, title: str = "") 
     if not rows or not columns:
         return None
     largest = max((e for _, e in columns), key=float)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = new_figure(figsize=(6.4, 4.2), dpi=120)
     positions = range(len(rows))
     ax.plot(positions, [r["robustness"]["clean"] for r in rows], "o-", color="black",
             label="clean")
@@ -123,8 +117,4 @@ def robustness_plot(rows: list[dict], path: str | os.PathLike, title: str = "") 
     ax.set_title(title or "clean vs attacked accuracy per stage")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata=png_metadata("robustness plot"))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, "robustness plot")
