@@ -36,8 +36,8 @@ def timed_build(cache_root) -> tuple[float, object]:
 
 def models(folder: Path) -> dict:
     """name -> (onnx path, device tolerance (atol, rtol))."""
-    from tests.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8,
-                                    x86_optimized_cnn)
+    from edgepack.zoo.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn,
+                                           dynamic_int8, x86_optimized_cnn)
 
     bert = bert_encoder(folder)
     return {"demo int8 CNN (static QDQ)": (demo_int8_model(folder), (1e-4, 1e-3)),

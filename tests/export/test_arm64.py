@@ -18,8 +18,8 @@ from edgepack.export import arm64_check, arm64_userland
 from edgepack.export.arm64_check import (Arm64CheckFailed, check_arm64, check_cpus,
                                          cpuinfo_template, failure_line, make_view)
 from edgepack.export.package import MANIFEST, DeviceCheck, PackageConfig, package_model
-from tests.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8, export,
-                                x86_optimized_cnn)
+from edgepack.zoo.arm64_models import (bert_encoder, demo_int8_model, depthwise_cnn, dynamic_int8,
+                                        export, x86_optimized_cnn)
 
 arm64 = pytest.mark.arm64
 

@@ -1,5 +1,6 @@
-"""Models the arm64 check is tested and measured on (random weights: the kernels of the two
-builds are compared, not accuracy)."""
+"""Models the arm64 on-device check is tested and measured on (``tests/export/test_arm64.py``,
+``benchmarks/arm64_device_check.py``): random weights, as the kernels of the x86 and aarch64
+builds are compared, not accuracy. Each function writes its ONNX file and returns the path."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from edgepack.export.torch_export import ExportConfig, export_onnx
 
 
 def export(model, example, path, **config):
+    """``model`` exported with torchscript at opset 17 to ``path``."""
     export_onnx(model.eval(), ExportConfig(exporter="torchscript", opset=17, **config),
                 example, path)
     return path
@@ -61,12 +63,11 @@ def depthwise_cnn(folder):
 
 def bert_encoder(folder):
     """A 2-layer BERT sentence encoder (hidden 64) with token inputs, in fp32."""
-    from tests.tiny_models import tiny_bert_embedder
+    from edgepack.zoo.minilm import bert_embedder
 
     torch.manual_seed(0)
     ids = torch.randint(0, 1000, (1, 16))
-    return export(tiny_bert_embedder(hidden=64, layers=2, heads=4, intermediate=128,
-                                     max_positions=512),
+    return export(bert_embedder(hidden=64, layers=2, heads=4, intermediate=128, max_positions=512),
                   (ids, torch.ones_like(ids)), folder / "bert.onnx",
                   input_names=("input_ids", "attention_mask"),
                   output_names=("sentence_embedding",), dynamic_axes=(1,))
