@@ -36,7 +36,8 @@ class DecoderCandidate:
 
     @property
     def needs_calibration(self) -> bool:
-        return getattr(self.settings, "algorithm", "") == "gptq"
+        """It reads calibration windows (the method says so for these settings)."""
+        return METHODS.get(self.method).reads_calibration(self.settings)
 
 
 def quantization_key(candidate: DecoderCandidate) -> tuple:

@@ -122,7 +122,7 @@ class _Search:
     def _quantize(self, candidate: DecoderCandidate, target: Path) -> str:
         """Make the candidate's file; returns why it could not be made ("" when it was)."""
         if candidate.needs_calibration and not self.feeds:
-            return "gptq needs calibration windows (calibration_windows=...)"
+            return "it reads calibration windows and none were given (calibration_windows=...)"
         try:
             quantize_into(self.model_path, target, candidate.method, candidate.settings,
                           feeds=self.feeds if candidate.needs_calibration else ())

@@ -18,13 +18,14 @@ from typing import ClassVar
 
 from edgepack.core.stage import StageConfig, StageInput, StageResult, StageSpec, option, register_stage
 
-ALGORITHMS = ("rtn", "hqq", "gptq", "offset")
 MODEL_FOLDER = "model"
 
 
-def _check_list(name: str, values, valid) -> None:
+def _check_list(name: str, values, valid=None) -> None:
     if not isinstance(values, (list, tuple)):
         raise ValueError(f"quantize-decoder.{name} must be a list, got {values!r}")
+    if valid is None:
+        return
     bad = [v for v in values if v not in valid]
     if bad:
         raise ValueError(f"quantize-decoder.{name}: {bad[0]!r} is not valid; expected values "
@@ -37,7 +38,8 @@ class QuantizeDecoderConfig(StageConfig):
 
     kind: ClassVar[str] = "quantize-decoder"
     algorithms: list = option(factory=lambda: ["rtn", "hqq"],
-                              help="int4 algorithms: rtn, hqq, gptq (gptq: calibration windows)",
+                              help="int4 algorithms, by their registered names (one that "
+                                   "reads calibration gets the calibration windows)",
                               flag=False)
     block_sizes: list = option(factory=lambda: [32, 64, 128], help="int4 block sizes",
                                flag=False)
@@ -53,11 +55,16 @@ class QuantizeDecoderConfig(StageConfig):
     threads: int = option(1, "intra-op threads for judging and timing the candidates")
 
     def __post_init__(self):
-        _check_list("algorithms", self.algorithms, ALGORITHMS)
-        _check_list("block_sizes", self.block_sizes, (16, 32, 64, 128, 256))
+        from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS, check_block_size
+        from edgepack.compress.quantize.methods.int4 import ACCURACY_LEVELS, EMBEDDING_BITS
+
+        _check_list("algorithms", self.algorithms, INT4_ALGORITHMS.names())
+        _check_list("block_sizes", self.block_sizes)
+        for block_size in self.block_sizes:
+            check_block_size("each of quantize-decoder.block_sizes", block_size)
         _check_list("symmetric", self.symmetric, (True, False))
-        _check_list("accuracy_levels", self.accuracy_levels, (0, 1, 2, 4))
-        _check_list("embedding_bits", self.embedding_bits, (0, 4, 8))
+        _check_list("accuracy_levels", self.accuracy_levels, ACCURACY_LEVELS)
+        _check_list("embedding_bits", self.embedding_bits, EMBEDDING_BITS)
         if not (self.algorithms and self.block_sizes and self.symmetric and
                 self.accuracy_levels) and not self.int8_dynamic:
             raise ValueError("quantize-decoder: the grid is empty; give at least one algorithm, "
@@ -89,14 +96,17 @@ def candidate_grid(config: QuantizeDecoderConfig) -> tuple[list, list[dict]]:
 
 
 def gate_from_metric(metric):
-    """The recipe's ``[metric]`` thresholds as the search's gate (defaults without one)."""
+    """The recipe's language-model thresholds as the search's gate: any object with
+    ``max_perplexity_ratio``, ``min_top1_agreement`` and ``min_greedy_agreement`` (the
+    ``[metric]`` settings, an :class:`LMGate` or a subclass of it); the gate's defaults
+    without one, or for a metric of another kind."""
+    import dataclasses
+
     from edgepack.bench.lm_quality import LMGate
 
-    if metric is None or getattr(metric, "kind", "") != "language-model":
+    if metric is None or getattr(metric, "kind", "language-model") != "language-model":
         return LMGate()
-    return LMGate(max_perplexity_ratio=metric.max_perplexity_ratio,
-                       min_top1_agreement=metric.min_top1_agreement,
-                       min_greedy_agreement=metric.min_greedy_agreement)
+    return LMGate(**{f.name: getattr(metric, f.name) for f in dataclasses.fields(LMGate)})
 
 
 def _run_stage(config: QuantizeDecoderConfig, given: StageInput) -> StageResult:
@@ -105,14 +115,15 @@ def _run_stage(config: QuantizeDecoderConfig, given: StageInput) -> StageResult:
 
     source = Path(given.artifact)
     candidates, not_applicable = candidate_grid(config)
+    calibrated = any(c.needs_calibration for c in candidates)
     metric = given.metric
     target = given.folder / MODEL_FOLDER / "model.onnx"
     result = quantize_decoder(
         source, target, eval_windows=given.data["evaluation"], prompts=given.data["prompts"],
-        calibration_windows=given.data.get("calibration") if "gptq" in config.algorithms
-        else None, candidates=candidates, gate=gate_from_metric(metric),
-        threads=config.threads, new_tokens=getattr(metric, "new_tokens", 16),
-        rounds=getattr(metric, "rounds", 3), work_dir=given.folder)
+        calibration_windows=given.data.get("calibration") if calibrated else None,
+        candidates=candidates, gate=gate_from_metric(metric), threads=config.threads,
+        new_tokens=getattr(metric, "new_tokens", 16), rounds=getattr(metric, "rounds", 3),
+        work_dir=given.folder)
     result.record["not_applicable"] = not_applicable
     result.record["deploy_files"] = write_deploy_files(target, source.parent)
     return result

@@ -78,7 +78,7 @@ def quantize(model_path, config: QuantizeConfig, out_path,
                          f"(judged by perplexity on text); {model_path} is judged by its "
                          f"outputs against the input's (min_cosine, min_top1_agreement)")
     tolerance = config.tolerance if tolerance is None else tolerance
-    if config.spec.needs_calibration and calibration is None:
+    if config.spec.reads_calibration(config.settings) and calibration is None:
         raise ValueError(f"quantize.mode={config.method!r} needs calibration data "
                          "(--data CALIB.npz)")
     settings, choice = resolve_settings(config)

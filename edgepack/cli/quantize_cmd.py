@@ -165,8 +165,13 @@ def _decoder_request(args, config) -> dict:
     candidates, how = requested_candidates(config.method, settings, config.search)
     gate = LMGate(**{name: shared[name] for name in GATE_FLAGS if name in shared})
     if args.data and not any(c.needs_calibration for c in candidates):
-        raise ValueError(f"--data {args.data}: only GPTQ candidates read calibration windows, "
-                         f"and none was asked for (--algorithm gptq)")
+        from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS
+
+        calibrated = [s.name for s in INT4_ALGORITHMS.specs() if s.needs_calibration]
+        names = " and ".join(name.upper() for name in calibrated)
+        flags = " or ".join(f"--algorithm {name}" for name in calibrated)
+        raise ValueError(f"--data {args.data}: only {names} candidates read calibration "
+                         f"windows, and none was asked for ({flags})")
     return {"candidates": candidates, "how": how, "gate": gate}
 
 

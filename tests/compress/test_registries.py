@@ -18,9 +18,14 @@ METHOD_HEADER = ("from dataclasses import dataclass\n\n"
                  "from edgepack.core.stage import option")
 INIT_HEADER = ("import copy\nfrom dataclasses import dataclass\n\n"
                "from edgepack.compress.student_inits import STUDENT_INITS, InitSpec")
+ALGORITHM_HEADER = ("from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS, "
+                    "Int4Algorithm\n"
+                    "from edgepack.compress.quantize.methods._weight_only import matmul_nbits")
 
 
-@pytest.mark.parametrize("package", ["edgepack.compress.quantize.methods", "edgepack.compress.student_inits"])
+@pytest.mark.parametrize("package", ["edgepack.compress.quantize.methods",
+                                     "edgepack.compress.student_inits",
+                                     "edgepack.compress.quantize.int4_algorithms"])
 def test_the_package_example_is_about_ten_lines(package):
     import importlib
 
@@ -44,6 +49,39 @@ def test_a_new_quantize_method_is_one_file(tmp_path, capsys):
               if i.name.endswith("_scale")]
     assert scales and all(len(s.dims) == 0 for s in scales)    # one scale per tensor
     assert "int8-per-tensor" not in METHODS.names()   # gone with its file
+
+
+def test_a_new_int4_algorithm_is_one_file(tiny_decoder, tmp_path, capsys, monkeypatch):
+    """The example algorithm works by its name everywhere the built-in ones do: the int4
+    settings, the command line on a decoder and the decoder stage's grid, which lists the
+    settings it refuses as not applicable."""
+    from edgepack.compress.quantize.decoder_quantize_stage import (QuantizeDecoderConfig,
+                                                                   candidate_grid)
+    from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS
+    from tests.decoder_timing import fake_search_timing
+
+    _, source = tiny_decoder
+    fake_search_timing(monkeypatch)
+    out = tmp_path / "q" / "model.onnx"
+    with ExampleFile(tmp_path, "edgepack.compress.quantize.int4_algorithms", INT4_ALGORITHMS,
+                     "rtn_symmetric", ALGORITHM_HEADER) as example:
+        assert example.added() == {"rtn-symmetric"}
+        code, printed, err = run_cli_output(
+            capsys, "quantize", source, "-o", out, "--mode", "int4", "--algorithm",
+            "rtn-symmetric", "--symmetric", "--block-size", "32", "--no-search",
+            "--max-perplexity-ratio", "2", "--min-top1-agreement", "0")
+        grid, refused = candidate_grid(QuantizeDecoderConfig(
+            algorithms=["rtn-symmetric"], block_sizes=[32], accuracy_levels=[4],
+            int8_dynamic=False))
+        with pytest.raises(ValueError, match="does not apply to algorithm 'rtn-symmetric'"):
+            METHODS.get("int4").settings(algorithm="rtn-symmetric", symmetric=False)
+    assert code == 0, err
+    assert "rtn-symmetric, block size 32, symmetric" in printed
+    nbits = [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all(len(n.input) == 3 for n in nbits)   # no zero points: symmetric
+    assert [c.settings.symmetric for c in grid] == [True]
+    assert [r["symmetric"] for r in refused] == [False]
+    assert "rtn-symmetric" not in INT4_ALGORITHMS.names()   # gone with its file
 
 
 def test_a_new_student_init_is_one_file(tmp_path):

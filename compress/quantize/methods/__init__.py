@@ -64,7 +64,9 @@ class MethodSpec:
     - ``describe(settings)``: one line of the (resolved) settings, for the command line;
     - ``produces``: ``int8``, ``float16`` or ``int4`` (what the file holds);
     - ``resolve(settings, provider)``: (the settings this machine runs, why), e.g. a preset;
-    - ``needs_calibration``: it reads calibration data (static int8);
+    - ``needs_calibration``: it reads calibration data (static int8), or a function of its
+      settings saying whether they do (int4: its algorithm's own word); ask
+      :meth:`reads_calibration`;
     - ``repairable``: node-level int8 choices apply (accuracy-aware and latency-aware float
       nodes, transformer fusions first); ``quantizable_ops()`` are the ops it quantizes;
     - ``scope(model, transformer)``: (the only nodes to quantize or None, a record);
@@ -83,7 +85,7 @@ class MethodSpec:
     describe: Callable[[Any], str]
     produces: str
     resolve: Callable[[Any, str], tuple[Any, str]] = _as_asked
-    needs_calibration: bool = False
+    needs_calibration: bool | Callable[[Any], bool] = False
     repairable: bool = False
     quantizable_ops: Callable[[], set[str]] | None = None
     scope: Callable[[Any, bool], tuple[list | None, dict]] | None = None
@@ -96,6 +98,11 @@ class MethodSpec:
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    def reads_calibration(self, settings) -> bool:
+        """Whether quantizing with ``settings`` needs calibration data."""
+        rule = self.needs_calibration
+        return bool(rule(settings) if callable(rule) else rule)
 
     def __post_init__(self):
         if self.produces not in PRODUCES:

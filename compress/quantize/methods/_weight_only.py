@@ -1,16 +1,11 @@
-"""The three int4 weight-only algorithms, through ONNX Runtime's MatMulNBits quantizer.
+"""What the int4 algorithms share: ONNX Runtime's MatMulNBits quantizer run on a model, the
+accuracy level set on its nodes, and the calibration feeds of a decoder.
 
-- ``rtn``: round to nearest per block (ONNX Runtime's default, C++ kernels): seconds;
-- ``hqq``: half-quadratic quantization (Badri & Shaji 2023): each block's zero point is
-  optimised to lower the weight error, no data needed; its zero points are float;
-- ``gptq``: GPTQ (Frantar et al. 2022): each weight column is rounded in turn and the error
-  spread over the columns not yet rounded, weighted by the inputs' Hessian, so it needs
-  calibration inputs: for a decoder, token windows run with an empty KV cache
-  (:func:`decoder_feeds`). The costliest of the three.
-
-Each returns the quantized ``ModelProto``; the accuracy level (the MatMulNBits attribute
-choosing how activations are computed: 0 as the weights say, 4 int8) is set afterwards on
-the nodes (:func:`set_accuracy_level`), since it does not change the stored weights.
+Each algorithm (:mod:`edgepack.compress.quantize.int4_algorithms`) hands
+:func:`matmul_nbits` its own ONNX Runtime configuration; the accuracy level (the MatMulNBits
+attribute choosing how activations are computed: 0 as the weights say, 4 int8) is set
+afterwards on the nodes (:func:`set_accuracy_level`), since it does not change the stored
+weights.
 """
 
 from __future__ import annotations
@@ -20,65 +15,19 @@ import logging
 import numpy as np
 import onnx
 
-ALGORITHMS = ("rtn", "hqq", "gptq")
 
-
-class _FeedReader:
-    """ONNX Runtime's CalibrationDataReader protocol over a list of feed dicts."""
-
-    def __init__(self, feeds: list[dict]):
-        self.feeds = list(feeds)
-        self._next = 0
-
-    def get_next(self):
-        if self._next >= len(self.feeds):
-            return None
-        self._next += 1
-        return self.feeds[self._next - 1]
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        feed = self.get_next()
-        if feed is None:
-            raise StopIteration
-        return feed
-
-
-def _algorithm_config(algorithm: str, block_size: int, symmetric: bool, feeds: list[dict],
-                      bits: int):
-    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
-
-    if algorithm == "rtn":
-        return nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
-                                                  bits=bits)
-    if algorithm == "hqq":
-        return nbits.HQQWeightOnlyQuantConfig(block_size=block_size, bits=4)
-    if not feeds:
-        raise ValueError("quantize.algorithm='gptq' needs calibration inputs (for a decoder: "
-                         "token windows, quantize_decoder(calibration_windows=...)); "
-                         "rtn and hqq need none")
-    return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_FeedReader(feeds))
-
-
-def weight_only_quantize(model: onnx.ModelProto, algorithm: str, block_size: int,
-                         symmetric: bool, feeds: list[dict], exclude=(),
-                         bits: int = 4) -> onnx.ModelProto:
-    """The MatMuls with a constant 2-D weight as MatMulNBits of ``bits`` (8: rtn only), by
-    ``algorithm``."""
+def matmul_nbits(model: onnx.ModelProto, algo_config, job) -> onnx.ModelProto:
+    """The MatMuls with a constant 2-D weight as MatMulNBits of ``job.bits``, in
+    ``job.block_size`` blocks, rounded by ONNX Runtime's ``algo_config``; the MatMuls named
+    in ``job.exclude`` are left as they are."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    config = _algorithm_config(algorithm, block_size, symmetric, feeds, bits)
-    if algorithm == "gptq" and not symmetric:
-        _check_gptq_zero_points(model, block_size)
     quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     previous, quiet.level = quiet.level, logging.WARNING   # it logs every node at INFO
     try:
         quantizer = MatMulNBitsQuantizer(
-            model, bits=bits, block_size=block_size, is_symmetric=symmetric,
-            nodes_to_exclude=list(exclude),
-            algo_config=config)
+            model, bits=job.bits, block_size=job.block_size, is_symmetric=job.symmetric,
+            nodes_to_exclude=list(job.exclude), algo_config=algo_config)
         quantizer.process()
     finally:
         quiet.level = previous
@@ -86,23 +35,6 @@ def weight_only_quantize(model: onnx.ModelProto, algorithm: str, block_size: int
     if not any(o.domain == "com.microsoft" for o in quantized.opset_import):
         quantized.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return quantized
-
-
-def _check_gptq_zero_points(model: onnx.ModelProto, block_size: int) -> None:
-    """ONNX Runtime's GPTQ packs two blocks' zero points per byte across the whole matrix,
-    not per column, and fails on an odd number of blocks per column (K=576 at block 64 is 9):
-    refused here in one line instead of deep inside it."""
-    weights = {init.name: init.dims for init in model.graph.initializer if len(init.dims) == 2}
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights:
-            rows = weights[node.input[1]][0]
-            blocks = -(-rows // block_size)
-            if blocks % 2:
-                raise ValueError(f"quantize: algorithm 'gptq' asymmetric needs an even number "
-                                 f"of blocks per column; {node.name or node.input[1]} has K="
-                                 f"{rows}, {blocks} blocks of {block_size} (ONNX Runtime packs "
-                                 f"its zero points across columns); use symmetric=True or a "
-                                 f"smaller block size")
 
 
 def set_accuracy_level(model: onnx.ModelProto, level: int) -> int:
