@@ -50,30 +50,20 @@ def folder_line(out, seconds: float) -> str:
 
 
 def print_summary(report: dict, out, seconds: float) -> None:
-    from edgepack.bench.report import results_table
-    from edgepack.pipeline.embedding_report import embedding_table
-    from edgepack.pipeline.run_report import baseline_line, is_embedding, teacher_warning
+    """The metric kind's table of every row, where it was measured, and the run folder."""
+    from edgepack.pipeline.metric_kinds import kind_of_report
+    from edgepack.pipeline.run_report import baseline_line, report_rows, teacher_warning
 
-    rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
-    if (report.get("metric") or {}).get("kind") == "language-model":
-        from edgepack.pipeline.decoder_report import decoder_table
-
-        print(decoder_table(rows))
-        print(f"\n{report['env']['cpu']}; ONNX Runtime {report['env']['onnxruntime']} on the "
-              f"CPU, threads {report['bench']['threads']}, batch 1")
-        print(f"final artifact: {report.get('final_artifact')}")
-        print(folder_line(out, seconds))
-        return
-    print(embedding_table(rows) if is_embedding(report) else results_table(rows))
-    env = report["env"]
-    print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} "
-          f"{report['stages'][0].get('provider', 'CPUExecutionProvider') if report['stages'] else ''}"
-          f", threads {report['bench']['threads']}, batch {report['bench']['batch']}")
-    if teacher_warning(report["teacher"]):
-        print(teacher_warning(report["teacher"]))
-    for stage in report["stages"]:
-        if baseline_line(stage):
-            print(baseline_line(stage))
+    print(kind_of_report(report).table(report_rows(report), False))
+    env, bench = report["env"], report["bench"]
+    provider = (report["stages"][0].get("provider") if report["stages"] else None) or \
+        "CPUExecutionProvider"
+    print(f"\n{env['cpu']}; ONNX Runtime {env['onnxruntime']} {provider}, threads "
+          f"{bench['threads']}, batch {bench['batch']}")
+    for line in [teacher_warning(report["teacher"])] + [baseline_line(s) for s in
+                                                        report["stages"]]:
+        if line:
+            print(line)
     print(f"final artifact: {report.get('final_artifact')}")
     print(folder_line(out, seconds))
 

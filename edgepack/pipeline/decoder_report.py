@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgepack.core.files import atomic_write_text
 
 COLUMNS = ("stage", "size MB", "perplexity", "ppl ratio", "top-1 agr", "greedy agr",
            "prefill ms", "decode tok/s", "token p50/p90 ms", "peak MB", "kept")
@@ -97,32 +96,16 @@ def decoder_plot(report: dict, path: Path) -> Path | None:
     return path
 
 
-def decoder_markdown(report: dict) -> str:
-    from edgepack.pipeline.outcome import outcome_markdown
+def decoder_measured(report: dict) -> str:
+    """How a language-model run's figures were measured: quality against the torch teacher,
+    generation timed interleaved with each stage's input."""
     from edgepack.pipeline.run_report import measured_on
 
-    rows = [{"name": "teacher", **report["teacher"]}] + report["stages"]
-    bench = report["bench"]
-    return (f"# edgepack report: {report.get('name', 'run')}\n\n{decoder_table(rows, True)}\n\n"
-            f"Quality against the fp32 teacher (torch) on held-out text; generation measured "
+    metric, bench = report["metric"], report["bench"]
+    return (f"Quality against the fp32 teacher (torch) on held-out text; generation measured "
             f"on {measured_on(report['env'], bench)}, threads {bench['threads']}, batch 1, a "
-            f"{bench['prompt_tokens']}-token prompt then {bench['new_tokens']} decode steps, "
-            f"{bench['rounds']} rounds interleaved with each stage's input.\n\n"
-            f"Final artifact: {report.get('final_artifact') or '(none kept)'}\n"
-            + outcome_markdown(report))
+            f"{metric['prompt_tokens']}-token prompt then {metric['new_tokens']} decode steps, "
+            f"{metric['rounds']} rounds interleaved with each stage's input.")
 
 
-def write_decoder_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
-    """report.json, report.md, tradeoff.png, recipe.toml, then manifest.json last."""
-    from edgepack.core.files import atomic_write_json
-    from edgepack.pipeline.run_report import write_manifest
-
-    atomic_write_json(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", decoder_markdown(report))
-    decoder_plot(report, out_dir / "tradeoff.png")
-    if recipe_toml is not None:
-        atomic_write_text(out_dir / "recipe.toml", recipe_toml)
-    write_manifest(out_dir)
-
-
-__all__ = ["decoder_markdown", "decoder_plot", "decoder_table", "write_decoder_outputs"]
+__all__ = ["decoder_measured", "decoder_plot", "decoder_table"]

@@ -2,7 +2,7 @@
 
 The accuracy table and plot (:mod:`edgepack.bench.report`) have nothing to show for a model whose
 output is an embedding; these show, per row, the mean cosine to the teacher's embeddings and
-the Spearman correlation of pairwise similarities (:mod:`edgepack.pipeline.quality`) against p50
+the Spearman correlation of pairwise similarities (:mod:`edgepack.pipeline.metric_kinds.embedding`) against p50
 latency.
 """
 

@@ -17,21 +17,20 @@ import torch
 from torch import nn
 
 from edgepack.bench.robustness import RobustnessConfig
-from edgepack.bench.embedding_quality import embedding_quality
 from edgepack.bench.runner import BenchConfig, bench
 from edgepack.bench.session import ProviderError, provider_name
 from edgepack.compress.kd import collect
 from edgepack.compress.prune import count_params
 from edgepack.core.tensors import as_tuple, rows, to_numpy
 from edgepack.pipeline.distributed import Crew
-from edgepack.pipeline.quality import MetricSpec, onnx_outputs, quality_summary
 from edgepack.export.torch_export import ExportConfig, export_onnx
 from edgepack.export.weights import save_weights
 
 METRIC_KEYS = ("params", "size_bytes", "accuracy", "latency_ms", "provider", "providers",
                "nodes_per_provider", "threads", "batch", "memory_mb", "by_provider",
                "robustness", "attribution", "privacy", "mean_cosine", "worst_cosine",
-               "spearman")
+               "spearman", "perplexity", "perplexity_ratio", "top1_agreement",
+               "greedy_agreement", "decode_tokens_per_s", "prefill_ms")
 
 
 @dataclass
@@ -56,12 +55,14 @@ class PipelineContext:
 
     out_dir: Path
     data: dict
-    example_inputs: torch.Tensor
-    eval_arrays: dict
     tolerance: float
     bench: BenchConfig
     teacher: nn.Module
     scratch: Path
+    metric: Any = None                   # the [metric] settings (None: accuracy; metric_kinds)
+    example_inputs: torch.Tensor | None = None   # batch-shaped data: set by the metric kind
+    eval_arrays: dict | None = None
+    state: Any = None                    # what the metric kind computed once (its reference)
     providers: tuple = ("cpu",)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     probe: Any = None   # edgepack.pipeline.robustness_probe.RobustnessProbe, made beside the teacher's row
@@ -73,8 +74,6 @@ class PipelineContext:
     base_dir: Path | None = None
     build: Callable | None = None
     log: Callable[[str], None] = print
-    metric: MetricSpec = field(default_factory=MetricSpec)
-    reference: object = None             # embedding metric: the teacher's eval embeddings
     crew: Crew = field(default_factory=Crew)   # the ranks of a torchrun job (alone: one)
 
 
@@ -106,6 +105,23 @@ def eval_arrays(data: dict) -> dict:
     return {"inputs": to_numpy(inputs), "labels": labels.numpy(), "inputs_torch": inputs}
 
 
+def use_batches(ctx: PipelineContext) -> None:
+    """For kinds measured on batches of (inputs, labels): the evaluation set stacked once,
+    and the example input torch stages trace with."""
+    ctx.eval_arrays = eval_arrays(ctx.data)
+    ctx.example_inputs = rows(ctx.eval_arrays["inputs_torch"], 0, 1)
+
+
+def with_input(figures: dict, input_result: dict | None, source: Artifact) -> dict:
+    """A candidate's figures with its input's accuracy and p50 latency (timed with it), and
+    the speed-up over it."""
+    latency = input_result["latency_ms"] if input_result else None
+    figures["input"] = {"name": source.name, "accuracy": source.metrics.get("accuracy"),
+                        "latency_ms": latency}
+    figures["speedup"] = latency["p50"] / figures["latency_ms"]["p50"] if latency else None
+    return figures
+
+
 def _onnx_input_names(path: Path) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
@@ -118,16 +134,17 @@ def _eval_data_for(path: Path, arrays: dict, labels: bool = True) -> dict:
     return {**feeds, "labels": arrays["labels"]} if labels else feeds
 
 
-def measure_pair(ctx: PipelineContext, reference: Path | None,
-                 candidate: Path) -> tuple[dict, dict | None]:
-    """Benchmark the candidate (and its reference, interleaved) on every provider."""
+def measure_pair(ctx: PipelineContext, reference: Path | None, candidate: Path,
+                 labels: bool = True) -> tuple[dict, dict | None]:
+    """Benchmark the candidate (and its reference, interleaved) on every provider; with
+    ``labels``, its accuracy on the evaluation set too."""
     by_provider: dict[str, dict] = {}
     ref_result = None
     for provider in ctx.providers:
         config = dataclasses.replace(ctx.bench, provider=provider)
         paths = [candidate] + ([reference] if reference is not None else [])
         results = bench(paths, config, _eval_data_for(candidate, ctx.eval_arrays,
-                                                      labels=not ctx.metric.embedding))
+                                                      labels=labels))
         by_provider[results[0]["provider"]] = results[0]
         if ref_result is None and len(results) > 1:
             ref_result = results[1]
@@ -157,16 +174,6 @@ def export_for_bench(ctx: PipelineContext, module: nn.Module, name: str) -> Path
     return path
 
 
-def measure_quality(ctx: PipelineContext, onnx_path: Path) -> dict:
-    """The embedding metric's figures for one ONNX model (nothing for accuracy: the bench
-    measured it)."""
-    if not ctx.metric.embedding:
-        return {}
-    found = embedding_quality(onnx_outputs(onnx_path, ctx.eval_arrays["inputs"]), ctx.reference)
-    return {"mean_cosine": found["mean_cosine"], "worst_cosine": found["min_cosine"],
-            "spearman": found["spearman"]}
-
-
 def measure_robustness(ctx: PipelineContext, onnx_path: Path, module: nn.Module | None,
                        source: nn.Module | None) -> dict:
     """``robustness`` (attacks) and ``attribution`` (drift from the teacher) of one artifact.
@@ -179,19 +186,24 @@ def measure_robustness(ctx: PipelineContext, onnx_path: Path, module: nn.Module 
     return ctx.probe.measure(onnx_path, module=module, source=source)
 
 
-def measure_candidate(ctx: PipelineContext, module: nn.Module | None, path: Path,
-                      onnx_path: Path, source) -> tuple[dict, dict | None]:
-    """The candidate's metrics (timed interleaved with its input) and its input's result."""
-    result, ref = measure_pair(ctx, source.onnx_path, onnx_path)
+def measure_candidate(ctx: PipelineContext, candidate: Artifact, source: Artifact, *,
+                      labels: bool = True, quality: Callable[[Path], dict] | None = None,
+                      probes: bool = True) -> tuple[dict, dict | None]:
+    """The candidate's metrics (timed interleaved with its input) and its input's result:
+    its accuracy with ``labels``, the metric kind's ``quality`` figures, and with ``probes``
+    the robustness and privacy probes the run set up."""
+    module, path, onnx_path = candidate.module, candidate.file, candidate.onnx_path
+    result, ref = measure_pair(ctx, source.onnx_path, onnx_path, labels)
     if module is not None:
         metrics = metrics_from(result, path.stat().st_size, count_params(module))
     else:
         metrics = metrics_from(result, result["size_bytes"], result["params"])
     grad_source = module if module is not None else source.source_module
-    metrics.update(measure_quality(ctx, onnx_path))
-    metrics.update(measure_robustness(ctx, onnx_path, module, grad_source))
-    if ctx.privacy_probe is not None:
-        metrics.update(ctx.privacy_probe.measure(onnx_path))
+    metrics.update(quality(onnx_path) if quality is not None else {})
+    if probes:
+        metrics.update(measure_robustness(ctx, onnx_path, module, grad_source))
+        if ctx.privacy_probe is not None:
+            metrics.update(ctx.privacy_probe.measure(onnx_path))
     return metrics, ref
 
 
@@ -207,16 +219,21 @@ def chance_check(accuracy: float | None, labels) -> dict:
             "near_chance": near_chance(accuracy, chance, len(labels))}
 
 
-def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Artifact]:
-    """The teacher's row of the report, and the artifact the first stage starts from."""
+def measure_teacher(ctx: PipelineContext, teacher: nn.Module, *, labels: bool = True,
+                    quality: Callable[[Path], dict] | None = None,
+                    probes: bool = True, summary: Callable[[dict], str] = str
+                    ) -> tuple[dict, Artifact]:
+    """The teacher's row of the report, and the artifact the first stage starts from
+    (``labels``, ``quality``, ``probes``: as for :func:`measure_candidate`; robustness and
+    privacy probes are set up here, on the teacher, when ``probes`` is on)."""
     folder = ctx.out_dir / "00-teacher"
     folder.mkdir(exist_ok=True)
     path = save_weights(teacher, folder / "model.safetensors")
     onnx_path = export_for_bench(ctx, teacher, "teacher")
-    result, _ = measure_pair(ctx, None, onnx_path)
+    result, _ = measure_pair(ctx, None, onnx_path, labels)
     metrics = metrics_from(result, path.stat().st_size, count_params(teacher))
-    metrics.update(measure_quality(ctx, onnx_path))
-    if not ctx.metric.embedding:  # attacks and attributions need a classifier on signals
+    metrics.update(quality(onnx_path) if quality is not None else {})
+    if probes:  # attacks and attributions need a classifier on signals
         from edgepack.pipeline.robustness_probe import RobustnessProbe
 
         from edgepack.pipeline.teacher import cache_dir
@@ -234,6 +251,6 @@ def measure_teacher(ctx: PipelineContext, teacher: nn.Module) -> tuple[dict, Art
         metrics.update(ctx.privacy_probe.measure(onnx_path))
     entry = {"name": "teacher", "artifact": str(path.relative_to(ctx.out_dir)), **metrics,
              **chance_check(metrics.get("accuracy"), ctx.eval_arrays["labels"])}
-    ctx.log(f"[teacher] {quality_summary(metrics)}, p50 "
+    ctx.log(f"[teacher] {summary(metrics)}, p50 "
             f"{metrics['latency_ms']['p50']:.4f} ms, {metrics['params']:,} params")
     return entry, Artifact("teacher", teacher, onnx_path, path, metrics)

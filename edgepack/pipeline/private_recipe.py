@@ -22,6 +22,8 @@ set, and DP-SGD's guarantee is about that set alone, so they need no declaration
 
 from __future__ import annotations
 
+from edgepack.pipeline.metric_kinds import kind_of
+
 PRIVATE_SET = "train"
 DATA_FREE = ("export", "package")
 
@@ -68,7 +70,7 @@ def check_private_recipe(recipe) -> None:
     if not recipe.model.dp:
         return
     check_dp_settings(recipe.model)
-    if recipe.metric.kind != "accuracy":
+    if not kind_of(recipe.metric).labels:
         raise ValueError("[model.dp] trains a classifier teacher with DP-SGD; it works with "
                          "[metric] kind = \"accuracy\" only")
     public = set(recipe.data.public)

@@ -24,7 +24,8 @@ from edgepack.core.checks import (check_budget, check_choice, check_finite_field
                                   did_you_mean, is_finite_number)
 from edgepack.core.stage import StageConfig, spec_for, stage_spec
 from edgepack.pipeline.private_recipe import check_private_recipe
-from edgepack.pipeline.quality import MetricSpec
+from edgepack.pipeline.metric_kinds import (check_stages_fit, kind_of, metric_from_dict,
+                                            metric_settings, metric_to_dict)
 from edgepack.pipeline.stage_modules import load_stages
 from edgepack.pipeline.user_code import check_builder_module
 
@@ -90,7 +91,7 @@ class Recipe:
     seed: int = 0
     tolerance: float = 0.01
     train_threads: int = 0           # torch threads for training and attacks; 0: torch's default
-    metric: MetricSpec = field(default_factory=MetricSpec)
+    metric: Any = field(default_factory=metric_settings)   # its metric kind's settings
     base_dir: Path = field(default_factory=Path.cwd)
 
     def to_dict(self) -> dict:
@@ -101,7 +102,7 @@ class Recipe:
                 "stages": [s.to_dict() for s in self.stages],
                 "bench": bench_to_dict(self.bench, self.providers),
                 "robustness": self.robustness.to_dict(), "privacy": self.privacy.to_dict(),
-                "metric": self.metric.to_dict()}
+                "metric": metric_to_dict(self.metric)}
 
 
 def _table(owner: str, cls, data: Any):
@@ -155,7 +156,6 @@ def check_stage_order(stages: list[StageConfig]) -> None:
             current, made_by = spec.produces, spec.kind
 
 
-DECODER_STAGES = ("export-decoder", "quantize-decoder")  # the stages that know a KV cache
 TOP_LEVEL = ("name", "seed", "tolerance", "train_threads", "model", "data", "stages", "bench",
              "robustness", "privacy", "stage_modules", "metric")
 
@@ -199,11 +199,11 @@ def recipe_from_dict(data: dict, base_dir: Path | None = None) -> Recipe:
                   robustness=_table("robustness", RobustnessConfig, data.get("robustness", {})),
                   privacy=_table("privacy", PrivacyConfig, data.get("privacy", {})),
                   stage_modules=tuple(stage_modules), base_dir=base_dir or Path.cwd(),
-                  metric=_metric(data.get("metric", {})))
+                  metric=metric_from_dict(data.get("metric", {})))
     check_recipe_code(recipe)
-    check_metric_fits_stages(recipe)
+    check_stages_fit(recipe.stages, recipe.metric)
     check_private_recipe(recipe)
-    if recipe.privacy.enabled and recipe.metric.kind != "accuracy":
+    if recipe.privacy.enabled and not kind_of(recipe.metric).labels:
         raise ValueError("recipe [privacy]: membership inference attacks a classifier's "
                          "labels; it needs [metric] kind = \"accuracy\"")
     if not stages:
@@ -220,36 +220,6 @@ def check_recipe_code(recipe: Recipe) -> None:
         student = getattr(stage, "student", None)
         if isinstance(student, dict) and student.get("build"):
             check_builder_module(str(student["build"]), f"stages[{index}].student build")
-
-
-def check_decoder_stages(stages: list[StageConfig]) -> None:
-    """Only the stages that know a KV-cache decoder: refused before anything runs."""
-    for index, stage in enumerate(stages):
-        if stage.kind not in DECODER_STAGES:
-            raise ValueError(f"recipe stages[{index}]: kind {stage.kind!r} does not work on a "
-                             f"decoder LLM ([metric] kind = 'language-model'); use "
-                             f"{' and '.join(DECODER_STAGES)}")
-
-
-def check_metric_fits_stages(recipe: Recipe) -> None:
-    """A decoder's stages go with the language-model metric, and only they do."""
-    if recipe.metric.language_model:
-        check_decoder_stages(recipe.stages)
-        return
-    for index, stage in enumerate(recipe.stages):
-        if stage.kind in DECODER_STAGES:
-            raise ValueError(f"recipe stages[{index}]: {stage.kind} works on a decoder LLM; "
-                             f"set [metric] kind = \"language-model\"")
-
-
-def _metric(data: Any) -> MetricSpec:
-    """The [metric] table (accuracy unless it says embedding), its errors naming it."""
-    try:
-        return _table("metric", MetricSpec, data)
-    except ValueError as exc:
-        message = str(exc)
-        raise ValueError(message if message.startswith("recipe") else
-                         f"recipe [metric]: {message}") from exc
 
 
 def bench_from_dict(data: Any) -> tuple[BenchConfig, tuple[str, ...]]:

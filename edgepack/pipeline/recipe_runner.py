@@ -106,12 +106,6 @@ def run_recipe(recipe: Recipe | str | Path, out_dir, resume: bool = False,
                                                 log=_log, progress=progress)
         else:  # its weights come from rank 0 when the pipeline starts
             teacher = build_model(recipe.model.build, recipe.model.args, recipe.base_dir)
-        if recipe.metric.language_model:
-            from edgepack.pipeline.decoder_run import run_decoder_pipeline
-
-            return run_decoder_pipeline(teacher, recipe.stages, out_dir, data, recipe.metric,
-                                        threads=recipe.bench.threads, resume=resume,
-                                        progress=progress, recipe=recipe, log=_log)
         return run_pipeline(teacher, recipe.stages, out_dir, data, tolerance=recipe.tolerance,
                             bench_config=recipe.bench, providers=recipe.providers,
                             robustness=recipe.robustness, resume=resume,

@@ -1,11 +1,14 @@
-"""The pipeline runner: stages in order, each measured, kept only if it earns its place.
+"""The pipeline runner, one for every metric kind: stages in order, each measured, kept only
+if it earns its place.
 
 A pipeline is data: a list of stage configs. Each stage takes the last *kept* artifact and
-makes a candidate, through the adapter its module registered (:mod:`edgepack.core.stage`). The
-candidate and its input are benchmarked side by side (:mod:`edgepack.pipeline.measure`) and the
-candidate is kept only if it passes the keep rule (:mod:`edgepack.pipeline.keep_rule`). A stage that is not
-kept is still reported, with its numbers and the reason; the next stage starts from the last
-kept artifact. ``--resume`` reuses finished stages (:mod:`edgepack.pipeline.resume`).
+makes a candidate, through the adapter its module registered (:mod:`edgepack.core.stage`).
+The recipe's metric kind (:mod:`edgepack.pipeline.metric_kinds`: accuracy, embedding,
+language model) computes its reference once, measures the candidate beside its input and
+judges it; a stage that is not kept is still reported, with its numbers and every reason,
+and the next stage starts from the last kept artifact. ``--resume`` reuses finished stages
+(:mod:`edgepack.pipeline.resume`); a run that keeps nothing deployable says so
+(:mod:`edgepack.pipeline.outcome`).
 
 Under torchrun every rank calls :func:`run_pipeline`: rank 0 runs it as above and writes the
 run; the others train each torch stage with it and adopt what it keeps
@@ -27,14 +30,12 @@ from edgepack.bench.robustness import RobustnessConfig
 from edgepack.bench.runner import BenchConfig
 from edgepack.core.files import atomic_write_json, sha256_file
 from edgepack.core.stage import StageConfig, StageInput, spec_for
-from edgepack.core.tensors import rows
 from edgepack.pipeline import distributed
-from edgepack.pipeline.keep_rule import keep_reasons, stage_tolerance
+from edgepack.pipeline.keep_rule import stage_tolerance
 from edgepack.pipeline.outcome import failure_entry, judged_entry, run_outcome
-from edgepack.pipeline.measure import (Artifact, PipelineContext, check_providers, eval_arrays,
-                                       export_for_bench, measure_candidate, measure_teacher,
-                                       stderr_log)
-from edgepack.pipeline.quality import MetricSpec, quality_summary, teacher_embeddings
+from edgepack.pipeline.measure import (Artifact, PipelineContext, check_providers,
+                                       export_for_bench, stderr_log, use_batches)
+from edgepack.pipeline.metric_kinds import check_stages_fit, kind_of, metric_to_dict
 from edgepack.pipeline.run_report import write_outputs
 from edgepack.pipeline.run_folder import open_run_folder
 from edgepack.pipeline.run_inputs import run_inputs
@@ -52,10 +53,11 @@ def stage_input(ctx: PipelineContext, config: StageConfig, source: Artifact,
     consumes_torch = spec_for(config).consumes == "torch"
     return StageInput(artifact=source.module if consumes_torch else source.onnx_path,
                       folder=folder, data=ctx.data, example_inputs=ctx.example_inputs,
-                      eval_inputs=ctx.eval_arrays["inputs_torch"],
+                      eval_inputs=(ctx.eval_arrays or {}).get("inputs_torch"),
                       teacher=ctx.teacher if source.name != "teacher" else None,
                       tolerance=stage_tolerance(ctx.tolerance, config), resume=ctx.resume,
-                      progress=ctx.progress, build=ctx.build, checkpoint=folder / CHECKPOINT)
+                      progress=ctx.progress, build=ctx.build, checkpoint=folder / CHECKPOINT,
+                      metric=ctx.metric)
 
 
 def _save_artifact(produced, folder: Path) -> Path:
@@ -108,22 +110,24 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
         return entry, source
     module = result.artifact if isinstance(result.artifact, nn.Module) else None
     onnx_path = export_for_bench(ctx, module, name) if module is not None else path
-    metrics, ref = measure_candidate(ctx, module, path, onnx_path, source)
-    ref_latency = ref["latency_ms"] if ref else None
-    reasons = keep_reasons(ctx, config, source, metrics, ref_latency, onnx_path)
+    grad_source = module if module is not None else source.source_module
+    candidate = Artifact(name, module, onnx_path, path, {}, grad_source)
+    kind = kind_of(ctx.metric)
+    figures = kind.measure(ctx, candidate, source)
+    reasons = kind.judge(ctx, config, source, candidate, figures)
     kept = not reasons
     entry["seconds"]["measure"] = round(time.perf_counter() - ran, 3)  # bench, attacks, judge
-    entry.update(**metrics, kept=kept, **judged_entry(reasons),
-                 input={"name": source.name, "accuracy": source.metrics.get("accuracy"),
-                        "latency_ms": ref_latency},
-                 speedup=ref_latency["p50"] / metrics["latency_ms"]["p50"] if ref else None,
-                 record=result.record)
+    entry.update(**figures, kept=kept, **judged_entry(reasons), record=result.record)
     _finish(folder, entry)
     verdict = "kept" if kept else f"not kept: {entry['reason']}"
-    ctx.log(f"[{name}] {quality_summary(metrics)}, p50 "
-            f"{metrics['latency_ms']['p50']:.4f} ms -> {verdict}")
-    grad_source = module if module is not None else source.source_module
-    return entry, Artifact(name, module, onnx_path, path, metrics, grad_source)
+    ctx.log(f"[{name}] {kind.summary(figures)}{_p50(figures)} -> {verdict}")
+    candidate.metrics = {k: v for k, v in figures.items() if k not in ("input", "speedup")}
+    return entry, candidate
+
+
+def _p50(figures: dict) -> str:
+    latency = figures.get("latency_ms") or {}
+    return f", p50 {latency['p50']:.4f} ms" if latency.get("p50") is not None else ""
 
 
 def seed_stage(index: int, config: StageConfig | None = None) -> None:
@@ -140,10 +144,10 @@ def seed_stage(index: int, config: StageConfig | None = None) -> None:
     torch.manual_seed(seed)
 
 
-def _skipped(index: int, config: StageConfig) -> dict:
+def _skipped(index: int, config: StageConfig, noun: str) -> dict:
     return {"name": f"{index:02d}-{config.kind}", "kind": config.kind,
             "config": config.to_dict(), "config_version": config.version, "kept": False,
-            "reason": "skipped: no ONNX model (the stage that makes one was not kept)"}
+            "reason": f"skipped: no ONNX {noun} (the stage that makes one was not kept)"}
 
 
 def check_stages_against_data(stages: list[StageConfig], data: dict, resolve) -> None:
@@ -177,64 +181,45 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                  providers: tuple = ("cpu",), robustness: RobustnessConfig | None = None,
                  resume: bool = False, progress: bool = True, recipe=None,
                  base_dir: Path | None = None, log: Callable[[str], None] = stderr_log,
-                 metric: MetricSpec | None = None, privacy=None) -> dict:
+                 metric=None, privacy=None) -> dict:
     """Run ``stages`` on ``model``, measuring each; write the run folder; return the report.
 
     Under torchrun call it on every rank: rank 0 writes the run, every rank returns its report.
 
-    ``data``: ``{"train", "calibration", "evaluation"[, "transfer", "validation"]}``, each an
-    iterable of ``(inputs, labels)`` batches (``transfer``: input batches); inputs are one
-    tensor, or a tuple of tensors for several-input models. ``metric`` (default: accuracy)
-    says how quality is measured and judged (:mod:`edgepack.pipeline.quality`): ``"embedding"``
-    compares every artifact's outputs with the teacher's on the evaluation set.
-    ``robustness``: the attacks and attribution-drift check run on every row
-    (:mod:`edgepack.pipeline.robustness_probe`). ``privacy``: a
+    ``metric``: the ``[metric]`` settings (:func:`edgepack.pipeline.metric_kinds.
+    metric_settings`; default: accuracy), which say what ``data`` holds and how every
+    artifact is measured and judged. Accuracy and embedding: ``{"train", "calibration",
+    "evaluation"[, "transfer", "validation"]}``, each an iterable of ``(inputs, labels)``
+    batches (``transfer``: input batches); inputs are one tensor, or a tuple of tensors for
+    several-input models. Language model: token windows, prompts and the tokenizer folder.
+    ``robustness``: the attacks and attribution-drift check run on every row of an accuracy
+    run (:mod:`edgepack.pipeline.robustness_probe`). ``privacy``: a
     :class:`edgepack.pipeline.privacy_probe.PrivacySetup`: membership inference on every row
     (the provider gives ``non_members``) and which DP guarantee holds for which artifact.
     """
     from edgepack.bench.envinfo import environment
-    from edgepack.pipeline.recipe import check_stage_order, to_toml
-    from edgepack.pipeline.user_code import resolver
-    from edgepack.pipeline.teacher import build_model
+    from edgepack.pipeline.recipe import to_toml
 
     load_stages()
     crew = distributed.join()
     if not crew.is_main:
         return _follow(crew, model, stages, data, tolerance, resume, base_dir, log)
+    kind = kind_of(metric)
     bench_config = bench_config or BenchConfig()
-    check_stage_order(stages)
-    check_providers(providers)
-    resolve = resolver(base_dir, what="student builder")
-    check_stages_against_data(stages, data, resolve)
-    if privacy is not None:
-        from edgepack.pipeline.privacy_probe import check_privacy_data
-
-        check_privacy_data(privacy.config, data)
+    _check_before_writing(stages, data, metric, providers, privacy, base_dir)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume, run_inputs(recipe, stages, model))
     crew.share_teacher(model)
-    arrays = eval_arrays(data)
-    metric = metric or MetricSpec()
     with tempfile.TemporaryDirectory(prefix=".scratch.", dir=out_dir) as scratch:
-        # Scratch exports (to time torch stages) use the export stage's own settings, so
-        # every model in one comparison has the same input names and exporter.
-        export_config = next((s for s in stages if isinstance(s, ExportConfig)), ExportConfig())
-        ctx = PipelineContext(
-            out_dir=out_dir, data=data, example_inputs=rows(arrays["inputs_torch"], 0, 1),
-            eval_arrays=arrays, tolerance=tolerance, bench=bench_config, teacher=model.eval(),
-            scratch=Path(scratch), providers=tuple(providers),
-            robustness=robustness or RobustnessConfig(),
-            bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
-            resume=resume, progress=progress, base_dir=base_dir,
-            build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew,
-            metric=metric, reference=teacher_embeddings(model, arrays["inputs_torch"])
-            if metric.embedding else None, privacy=privacy)
+        ctx = _context(model, stages, out_dir, data, Path(scratch), metric, tolerance,
+                       bench_config, providers, robustness, resume, progress, base_dir, log,
+                       crew, privacy)
         seed_stage(0)
-        teacher_entry, current = measure_teacher(ctx, model)
+        teacher_entry, current = kind.prepare(ctx, model.eval())
         entries = []
         for index, config in enumerate(stages, start=1):
             if spec_for(config).consumes == "onnx" and current.module is not None:
-                entries.append(_skipped(index, config))
+                entries.append(_skipped(index, config, kind.artifact_noun))
                 continue
             entry, candidate = run_stage(ctx, index, config, current)
             entries.append(entry)
@@ -242,7 +227,7 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
                 current = candidate
                 crew.share_kept(index, current)
     report = {"edgepack_version": _version(), "name": recipe.name if recipe else "pipeline",
-              "env": environment(), "tolerance": tolerance, "metric": metric.to_dict(),
+              "env": environment(), "tolerance": tolerance, "metric": metric_to_dict(ctx.metric),
               "bench": {**bench_config.to_dict(), "providers": list(providers)},
               "robustness": ctx.robustness.to_dict(),
               "teacher": teacher_entry, "stages": entries,
@@ -253,6 +238,43 @@ def run_pipeline(model: nn.Module, stages: list[StageConfig], out_dir, data: dic
     write_outputs(out_dir, report, to_toml(recipe) if recipe is not None else None)
     crew.finish(report)
     return report
+
+
+def _check_before_writing(stages, data, metric, providers, privacy, base_dir) -> None:
+    """Everything that can be known wrong before the run folder exists."""
+    from edgepack.pipeline.recipe import check_stage_order
+    from edgepack.pipeline.user_code import resolver
+
+    check_stage_order(stages)
+    check_stages_fit(stages, metric)
+    kind_of(metric).check(metric, data)
+    check_providers(providers)
+    check_stages_against_data(stages, data, resolver(base_dir, what="student builder"))
+    if privacy is not None:
+        from edgepack.pipeline.privacy_probe import check_privacy_data
+
+        check_privacy_data(privacy.config, data)
+
+
+def _context(model, stages, out_dir, data, scratch, metric, tolerance, bench_config,
+             providers, robustness, resume, progress, base_dir, log, crew,
+             privacy) -> PipelineContext:
+    """The run's context: its settings, data and folders (the metric kind adds its own)."""
+    from edgepack.pipeline.metric_kinds import metric_settings
+    from edgepack.pipeline.teacher import build_model
+
+    # Scratch exports (to time torch stages) use the export stage's own settings, so every
+    # model in one comparison has the same input names and exporter.
+    export_config = next((s for s in stages if isinstance(s, ExportConfig)), ExportConfig())
+    return PipelineContext(
+        out_dir=out_dir, data=data, tolerance=tolerance, bench=bench_config,
+        teacher=model.eval(), scratch=scratch,
+        metric=metric if metric is not None else metric_settings(),
+        providers=tuple(providers), robustness=robustness or RobustnessConfig(),
+        bench_export=dataclasses.replace(export_config, fail_on_mismatch=True),
+        resume=resume, progress=progress, base_dir=base_dir,
+        build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew,
+        privacy=privacy)
 
 
 def privacy_report(privacy, entries: list[dict]) -> dict:
@@ -273,13 +295,12 @@ def _follow(crew, model, stages, data, tolerance, resume, base_dir, log) -> dict
     nothing; return rank 0's report."""
     from edgepack.pipeline.teacher import build_model
 
-    arrays = eval_arrays(data)
     ctx = PipelineContext(
-        out_dir=Path(tempfile.gettempdir()), data=data,
-        example_inputs=rows(arrays["inputs_torch"], 0, 1),
-        eval_arrays=arrays, tolerance=tolerance, bench=BenchConfig(), teacher=model.eval(),
-        scratch=Path(tempfile.gettempdir()), resume=resume, progress=False, base_dir=base_dir,
+        out_dir=Path(tempfile.gettempdir()), data=data, tolerance=tolerance,
+        bench=BenchConfig(), teacher=model.eval(), scratch=Path(tempfile.gettempdir()),
+        metric=None, resume=resume, progress=False, base_dir=base_dir,
         build=lambda spec, args: build_model(spec, args, base_dir), log=log, crew=crew)
+    use_batches(ctx)   # ranks other than 0 train torch stages: batch-shaped data
     return crew.follow(model, stages, lambda config, module, name, folder: stage_input(
         ctx, config, Artifact(name, module), folder), log)
 

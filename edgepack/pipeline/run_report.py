@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgepack.bench.privacy.privacy_report import privacy_notes, privacy_plot, privacy_table
-from edgepack.bench.report import results_table, tradeoff_plot
-from edgepack.bench.robustness.robustness_report import robustness_notes, robustness_plot, robustness_table
+from edgepack.bench.privacy.privacy_report import privacy_notes, privacy_table
+from edgepack.bench.robustness.robustness_report import robustness_notes, robustness_table
 from edgepack.core.files import atomic_write_json, atomic_write_text, sha256_file
 
 
@@ -136,10 +135,6 @@ def providers_section(rows: list[dict]) -> str:
             "these are the same files timed on each.\n\n" + "\n".join(lines) + "\n")
 
 
-def is_embedding(report: dict) -> bool:
-    return (report.get("metric") or {}).get("kind") == "embedding"
-
-
 def measured_on(env: dict, bench: dict) -> str:
     """The machine and runtime the judged figures came from: the GPU's name too when the
     first (judged) provider is not the CPU."""
@@ -153,26 +148,29 @@ def measured_on(env: dict, bench: dict) -> str:
 
 
 def report_markdown(report: dict, rows: list[dict]) -> str:
-    from edgepack.pipeline.embedding_report import embedding_table
+    """report.md: the metric kind's table and its own text, then what every run has."""
+    from edgepack.pipeline.metric_kinds import kind_of_report
     from edgepack.pipeline.outcome import outcome_markdown
 
+    kind = kind_of_report(report)
     env, bench = report["env"], report["bench"]
-    table = embedding_table(rows, markdown=True) if is_embedding(report) else \
-        results_table(rows, markdown=True)
     return (f"# edgepack report: {report.get('name', 'run')}\n\n"
-            f"{table}\n\n"
-            f"Measured on {measured_on(env, bench)}, threads {bench['threads']}, batch "
-            f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
-            "per model, timed interleaved with each stage's input.\n\nFinal artifact: "
-            f"{report.get('final_artifact') or '(none kept)'}\n"
+            f"{kind.table(rows, True)}\n\n"
+            f"{kind.measured(report) if kind.measured else _measured(env, bench)}\n\n"
+            f"Final artifact: {report.get('final_artifact') or '(none kept)'}\n"
             + (f"\n**{teacher_warning(report['teacher'])}**\n" if teacher_warning(
                 report["teacher"]) else "")
             + providers_section(rows)
             + distillation_section(rows)
             + learning_curve_section(rows)
-            + robustness_section(report, rows)
-            + privacy_section(report, rows)
+            + kind.markdown(report, rows)
             + outcome_markdown(report))
+
+
+def _measured(env: dict, bench: dict) -> str:
+    return (f"Measured on {measured_on(env, bench)}, threads {bench['threads']}, batch "
+            f"{bench['batch']}, at least {bench['min_runs']} runs and {bench['min_time_s']} s "
+            "per model, timed interleaved with each stage's input.")
 
 
 def write_manifest(out_dir: Path) -> None:
@@ -187,24 +185,21 @@ def write_manifest(out_dir: Path) -> None:
     atomic_write_json(out_dir / "manifest.json", manifest)
 
 
-def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
-    """report.json, report.md, tradeoff.png, recipe.toml, then manifest.json last."""
-    atomic_write_json(out_dir / "report.json", report)
-    rows = [{"name": "teacher", **report["teacher"]}] + [
+def report_rows(report: dict) -> list[dict]:
+    """The teacher and every stage that was measured or refused (a package is neither)."""
+    return [{"name": "teacher", **report["teacher"]}] + [
         s for s in report["stages"] if "latency_ms" in s or not s.get("kept", True)]
-    atomic_write_text(out_dir / "report.md", report_markdown(report, rows))
-    if is_embedding(report):
-        from edgepack.pipeline.embedding_report import embedding_plot
 
-        embedding_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
-                       "agreement with the teacher vs latency (hollow: not kept)")
-    else:
-        tradeoff_plot(rows, out_dir / "tradeoff.png", title=f"{report.get('name', '')}: "
-                      "accuracy vs latency (x: not kept)")
-    robustness_plot(rows, out_dir / "robustness.png",
-                    title=f"{report.get('name', '')}: clean vs attacked accuracy per stage")
-    privacy_plot(rows, out_dir / "privacy.png",
-                 title=f"{report.get('name', '')}: membership inference per artifact")
+
+def write_outputs(out_dir: Path, report: dict, recipe_toml: str | None) -> None:
+    """report.json, report.md, the metric kind's plots (tradeoff.png ...), recipe.toml, then
+    manifest.json last."""
+    from edgepack.pipeline.metric_kinds import kind_of_report
+
+    atomic_write_json(out_dir / "report.json", report)
+    rows = report_rows(report)
+    atomic_write_text(out_dir / "report.md", report_markdown(report, rows))
+    kind_of_report(report).plot(report, rows, out_dir)
     if recipe_toml is not None:
         atomic_write_text(out_dir / "recipe.toml", recipe_toml)
     write_manifest(out_dir)

@@ -96,14 +96,16 @@ def _api_configs():
     from edgepack.compress.quantize.quantize_config import QuantizeConfig
     from edgepack.compress.trainer import TrainConfig
     from edgepack.pipeline.architecture_sweep import SweepSettings
-    from edgepack.pipeline.quality import MetricSpec
+    from edgepack.pipeline.metric_kinds.embedding import EmbeddingMetric
+    from edgepack.pipeline.metric_kinds.language_model import LanguageModelMetric
     from edgepack.pipeline.recipe import ModelSpec
     from edgepack.export.fuse_transformer import FuseConfig
     from edgepack.export.optimize import OptimizeConfig
     from edgepack.export.package import PackageConfig
 
     return [RobustnessConfig, BenchConfig, AdversarialConfig, DistillConfig, DPConfig,
-            PruneConfig, QuantizeConfig, TrainConfig, MetricSpec, ModelSpec, FuseConfig,
+            PruneConfig, QuantizeConfig, TrainConfig, EmbeddingMetric, LanguageModelMetric,
+            ModelSpec, FuseConfig,
             OptimizeConfig, PackageConfig, SweepSettings]
 
 
@@ -121,11 +123,11 @@ def test_no_config_float_field_takes_nan_or_infinity(cls, name, value):
 
 
 def test_checked_fields_refuses_nan_in_a_recipe_table():
-    from edgepack.pipeline.quality import MetricSpec
+    from edgepack.pipeline.metric_kinds.language_model import LanguageModelMetric
 
     with pytest.raises(ValueError, match="recipe \\[metric\\] max_perplexity_ratio=nan is not "
                                          "a finite number"):
-        checked_fields(MetricSpec, {"max_perplexity_ratio": math.nan}, "recipe [metric]")
+        checked_fields(LanguageModelMetric, {"max_perplexity_ratio": math.nan}, "recipe [metric]")
 
 
 def test_check_finite_fields_passes_finite_and_unset_values():

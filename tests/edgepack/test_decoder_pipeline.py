@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from edgepack.pipeline.quality import MetricSpec
+from edgepack.pipeline.metric_kinds import metric_settings
 from edgepack.pipeline.recipe_runner import run_recipe
 from tests.edgepack.helpers import error_line, run_cli
 
@@ -160,7 +160,7 @@ def test_a_classifier_stage_is_refused_before_anything_runs(tiny_decoder, tmp_pa
 ])
 def test_bad_language_model_thresholds(table, message):
     with pytest.raises(ValueError, match=message):
-        MetricSpec(kind="language-model", **table)
+        metric_settings("language-model", **table)
 
 
 def test_decoder_stages_need_the_language_model_metric(tiny_decoder, tmp_path, capsys):

@@ -18,7 +18,7 @@ from edgepack.zoo.minilm import TokenBatches, token_data, tokenize
 from tests.tiny_models import tiny_bert_embedder
 from edgepack.pipeline.run import run_pipeline
 from edgepack.bench.embedding_quality import embedding_quality, pairwise_spearman
-from edgepack.pipeline.quality import MetricSpec
+from edgepack.pipeline.metric_kinds import metric_settings
 from edgepack.export.fuse_transformer import FuseConfig
 from edgepack.export.torch_export import ExportConfig
 
@@ -53,10 +53,10 @@ def test_pairwise_spearman_is_one_for_a_rescaled_copy_and_falls_with_noise():
 
 
 def test_metric_spec_rejects_unknown_kind_and_out_of_range_thresholds():
-    with pytest.raises(ValueError, match="metric.kind"):
-        MetricSpec(kind="bleu")
+    with pytest.raises(ValueError, match="metric kind 'bleu'"):
+        metric_settings("bleu")
     with pytest.raises(ValueError, match="min_cosine"):
-        MetricSpec(kind="embedding", min_cosine=1.5)
+        metric_settings("embedding", min_cosine=1.5)
 
 
 def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
@@ -74,7 +74,7 @@ def test_embedding_pipeline_end_to_end(tmp_path, tokenizer):
               EXPORT,
               FuseConfig(),
               quantize_config(mode="dynamic", per_channel=True)]
-    metric = MetricSpec(kind="embedding", min_cosine=-1.0, min_spearman=-1.0)
+    metric = metric_settings("embedding", min_cosine=-1.0, min_spearman=-1.0)
     report = run_pipeline(teacher, stages, tmp_path / "run", data, metric=metric,
                           bench_config=BenchConfig(min_runs=3, warmup=1, min_time_s=0.0),
                           progress=False, log=lambda _: None)
@@ -116,7 +116,7 @@ def test_embedding_keep_rule_drops_a_stage_below_the_minimum(tmp_path, tokenizer
     stages = [distill_config(objective="embedding", student_init="every-kth-layer",
                             keep_every=4, epochs=0, batch_size=4), EXPORT]
     report = run_pipeline(teacher, stages, tmp_path / "run", data,
-                          metric=MetricSpec(kind="embedding", min_cosine=1.0,
+                          metric=metric_settings("embedding", min_cosine=1.0,
                                             min_spearman=0.0),
                           bench_config=BenchConfig(min_runs=3, warmup=1, min_time_s=0.0),
                           progress=False, log=lambda _: None)
@@ -129,7 +129,7 @@ def test_recipe_metric_table_round_trips_and_names_bad_keys(tmp_path):
     from edgepack.pipeline.recipe import load_recipe, recipe_from_dict, to_toml
 
     recipe = load_recipe("examples/minilm.toml")
-    assert recipe.metric == MetricSpec(kind="embedding", min_cosine=0.95, min_spearman=0.95)
+    assert recipe.metric == metric_settings("embedding", min_cosine=0.95, min_spearman=0.95)
     (tmp_path / "again.toml").write_text(to_toml(recipe))
     assert load_recipe(tmp_path / "again.toml").metric == recipe.metric
     with pytest.raises(ValueError, match=r"recipe \[metric\]: unknown key 'min_cosin'"):

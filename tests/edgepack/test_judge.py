@@ -5,10 +5,18 @@ import pytest
 from edgepack.compress.distill import DistillConfig
 from edgepack.compress.prune import PruneConfig
 from edgepack.compress.quantize import quantize_config, quantize
-from edgepack.pipeline.keep_rule import judge
-from edgepack.pipeline.measure import Artifact, PipelineContext
+from edgepack.pipeline.measure import Artifact, PipelineContext, with_input
+from edgepack.pipeline.metric_kinds import kind_of
 from edgepack.bench.runner import BenchConfig
 from tests.bench.conftest import matmul_add
+
+
+def judge(ctx, config, source, metrics, reference_latency, candidate):
+    """The accuracy kind's verdict on fixed figures: (kept, the reasons in one line)."""
+    figures = with_input(dict(metrics), {"latency_ms": reference_latency}, source)
+    reasons = kind_of(ctx.metric).judge(ctx, config, source, Artifact("candidate",
+                                        onnx_path=candidate), figures)
+    return not reasons, "; ".join(reasons)
 
 
 def _ctx(tmp_path, tolerance=0.01):
