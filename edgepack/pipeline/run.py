@@ -95,8 +95,9 @@ def run_stage(ctx: PipelineContext, index: int, config: StageConfig,
     try:
         with ctx.crew.training(index, config):
             result = spec.run(config, given)
-    except spec.failures as exc:
-        entry.update(kept=False, **failure_entry(exc), failed=True)
+    except spec.failures as exc:   # its record (every candidate tried) stays in the report
+        entry.update(kept=False, **failure_entry(exc), failed=True,
+                     record=getattr(exc, "figures", None) or {})
         atomic_write_json(folder / RECORD, entry)
         return entry, source
     path = _save_artifact(result.artifact, folder)

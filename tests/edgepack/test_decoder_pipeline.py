@@ -166,7 +166,9 @@ def test_bad_language_model_thresholds(table, message):
 def test_decoder_stages_need_the_language_model_metric(tiny_decoder, tmp_path, capsys):
     hf_folder, _ = tiny_decoder
     recipe = _recipe(tmp_path, hf_folder)
-    recipe.write_text(recipe.read_text().replace('kind = "language-model"', 'kind = "accuracy"'))
+    text = recipe.read_text()
+    metric = text[text.index("[metric]"):text.index("[model]")]
+    recipe.write_text(text.replace(metric, '[metric]\nkind = "accuracy"\n\n'))
     code, err = run_cli(capsys, "run", recipe, "--out", tmp_path / "out")
     assert code == 2 and 'set [metric] kind = "language-model"' in error_line(err)
     assert not (tmp_path / "out").exists()
