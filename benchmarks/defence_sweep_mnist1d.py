@@ -13,7 +13,7 @@ pruned model. An empty table (``{}``) is plain fine-tuning with the same epochs 
         '{"epochs": 6, "transfer": 16000, "eps": 0.2, "steps": 7, "loss": "trades", "beta": 1}'
 
 Only the torch models are attacked (the full comparison, ONNX and int8 files included, is
-benchmarks/robustness_mnist1d.py). Figures: the README's robustness section.
+benchmarks/robustness_mnist1d.py). Figures: docs/robustness.md.
 """
 
 from __future__ import annotations

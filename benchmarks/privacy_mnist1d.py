@@ -22,7 +22,7 @@ chance is not a baseline.
 
 ``--dp-run`` / ``--overfit-run`` read finished ``edgepack run`` folders of the two examples
 instead of running them (each run trains its teacher once; the cache keeps it). Figures
-(with the machine they came from): the README's privacy section and docs/benchmarks.md.
+(with the machine they came from): docs/privacy.md and docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ The checks of issue 16:
 folder (the demo's own models) instead of distilling and pruning them again here.
 ``--quick`` shortens the demo's training (distill 5 epochs on 10,000 transfer samples).
 
-Figures (2-core AMD EPYC, AVX2; the exact commands): the README's robustness section.
+Figures (2-core AMD EPYC, AVX2; the exact commands): docs/robustness.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from edgepack.pipeline.recipe_runner import demo_teacher, load_data  # noqa: E40
 from edgepack.pipeline.teacher import build_model  # noqa: E402
 from edgepack.export.torch_export import ExportConfig, export_onnx  # noqa: E402
 
-DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (README)
+DEFENCE = "eps=0.2,steps=7,loss=trades,beta=1"   # chosen on the demo student (docs/robustness.md)
 DEFENCE_EPOCHS = 6
 DEFENCE_TRANSFER = 40_000   # teacher-labelled transfer inputs also fine-tuned on (the demo
                             # makes 16,000; more are generated when asked for)

@@ -42,7 +42,7 @@ def _speedup(latency: dict, slow: str, fast: str):
 
 
 def table_row(arch, row: dict) -> dict:
-    """The figures the README table shows, and whether the pruning target was met."""
+    """The figures docs/architectures.md's table shows, and whether the pruning target was met."""
     latency = row.get("latency", {})
     prune = row.get("prune", {})
     pruned_speedup = _speedup(latency, "fp32", "pruned")

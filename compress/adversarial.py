@@ -193,7 +193,7 @@ def epoch_score(loss_fn, selection) -> Callable | None:
 
     Clean accuracy alone would pick the epoch that gave up the most robustness to get its
     last tenth of a point, undoing part of the defence (on the demo's prune stage: +8.8 PGD
-    points at eps 0.1 instead of +9.4, README's robustness section).
+    points at eps 0.1 instead of +9.4, docs/robustness.md).
     """
     if not isinstance(loss_fn, AdversarialLoss) or selection is None:
         return None
