@@ -1,5 +1,5 @@
-"""When the first candidate fails its output check: the next ones, cheapest first, and the
-fastest of those that pass.
+"""The classifier and encoder candidates: what was asked for, then, when it fails its output
+check, the next ones, cheapest first, and the fastest of those that pass.
 
 A default that passes on one CPU and fails on another is no default: int8 kernels differ by
 ISA (VPMADDUBSW saturates at 16 bits on AVX2, VNNI does not; ARM's dot products take int8
@@ -9,16 +9,23 @@ weights, 7-bit weights, the sensitive nodes kept in float through the accuracy-a
 static int8 where calibration data was given), judges each with the same output check, times
 those that pass interleaved in one run, and hands back the fastest. It refuses only when none
 passes, naming the best figure reached. Every candidate is in the record, with why it lost.
+
+The search itself is the one every quantize path runs (:mod:`.selection`); here are the
+candidates, their judge (the output check, :class:`OutputJudge`) and the timing (median
+latency, :func:`time_models`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.compress.quantize.attempt import Attempt, Candidate
 from edgepack.compress.quantize.methods import METHODS
 from edgepack.compress.quantize.output_check import OutputCheckFailed
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
+from edgepack.compress.quantize.selection import (Made, Outcome, SearchOptions, Timing, Tried,
+                                                  Verdict, select)
 from edgepack.compress.quantize.speed_check import SpeedCheckFailed, time_models
 
 
@@ -45,59 +52,128 @@ def fallbacks(config: QuantizeConfig, settings, has_calibration: bool) -> list[C
     return out
 
 
-def _entry(attempt: Attempt, verdict: str) -> dict:
-    check = attempt.record.get("output_check", {})
-    scores = [f["mean_cosine"] for f in check.get("outputs", {}).values()]
-    return {"label": attempt.candidate_spec.label, "method": attempt.method,
-            "settings": attempt.spec.describe(attempt.settings),
-            "accuracy_aware": attempt.candidate_spec.accuracy_aware,
-            "passed": bool(check.get("passed")), "min_cosine": min(scores, default=None),
-            "failures": check.get("failures", []), "verdict": verdict}
+def _entry(candidate: Candidate) -> dict:
+    return {"label": candidate.label, "method": candidate.method,
+            "settings": METHODS.get(candidate.method).describe(candidate.settings),
+            "accuracy_aware": candidate.accuracy_aware}
 
 
-def judge_candidate(model_path: Path, config: QuantizeConfig, candidate: Candidate, data,
-                    tolerance, work: Path) -> tuple[Attempt, Path | None, Exception | None]:
-    """Make and output-check one candidate: (attempt, its file or None, why it failed)."""
-    work.mkdir(parents=True, exist_ok=True)
-    attempt = Attempt(model_path, config, candidate, data, tolerance, work)
-    try:
-        path = attempt.candidate()
-        attempt.output_check(path)
-    except QuantizationCheckError as exc:
-        return attempt, None, exc
-    return attempt, path, None
+@dataclass
+class _Checked:
+    """A candidate's attempt, and why it failed (None: it has not, yet)."""
+
+    attempt: Attempt
+    index: int
+    error: Exception | None = None
 
 
-def search(model_path: Path, config: QuantizeConfig, first: Attempt, first_error: Exception,
-           settings, data, tolerance, work: Path) -> tuple[Attempt, Path, dict]:
-    """Go through the fallbacks after ``first`` failed; return the chosen attempt, its file,
-    and the record of every candidate. Raises :class:`OutputCheckFailed` naming the best
-    figure when none passes, :class:`SpeedCheckFailed` when none that passes is faster."""
-    tried = [_entry(first, f"failed the output check: {_reason(first_error)}")]
-    passing: list[tuple[Attempt, Path]] = []
-    failed = [(first, first_error)]
-    for index, candidate in enumerate(fallbacks(config, settings, bool(data.calibration))):
-        attempt, path, error = judge_candidate(model_path, config, candidate, data, tolerance,
-                                               work / f"candidate{index + 1}")
-        tried.append(_entry(attempt, "passed the output check" if path else
-                            f"failed the output check: {_reason(error)}"))
-        if path is None:
-            failed.append((attempt, error))
-        else:
-            passing.append((attempt, path))
-    if not passing:
-        best, best_error = max(failed, key=lambda item: _score(item[0]))
+class OutputJudge:
+    """Makes each candidate in its own scratch folder and judges it by the output check.
+    What the first candidate (what was asked for) raises beyond a failed output check is
+    the stage's answer, as without a search; a later candidate's failure is its verdict."""
+
+    def __init__(self, model_path: Path, config: QuantizeConfig, data, tolerance, work: Path):
+        self.model_path, self.config, self.data = model_path, config, data
+        self.tolerance, self.work = tolerance, work
+
+    def _failures(self, index: int) -> type:
+        return OutputCheckFailed if index == 0 else QuantizationCheckError
+
+    def make(self, index: int, candidate: Candidate) -> Made:
+        work = self.work / f"candidate{index}"
+        work.mkdir(parents=True, exist_ok=True)
+        checked = _Checked(Attempt(self.model_path, self.config, candidate, self.data,
+                                   self.tolerance, work), index)
+        try:
+            path = checked.attempt.candidate()
+        except self._failures(index) as exc:
+            checked.error = exc
+            return Made(None, state=checked)
+        except QuantizationCheckError as exc:
+            exc.last_attempt = checked.attempt
+            raise
+        return Made(path, state=checked)
+
+    def __call__(self, made: Made) -> Verdict:
+        checked = made.state
+        if checked.error is None:
+            try:
+                checked.attempt.output_check(made.path)
+            except self._failures(checked.index) as exc:
+                checked.error = exc
+            except QuantizationCheckError as exc:
+                exc.last_attempt = checked.attempt
+                raise
+        check = checked.attempt.record.get("output_check", {})
+        scores = [f["mean_cosine"] for f in check.get("outputs", {}).values()]
+        figures = {"passed": bool(check.get("passed")), "min_cosine": min(scores, default=None),
+                   "failures": check.get("failures", [])}
+        if checked.error is None:
+            return Verdict(True, "passed the output check", figures=figures)
+        return Verdict(False, f"failed the output check: {_reason(checked.error)}",
+                       figures=figures, score=_score(checked.attempt))
+
+    def time(self, passing: list[Tried]) -> Timing:
+        """The passing candidates and their input, timed interleaved in one run."""
+        timed = time_models([self.model_path, *[t.made.path for t in passing]], self.config,
+                            self.data.timing_feeds())
+        base = timed[0]["p50_ms"]
+        return Timing({"p50_ms": base},
+                      [{"p50_ms": t["p50_ms"], "speedup": round(base / t["p50_ms"], 4)}
+                       for t in timed[1:]],
+                      [base / t["p50_ms"] for t in timed[1:]], what="speed (median latency)")
+
+
+def search(model_path: Path, config: QuantizeConfig, settings, choice: str, data, tolerance,
+           work: Path) -> tuple[Attempt, Path, dict | None]:
+    """What was asked for, output-checked; when it fails (and the method has fallbacks), the
+    fallbacks, and the fastest that passes. Returns the chosen attempt, its file and the
+    record of every candidate (None when the first passed). Raises
+    :class:`OutputCheckFailed` naming the best figure when none passes,
+    :class:`SpeedCheckFailed` when none that passes is faster."""
+    def candidates():
+        yield first_candidate(config, settings, choice)
+        if searching(config):
+            yield from fallbacks(config, settings, bool(data.calibration))
+
+    judge = OutputJudge(model_path, config, data, tolerance, work)
+    options = SearchOptions(accept_first=True, time_alone=False, mark_chosen=False,
+                            must_be_faster=config.speed_check and not config.allow_slower)
+    outcome = select(candidates(), judge.make, judge, judge.time, options, _entry)
+    if outcome.chosen is None:
+        raise _refusal(outcome, config)
+    chosen = outcome.chosen
+    record = None
+    if outcome.searched:
+        record = {"candidates": outcome.entries, "chosen": chosen.entry["label"],
+                  "why": _why(chosen.entry, outcome.entries)}
+    return chosen.made.state.attempt, chosen.made.path, record
+
+
+def _refusal(outcome: Outcome, config: QuantizeConfig) -> QuantizationCheckError:
+    """No candidate kept: the first one's own error without a search; else what the best
+    came to (the fastest, when some passed but none is faster)."""
+    entries = outcome.entries
+    if outcome.passing:
+        fastest = outcome.fastest()
+        error = SpeedCheckFailed(
+            f"{len(outcome.passing)} candidates passed the output check but none is faster "
+            f"than its input (fastest {fastest.entry['p50_ms']:.3f} ms vs "
+            f"{outcome.input_timing['p50_ms']:.3f} ms, timed interleaved); pass "
+            "--allow-slower to keep the fastest anyway", {"candidates": entries})
+        error.last_attempt = fastest.made.state.attempt
+        return error
+    best = outcome.best_failing().made.state
+    if not searching(config):
+        error = best.error
+    else:
         error = OutputCheckFailed(
-            f"no candidate passed the output check ({len(tried)} tried: "
-            f"{', '.join(t['label'] for t in tried)}); the best was "
-            f"{best.candidate_spec.label}: {best_error}",
-            {**getattr(best_error, "figures", {}), "candidates": tried})
-        error.last_attempt = best
-        raise error
-    chosen, path = _fastest(model_path, config, passing, data, tried)
-    record = {"candidates": tried, "chosen": chosen.candidate_spec.label,
-              "why": _why(chosen, tried)}
-    return chosen, path, record
+            f"no candidate passed the output check ({len(entries)} tried: "
+            f"{', '.join(e['label'] for e in entries)}); the best was "
+            f"{best.attempt.candidate_spec.label}: {best.error}",
+            {**getattr(best.error, "figures", {}), "candidates": entries})
+    error.last_attempt = best.attempt
+    return error
 
 
 def _reason(exc: Exception) -> str:
@@ -117,36 +193,7 @@ def _score(attempt: Attempt) -> float:
     return min(score, accuracy) if accuracy is not None else score
 
 
-def _fastest(model_path: Path, config: QuantizeConfig, passing, data, tried):
-    """Time the passing candidates and their input interleaved in one run; the fastest wins
-    (among those faster than the input, when the speed check is on and slower is refused)."""
-    if len(passing) == 1:
-        return passing[0]
-    timed = time_models([model_path, *[path for _, path in passing]], config,
-                        data.timing_feeds())
-    base = timed[0]["p50_ms"]
-    by_label = {t["label"]: t for t in tried}
-    for (attempt, _), figures in zip(passing, timed[1:]):
-        entry = by_label[attempt.candidate_spec.label]
-        entry.update(p50_ms=figures["p50_ms"], speedup=round(base / figures["p50_ms"], 4))
-    ranked = sorted(zip(passing, timed[1:]), key=lambda item: item[1]["p50_ms"])
-    must_be_faster = config.speed_check and not config.allow_slower
-    eligible = [item for item in ranked if not must_be_faster or item[1]["p50_ms"] < base]
-    if not eligible:
-        fastest = ranked[0][1]["p50_ms"]
-        raise SpeedCheckFailed(
-            f"{len(passing)} candidates passed the output check but none is faster than its "
-            f"input (fastest {fastest:.3f} ms vs {base:.3f} ms, timed interleaved); pass "
-            "--allow-slower to keep the fastest anyway", {"candidates": tried})
-    winner = eligible[0][0]
-    for (attempt, _path), _figures in ranked:
-        if attempt is not winner[0]:
-            by_label[attempt.candidate_spec.label]["verdict"] = "passed, but slower"
-    return winner
-
-
-def _why(chosen: Attempt, tried: list[dict]) -> str:
-    entry = next(t for t in tried if t["label"] == chosen.candidate_spec.label)
-    speed = f" at {entry['speedup']:.2f}x its input" if "speedup" in entry else ""
-    lost = [f"{t['label']}: {t['verdict']}" for t in tried if t is not entry]
-    return f"{entry['label']} passed the output check{speed}; " + "; ".join(lost)
+def _why(chosen: dict, entries: list[dict]) -> str:
+    speed = f" at {chosen['speedup']:.2f}x its input" if "speedup" in chosen else ""
+    lost = [f"{e['label']}: {e['verdict']}" for e in entries if e is not chosen]
+    return f"{chosen['label']} passed the output check{speed}; " + "; ".join(lost)

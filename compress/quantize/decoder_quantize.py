@@ -12,10 +12,14 @@ silently (onnxruntime#29849). So nothing is assumed; on this machine, for the mo
    accuracy level sharing one quantization, timed on a short first probe beside the input
    (one far slower than the input, below :data:`PROBE_MIN_SPEEDUP`, can never be chosen:
    it is recorded and not judged further), and judged against that reference by the gate
-   (:class:`LMGate`: perplexity ratio, top-1 agreement, greedy agreement recorded);
+   (:class:`LMGate`: perplexity ratio, top-1 agreement, greedy agreement recorded;
+   :mod:`.decoder_judge`);
 3. those that pass are timed together with the input, interleaved
    (:func:`edgepack.bench.generation.measure_generation`, decode tokens/s at batch 1);
 4. the fastest passing candidate that is faster than its input is written to ``out_path``.
+
+Steps 2-4 are the search every quantize path runs (:mod:`.selection`), with the probe and the
+first look on a quarter of the windows switched on.
 
 The record lists every candidate with its figures and why it lost; the stage refuses
 (:class:`QuantizationCheckError`, exit 1) when none passes, naming the best figure reached.
@@ -32,14 +36,17 @@ from pathlib import Path
 import onnx
 
 from edgepack.bench.decoder import Decoder
-from edgepack.bench.lm_quality import LMGate, lm_quality, lm_reference
+from edgepack.bench.lm_quality import LMGate, lm_reference
 from edgepack.bench.session import SessionOptions
 from edgepack.compress.quantize.decoder_candidates import (DecoderCandidate,
                                                            default_decoder_candidates,
                                                            quantization_key)
+from edgepack.compress.quantize.decoder_judge import LMJudge, screen_windows
 from edgepack.compress.quantize.methods import quantize_into
 from edgepack.compress.quantize.methods._weight_only import decoder_feeds, set_accuracy_level
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError
+from edgepack.compress.quantize.selection import (Made, Outcome, Probe, SearchOptions, Timing,
+                                                  Tried, select)
 from edgepack.core.files import atomic_path, check_not_input, check_output_file
 from edgepack.core.onnx_files import check_onnx_file, model_size_bytes
 from edgepack.core.output_paths import mark_onnx_file
@@ -86,38 +93,36 @@ def _entry(candidate: DecoderCandidate) -> dict:
             "settings": settings_dict(candidate.settings)}
 
 
-class _Search:
-    """The candidates' files, figures and verdicts, in one scratch folder."""
+def _by_quantization(candidates: list[DecoderCandidate]) -> list[DecoderCandidate]:
+    """The candidates in their order, those sharing one quantization side by side."""
+    groups: dict[tuple, list[DecoderCandidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(quantization_key(candidate), []).append(candidate)
+    return [candidate for group in groups.values() for candidate in group]
 
-    def __init__(self, model_path: Path, work: Path, reference, eval_windows, prompts,
-                 gate: LMGate, options: SessionOptions, new_tokens: int, feeds):
-        self.model_path, self.work, self.reference = model_path, work, reference
-        self.eval_windows, self.prompts, self.gate = eval_windows, prompts, gate
-        self.options, self.new_tokens, self.feeds = options, new_tokens, feeds
-        self.screen = None   # (windows, the reference on them): the quick first look
-        self.timing_options = options
-        self.speed_check = True     # False: nothing is timed, the first passing one is kept
+
+class _Maker:
+    """Makes the candidates' files in one scratch folder (one quantization per key, the
+    others of a key with their own accuracy level), and times them against the input."""
+
+    def __init__(self, model_path: Path, work: Path, feeds, timing: SessionOptions,
+                 prompt: list[int]):
+        self.model_path, self.work, self.feeds = model_path, work, feeds
+        self.timing, self.prompt = timing, prompt
+        self.made: dict[tuple, tuple[Path | str, int]] = {}   # key: (file or why not, uses)
         self._input_decoder: Decoder | None = None   # the probes' reference, made once
-        self.entries: list[dict] = []
-        self.passed: list[dict] = []      # the entries that passed the gate, in order
-        self.files: dict[str, Path] = {}
 
-    def run(self, candidates: list[DecoderCandidate]) -> None:
-        """Quantize once per key, then judge each candidate of that key."""
-        groups: dict[tuple, list[DecoderCandidate]] = {}
-        for candidate in candidates:
-            groups.setdefault(quantization_key(candidate), []).append(candidate)
-        for index, group in enumerate(groups.values()):
-            base = self.work / f"q{index}.onnx"
-            skipped = self._quantize(group[0], base)
-            for position, candidate in enumerate(group):
-                entry = _entry(candidate)
-                self.entries.append(entry)
-                if skipped:
-                    entry.update(verdict="not made", why=skipped)
-                    continue
-                path = base if position == 0 else self._with_level(base, candidate, position)
-                self._judge(candidate, path, entry)
+    def make(self, index: int, candidate: DecoderCandidate) -> Made | str:
+        key = quantization_key(candidate)
+        if key not in self.made:
+            base = self.work / f"q{len(self.made)}.onnx"
+            self.made[key] = (self._quantize(candidate, base) or base, 0)
+        base, uses = self.made[key]
+        self.made[key] = (base, uses + 1)
+        if isinstance(base, str):
+            return base
+        path = base if uses == 0 else self._with_level(base, candidate, uses)
+        return Made(path, figures={"size_bytes": model_size_bytes(path)})
 
     def _quantize(self, candidate: DecoderCandidate, target: Path) -> str:
         """Make the candidate's file; returns why it could not be made ("" when it was)."""
@@ -138,87 +143,28 @@ class _Search:
         onnx.save(model, str(path))
         return path
 
-    def _probe(self, path: Path) -> float:
+    def probe(self, made: Made) -> float:
         """The candidate's decode speed over the input's on a short interleaved probe."""
         if self._input_decoder is None:
-            self._input_decoder = Decoder(self.model_path, self.timing_options)
-        stats = _generation_stats([self._input_decoder, Decoder(path, self.timing_options)],
-                                  self.prompts[0], PROBE_TOKENS, PROBE_ROUNDS)
+            self._input_decoder = Decoder(self.model_path, self.timing)
+        stats = _generation_stats([self._input_decoder, Decoder(made.path, self.timing)],
+                                  self.prompt, PROBE_TOKENS, PROBE_ROUNDS)
         return stats[1].decode_tokens_per_s / stats[0].decode_tokens_per_s
 
-    def _judge(self, candidate: DecoderCandidate, path: Path, entry: dict) -> None:
-        """A speed probe, then quality against the reference: first on a quarter of the
-        windows, then, unless that already misses the gate by far
-        (:meth:`LMGate.clearly_fails`), on all."""
-        probe = self._probe(path) if self.speed_check else None
-        if probe is not None:
-            entry["probe_speedup"] = probe
-        if probe is not None and probe < PROBE_MIN_SPEEDUP:
-            entry.update(size_bytes=model_size_bytes(path),
-                         verdict="slower than the input on a first probe",
-                         why=f"{probe:.2f}x the input's decode tokens/s over "
-                             f"{PROBE_ROUNDS} x {PROBE_TOKENS} tokens (< "
-                             f"{PROBE_MIN_SPEEDUP}); quality not judged")
-            self.files[candidate.label] = path
-            return
-        decoder = Decoder(path, self.options)
-        quality, judged = None, len(self.eval_windows)
-        if self.screen is not None:
-            screen, reference = self.screen
-            quality = lm_quality(decoder, self.eval_windows[:screen], self.prompts, reference,
-                                 self.new_tokens)
-            judged = screen if self.gate.clearly_fails(quality) else judged
-        if judged == len(self.eval_windows):
-            quality = lm_quality(decoder, self.eval_windows, self.prompts, self.reference,
-                                 self.new_tokens)
-        entry.update(size_bytes=model_size_bytes(path), judged_windows=judged,
-                     **quality.to_dict())
-        missed = self.gate.failures(quality)
-        entry.update(verdict="failed the quality gate" if missed else "passed the quality gate",
-                     why="; ".join(missed) + (f" (on the first {judged} windows: far beyond "
-                                              "the gate, not judged further)"
-                                              if judged < len(self.eval_windows) else ""))
-        self.files[candidate.label] = path
-        if not missed:
-            self.passed.append(entry)
-
-    def time(self, new_tokens: int, rounds: int) -> dict:
-        """Time the passing candidates with the input, interleaved; the input's figures."""
-        passing = self.passed
-        decoders = [Decoder(self.model_path, self.timing_options)]
-        decoders += [Decoder(self.files[e["label"]], self.timing_options) for e in passing]
-        stats = _generation_stats(decoders, self.prompts[0], new_tokens, rounds)
-        base = stats[0].decode_tokens_per_s
-        for entry, figures in zip(passing, stats[1:]):
-            entry.update(decode_tokens_per_s=figures.decode_tokens_per_s,
-                         prefill_ms_p50=figures.prefill_ms["p50"],
-                         speedup=figures.decode_tokens_per_s / base)
-        return {"decode_tokens_per_s": base, "prefill_ms_p50": stats[0].prefill_ms["p50"]}
-
-    def choose(self, allow_slower: bool = False) -> dict | None:
-        """The fastest passing candidate faster than the input (``allow_slower``: the fastest
-        passing one; without a speed check: the first passing one); the others' verdicts
-        say why they lost."""
-        if not self.speed_check:
-            for position, entry in enumerate(self.passed):
-                entry.update(verdict="chosen" if position == 0 else "passed, not chosen",
-                             why="" if position == 0 else "the first passing candidate is "
-                             "kept when nothing is timed (speed check off)")
-            return self.passed[0] if self.passed else None
-        ranked = sorted(self.passed, key=lambda e: e["decode_tokens_per_s"], reverse=True)
-        faster = [e for e in ranked if e["speedup"] > 1.0 or allow_slower]
-        chosen = faster[0] if faster else None
-        for entry in ranked:
-            if entry is chosen:
-                entry["verdict"] = "chosen"
-            elif entry["speedup"] <= 1.0 and not allow_slower:
-                entry.update(verdict="passed, but not faster than the input",
-                             why=f"{entry['speedup']:.2f}x the input's decode tokens/s")
-            else:
-                entry.update(verdict="passed, but slower",
-                             why=f"{entry['speedup']:.2f}x vs the chosen "
-                                 f"{chosen['speedup']:.2f}x")
-        return chosen
+    def timer(self, new_tokens: int, rounds: int):
+        """Times the passing candidates with the input, interleaved."""
+        def time(passing: list[Tried]) -> Timing:
+            decoders = [Decoder(self.model_path, self.timing)]
+            decoders += [Decoder(t.made.path, self.timing) for t in passing]
+            stats = _generation_stats(decoders, self.prompt, new_tokens, rounds)
+            base = stats[0].decode_tokens_per_s
+            figures = [{"decode_tokens_per_s": s.decode_tokens_per_s,
+                        "prefill_ms_p50": s.prefill_ms["p50"],
+                        "speedup": s.decode_tokens_per_s / base} for s in stats[1:]]
+            return Timing({"decode_tokens_per_s": base,
+                           "prefill_ms_p50": stats[0].prefill_ms["p50"]},
+                          figures, [f["speedup"] for f in figures], what="decode tokens/s")
+        return time
 
 
 def sentence_windows(model_path, length: int = 48, prompts: int = 2
@@ -245,50 +191,34 @@ def sentence_windows(model_path, length: int = 48, prompts: int = 2
     return windows[:-prompts], [w[:max(1, length // 4)] for w in windows[-prompts:]]
 
 
-def _screen(model_path: Path, options, eval_windows, prompts, new_tokens):
-    """A quarter of the windows and the reference on them, for the quick first look at each
-    candidate; None when there are too few windows for it to save anything."""
-    windows = len(eval_windows) // 4
-    if windows < 2:
-        return None
-    return windows, lm_reference(Decoder(model_path, options), eval_windows[:windows], prompts,
-                                 new_tokens)
-
-
-def _best_failing(entries: list[dict]) -> dict | None:
-    """The judged candidate closest to the gate: the lowest perplexity ratio."""
-    judged = [e for e in entries if "perplexity_ratio" in e]
-    return min(judged, key=lambda e: e["perplexity_ratio"], default=None)
-
-
 def _figures(entry: dict) -> str:
     return (f"perplexity ratio {entry['perplexity_ratio']:.4f}, top-1 agreement "
             f"{entry['top1_agreement']:.4f}, greedy agreement {entry['greedy_agreement']:.4f}")
 
 
-def _refuse(search: _Search, gate: LMGate, record: dict, keep_failed: Path | None):
-    """No candidate kept: name the best figure reached; keep the best failing one if asked."""
-    passing = search.passed
+def _refuse(outcome: Outcome, gate: LMGate, record: dict, keep_failed: Path | None):
+    """No candidate kept: name the best figure reached; keep the best refused one if asked."""
+    entries, passing = outcome.entries, outcome.passing
     if passing:
-        best = max(passing, key=lambda e: e["speedup"])
-        message = (f"{len(passing)} of {len(search.entries)} candidates passed the quality "
-                   f"gate but none is faster than the input (best {best['label']}: "
-                   f"{best['speedup']:.2f}x its decode tokens/s)")
+        best = outcome.fastest()
+        message = (f"{len(passing)} of {len(entries)} candidates passed the quality "
+                   f"gate but none is faster than the input (best {best.entry['label']}: "
+                   f"{best.speedup:.2f}x its decode tokens/s)")
     else:
-        best = _best_failing(search.entries)
+        best = outcome.best_failing()
         if best is None:
-            made = any(e["verdict"] != "not made" for e in search.entries)
+            made = any(e["verdict"] != "not made" for e in entries)
             head = ("no candidate was judged: each one made was far slower than the input on "
                     "a first probe" if made else "no candidate could be made")
             raise QuantizationCheckError(head + ": " + "; ".join(
-                f"{e['label']}: {e['why']}" for e in search.entries))
+                f"{e['label']}: {e['why']}" for e in entries))
         message = (f"no candidate passed the quality gate (perplexity ratio <= "
                    f"{gate.max_perplexity_ratio}, top-1 agreement >= "
                    f"{gate.min_top1_agreement}, greedy agreement >= "
-                   f"{gate.min_greedy_agreement}; {len(search.entries)} tried); the best was "
-                   f"{best['label']}: {_figures(best)}")
+                   f"{gate.min_greedy_agreement}; {len(entries)} tried); the best was "
+                   f"{best.entry['label']}: {_figures(best.entry)}")
     if keep_failed is not None:
-        _write(search.files[best["label"]], keep_failed, "quantize (refused by its check)")
+        _write(best.made.path, keep_failed, "quantize (refused by its check)")
         message += f" (the refused model is kept at {keep_failed})"
     error = QuantizationCheckError(message)
     error.figures = record
@@ -343,28 +273,31 @@ def quantize_decoder(model_path, out_path, *, eval_windows: list[list[int]],
     scratch = Path(work_dir) if work_dir is not None else out_path.parent
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize-decoder.", dir=scratch) as tmp:
-        search = _Search(model_path, Path(tmp), reference, eval_windows, prompts, gate,
-                         options, new_tokens, feeds)
-        search.timing_options = SessionOptions(threads=threads)
-        search.speed_check = speed_check
-        search.screen = _screen(model_path, options, eval_windows, prompts, new_tokens)
-        search.run(candidates)
-        record = _record(model_path, reference, gate, search, eval_windows, prompts,
+        maker = _Maker(model_path, Path(tmp), feeds, SessionOptions(threads=threads), prompts[0])
+        judge = LMJudge(gate, reference, eval_windows, prompts, new_tokens, options,
+                        screen_windows(model_path, options, eval_windows, prompts, new_tokens))
+        probe = Probe(maker.probe, PROBE_MIN_SPEEDUP, f"decode tokens/s over {PROBE_ROUNDS} x "
+                                                      f"{PROBE_TOKENS} tokens")
+        search = SearchOptions(probe=probe if speed_check else None,
+                               screen=judge.screen if judge.screen_windows else None,
+                               timed=speed_check, must_be_faster=not allow_slower)
+        outcome = select(_by_quantization(candidates), maker.make, judge,
+                         maker.timer(new_tokens, rounds), search, _entry)
+        record = _record(model_path, reference, gate, outcome, options, eval_windows, prompts,
                          calibration_windows, threads, new_tokens, rounds)
-        if search.passed and speed_check:
-            record["input"].update(search.time(new_tokens, rounds))
-        chosen = search.choose(allow_slower) if search.passed else None
+        record["input"].update(outcome.input_timing)
+        chosen = outcome.chosen
         if chosen is None:
-            _refuse(search, gate, record, keep_failed)
-        _write(search.files[chosen["label"]], out_path, f"quantize {chosen['label']}")
-    record.update(chosen=chosen["label"], why=_why(chosen, search.entries),
-                  mode=chosen["method"], size_bytes=model_size_bytes(out_path),
+            _refuse(outcome, gate, record, keep_failed)
+        _write(chosen.made.path, out_path, f"quantize {chosen.entry['label']}")
+    record.update(chosen=chosen.entry["label"], why=_why(chosen.entry, outcome.entries),
+                  mode=chosen.entry["method"], size_bytes=model_size_bytes(out_path),
                   size_bytes_before=model_size_bytes(model_path))
     return StageResult(artifact=out_path, record=record)
 
 
-def _record(model_path, reference, gate, search, eval_windows, prompts, calibration_windows,
-            threads, new_tokens, rounds) -> dict:
+def _record(model_path, reference, gate, outcome, options, eval_windows, prompts,
+            calibration_windows, threads, new_tokens, rounds) -> dict:
     return {"kind": "quantize-decoder", "gate": dataclasses.asdict(gate),
             "input": {"path": str(model_path), "size_bytes": model_size_bytes(model_path),
                       "perplexity": reference.perplexity},
@@ -372,10 +305,10 @@ def _record(model_path, reference, gate, search, eval_windows, prompts, calibrat
                            "tokens": sum(len(w) for w in eval_windows),
                            "prompts": len(prompts), "new_tokens": new_tokens,
                            "calibration_windows": len(calibration_windows or [])},
-            "timing": {"threads": threads, "judge_threads": search.options.threads,
+            "timing": {"threads": threads, "judge_threads": options.threads,
                        "rounds": rounds, "new_tokens": new_tokens,
                        "prompt_tokens": len(prompts[0]), "batch": 1},
-            "candidates": search.entries}
+            "candidates": outcome.entries}
 
 
 __all__ = ["DecoderCandidate", "LMGate", "default_decoder_candidates",

@@ -23,12 +23,12 @@ import onnx
 
 from edgepack.bench.resources import check_fits
 from edgepack.compress.quantize.attempt import Attempt
-from edgepack.compress.quantize.candidate_search import first_candidate, search, searching
+from edgepack.compress.quantize.candidate_search import search
 from edgepack.compress.quantize.data import (_cpu_session, _feeds_only, _fixed_batch,
                                              checked_batches, evaluation_set)
 from edgepack.compress.quantize.model_checks import (check_input_finite, check_quantizable,
                                                      count_ops, speed_gate_cause)
-from edgepack.compress.quantize.output_check import OutputCheckFailed, generated_batches, split_held_out
+from edgepack.compress.quantize.output_check import generated_batches, split_held_out
 from edgepack.compress.quantize.quantize_config import QuantizationCheckError, QuantizeConfig
 from edgepack.compress.quantize.text_inputs import GENERATED_SOURCE, SOURCE, sentence_batches
 from edgepack.compress.trainer import selection_batches
@@ -87,14 +87,12 @@ def quantize(model_path, config: QuantizeConfig, out_path,
         check_input_finite(model_path, data.calibration)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=out_path.parent) as tmp:
-        attempt = Attempt(model_path, config, first_candidate(config, settings, choice), data,
-                          tolerance, Path(tmp) / "candidate0")
         try:
-            attempt, candidate, searched = _checked_candidate(
-                model_path, config, attempt, settings, data, tolerance, Path(tmp))
-            attempt.speed_check(candidate)
+            attempt, candidate, searched = search(model_path, config, settings, choice, data,
+                                                  tolerance, Path(tmp))
+            _speed_check(attempt, candidate)
         except QuantizationCheckError as exc:
-            last = getattr(exc, "last_attempt", attempt).last
+            last = getattr(getattr(exc, "last_attempt", None), "last", None)
             if keep_failed is not None and last is not None and last.is_file():
                 _keep_refused(last, keep_failed)
                 exc.args = (f"{exc.args[0]} (the refused model is kept at {keep_failed})",)
@@ -110,18 +108,13 @@ def quantize(model_path, config: QuantizeConfig, out_path,
     return StageResult(artifact=out_path, record=record)
 
 
-def _checked_candidate(model_path, config, attempt, settings, data, tolerance, work):
-    """The first candidate, output-checked; when it fails and the method has fallbacks, the
-    fastest of the next candidates that pass (:mod:`.candidate_search`)."""
-    (work / "candidate0").mkdir(parents=True, exist_ok=True)
+def _speed_check(attempt: Attempt, candidate: Path) -> None:
+    """The chosen candidate against its input (and its method's rival)."""
     try:
-        candidate = attempt.candidate()
-        attempt.output_check(candidate)
-        return attempt, candidate, None
-    except OutputCheckFailed as exc:
-        if not searching(config):
-            raise
-        return search(model_path, config, attempt, exc, settings, data, tolerance, work)
+        attempt.speed_check(candidate)
+    except QuantizationCheckError as exc:
+        exc.last_attempt = attempt
+        raise
 
 
 def settings_record(config: QuantizeConfig, attempt: Attempt, choice: str) -> dict:
