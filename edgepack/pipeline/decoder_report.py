@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgepack.bench.figures import new_figure, save_figure
+
 
 COLUMNS = ("stage", "size MB", "perplexity", "ppl ratio", "top-1 agr", "greedy agr",
            "prefill ms", "decode tok/s", "token p50/p90 ms", "peak MB", "kept")
@@ -65,16 +67,11 @@ def candidate_points(stages: list[dict]) -> list[dict]:
 
 def decoder_plot(report: dict, path: Path) -> Path | None:
     """Decode tokens/s (x) against perplexity (y): candidates and the stages' artifacts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stages = [s for s in report["stages"] if s.get("decode_tokens_per_s")]
     points = candidate_points(report["stages"])
     if not stages and not points:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure(figsize=(7, 4.5))
     for point in points:
         ax.scatter(point["tokens_per_s"], point["perplexity"], s=24, color="tab:blue",
                    facecolors="tab:blue" if point["passed"] else "none", alpha=0.8)
@@ -88,12 +85,7 @@ def decoder_plot(report: dict, path: Path) -> Path | None:
     ax.set_ylabel("perplexity on held-out text")
     ax.set_title(f"{report.get('name', '')}: speed vs perplexity (hollow: failed the gate)",
                  fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, "decoder speed vs perplexity plot")
 
 
 def decoder_measured(report: dict) -> str:

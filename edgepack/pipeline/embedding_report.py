@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgepack.core.files import atomic_path
-from edgepack.core.output_paths import png_metadata
+from edgepack.bench.figures import new_figure, save_figure
 
 
 def _fmt(value, spec: str) -> str:
@@ -56,12 +55,7 @@ def embedding_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -
     points = [r for r in rows if r.get("mean_cosine") is not None and _p50(r) is not None]
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=120)
+    fig, ax = new_figure(figsize=(7.2, 4.6), dpi=120)
     for index, r in enumerate(points):
         kept = r.get("kept", True)
         for key, marker, color in (("mean_cosine", "o", "tab:blue"),
@@ -78,8 +72,4 @@ def embedding_plot(rows: list[dict], path: str | os.PathLike, title: str = "") -
     ax.set_title(title or "embedding quality vs latency (hollow: not kept)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata=png_metadata("embedding quality plot"))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, "embedding quality plot")
