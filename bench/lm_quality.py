@@ -205,17 +205,28 @@ def lm_quality(decoder: Decoder, windows: list[list[int]], prompts: list[list[in
                      greedy_agreement=greedy_agreement(greedy, reference.greedy))
 
 
+# The language-model gate's defaults, stated once: the [metric] kind is an LMGate, and the
+# quantize flags on a decoder fill one.
+MAX_PERPLEXITY_RATIO = 1.04
+MIN_TOP1_AGREEMENT = 0.85
+MIN_GREEDY_AGREEMENT = 0.0
+
+
 @dataclass(frozen=True)
 class LMGate:
     """What a language model must keep of its reference (the fp32 model), on held-out text:
     perplexity at most ``max_perplexity_ratio`` times the input's, teacher-forced top-1
     agreement at least ``min_top1_agreement``, greedy agreement (common prefix over fixed
     prompts) at least ``min_greedy_agreement`` (0: recorded, not gated, since one early
-    different token ends the prefix; onnxruntime#29849)."""
+    different token ends the prefix; onnxruntime#29849).
 
-    max_perplexity_ratio: float = 1.04
-    min_top1_agreement: float = 0.85
-    min_greedy_agreement: float = 0.0
+    ``min_top1_agreement`` here is the share of token positions, over every held-out window,
+    whose next-token argmax is the reference's; the quantize output check's field of that
+    name (classifiers and encoders) is the share of held-out rows whose top-1 class is."""
+
+    max_perplexity_ratio: float = MAX_PERPLEXITY_RATIO
+    min_top1_agreement: float = MIN_TOP1_AGREEMENT
+    min_greedy_agreement: float = MIN_GREEDY_AGREEMENT
 
     def __post_init__(self):
         check_finite_fields(self, "LMGate")
@@ -257,7 +268,8 @@ def _figure(quality, name: str) -> float:
     return float(quality[name] if isinstance(quality, Mapping) else getattr(quality, name))
 
 
-__all__ = ["LMGate", "LMQuality", "LMReference", "check_windows", "common_prefix_length",
+__all__ = ["LMGate", "LMQuality", "MAX_PERPLEXITY_RATIO", "MIN_GREEDY_AGREEMENT",
+           "MIN_TOP1_AGREEMENT", "LMReference", "check_windows", "common_prefix_length",
            "greedy_agreement", "greedy_tokens", "lm_quality", "lm_reference", "perplexity",
            "log_likelihoods", "perplexity_of", "teacher_forced_agreement", "token_windows",
            "top1_predictions"]

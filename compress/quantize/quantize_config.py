@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from edgepack.bench.lm_quality import MAX_PERPLEXITY_RATIO, MIN_TOP1_AGREEMENT
 from edgepack.core.checks import (MAX_RUNS, MAX_SECONDS, check_budget, check_choice,
                                   check_finite_fields, check_number)
 from edgepack.core.errors import CheckFailed
@@ -71,8 +72,12 @@ class QuantizeConfig(StageConfig):
     # Output check (every method): held-out inputs against the fp32 model.
     min_cosine: float = option(0.99, "output check: smallest mean cosine similarity to the "
                                       "fp32 outputs on held-out inputs, per output")
-    min_top1_agreement: float = option(0.9, "output check: smallest top-1 agreement with "
-                                            "fp32 on classifier-like outputs")
+    min_top1_agreement: float = option(0.9, "output check (classifier-like outputs): "
+                                            "smallest share of held-out rows whose top-1 "
+                                            "class is fp32's; on a decoder, the language-model "
+                                            "gate's share of token positions whose next token "
+                                            f"is fp32's instead ({MIN_TOP1_AGREEMENT} unless "
+                                            "given)")
     min_centred_cosine: float | None = option(None, "output check: also gate the cosine of "
                                                     "batch-centred outputs")
     max_norm_change: float = option(0.2, "output check: largest change of the outputs' size "
@@ -82,7 +87,7 @@ class QuantizeConfig(StageConfig):
     check_rows: int = option(16, "generated rows for the output check without data")
     max_perplexity_ratio: float | None = option(None, "decoders only: largest perplexity on "
                                                       "held-out text over the input's (default "
-                                                      "1.04)")
+                                                      f"{MAX_PERPLEXITY_RATIO})")
     search: bool = option(True, "when the first candidate fails the output check, try the "
                                 "method's next ones (per-channel, 7-bit weights, sensitive "
                                 "nodes in float, static with data) and keep the fastest that "
