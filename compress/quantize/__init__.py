@@ -4,7 +4,8 @@ Methods (one file each in :mod:`edgepack.compress.quantize.methods`): ``dynamic`
 activations quantized at run time; the usual choice for transformers on CPU), ``static``
 (int8 weights and activations calibrated on user data with MinMax, Entropy or Percentile;
 QDQ or QOperator format), ``fp16`` (overflow-prone ops kept in float32) and ``int4``
-(weight-only, MatMul -> MatMulNBits, for transformers).
+(weight-only, MatMul -> MatMulNBits, for transformers; its rounding algorithms one file each
+in :mod:`edgepack.compress.quantize.int4_algorithms`).
 
 Before quantizing, the model goes through ONNX Runtime's quantization pre-processing (shape
 inference and graph optimisation), and an opset older than 13 is upgraded (or refused, naming
@@ -26,6 +27,9 @@ Every result is then checked against its fp32 input before it is written
   by default). A model that fails is repaired when ``accuracy_aware`` (int8's default): the
   nodes adding the most error are kept in float, one per step, until the check passes
   (:mod:`.search`); otherwise it is refused with :class:`OutputCheckFailed` (exit 1);
+- when the first candidate fails its output check, the method's next ones are tried and the
+  fastest passing one kept (:mod:`.candidate_search`, on the search every path shares:
+  :mod:`.selection`; decoders: :mod:`.decoder_quantize`);
 - it must be faster than its input, timed interleaved (:mod:`.speed_check`), or it is
   refused with :class:`SpeedCheckFailed` (exit 1) unless ``allow_slower``; static int8 on a
   transformer must also beat dynamic int8, or it is refused recommending dynamic.

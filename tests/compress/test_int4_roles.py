@@ -50,3 +50,32 @@ def test_the_first_override_wins_and_the_rest_is_inherited():
 def test_an_override_names_a_known_role():
     with pytest.raises(ValueError, match="matches the roles lm_head, embedding; got 'head'"):
         RoleOverride(("head",), bits=8)
+
+
+def test_an_algorithm_states_its_own_block_sizes_within_the_one_rule():
+    from edgepack.compress.quantize.int4_algorithms import Int4Algorithm
+
+    INT4_ALGORITHMS.register(Int4Algorithm("blocks-of-32", lambda model, job: model,
+                                           block_sizes=(32,)))
+    try:
+        assert Int4WeightOnly(algorithm="blocks-of-32", block_size=32).block_size == 32
+        with pytest.raises(ValueError, match="block_size=64 does not apply to algorithm "
+                                             "'blocks-of-32'; it takes 32"):
+            Int4WeightOnly(algorithm="blocks-of-32", block_size=64)
+        with pytest.raises(ValueError, match="power of two >= 16"):
+            Int4WeightOnly(algorithm="blocks-of-32", block_size=24)
+    finally:
+        INT4_ALGORITHMS.unregister("blocks-of-32")
+
+
+@pytest.mark.parametrize("block_sizes, message", [([32, 512], None),
+                                                  ([24], "block_sizes must be a power of two >= 16.*got 24"),
+                                                  ([8], "block_sizes must be a power of two >= 16.*got 8")])
+def test_the_decoder_stage_holds_block_sizes_to_the_same_rule(block_sizes, message):
+    from edgepack.compress.quantize.decoder_quantize_stage import QuantizeDecoderConfig
+
+    if message is None:
+        assert QuantizeDecoderConfig(block_sizes=block_sizes).block_sizes == block_sizes
+        return
+    with pytest.raises(ValueError, match=message):
+        QuantizeDecoderConfig(block_sizes=block_sizes)

@@ -249,3 +249,24 @@ def test_a_candidate_far_slower_on_the_probe_is_not_judged(tiny_decoder, tmp_pat
     assert slow["probe_speedup"] == pytest.approx(0.2) and "perplexity" not in slow
     assert "quality not judged" in slow["why"]
     assert fast["verdict"] == "chosen" and fast["probe_speedup"] == pytest.approx(3.0)
+
+
+def test_the_gate_comes_from_any_object_with_its_thresholds():
+    """The recipe's language-model settings reach the search as a plain gate: an LMGate
+    subclass with more fields, or any object with the three thresholds."""
+    import dataclasses
+    import types
+
+    from edgepack.compress.quantize.decoder_quantize_stage import gate_from_metric
+
+    @dataclasses.dataclass(frozen=True)
+    class Metric(LMGate):
+        rounds: int = 3
+
+    thresholds = {"max_perplexity_ratio": 1.5, "min_top1_agreement": 0.7,
+                  "min_greedy_agreement": 0.1}
+    for metric in (Metric(**thresholds), types.SimpleNamespace(**thresholds)):
+        gate = gate_from_metric(metric)
+        assert type(gate) is LMGate and dataclasses.asdict(gate) == thresholds
+    assert gate_from_metric(None) == LMGate()
+    assert gate_from_metric(types.SimpleNamespace(kind="accuracy", **thresholds)) == LMGate()

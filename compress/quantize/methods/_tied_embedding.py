@@ -25,6 +25,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgepack.compress.quantize.int4_algorithms import MIN_BLOCK_SIZE
+
 MS_DOMAIN = "com.microsoft"
 
 
@@ -165,7 +167,7 @@ def gather_block_size(hidden: int, block_size: int) -> int | None:
     whole number of blocks, else the largest power of two >= 16 below it that is (576 at 128:
     64); None when there is none. GatherBlockQuantized cannot pad a gathered row."""
     size = block_size
-    while size >= 16:
+    while size >= MIN_BLOCK_SIZE:
         if hidden % size == 0:
             return size
         size //= 2
