@@ -138,8 +138,8 @@ def _toml(kind: str, name: str) -> str:
 TABLE_FLOATS = [
     ("tolerance = {v}", "", EXPORT),
     ("", "lr = {v}", EXPORT),
-    ("", "", EXPORT + "[metric]\nmax_perplexity_ratio = {v}\n"),
-    ("", "", EXPORT + "[metric]\nmin_top1_agreement = {v}\n"),
+    ("", "", EXPORT + '[metric]\nkind = "language-model"\nmax_perplexity_ratio = {v}\n'),
+    ("", "", EXPORT + '[metric]\nkind = "language-model"\nmin_top1_agreement = {v}\n'),
     ("", "", EXPORT + '[metric]\nkind = "embedding"\nmin_spearman = {v}\n'),
     ("", "", EXPORT + "[bench]\nmin_time_s = {v}\n"),
     ("", "", EXPORT + "[robustness]\nattribution_threshold = {v}\n"),

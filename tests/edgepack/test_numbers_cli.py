@@ -79,7 +79,7 @@ BASE = textwrap.dedent('''
 EXPORT = '[[stages]]\nkind = "export"\n'
 
 RECIPE_ERRORS = [
-    (EXPORT + "[metric]\nmax_perplexity_ratio = nan\n",
+    (EXPORT + '[metric]\nkind = "language-model"\nmax_perplexity_ratio = nan\n',
      "\\[metric\\] max_perplexity_ratio=nan is not a finite number"),
     (EXPORT + '[metric]\nkind = "embedding"\nmin_cosine = -inf\n',
      "\\[metric\\] min_cosine=-inf is not a finite number"),
