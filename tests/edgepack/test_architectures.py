@@ -20,7 +20,18 @@ QUICK = SweepSettings(exporter="torchscript", export_dense=False, warmup=1, min_
                       min_time_s=0.0, parity_rows=2, calibration_rows=4, agreement_rows=4)
 
 
-@pytest.mark.parametrize("arch", tiny_architectures(), ids=lambda a: a.builder)
+# Covered in the quick run by the others: EfficientNet-B0's depthwise convolutions and
+# squeeze-excitation blocks by MobileNetV3's, ConvNeXt's depthwise 7x7 and LayerNorm by
+# MobileNetV3's and the ViT's. Run them with -m slow.
+COVERED = ("efficientnet_b0", "convnext_atto")
+
+
+def _marked(arch):
+    marks = [pytest.mark.slow] if arch.builder in COVERED else []
+    return pytest.param(arch, id=arch.builder, marks=marks)
+
+
+@pytest.mark.parametrize("arch", [_marked(a) for a in tiny_architectures()])
 def test_every_stage_works_on_the_architecture(tmp_path, arch):
     row = run_one(arch, tmp_path, QUICK)
     # Allowed: quantize's own checks refusing int8 (exit 1, with the reason: no faster

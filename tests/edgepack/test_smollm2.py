@@ -52,6 +52,7 @@ def test_onnxruntime_genai_runs_it_with_our_greedy_tokens(smollm2_export):
     assert "Paris" in text  # "The capital of France is" ... (greedy, the fp32 model)
 
 
+@pytest.mark.slow   # int4 with a tied embedding on tiny decoders: test_decoder_architectures
 def test_int4_with_the_tied_embedding_is_under_a_third_of_the_bytes(smollm2_export, tmp_path):
     from edgepack.compress.quantize.decoder_candidates import int4
     from edgepack.compress.quantize.decoder_quantize import quantize_decoder

@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Tiny Llama and Gemma3 (tied embedding, sliding window of 8) exports, and a BERT."""
+    """A tiny Llama export (tied embedding) and a BERT folder."""
     import torch
     from transformers import BertConfig, BertModel
 
     root = tmp_path_factory.mktemp("kernel-paths")
     train_tiny_tokenizer(root / "tokenizer")
     models = {}
-    for model_type in ("llama", "gemma3_text"):
+    for model_type in ("llama",):
         folder = make_architecture_folder(model_type, root / model_type, root / "tokenizer")
         models[model_type] = (folder, export_hf(folder, DECODER_TASK,
                                                 root / f"{model_type}-onnx").artifact)
@@ -85,36 +85,26 @@ def _emulated_cpus() -> list:
                     "install qemu-user-static; .ci/run installs it as root)")
 @pytest.mark.parametrize("cpu", _emulated_cpus())
 def test_onnx_runtime_on_faked_cpu_flags_passes_and_a_perturbed_layer_fails(exported, cpu):
-    """Gemma3 (tied embedding, sliding window of 8, checked past the window) with ONNX
-    Runtime's kernels for an older CPU."""
+    """ONNX Runtime's kernels for an older CPU: its logits differ from the native ones
+    (another kernel path, not a no-op), the export passes the rule, and a layer 1% off
+    fails it."""
+    import numpy as np
     from transformers import AutoModelForCausalLM
 
     _, models = exported
-    folder, onnx_path = models["gemma3_text"]
+    folder, onnx_path = models["llama"]
     model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    seen = {}
 
     def runner(prompt, fed):
-        return run_decoder_steps(onnx_path, prompt, fed, qemu_cpu=EMULATED_CPUS[cpu])
+        seen["native"] = run_decoder_steps(onnx_path, prompt, fed)[0]
+        seen["emulated"], cache = run_decoder_steps(onnx_path, prompt, fed,
+                                                    qemu_cpu=EMULATED_CPUS[cpu])
+        return seen["emulated"], cache
 
-    parity = check_decoder_parity(model, onnx_path, run_onnx=runner)
-    assert parity["ok"], parity["lines"]
-    assert any("sliding window" in case["title"] for case in parity["cases"])
-    perturb_one_layer(model, layer=1)
     short = [DecoderCase(PROMPT_LENGTH, DECODE_STEPS)]
+    parity = check_decoder_parity(model, onnx_path, run_onnx=runner, cases=short)
+    assert parity["ok"], parity["lines"]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(seen["native"], seen["emulated"])) > 0
+    perturb_one_layer(model, layer=1)
     assert not check_decoder_parity(model, onnx_path, run_onnx=runner, cases=short)["ok"]
-
-
-def test_the_emulated_sse_path_is_another_kernel_path(exported):
-    """Not a no-op: ONNX Runtime's logits under the faked SSE4.2 CPU differ from the native
-    ones (other kernels, another summation order), within the rule."""
-    if qemu() is None:
-        pytest.skip("qemu-x86_64 is not installed (Debian: apt-get install qemu-user-static)")
-    import numpy as np
-
-    _, models = exported
-    _, onnx_path = models["llama"]
-    prompt, fed = list(range(3, 15)), [20, 21]
-    native, _ = run_decoder_steps(onnx_path, prompt, fed)
-    emulated, _ = run_decoder_steps(onnx_path, prompt, fed, qemu_cpu="Nehalem")
-    differences = [float(np.abs(a - b).max()) for a, b in zip(native, emulated)]
-    assert max(differences) > 0
