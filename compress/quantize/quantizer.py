@@ -189,6 +189,7 @@ def _run_stage(config: QuantizeConfig, given: StageInput) -> StageResult:
 
 
 register_stage(StageSpec("quantize", QuantizeConfig, consumes="onnx", produces="onnx",
-                         run=_run_stage, promises_speed=lambda config: True,
+                         run=_run_stage,
+                         promises_speed=lambda config: not config.allow_slower,
                          slow_cause=lambda config, candidate: speed_gate_cause(candidate),
                          failures=(QuantizationCheckError,)))

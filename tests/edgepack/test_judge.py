@@ -37,6 +37,7 @@ SOURCE = Artifact("input", metrics=_metrics(0.95, 1.0))
     (PruneConfig(), 0.93, 0.5, False, "accuracy drop 0.0200 > tolerance 0.0100"),
     (PruneConfig(), 0.95, 1.0, False, "not faster (p50 1.0000 ms vs 1.0000 ms"),
     (PruneConfig(method="unstructured"), 0.95, 1.2, True, ""),    # size, not speed
+    (quantize_config(mode="dynamic", allow_slower=True), 0.95, 1.0, True, ""),  # as it says
     (PruneConfig(tolerance=0.05), 0.93, 0.5, True, ""),           # the stage's own tolerance
     (DistillConfig(), 0.949, 3.0, True, ""),                      # no speed promise
 ])
