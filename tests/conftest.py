@@ -1,6 +1,7 @@
 """Shared test setup: an isolated cache folder, and the markers' skip rules."""
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -13,10 +14,18 @@ def pytest_configure(config):
 
     os.environ.setdefault("EDGEPACK_ARM64_CACHE", str(default_cache_root()))
     # Tests never read or fill the user's ~/.cache/edgepack.
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="edgepack-test-cache-")
+    config._edgepack_test_cache = tempfile.mkdtemp(prefix="edgepack-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = config._edgepack_test_cache
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     _hand_built_models_are_readable()
+
+
+def pytest_unconfigure(config):
+    # The session's cache (converted models, datasets: up to half a gigabyte) goes with it.
+    cache = getattr(config, "_edgepack_test_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _hand_built_models_are_readable() -> None:
