@@ -29,6 +29,9 @@ rest.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -113,6 +116,20 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("quantize method", __name__)
 
 
+@contextlib.contextmanager
+def _root_log_at_warning():
+    """ONNX Runtime's quantizers log every node at INFO on the root logger, which importing
+    its MatMulNBits quantizer configures to print INFO (logging.basicConfig): hundreds of
+    lines per candidate. Only warnings and errors get through while a method runs."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
 def quantize_into(prepared: Path, target: Path, method: str, settings, feeds=(),
                   exclude=(), include=None) -> None:
     """Quantize the prepared model into ``target`` with ``method`` and its (resolved)
@@ -123,7 +140,8 @@ def quantize_into(prepared: Path, target: Path, method: str, settings, feeds=(),
 
     spec = METHODS.get(method)
     job = QuantizeJob(list(feeds), list(exclude), list(include) if include is not None else None)
-    spec.quantize(Path(prepared), Path(target), settings, job)
+    with _root_log_at_warning():
+        spec.quantize(Path(prepared), Path(target), settings, job)
     lower_file_to_runtime(target)  # the quantizers stamp onnx's newest IR version
     try:
         check_onnx_file(target)
