@@ -52,7 +52,7 @@ def test_the_graph_computes_the_dequantized_weight(accuracy_level):
     result = quantize_offset_int4(model, 32, accuracy_level)
     assert result.quantized == ["proj"] and not result.skipped
     ops = [n.op_type for n in model.graph.node]
-    assert ops == ["MatMulNBits", "Reshape", "ReduceSum", "MatMul", "Add"]
+    assert ops == ["Reshape", "ReduceSum", "MatMulNBits", "MatMul", "Add"]
     assert "w" not in {i.name for i in model.graph.initializer}
     onnx.checker.check_model(model)
     x = np.random.default_rng(3).normal(size=(1, 3, 96)).astype(np.float32)
@@ -63,6 +63,31 @@ def test_the_graph_computes_the_dequantized_weight(accuracy_level):
     # what a wrong offset or block order would give (errors of order |x| * |w| * K).
     tolerance = 1e-4 if accuracy_level == 0 else 0.05 * np.abs(expected).max()
     assert np.abs(got - expected).max() < tolerance
+
+
+def test_matmuls_reading_one_input_share_its_block_sums():
+    """An MLP's gate and up projections read the same input: one Reshape + ReduceSum for
+    both, and each output is still its own weight's product."""
+    import onnxruntime as ort
+
+    gate, up = _q4_1_weight(64, 8, 32, seed=5), _q4_1_weight(64, 12, 32, seed=6)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64])
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, n])
+               for name, n in (("g", 8), ("u", 12))]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "wg"], ["g"], name="gate"),
+                               helper.make_node("MatMul", ["x", "wu"], ["u"], name="up")],
+                              "g", [x], outputs, [numpy_helper.from_array(gate, "wg"),
+                                                  numpy_helper.from_array(up, "wu")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert quantize_offset_int4(model, 32).quantized == ["gate", "up"]
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("ReduceSum") == 1 and ops.count("MatMulNBits") == 2
+    onnx.checker.check_model(model)
+    feed = np.random.default_rng(7).normal(size=(1, 3, 64)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got_gate, got_up = session.run(None, {"x": feed})
+    assert np.abs(got_gate - feed @ gate).max() < 1e-4
+    assert np.abs(got_up - feed @ up).max() < 1e-4
 
 
 def test_a_matmul_that_is_not_whole_blocks_stays_in_float():
@@ -100,10 +125,13 @@ def _snap_to_gguf_grids(model):
     return model
 
 
-@pytest.fixture(scope="module")
-def gridded_decoder(tmp_path_factory):
+@pytest.fixture(scope="module", params=["traced", "fused"])
+def gridded_decoder(request, tmp_path_factory):
+    """The gridded tiny decoder, exported as each decoder graph (the fused one packs Q, K
+    and V into one MatMul: its blocks run along the same input axis)."""
     pytest.importorskip("optimum.exporters.onnx")
-    from tests.tiny_decoder import export_with_optimum, make_tiny_decoder_folder
+    from edgepack.export.hf import DECODER_TASK, export_hf
+    from tests.tiny_decoder import make_tiny_decoder_folder
 
     root = tmp_path_factory.mktemp("gridded")
     folder = make_tiny_decoder_folder(root / "hf")
@@ -111,7 +139,7 @@ def gridded_decoder(tmp_path_factory):
 
     model = _snap_to_gguf_grids(AutoModelForCausalLM.from_pretrained(str(folder)))
     model.save_pretrained(str(folder))
-    return export_with_optimum(folder, root / "onnx")
+    return export_hf(folder, DECODER_TASK, root / "onnx", graph=request.param).artifact
 
 
 def _quality(reference_path, path):

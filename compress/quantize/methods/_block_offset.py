@@ -11,12 +11,14 @@ block's step and ``c = minimum + 8 d`` its offset, each weight is ``d * (q - 8) 
 
     x @ W  =  MatMulNBits_symmetric(x)  +  blocksum(x) @ C
 
-where ``blocksum(x)`` adds each run of ``block`` input features (a Reshape and a ReduceSum)
-and ``C`` is the ``[K / block, N]`` matrix of offsets: a float MatMul ``block`` times smaller
-than the original. A block is then quantized on its own min/max grid exactly (16 levels from
+where ``blocksum(x)`` adds each run of ``block`` input features (a Reshape and a ReduceSum,
+computed once per input: MatMuls reading the same input share it) and ``C`` is the
+``[K / block, N]`` matrix of offsets: a float MatMul ``block`` times smaller than the
+original. A block is then quantized on its own min/max grid exactly (16 levels from
 its minimum to its maximum), as llama.cpp's Q4_1 does; a model whose weights came from such a
-grid (a Q4_1 GGUF) is reproduced to float rounding. The cost: one small MatMul, a ReduceSum
-and an Add per quantized MatMul, and ``4 / block`` bytes of offsets per weight.
+grid (a Q4_1 GGUF) is reproduced to float rounding. The cost: one small MatMul and an Add
+per quantized MatMul, a ReduceSum per distinct input, and ``4 / block`` bytes of offsets per
+weight.
 
 Only MatMuls whose input rank is known (shape inference) and whose K is a whole number of
 blocks are rewritten; the others stay in float and are named in the result.
@@ -76,29 +78,36 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     return ranks
 
 
-def _rewrite(node, weight: np.ndarray, rank: int, block: int, accuracy_level: int):
-    """The five nodes and four initializers that replace one MatMul."""
+def _block_sum(x: str, rank: int, k: int, block: int, base: str):
+    """The nodes and initializers computing ``blocksum(x)``: each run of ``block`` features
+    of ``x`` added up (``[..., K / block]``), named after ``base``."""
+    shape = [0] * (rank - 1) + [k // block, block]
+    inits = [numpy_helper.from_array(np.array(shape, np.int64), f"{base}_blocks"),
+             numpy_helper.from_array(np.array([-1], np.int64), f"{base}_axis")]
+    nodes = [helper.make_node("Reshape", [x, f"{base}_blocks"], [f"{base}_xb"],
+                              name=f"{base}_reshape"),
+             helper.make_node("ReduceSum", [f"{base}_xb", f"{base}_axis"], [f"{base}_xsum"],
+                              name=f"{base}_blocksum", keepdims=0)]
+    return nodes, inits, f"{base}_xsum"
+
+
+def _rewrite(node, weight: np.ndarray, block: int, accuracy_level: int, x_sum: str):
+    """The three nodes and three initializers that replace one MatMul, given the name of its
+    input's block sums (computed once per input: MatMuls that share an input, such as an
+    MLP's gate and up projections, share them)."""
     k, n = weight.shape
     packed, scales, offsets = offset_blocks(weight, block)
     base = f"{node.name or node.output[0]}_int4_offset"
-    shape = [0] * (rank - 1) + [k // block, block]
     inits = [numpy_helper.from_array(packed, f"{base}_B"),
              numpy_helper.from_array(scales, f"{base}_scales"),
-             numpy_helper.from_array(offsets, f"{base}_offsets"),
-             numpy_helper.from_array(np.array(shape, np.int64), f"{base}_blocks"),
-             numpy_helper.from_array(np.array([-1], np.int64), f"{base}_axis")]
-    x = node.input[0]
+             numpy_helper.from_array(offsets, f"{base}_offsets")]
     attrs = {"K": k, "N": n, "bits": 4, "block_size": block}
     if accuracy_level:
         attrs["accuracy_level"] = accuracy_level
     nodes = [
-        helper.make_node("MatMulNBits", [x, f"{base}_B", f"{base}_scales"], [f"{base}_y"],
-                         name=f"{base}_matmul", domain=MS_DOMAIN, **attrs),
-        helper.make_node("Reshape", [x, f"{base}_blocks"], [f"{base}_xb"],
-                         name=f"{base}_reshape"),
-        helper.make_node("ReduceSum", [f"{base}_xb", f"{base}_axis"], [f"{base}_xsum"],
-                         name=f"{base}_blocksum", keepdims=0),
-        helper.make_node("MatMul", [f"{base}_xsum", f"{base}_offsets"], [f"{base}_c"],
+        helper.make_node("MatMulNBits", [node.input[0], f"{base}_B", f"{base}_scales"],
+                         [f"{base}_y"], name=f"{base}_matmul", domain=MS_DOMAIN, **attrs),
+        helper.make_node("MatMul", [x_sum, f"{base}_offsets"], [f"{base}_c"],
                          name=f"{base}_offset"),
         helper.make_node("Add", [f"{base}_y", f"{base}_c"], list(node.output),
                          name=f"{base}_add")]
@@ -113,6 +122,7 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
     inits = {i.name: i for i in graph.initializer}
     ranks = _ranks(model)
     result, nodes, used = OffsetResult(), [], set()
+    block_sums: dict[tuple[str, int], str] = {}   # (input, K) -> its block sums
     for node in graph.node:
         weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
         if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
@@ -127,8 +137,14 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
             result.skipped[node.name] = why
             nodes.append(node)
             continue
-        new_nodes, new_inits = _rewrite(node, numpy_helper.to_array(weight),
-                                        ranks[node.input[0]], block, accuracy_level)
+        x, k = node.input[0], weight.dims[0]
+        if (x, k) not in block_sums:
+            sum_nodes, sum_inits, block_sums[(x, k)] = _block_sum(
+                x, ranks[x], k, block, f"{node.name or node.output[0]}_int4_offset")
+            nodes.extend(sum_nodes)
+            graph.initializer.extend(sum_inits)
+        new_nodes, new_inits = _rewrite(node, numpy_helper.to_array(weight), block,
+                                        accuracy_level, block_sums[(x, k)])
         nodes.extend(new_nodes)
         graph.initializer.extend(new_inits)
         used.add(weight.name)
