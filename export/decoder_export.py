@@ -2,10 +2,11 @@
 KV cache (Optimum's ``text-generation-with-past`` names), parity-checked on a prefill and on
 decode steps with a growing cache, with the files onnxruntime-genai needs beside it.
 
-The torch model is saved (safetensors) into a scratch folder with its tokenizer, exported by
-optimum-onnx from there (:func:`edgepack.export.hf.export_hf`, which checks parity through
-:mod:`edgepack.export.decoder_parity`), and the result lands in ``STAGE/model/``: ``model.onnx``, the config
-and tokenizer files, and ``genai_config.json`` (:mod:`edgepack.export.genai`).
+The torch model is saved (safetensors) into a scratch folder with its tokenizer, and its
+graph built from there, fused or traced (``graph``, :mod:`edgepack.export.decoder_graphs`),
+by :func:`edgepack.export.hf.export_hf`, which checks parity through
+:mod:`edgepack.export.decoder_parity`. The result lands in ``STAGE/model/``: ``model.onnx``,
+the config and tokenizer files, and ``genai_config.json`` (:mod:`edgepack.export.genai`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ class DecoderExportConfig(StageConfig):
     """How a decoder is exported and how closely ONNX Runtime must follow torch."""
 
     kind: ClassVar[str] = "export-decoder"
-    opset: int = option(0, "ONNX opset; 0: optimum's choice for the architecture")
+    opset: int = option(0, "the traced graph's ONNX opset; 0: optimum's choice for the "
+                           "architecture (the fused graph's builder sets its own)")
+    graph: str = option("auto", "how the graph is built: fused (mobius-onnx: GroupQueryAttention, "
+                        "packed QKV) | traced (optimum) | auto (fused where tested for the "
+                        "model type, else traced); edgepack.export.decoder_graphs")
     parity_multiple: float = option(PARITY_MULTIPLE, "parity: ONNX Runtime's error against "
                                     "a float64 torch run may be this many times torch's own "
                                     "float32 error (edgepack.export.parity)")
@@ -37,6 +42,11 @@ class DecoderExportConfig(StageConfig):
             raise ValueError(f"export-decoder.opset must be 0 (optimum's choice) or in "
                              f"[14, 23], got {self.opset}")
         check_parity_multiple("export-decoder.parity_multiple", self.parity_multiple)
+        from edgepack.export.decoder_graphs import graph_choices
+
+        if self.graph not in graph_choices():
+            raise ValueError(f"export-decoder.graph must be one of {', '.join(graph_choices())}, "
+                             f"got {self.graph!r}")
 
 
 def tokenizer_folder(data: dict) -> Path:
@@ -72,8 +82,8 @@ def export_decoder(model, tokenizer_dir, out_dir, config: DecoderExportConfig | 
     with tempfile.TemporaryDirectory(prefix=".hf-model.", dir=out_dir.parent) as scratch:
         hf_folder = save_hf_folder(model, Path(tokenizer_dir), Path(scratch))
         result = export_hf(hf_folder, DECODER_TASK, out_dir, opset=config.opset or None,
-                           parity_multiple=config.parity_multiple)
-        result.record["source"] = "the torch model (saved as safetensors for optimum)"
+                           parity_multiple=config.parity_multiple, graph=config.graph)
+        result.record["source"] = "the torch model (saved as safetensors for the builder)"
     return result
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -86,7 +87,7 @@ def _quiet_optimum():
         logger.setLevel(level)
 
 
-def _run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None) -> None:
+def run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None) -> None:
     """optimum's export into ``work_dir`` (its own validation off: see the module notes)."""
     main_export = import_optional("optimum.exporters.onnx", "main_export", "optimum-onnx", "hf")
 
@@ -154,14 +155,34 @@ def check_hf_parity(model, onnx_path: Path, multiple: float = PARITY_MULTIPLE) -
                              else f"torch float32 ({why})")
 
 
+def _build_graph(model_dir: Path, task: str, work_dir: Path, opset, builder) -> None:
+    """An encoder: optimum's export; a decoder: the graph builder chosen for it."""
+    if builder is None:
+        run_optimum(model_dir, task, work_dir, opset)
+    else:
+        builder.build(model_dir, work_dir, opset)
+
+
+def decoder_graph(model_dir: Path, task: str, graph: str):
+    """(the decoder graph builder, why it was chosen) for a decoder; (None, "") otherwise."""
+    from edgepack.export.decoder_graphs import AUTO, choose_graph
+
+    if task != DECODER_TASK:
+        if graph != AUTO:
+            raise ValueError(f"graph {graph!r} applies to task {DECODER_TASK}, not {task}")
+        return None, ""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return choose_graph(graph, str(config.get("model_type", "")))
+
+
 def _export_into(model_dir: Path, task: str, out_dir: Path, opset, multiple: float,
-                 fail_on_mismatch: bool):
-    """Optimum's export in a scratch folder inside ``out_dir``, marked, parity-checked, then
+                 fail_on_mismatch: bool, builder=None):
+    """The export in a scratch folder inside ``out_dir``, marked, parity-checked, then
     moved into place (the model last); returns the graph, the parity record and the tied
     embedding copies removed."""
     work_dir = Path(tempfile.mkdtemp(prefix=".hf-export.", dir=out_dir))
     try:
-        _run_optimum(model_dir, task, work_dir, opset)
+        _build_graph(model_dir, task, work_dir, opset, builder)
         model = _load_torch_model(model_dir, task)
         shared = share_tied_embedding(work_dir / "model.onnx", model)
         mark_onnx_file(work_dir / "model.onnx", f"export --hf ({task})")
@@ -179,29 +200,36 @@ def _export_into(model_dir: Path, task: str, out_dir: Path, opset, multiple: flo
 
 def export_hf(model_dir, task: str, out_dir, opset: int | None = None,
               parity_multiple: float = PARITY_MULTIPLE,
-              fail_on_mismatch: bool = True) -> StageResult:
+              fail_on_mismatch: bool = True, graph: str = "auto") -> StageResult:
     """Export a local transformers model for ``task`` to ``out_dir/model.onnx``; check it.
 
     ``out_dir`` also gets the config and tokenizer files optimum copies beside the model (a
     decoder: ``genai_config.json`` too). Raises :class:`ParityError` when ONNX Runtime's
     error exceeds ``parity_multiple`` times torch's own float32 error (:mod:`edgepack.export.parity`),
     unless ``fail_on_mismatch`` is off: then the record says ``parity.ok = False``.
+    ``graph``: how a decoder's graph is built (:mod:`edgepack.export.decoder_graphs`).
     """
     task = normalize_task(task)
     model_dir, weights = checked_model_dir(model_dir)
+    builder, why = decoder_graph(model_dir, task, graph)
     if same_file(out_dir, model_dir):
         raise ValueError(f"output folder {out_dir} is the model folder; choose another one")
     out_dir = check_output_folder(out_dir, is_own=lambda folder: written_by_edgepack(
         folder / "model.onnx"), what="an earlier edgepack export (its model.onnx)")
     with output_folder(out_dir):
-        graph, parity, shared = _export_into(model_dir, task, out_dir, opset, parity_multiple,
-                                             fail_on_mismatch)
+        onnx_graph, parity, shared = _export_into(model_dir, task, out_dir, opset,
+                                                  parity_multiple, fail_on_mismatch, builder)
     model_path = out_dir / "model.onnx"
     deploy = _deploy_files(model_path, model_dir) if task == DECODER_TASK else None
     record = {"exporter": "optimum", "task": task, "source": str(model_dir), "weights": weights,
-              "opset": max(d.version for d in graph.opset_import if d.domain in ("", "ai.onnx")),
-              "params": parameter_count(graph), "size_bytes": model_size_bytes(model_path),
+              "opset": max(d.version for d in onnx_graph.opset_import
+                           if d.domain in ("", "ai.onnx")),
+              "params": parameter_count(onnx_graph), "size_bytes": model_size_bytes(model_path),
               "parity": parity, "tied_embedding_copies_removed": shared}
+    if builder is not None:
+        record["graph"] = {"name": builder.name, "builder": builder.note, "why": why,
+                           "nodes": len(onnx_graph.graph.node)}
+        record["exporter"] = builder.library
     if deploy is not None:
         record["deploy_files"] = deploy
     return StageResult(artifact=model_path, record=record)

@@ -20,6 +20,12 @@ def register(sub) -> None:
                    help="with --hf: feature-extraction | text-classification (alias "
                         "sequence-classification) | text-generation-with-past (a decoder LLM "
                         "with its KV cache)")
+    from edgepack.export.decoder_graphs import AUTO, graph_choices
+
+    p.add_argument("--graph", default=AUTO, choices=graph_choices(),
+                   help="a decoder's graph: fused (GroupQueryAttention, packed QKV: faster) | "
+                        "traced (optimum's trace: every architecture) | auto (default: fused "
+                        "where it was tested for the model type, else traced)")
     p.add_argument("--args", default="{}", help="builder arguments as JSON, e.g. '{\"width\": 16}'")
     p.add_argument("--weights", default="", help=".safetensors (or a torch zip checkpoint)")
     p.add_argument("--input-shape", default=None, help="with --model: example input shape, "
@@ -84,6 +90,9 @@ def check_source(args) -> None:
                          "text-generation-with-past")
     if args.model and args.task:
         raise ValueError("--task goes with --hf, not with --model")
+    if args.model and args.graph != "auto":
+        raise ValueError("--graph goes with a decoder (--hf ... --task text-generation-with-past "
+                         "or --gguf), not with --model")
 
 
 def print_parity(parity: dict, what: str) -> None:
@@ -153,7 +162,7 @@ def export_hugging_face(args):
     if unused:
         listed = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise ValueError(f"--hf exports with optimum's input names and axes; drop {listed}")
-    return export_hf(args.hf, args.task, args.output, **settings)
+    return export_hf(args.hf, args.task, args.output, graph=args.graph, **settings)
 
 
 def export_gguf(args):
@@ -196,8 +205,10 @@ def handle(args) -> int:
             export_hugging_face(args) if args.hf else export_torch(args))
     record = result.record
     print_parity(record["parity"], "export")
+    graph = record.get("graph")
+    built = f", {graph['name']} graph of {graph['nodes']:,} nodes" if graph else ""
     print(f"wrote {result.artifact} ({record['size_bytes']:,} bytes, "
-          f"{record['params']:,} params)")
+          f"{record['params']:,} params{built})")
     if args.optimize is not None:
         from edgepack.export.optimize import optimize_onnx
 

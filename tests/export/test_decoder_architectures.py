@@ -1,5 +1,6 @@
 """Decoders of many architectures, end to end: each tiny random model is exported with its KV
-cache, passes the derived parity rule (sliding windows checked past the window), runs in
+cache (the fused graph for the model types it serves, the traced one for the others), passes
+the derived parity rule (sliding windows checked past the window), runs in
 onnxruntime-genai from the written folder with the same greedy tokens as transformers, and
 is quantized by the command line with explicit int4 flags, which the written file obeys."""
 
@@ -10,6 +11,7 @@ import json
 import onnx
 import pytest
 
+from edgepack.export.decoder_graphs.fused import FUSED_MODEL_TYPES
 from edgepack.export.genai import GENAI_CONFIG, GENAI_MODEL_TYPE
 from edgepack.export.hf import DECODER_TASK, export_hf
 from tests.decoder_architectures import (ARCHITECTURES, GPT2_CONTEXT, make_architecture_folder,
@@ -57,6 +59,10 @@ def test_architecture_exports_runs_in_genai_and_quantizes_as_asked(
     result = export_hf(folder, DECODER_TASK, tmp_path / "onnx")
     parity = result.record["parity"]
     assert parity["ok"] and parity["rule"]["reference"] == "torch float64", parity["lines"]
+    fused = model_type in FUSED_MODEL_TYPES
+    assert result.record["graph"]["name"] == ("fused" if fused else "traced")
+    ops = {n.op_type for n in onnx.load(str(result.artifact)).graph.node}
+    assert ("GroupQueryAttention" in ops) == fused
     windowed = any("sliding window of" in c["title"] for c in parity["cases"])
     assert windowed == (model_type in ("mistral", "qwen2", "gemma2", "gemma3_text"))
     if getattr(config, "tie_word_embeddings", False):

@@ -1,5 +1,5 @@
-"""Exporting a decoder with its KV cache: Optimum's names, parity on a prefill and on decode
-steps with a growing cache, and the files onnxruntime-genai needs."""
+"""Exporting a decoder with its KV cache: Optimum's names (both graphs), parity on a prefill and
+on decode steps with a growing cache, and the files onnxruntime-genai needs."""
 
 import json
 
@@ -22,11 +22,16 @@ def exported(tiny_decoder, tmp_path_factory):
     return hf_folder, export_hf(hf_folder, DECODER_TASK, out)
 
 
-def test_export_has_the_ecosystem_names(exported):
-    _, result = exported
+@pytest.mark.parametrize("graph, first_inputs", [
+    ("fused", ["input_ids", "attention_mask"]),     # positions come from the mask
+    ("traced", ["input_ids", "attention_mask", "position_ids"]),
+])
+def test_export_has_the_ecosystem_names(tiny_decoder, tmp_path, graph, first_inputs):
+    result = export_hf(tiny_decoder[0], DECODER_TASK, tmp_path / "decoder", graph=graph)
     decoder = Decoder(result.artifact)
     names = [i.name for i in decoder.session.get_inputs()]
-    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert names[:len(first_inputs)] == first_inputs
+    assert names[len(first_inputs)] == "past_key_values.0.key"
     assert {f"past_key_values.{i}.{k}" for i in range(2) for k in ("key", "value")} <= set(names)
     outputs = [o.name for o in decoder.session.get_outputs()]
     assert outputs[0] == "logits" and "present.1.value" in outputs
