@@ -4,6 +4,7 @@ embedding / lm_head, the accuracy level, GPTQ's calibration, and bad settings.""
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import numpy as np
 import onnx
@@ -194,3 +195,46 @@ def test_the_command_line_has_a_flag_per_int4_field():
     settings = quantize_cmd.config_from_args(args).settings
     assert (settings.algorithm, settings.accuracy_level, settings.quantize_embedding,
             settings.block_size) == ("hqq", 4, False, 32)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gptq_leaves_the_lm_head_to_its_own_8_bit_blocks(tiny_decoder, tmp_path, symmetric):
+    """ONNX Runtime's GPTQ ignores nodes_to_exclude: the lm_head, meant for 8-bit blocks with
+    the embedding that shares its bytes, came out in GPTQ's 4 bits, and the embedding's
+    Gather read them as 8-bit (a model ONNX Runtime refused, or read wrong)."""
+    import onnxruntime as ort
+
+    _, source = tiny_decoder
+    target = tmp_path / "g.onnx"
+    model = _quantize(source, target, _feeds(source), algorithm="gptq", block_size=32,
+                      symmetric=symmetric, embedding_bits=8)
+    bits = {n.input[1]: {a.name: a.i for a in n.attribute}["bits"]
+            for n in model.graph.node if n.op_type == "MatMulNBits"}
+    heads = [name for name in bits if "lm_head" in name]
+    assert len(heads) == 1 and bits[heads[0]] == 8
+    assert sorted(set(bits.values())) == [4, 8] and list(bits.values()).count(8) == 1
+    gather = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    assert {a.name: a.i for a in gather.attribute}["bits"] == 8
+    assert not any(n.op_type == "Identity" and "kept_float" in n.output[0]
+                   for n in model.graph.node)
+    ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+
+
+def test_a_method_that_writes_a_graph_onnx_runtime_refuses_is_a_bug(tiny_decoder, tmp_path,
+                                                                    monkeypatch):
+    """Exit 3, not 2: the file is edgepack's own output, not the user's input."""
+    from edgepack.compress.quantize import methods
+
+    def broken(prepared, target, settings, job):
+        model = onnx.load(str(prepared))
+        gather = next(n for n in model.graph.node if n.op_type == "Gather")
+        gather.op_type, gather.domain = "GatherBlockQuantized", "com.microsoft"
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+        onnx.save(model, str(target))
+
+    spec = methods.METHODS.get("int4")
+    monkeypatch.setitem(methods.METHODS._specs, "int4", dataclasses.replace(spec, quantize=broken))
+    _, source = tiny_decoder
+    with pytest.raises(RuntimeError, match="quantize method 'int4' wrote a graph that is not "
+                                           "valid ONNX .*ONNX Runtime cannot load it"):
+        quantize_into(source, tmp_path / "b.onnx", "int4", Int4WeightOnly(block_size=32))

@@ -145,10 +145,27 @@ def quantize_into(prepared: Path, target: Path, method: str, settings, feeds=(),
     lower_file_to_runtime(target)  # the quantizers stamp onnx's newest IR version
     try:
         check_onnx_file(target)
+        _check_loads(target)
     except ValueError as exc:  # the method's own fault, not the user's: named as such
         reason = str(exc).replace(str(target), "its output").splitlines()[0]
         raise RuntimeError(f"quantize method {method!r} wrote a graph that is not valid "
                            f"ONNX ({reason})") from exc
+
+
+def _check_loads(target: Path) -> None:
+    """ONNX Runtime loads the written graph (its contrib operators' shape checks run only
+    there: a GatherBlockQuantized whose zero points do not match its scales passes onnx's
+    checker); ValueError with its message otherwise."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ValueError(f"ONNX Runtime cannot load it: {str(exc).splitlines()[0][:300]}") \
+            from exc
 
 
 __all__ = ["METHODS", "MethodSpec", "QuantizeJob", "quantize_into"]

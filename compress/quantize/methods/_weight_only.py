@@ -24,6 +24,7 @@ def matmul_nbits(model: onnx.ModelProto, algo_config, job) -> onnx.ModelProto:
 
     quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     previous, quiet.level = quiet.level, logging.WARNING   # it logs every node at INFO
+    hidden = hide_weights(model, set(job.exclude))
     try:
         quantizer = MatMulNBitsQuantizer(
             model, bits=job.bits, block_size=job.block_size, is_symmetric=job.symmetric,
@@ -32,9 +33,40 @@ def matmul_nbits(model: onnx.ModelProto, algo_config, job) -> onnx.ModelProto:
     finally:
         quiet.level = previous
     quantized = quantizer.model.model
+    restore_weights(quantized, hidden)
     if not any(o.domain == "com.microsoft" for o in quantized.opset_import):
         quantized.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return quantized
+
+
+def hide_weights(model: onnx.ModelProto, names: set[str]) -> dict[str, str]:
+    """Route the weight of each MatMul named in ``names`` through an Identity node, so that
+    no quantizer sees a constant weight there. ONNX Runtime's GPTQ ignores
+    ``nodes_to_exclude`` (its RTN honours it): an lm_head meant for its own 8-bit blocks came
+    out in GPTQ's 4-bit ones, and the embedding that shares its bytes read them as 8-bit.
+    Returns {Identity output: weight} for :func:`restore_weights`."""
+    hidden = {}
+    for node in list(model.graph.node):
+        if node.op_type == "MatMul" and node.name in names:
+            through = f"{node.input[1]}_kept_float_{len(hidden)}"
+            model.graph.node.append(onnx.helper.make_node(
+                "Identity", [node.input[1]], [through], name=f"{through}_identity"))
+            hidden[through] = node.input[1]
+            node.input[1] = through
+    return hidden
+
+
+def restore_weights(model: onnx.ModelProto, hidden: dict[str, str]) -> None:
+    """Undo :func:`hide_weights`: each MatMul reads its weight again, the Identities go."""
+    if not hidden:
+        return
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in hidden:
+                node.input[index] = hidden[name]
+    keep = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in hidden)]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 def set_accuracy_level(model: onnx.ModelProto, level: int) -> int:
