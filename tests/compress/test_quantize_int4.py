@@ -198,7 +198,8 @@ def test_the_command_line_has_a_flag_per_int4_field():
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_gptq_leaves_the_lm_head_to_its_own_8_bit_blocks(tiny_decoder, tmp_path, symmetric):
+def test_gptq_leaves_the_lm_head_to_its_own_8_bit_blocks(tiny_decoder, tmp_path, symmetric,
+                                                        capfd):
     """ONNX Runtime's GPTQ ignores nodes_to_exclude: the lm_head, meant for 8-bit blocks with
     the embedding that shares its bytes, came out in GPTQ's 4 bits, and the embedding's
     Gather read them as 8-bit (a model ONNX Runtime refused, or read wrong)."""
@@ -218,6 +219,7 @@ def test_gptq_leaves_the_lm_head_to_its_own_8_bit_blocks(tiny_decoder, tmp_path,
     assert not any(n.op_type == "Identity" and "kept_float" in n.output[0]
                    for n in model.graph.node)
     ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert "Progress:" not in capfd.readouterr().out   # its progress bar stays quiet
 
 
 def test_a_method_that_writes_a_graph_onnx_runtime_refuses_is_a_bug(tiny_decoder, tmp_path,

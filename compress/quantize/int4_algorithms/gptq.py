@@ -6,6 +6,9 @@ algorithm: minutes on two cores for a small decoder."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import onnx
 
 from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS, Int4Algorithm
@@ -24,7 +27,8 @@ def quantize_gptq(model, job):
     config = nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=FeedReader(list(job.feeds)))
     if not job.symmetric:
         check_zero_points(model, job.block_size)
-    return matmul_nbits(model, config, job)
+    with contextlib.redirect_stdout(io.StringIO()):   # its progress bar prints to stdout
+        return matmul_nbits(model, config, job)
 
 
 def check_zero_points(model: onnx.ModelProto, block_size: int) -> None:
