@@ -55,12 +55,38 @@ def smollm2_folder(gguf: str = "") -> Path:
     return cached_hf_folder(Path(gguf) if gguf else smollm2_gguf(), cache_dir() / "models")
 
 
-def smollm2(gguf: str = ""):
+def smollm2(gguf: str = "", off_grid_noise: float = 0.0, seed: int = 0):
     """The recipe builder: SmolLM2-135M-Instruct as an fp32 transformers model (eval mode).
-    ``gguf``: another GGUF file of a supported architecture instead of the packaged one."""
+    ``gguf``: another GGUF file of a supported architecture instead of the packaged one;
+    ``off_grid_noise``: move every weight matrix off its 4-bit grid (:func:`off_grid`)."""
     from edgepack.zoo.hf_decoder import hf_decoder
 
-    return hf_decoder(gguf=gguf or str(smollm2_gguf()))
+    model = hf_decoder(gguf=gguf or str(smollm2_gguf()))
+    return off_grid(model, off_grid_noise, seed) if off_grid_noise else model
+
+
+def off_grid(model, share: float, seed: int = 0):
+    """Add seeded Gaussian noise of ``share`` x each weight matrix's standard deviation to
+    every 2-D weight (the projections and the embedding / lm_head, a tied one once), in
+    place: a model whose weights no longer sit on the GGUF's 4-bit grid, where every int4
+    method has to round (the fair test of a quantizer on this model)."""
+    import math
+
+    import torch
+
+    if not (isinstance(share, (int, float)) and math.isfinite(share) and 0 <= share <= 1):
+        raise ValueError(f"off_grid_noise must be a number in [0, 1] (a share of each "
+                         f"matrix's standard deviation), got {share!r}")
+    generator = torch.Generator().manual_seed(seed)
+    seen = set()
+    with torch.no_grad():
+        for _, weight in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if weight.dim() != 2 or id(weight) in seen:
+                continue
+            seen.add(id(weight))
+            noise = torch.randn(weight.shape, generator=generator, dtype=torch.float32)
+            weight.add_(share * weight.std() * noise.to(weight.dtype))
+    return model
 
 
 def smollm2_text(eval_windows: int = 16, calibration_windows: int = 8, train_windows: int = 64,
@@ -74,4 +100,4 @@ def smollm2_text(eval_windows: int = 16, calibration_windows: int = 8, train_win
                    window_tokens=window_tokens, prompts=prompts)
 
 
-__all__ = ["PROMPTS", "smollm2", "smollm2_folder", "smollm2_gguf", "smollm2_text"]
+__all__ = ["PROMPTS", "off_grid", "smollm2", "smollm2_folder", "smollm2_gguf", "smollm2_text"]

@@ -99,3 +99,10 @@ def test_train_threads_apply_while_the_recipe_trains_and_are_restored_after(monk
     runner.run_recipe(recipe, tmp_path / "out")
     assert seen == {"threads": wanted, "teacher_threads": wanted}
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")),
+                         ids=lambda path: path.name)
+def test_every_example_recipe_loads(example):
+    recipe = load_recipe(example)
+    assert recipe.name and recipe.stages
