@@ -1,5 +1,6 @@
 """Optional packages: import them, and when that fails say which package broke and how to fix
-it, as bad input (exit 2) rather than an internal error.
+it, as bad input (exit 2) rather than an internal error; and keep their chatter (progress
+prints, notes, warnings) out of edgepack's output while they work (:func:`quiet_library`).
 
 An optional package often fails to import because of *another* package it pulls in: optimum
 imports transformers, which imports torchvision when it is installed, and a torchvision
@@ -10,8 +11,12 @@ is the one whose code raised, found in the traceback of the innermost error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import logging
 import re
+import warnings
 
 from edgepack.core.errors import BadInput
 
@@ -63,3 +68,23 @@ def import_optional(module: str, attribute: str | None, package: str, extra: str
                    f"or uninstall it (pip uninstall {culprit}) if nothing needs it")
         raise BrokenDependency(f"could not import {package}: {culprit} failed to import "
                                f"({type(root).__name__}: {detail}); {fix}") from exc
+
+
+@contextlib.contextmanager
+def quiet_library(logger_name: str, stderr: bool = False):
+    """While a library works: its logger at ERROR, its prints to stdout (and, with
+    ``stderr``, to stderr) and its warnings dropped. Its result is judged afterwards (the
+    parity check, the quality gate), not its notes."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            if stderr:
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

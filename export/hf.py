@@ -15,20 +15,16 @@ load passes ``local_files_only=True``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.core.checks import check_choice
-from edgepack.core.deps import import_optional
+from edgepack.core.deps import import_optional, quiet_library
 from edgepack.core.stage import StageResult
 from edgepack.core.files import output_folder, same_file
 from edgepack.core.output_paths import check_output_folder, mark_onnx_file, written_by_edgepack
@@ -72,26 +68,11 @@ def checked_model_dir(model_dir) -> tuple[Path, list[str]]:
     return path, check_hf_folder(path)["weights"]
 
 
-@contextlib.contextmanager
-def _quiet_optimum():
-    """Tracer warnings, progress prints and optimum's notes are the exporter's; the parity
-    check judges its result."""
-    logger = logging.getLogger("optimum")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def run_optimum(model_dir: Path, task: str, work_dir: Path, opset: int | None) -> None:
     """optimum's export into ``work_dir`` (its own validation off: see the module notes)."""
     main_export = import_optional("optimum.exporters.onnx", "main_export", "optimum-onnx", "hf")
 
-    with _quiet_optimum():
+    with quiet_library("optimum"):   # tracer warnings, progress prints, its notes
         main_export(str(model_dir), output=work_dir, task=task, opset=opset, device="cpu",
                     library_name="transformers", local_files_only=True, do_validation=False)
 

@@ -90,7 +90,9 @@ def check_source(args) -> None:
                          "text-generation-with-past")
     if args.model and args.task:
         raise ValueError("--task goes with --hf, not with --model")
-    if args.model and args.graph != "auto":
+    from edgepack.export.decoder_graphs import AUTO
+
+    if args.model and args.graph != AUTO:
         raise ValueError("--graph goes with a decoder (--hf ... --task text-generation-with-past "
                          "or --gguf), not with --model")
 

@@ -22,17 +22,13 @@ the traced graph for the others.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
-from edgepack.core.deps import import_optional
+from edgepack.core.deps import import_optional, quiet_library
 from edgepack.export.decoder_graphs import DECODER_GRAPHS, DecoderGraph
 
 FUSED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma"})
@@ -90,21 +86,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-@contextlib.contextmanager
-def _quiet_builder():
-    """The builder's progress bars and notes; the parity check judges its result."""
-    logger = logging.getLogger("mobius")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
-                io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def save_graph(built: Path, target: Path) -> None:
     """The builder's model (graph + external data) as ``target``: one file, or beside one
     ``model.onnx.data`` past ONNX's 2 GB protobuf limit."""
@@ -124,7 +105,7 @@ def build_fused(model_dir: Path, work_dir: Path, opset: int | None) -> None:
     mobius = import_optional("mobius", None, "mobius-onnx", "llm")
     with tempfile.TemporaryDirectory(prefix=".fused.", dir=work_dir) as scratch:
         source = builder_source(Path(model_dir), Path(scratch) / "source")
-        with _quiet_builder():
+        with quiet_library("mobius", stderr=True):   # its progress bars and notes
             package = mobius.build(str(source), dtype="f32", execution_provider="cpu")
             package.save(str(Path(scratch) / "built"))
         save_graph(Path(scratch) / "built" / "model.onnx", work_dir / "model.onnx")
