@@ -173,6 +173,28 @@ def test_the_offset_method_reproduces_a_gguf_grid(gridded_decoder, tmp_path):
         abs(quality.perplexity_ratio - 1)
 
 
+def test_kquant_keeps_a_gguf_grid_and_its_symmetric_blocks_need_no_correction(
+        gridded_decoder, tmp_path):
+    """k-quant's search has the min/max grid among its candidates: on a gridded model it is
+    exact, as offset is. Its symmetric blocks are plain MatMulNBits: no offset, no
+    correction node."""
+    kquant = _int4(gridded_decoder, tmp_path / "k.onnx", algorithm="kquant", block_size=32,
+                   accuracy_level=0, embedding_bits=8)
+    assert any(n.name.endswith("_int4_offset_add") for n in kquant.graph.node)
+    quality = _quality(gridded_decoder, tmp_path / "k.onnx")
+    assert quality.perplexity_ratio == pytest.approx(1.0, abs=2e-3)
+    assert quality.top1_agreement == 1.0
+    symmetric = _int4(gridded_decoder, tmp_path / "ks.onnx", algorithm="kquant",
+                      symmetric=True, block_size=32, accuracy_level=4)
+    names = [n.name for n in symmetric.graph.node]
+    assert not any(name.endswith(("_int4_offset_add", "_int4_offset_blocksum"))
+                   for name in names)
+    layers = [n for n in symmetric.graph.node if n.op_type == "MatMulNBits"
+              and n.name.endswith("_int4_offset_matmul")]
+    assert layers and all(len(n.input) == 3 for n in layers)      # no zero points: symmetric
+    assert {a.i for n in layers for a in n.attribute if a.name == "accuracy_level"} == {4}
+
+
 def test_offset_refuses_symmetric_blocks():
     from edgepack.compress.quantize.methods import METHODS
 

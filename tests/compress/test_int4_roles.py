@@ -26,6 +26,8 @@ def _roles(**settings) -> dict:
     ({"algorithm": "offset"}, ("rtn", 4, False), ("rtn", 4, False)),  # a head of its own
     ({"algorithm": "offset", "embedding_bits": 8}, ("rtn", 8, True), ("rtn", 8, True)),
     ({"algorithm": "gptq", "embedding_bits": 8}, ("rtn", 8, True), ("rtn", 8, True)),
+    ({"algorithm": "kquant", "symmetric": True}, ("rtn", 4, True), ("rtn", 4, True)),
+    ({"algorithm": "kquant", "embedding_bits": 8}, ("rtn", 8, True), ("rtn", 8, True)),
 ])
 def test_each_role_gets_its_blocks(settings, lm_head, embedding):
     roles = _roles(**settings)

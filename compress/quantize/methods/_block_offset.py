@@ -20,6 +20,10 @@ grid (a Q4_1 GGUF) is reproduced to float rounding. The cost: one small MatMul a
 per quantized MatMul, a ReduceSum per distinct input, and ``4 / block`` bytes of offsets per
 weight.
 
+How each block is put on its grid is a fit (:mod:`._block_fits`): min/max by default, or
+k-quant's search. A symmetric fit has no offsets: its MatMuls are one MatMulNBits each, with
+the fit's own steps, and no correction.
+
 Only MatMuls whose input rank is known (shape inference) and whose K is a whole number of
 blocks are rewritten; the others stay in float and are named in the result.
 """
@@ -32,6 +36,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgepack.compress.quantize.methods._block_fits import minmax_asymmetric
+
 MS_DOMAIN = "com.microsoft"
 
 
@@ -43,29 +49,31 @@ class OffsetResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def offset_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def offset_blocks(weight: np.ndarray, block: int, fit=minmax_asymmetric
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``weight`` [K, N] -> MatMulNBits' packed symmetric blocks [N, K/block, block/2]
     (uint8, two 4-bit values per byte, stored as q = level + 8), the scales [N * K/block],
-    and the offsets [K/block, N] (float32), with ``weight ~= scale * (q - 8) + offset``."""
+    and the offsets [K/block, N] (float32), with ``weight ~= scale * (q - 8) + offset``;
+    the offsets are None when ``fit`` is symmetric (``weight ~= scale * (q - 8)``)."""
     k, n = weight.shape
     blocks = weight.T.reshape(n, k // block, block).astype(np.float32)
-    low = blocks.min(axis=-1, keepdims=True)
-    step = (blocks.max(axis=-1, keepdims=True) - low) / 15.0
-    step[step == 0] = 1.0   # a constant block: every q is 0, the offset carries the value
-    levels = np.clip(np.round((blocks - low) / step), 0, 15).astype(np.uint8)
+    levels, step, low = fit(blocks)
     packed = levels[..., 0::2] | (levels[..., 1::2] << 4)
-    offsets = (low + 8.0 * step)[..., 0].T
-    return (np.ascontiguousarray(packed, dtype=np.uint8), step.reshape(-1).astype(np.float32),
-            np.ascontiguousarray(offsets, dtype=np.float32))
+    offsets = None if low is None else np.ascontiguousarray(
+        (low + 8.0 * step)[..., 0].T, dtype=np.float32)
+    return np.ascontiguousarray(packed, dtype=np.uint8), step.reshape(-1), offsets
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray | None
+               ) -> np.ndarray:
     """The [K, N] weight the three arrays stand for (tests and checks use it)."""
     n, nb, half = packed.shape
     levels = np.empty((n, nb, 2 * half), np.float32)
     levels[..., 0::2] = packed & 0x0F
     levels[..., 1::2] = packed >> 4
-    values = scales.reshape(n, nb, 1) * (levels - 8.0) + offsets.T.reshape(n, nb, 1)
+    values = scales.reshape(n, nb, 1) * (levels - 8.0)
+    if offsets is not None:
+        values = values + offsets.T.reshape(n, nb, 1)
     return values.reshape(n, nb * 2 * half).T
 
 
@@ -91,22 +99,27 @@ def _block_sum(x: str, rank: int, k: int, block: int, base: str):
     return nodes, inits, f"{base}_xsum"
 
 
-def _rewrite(node, weight: np.ndarray, block: int, accuracy_level: int, x_sum: str):
-    """The three nodes and three initializers that replace one MatMul, given the name of its
-    input's block sums (computed once per input: MatMuls that share an input, such as an
-    MLP's gate and up projections, share them)."""
-    k, n = weight.shape
-    packed, scales, offsets = offset_blocks(weight, block)
+def _rewrite(node, blocks: tuple, k: int, block: int, accuracy_level: int, x_sum: str | None):
+    """The nodes and initializers that replace one MatMul, given its ``blocks``
+    (:func:`offset_blocks`) and the name of its input's block sums (computed once per input:
+    MatMuls that share an input, such as an MLP's gate and up projections, share them; None
+    for blocks without offsets, which need no correction)."""
+    packed, scales, offsets = blocks
+    n = packed.shape[0]
     base = f"{node.name or node.output[0]}_int4_offset"
     inits = [numpy_helper.from_array(packed, f"{base}_B"),
-             numpy_helper.from_array(scales, f"{base}_scales"),
-             numpy_helper.from_array(offsets, f"{base}_offsets")]
+             numpy_helper.from_array(scales, f"{base}_scales")]
     attrs = {"K": k, "N": n, "bits": 4, "block_size": block}
     if accuracy_level:
         attrs["accuracy_level"] = accuracy_level
+    inputs = [node.input[0], f"{base}_B", f"{base}_scales"]
+    if offsets is None:
+        return [helper.make_node("MatMulNBits", inputs, list(node.output),
+                                 name=f"{base}_matmul", domain=MS_DOMAIN, **attrs)], inits
+    inits.append(numpy_helper.from_array(offsets, f"{base}_offsets"))
     nodes = [
-        helper.make_node("MatMulNBits", [node.input[0], f"{base}_B", f"{base}_scales"],
-                         [f"{base}_y"], name=f"{base}_matmul", domain=MS_DOMAIN, **attrs),
+        helper.make_node("MatMulNBits", inputs, [f"{base}_y"], name=f"{base}_matmul",
+                         domain=MS_DOMAIN, **attrs),
         helper.make_node("MatMul", [x_sum, f"{base}_offsets"], [f"{base}_c"],
                          name=f"{base}_offset"),
         helper.make_node("Add", [f"{base}_y", f"{base}_c"], list(node.output),
@@ -115,9 +128,11 @@ def _rewrite(node, weight: np.ndarray, block: int, accuracy_level: int, x_sum: s
 
 
 def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int = 0,
-                         exclude=(), include=None) -> OffsetResult:
+                         exclude=(), include=None, fit=minmax_asymmetric) -> OffsetResult:
     """Rewrite (in place) every MatMul with a constant 2-D float weight into int4 blocks with
-    float offsets; ``exclude``: node names kept in float; ``include``: the only ones done."""
+    float offsets (none with a symmetric ``fit``); ``exclude``: node names kept in float;
+    ``include``: the only ones done; ``fit``: how a block is put on its grid
+    (:mod:`._block_fits`)."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     ranks = _ranks(model)
@@ -138,13 +153,14 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
             nodes.append(node)
             continue
         x, k = node.input[0], weight.dims[0]
-        if (x, k) not in block_sums:
+        blocks = offset_blocks(numpy_helper.to_array(weight), block, fit)
+        if blocks[2] is not None and (x, k) not in block_sums:
             sum_nodes, sum_inits, block_sums[(x, k)] = _block_sum(
                 x, ranks[x], k, block, f"{node.name or node.output[0]}_int4_offset")
             nodes.extend(sum_nodes)
             graph.initializer.extend(sum_inits)
-        new_nodes, new_inits = _rewrite(node, numpy_helper.to_array(weight), block,
-                                        accuracy_level, block_sums[(x, k)])
+        new_nodes, new_inits = _rewrite(node, blocks, k, block, accuracy_level,
+                                        block_sums.get((x, k)))
         nodes.extend(new_nodes)
         graph.initializer.extend(new_inits)
         used.add(weight.name)
