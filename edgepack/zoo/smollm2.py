@@ -55,28 +55,35 @@ def smollm2_folder(gguf: str = "") -> Path:
     return cached_hf_folder(Path(gguf) if gguf else smollm2_gguf(), cache_dir() / "models")
 
 
-def smollm2(gguf: str = "", off_grid_noise: float = 0.0, seed: int = 0):
+def smollm2(gguf: str = "", off_grid_dither: float = 0.0, seed: int = 0):
     """The recipe builder: SmolLM2-135M-Instruct as an fp32 transformers model (eval mode).
     ``gguf``: another GGUF file of a supported architecture instead of the packaged one;
-    ``off_grid_noise``: move every weight matrix off its 4-bit grid (:func:`off_grid`)."""
+    ``off_grid_dither``: move every weight matrix off its 4-bit grid (:func:`off_grid`)."""
     from edgepack.zoo.hf_decoder import hf_decoder
 
     model = hf_decoder(gguf=gguf or str(smollm2_gguf()))
-    return off_grid(model, off_grid_noise, seed) if off_grid_noise else model
+    return off_grid(model, off_grid_dither, seed) if off_grid_dither else model
 
 
-def off_grid(model, share: float, seed: int = 0):
-    """Add seeded Gaussian noise of ``share`` x each weight matrix's standard deviation to
-    every 2-D weight (the projections and the embedding / lm_head, a tied one once), in
-    place: a model whose weights no longer sit on the GGUF's 4-bit grid, where every int4
-    method has to round (the fair test of a quantizer on this model)."""
+GRID_BLOCK = 32   # the GGUF's block (Q4_1, Q8_0): 32 weights along a row share a grid
+
+
+def off_grid(model, dither: float, seed: int = 0):
+    """Dither every 2-D weight (the projections and the embedding / lm_head, a tied one once)
+    off any 4-bit grid, in place: each weight moves by seeded uniform noise of ``dither`` x the
+    4-bit step of its block (32 weights along a row; a row whose length is not a multiple of
+    32 is one block), the step being the block's range / 15. At ``dither = 1`` every weight
+    lands anywhere within half a step of where it was, so the GGUF's levels (and its block
+    minimums) are gone: no int4 method can find them again, and the noise is the size of a
+    4-bit rounding (RMS step / sqrt(12)), so the model stays a working model."""
     import math
 
     import torch
 
-    if not (isinstance(share, (int, float)) and math.isfinite(share) and 0 <= share <= 1):
-        raise ValueError(f"off_grid_noise must be a number in [0, 1] (a share of each "
-                         f"matrix's standard deviation), got {share!r}")
+    if not (isinstance(dither, (int, float)) and not isinstance(dither, bool)
+            and math.isfinite(dither) and 0 <= dither <= 2):
+        raise ValueError(f"off_grid_dither must be a number in [0, 2] (the noise's width in "
+                         f"4-bit steps of each 32-weight block), got {dither!r}")
     generator = torch.Generator().manual_seed(seed)
     seen = set()
     with torch.no_grad():
@@ -84,8 +91,12 @@ def off_grid(model, share: float, seed: int = 0):
             if weight.dim() != 2 or id(weight) in seen:
                 continue
             seen.add(id(weight))
-            noise = torch.randn(weight.shape, generator=generator, dtype=torch.float32)
-            weight.add_(share * weight.std() * noise.to(weight.dtype))
+            rows, width = weight.shape
+            block = GRID_BLOCK if width % GRID_BLOCK == 0 else width
+            blocks = weight.detach().float().reshape(rows, width // block, block)
+            step = (blocks.amax(-1, keepdim=True) - blocks.amin(-1, keepdim=True)) / 15.0
+            uniform = torch.rand(blocks.shape, generator=generator, dtype=torch.float32) - 0.5
+            weight.add_((dither * step * uniform).reshape(rows, width).to(weight.dtype))
     return model
 
 
