@@ -90,12 +90,30 @@ def test_matmuls_reading_one_input_share_its_block_sums():
     assert np.abs(got_up - feed @ up).max() < 1e-4
 
 
-def test_a_matmul_that_is_not_whole_blocks_stays_in_float():
-    model = _one_matmul(40, 8, np.ones((40, 8), np.float32))
-    result = quantize_offset_int4(model, 32)
-    assert result.quantized == [] and "K=40 is not a whole number of 32-blocks" in \
-        result.skipped["proj"]
-    assert [n.op_type for n in model.graph.node] == ["MatMul"]
+@pytest.mark.parametrize("accuracy_level", [0, 4])
+def test_a_partial_last_block_is_padded_as_matmulnbits_allows(accuracy_level):
+    """K = 80 in blocks of 32: two whole blocks and one of 16. The weight's padding repeats
+    its last row (the block's range stays its own), the input's is zeros (a Pad before the
+    block sums), and the graph computes the dequantized weight."""
+    import onnxruntime as ort
+
+    weight = np.random.default_rng(5).normal(size=(80, 8)).astype(np.float32)
+    model = _one_matmul(80, 8, weight)
+    result = quantize_offset_int4(model, 32, accuracy_level)
+    assert result.quantized == ["proj"] and not result.skipped
+    assert [n.op_type for n in model.graph.node] == ["Pad", "Reshape", "ReduceSum",
+                                                     "MatMulNBits", "MatMul", "Add"]
+    onnx.checker.check_model(model)
+    packed, scales, offsets = offset_blocks(weight, 32)
+    assert packed.shape == (8, 3, 16) and offsets.shape == (3, 8)
+    fitted = dequantize(packed, scales, offsets, k=80)
+    steps = np.repeat(scales.reshape(8, 3), 32, axis=1).T[:80]
+    assert (np.abs(fitted - weight) <= steps / 2 + 1e-6).all()   # the padding took no range
+    x = np.random.default_rng(6).normal(size=(1, 3, 80)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got, expected = session.run(None, {"x": x})[0], x @ fitted
+    tolerance = 1e-4 if accuracy_level == 0 else 0.05 * np.abs(expected).max()
+    assert np.abs(got - expected).max() < tolerance
 
 
 def _int4(model_path, out, **settings):

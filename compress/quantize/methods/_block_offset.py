@@ -24,8 +24,11 @@ How each block is put on its grid is a fit (:mod:`._block_fits`): min/max by def
 k-quant's search. A symmetric fit has no offsets: its MatMuls are one MatMulNBits each, with
 the fit's own steps, and no correction.
 
-Only MatMuls whose input rank is known (shape inference) and whose K is a whole number of
-blocks are rewritten; the others stay in float and are named in the result.
+A K that is not a whole number of blocks (SmolLM2's 576 in blocks of 128) ends in a partial
+block, as MatMulNBits itself allows: the weight is padded with its block's last row (so the
+block's range is its real weights' range) and the input with zeros (a Pad before the block
+sums). Only MatMuls whose input rank is known (shape inference) are rewritten; the others
+stay in float and are named in the result.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def offset_blocks(weight: np.ndarray, block: int, fit=minmax_asymmetric
     and the offsets [K/block, N] (float32), with ``weight ~= scale * (q - 8) + offset``;
     the offsets are None when ``fit`` is symmetric (``weight ~= scale * (q - 8)``)."""
     k, n = weight.shape
-    blocks = weight.T.reshape(n, k // block, block).astype(np.float32)
+    count = -(-k // block)
+    padded = np.pad(weight, ((0, count * block - k), (0, 0)), mode="edge")
+    blocks = padded.T.reshape(n, count, block).astype(np.float32)
     levels, step, low = fit(blocks)
     packed = levels[..., 0::2] | (levels[..., 1::2] << 4)
     offsets = None if low is None else np.ascontiguousarray(
@@ -64,9 +69,10 @@ def offset_blocks(weight: np.ndarray, block: int, fit=minmax_asymmetric
     return np.ascontiguousarray(packed, dtype=np.uint8), step.reshape(-1), offsets
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray | None
-               ) -> np.ndarray:
-    """The [K, N] weight the three arrays stand for (tests and checks use it)."""
+def dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray | None,
+               k: int | None = None) -> np.ndarray:
+    """The [K, N] weight the three arrays stand for (tests and checks use it); ``k``: the
+    real K when the last block is partial."""
     n, nb, half = packed.shape
     levels = np.empty((n, nb, 2 * half), np.float32)
     levels[..., 0::2] = packed & 0x0F
@@ -74,7 +80,7 @@ def dequantize(packed: np.ndarray, scales: np.ndarray, offsets: np.ndarray | Non
     values = scales.reshape(n, nb, 1) * (levels - 8.0)
     if offsets is not None:
         values = values + offsets.T.reshape(n, nb, 1)
-    return values.reshape(n, nb * 2 * half).T
+    return values.reshape(n, nb * 2 * half).T[:k]
 
 
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
@@ -88,12 +94,22 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
 
 def _block_sum(x: str, rank: int, k: int, block: int, base: str):
     """The nodes and initializers computing ``blocksum(x)``: each run of ``block`` features
-    of ``x`` added up (``[..., K / block]``), named after ``base``."""
-    shape = [0] * (rank - 1) + [k // block, block]
+    of ``x`` added up (``[..., ceil(K / block)]``; a partial last block after zero padding),
+    named after ``base``."""
+    count = -(-k // block)
+    shape = [0] * (rank - 1) + [count, block]
     inits = [numpy_helper.from_array(np.array(shape, np.int64), f"{base}_blocks"),
              numpy_helper.from_array(np.array([-1], np.int64), f"{base}_axis")]
-    nodes = [helper.make_node("Reshape", [x, f"{base}_blocks"], [f"{base}_xb"],
-                              name=f"{base}_reshape"),
+    nodes = []
+    if count * block != k:
+        pads = [0] * (2 * rank)
+        pads[2 * rank - 1] = count * block - k          # zeros after the last feature
+        inits.append(numpy_helper.from_array(np.array(pads, np.int64), f"{base}_pads"))
+        nodes.append(helper.make_node("Pad", [x, f"{base}_pads"], [f"{base}_xp"],
+                                      name=f"{base}_pad"))
+        x = f"{base}_xp"
+    nodes += [helper.make_node("Reshape", [x, f"{base}_blocks"], [f"{base}_xb"],
+                               name=f"{base}_reshape"),
              helper.make_node("ReduceSum", [f"{base}_xb", f"{base}_axis"], [f"{base}_xsum"],
                               name=f"{base}_blocksum", keepdims=0)]
     return nodes, inits, f"{base}_xsum"
@@ -145,8 +161,6 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
             continue
         why = ("excluded" if node.name in exclude else
                "not included" if include is not None and node.name not in include else
-               f"K={weight.dims[0]} is not a whole number of {block}-blocks"
-               if weight.dims[0] % block else
                "its input's rank is unknown" if node.input[0] not in ranks else "")
         if why:
             result.skipped[node.name] = why
