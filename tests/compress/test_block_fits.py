@@ -106,3 +106,36 @@ def test_kquant_is_an_int4_algorithm_with_both_grids(symmetric):
                                             block_size=64)
     assert settings.algorithm == "kquant" and settings.symmetric is symmetric
     assert "kquant" in INT4_ALGORITHMS.names()
+
+
+def test_an_importance_matrix_lowers_the_output_error_on_the_inputs_it_was_measured_on():
+    """Inputs of very different sizes (a few channels 30x the rest, as a transformer's
+    outlier features): weighting each weight by its input's mean square fits the weights
+    that meet the large inputs closer, so the MatMul's output error on such inputs drops."""
+    from edgepack.compress.quantize.methods._block_offset import input_mean_squares
+
+    rng = np.random.default_rng(7)
+    k, n = 128, 64
+    weight = rng.standard_t(4, size=(k, n)).astype(np.float32) * 0.02
+    scale = np.ones(k, np.float32)
+    scale[rng.choice(k, 8, replace=False)] = 30.0
+    x = (rng.normal(size=(4, 16, k)) * scale).astype(np.float32)
+    model = _one_matmul(k, n, weight)
+    squares = input_mean_squares(model, [{"x": x[i:i + 1, :3]} for i in range(4)])
+    assert set(squares) == {"x"}
+    expected = np.mean((x[:, :3].reshape(-1, k)) ** 2, axis=0)
+    assert np.allclose(squares["x"], expected, rtol=1e-5)
+    for fit in (searched_asymmetric, searched_symmetric):
+        plain = dequantize(*offset_blocks(weight, 32, fit))
+        weighted = dequantize(*offset_blocks(weight, 32, fit, squares["x"]))
+        error = [float(np.mean((x @ (w - weight)) ** 2)) for w in (plain, weighted)]
+        assert error[1] < 0.7 * error[0], (fit.__name__, error)
+
+
+def test_imatrix_needs_calibration_inputs():
+    from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS, BlockJob
+
+    spec = INT4_ALGORITHMS.get("imatrix")
+    assert spec.needs_calibration
+    with pytest.raises(ValueError, match="'imatrix' needs calibration inputs"):
+        spec.quantize(_one_matmul(64, 8, np.ones((64, 8), np.float32)), BlockJob(32))

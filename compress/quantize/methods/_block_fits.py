@@ -1,6 +1,8 @@
 """How a block of weights is put on a 4-bit grid: the fits the int4 block writers use.
 
-A fit takes ``blocks`` ``[..., block]`` (float32) and returns ``(levels, step, low)``:
+A fit takes ``blocks`` ``[..., block]`` (float32), and optionally ``activation``, the mean
+square of each weight's input over calibration data (broadcastable to ``blocks``: llama.cpp's
+importance matrix), and returns ``(levels, step, low)``:
 ``levels`` in 0..15 (uint8), the step per block ``[..., 1]``, and the block's lowest level
 ``low`` ``[..., 1]`` for an asymmetric grid (``weight ~= step * levels + low``), or None for a
 symmetric one (``weight ~= step * (levels - 8)``).
@@ -11,7 +13,9 @@ symmetric one (``weight ~= step * (levels - 8)``).
   of candidate steps around the min/max one, the levels rounded for each, then the step and
   minimum re-fitted by weighted least squares, the lowest weighted error kept (the min/max
   fit is a candidate, so it is never worse). Weights count by ``rms(block) + |w|``: large
-  weights, which carry more of the output, are fitted more closely.
+  weights, which carry more of the output, are fitted more closely; given ``activation``,
+  by ``activation * sqrt(2 mean(w^2) + w^2)`` (llama.cpp's weighting with an importance
+  matrix): weights that meet large inputs count more.
 - :func:`searched_symmetric`: the same search for a grid symmetric about 0 (levels -8..7,
   no minimum to store: ONNX Runtime's fastest int4 kernel), the step re-fitted by weighted
   least squares; the absmax fit (llama.cpp's Q4_0) is a candidate.
@@ -24,18 +28,22 @@ import numpy as np
 LEVELS = 15   # the highest 4-bit level
 
 
-def _importance(blocks: np.ndarray) -> np.ndarray:
-    """k-quant's weighting of each weight in its block: rms(block) + |w|."""
-    return np.sqrt(np.mean(blocks * blocks, axis=-1, keepdims=True)) + np.abs(blocks)
+def _importance(blocks: np.ndarray, activation: np.ndarray | None = None) -> np.ndarray:
+    """k-quant's weighting of each weight in its block: rms(block) + |w|, or with the
+    inputs' mean squares, activation * sqrt(2 mean(w^2) + w^2)."""
+    mean_square = np.mean(blocks * blocks, axis=-1, keepdims=True)
+    if activation is None:
+        return np.sqrt(mean_square) + np.abs(blocks)
+    return activation * np.sqrt(2 * mean_square + blocks * blocks)
 
 
 def _weighted_error(blocks, importance, values) -> np.ndarray:
     return np.sum(importance * (values - blocks) ** 2, axis=-1, keepdims=True)
 
 
-def minmax_asymmetric(blocks: np.ndarray):
+def minmax_asymmetric(blocks: np.ndarray, activation: np.ndarray | None = None):
     """16 levels from each block's minimum to its maximum (a constant block: every level 0,
-    its value in ``low``)."""
+    its value in ``low``); ``activation`` plays no part."""
     low = blocks.min(axis=-1, keepdims=True)
     step = (blocks.max(axis=-1, keepdims=True) - low) / LEVELS
     step[step == 0] = 1.0
@@ -43,12 +51,12 @@ def minmax_asymmetric(blocks: np.ndarray):
     return levels.astype(np.uint8), step.astype(np.float32), low.astype(np.float32)
 
 
-def searched_asymmetric(blocks: np.ndarray, candidates: int = 20, start: float = -1.0,
-                        stride: float = 0.1):
+def searched_asymmetric(blocks: np.ndarray, activation: np.ndarray | None = None,
+                        candidates: int = 20, start: float = -1.0, stride: float = 0.1):
     """k-quant's search: inverse steps ``(15 + start + stride * i) / range`` for ``i`` in
     0..candidates, each re-fitted by weighted least squares; the best of them and min/max."""
     blocks = blocks.astype(np.float32)
-    weight = _importance(blocks)
+    weight = _importance(blocks, activation)
     levels, step, low = minmax_asymmetric(blocks)
     best = _weighted_error(blocks, weight, step * levels + low)
     lowest = blocks.min(axis=-1, keepdims=True)
@@ -75,12 +83,13 @@ def searched_asymmetric(blocks: np.ndarray, candidates: int = 20, start: float =
     return levels.astype(np.uint8), step.astype(np.float32), low.astype(np.float32)
 
 
-def searched_symmetric(blocks: np.ndarray, candidates: int = 9, stride: float = 0.1):
+def searched_symmetric(blocks: np.ndarray, activation: np.ndarray | None = None,
+                       candidates: int = 9, stride: float = 0.1):
     """Levels -8..7 (stored + 8): inverse steps ``-(8 + stride * i) / m`` for ``i`` in
     -candidates..candidates, ``m`` the block's value of largest magnitude (``i = 0`` is the
     absmax fit), each step re-fitted by weighted least squares; the best kept."""
     blocks = blocks.astype(np.float32)
-    weight = _importance(blocks)
+    weight = _importance(blocks, activation)
     extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=-1)[..., None], axis=-1)
     extreme[extreme == 0] = 1.0
     best_score = np.full(extreme.shape, -np.inf, np.float32)

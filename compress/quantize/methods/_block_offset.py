@@ -52,17 +52,22 @@ class OffsetResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def offset_blocks(weight: np.ndarray, block: int, fit=minmax_asymmetric
+def offset_blocks(weight: np.ndarray, block: int, fit=minmax_asymmetric,
+                  activation: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``weight`` [K, N] -> MatMulNBits' packed symmetric blocks [N, K/block, block/2]
     (uint8, two 4-bit values per byte, stored as q = level + 8), the scales [N * K/block],
     and the offsets [K/block, N] (float32), with ``weight ~= scale * (q - 8) + offset``;
-    the offsets are None when ``fit`` is symmetric (``weight ~= scale * (q - 8)``)."""
+    the offsets are None when ``fit`` is symmetric (``weight ~= scale * (q - 8)``).
+    ``activation``: the mean square of each of the K inputs, for a fit that weighs by it."""
     k, n = weight.shape
     count = -(-k // block)
     padded = np.pad(weight, ((0, count * block - k), (0, 0)), mode="edge")
     blocks = padded.T.reshape(n, count, block).astype(np.float32)
-    levels, step, low = fit(blocks)
+    if activation is not None:     # the padding's inputs are zeros: no weight
+        activation = np.pad(np.asarray(activation, np.float32), (0, count * block - k))
+        activation = activation.reshape(1, count, block)
+    levels, step, low = fit(blocks, activation)
     packed = levels[..., 0::2] | (levels[..., 1::2] << 4)
     offsets = None if low is None else np.ascontiguousarray(
         (low + 8.0 * step)[..., 0].T, dtype=np.float32)
@@ -144,11 +149,13 @@ def _rewrite(node, blocks: tuple, k: int, block: int, accuracy_level: int, x_sum
 
 
 def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int = 0,
-                         exclude=(), include=None, fit=minmax_asymmetric) -> OffsetResult:
+                         exclude=(), include=None, fit=minmax_asymmetric,
+                         activations: dict | None = None) -> OffsetResult:
     """Rewrite (in place) every MatMul with a constant 2-D float weight into int4 blocks with
     float offsets (none with a symmetric ``fit``); ``exclude``: node names kept in float;
     ``include``: the only ones done; ``fit``: how a block is put on its grid
-    (:mod:`._block_fits`)."""
+    (:mod:`._block_fits`); ``activations``: each MatMul input's mean squares by input name
+    (:func:`input_mean_squares`), for a fit that weighs by them."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     ranks = _ranks(model)
@@ -167,7 +174,8 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
             nodes.append(node)
             continue
         x, k = node.input[0], weight.dims[0]
-        blocks = offset_blocks(numpy_helper.to_array(weight), block, fit)
+        blocks = offset_blocks(numpy_helper.to_array(weight), block, fit,
+                               (activations or {}).get(x))
         if blocks[2] is not None and (x, k) not in block_sums:
             sum_nodes, sum_inits, block_sums[(x, k)] = _block_sum(
                 x, ranks[x], k, block, f"{node.name or node.output[0]}_int4_offset")
@@ -190,4 +198,31 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
     return result
 
 
-__all__ = ["OffsetResult", "dequantize", "offset_blocks", "quantize_offset_int4"]
+def input_mean_squares(model: onnx.ModelProto, feeds: list[dict]) -> dict[str, np.ndarray]:
+    """The mean square of every input feature of every MatMul with a constant 2-D float
+    weight, over all the tokens of ``feeds`` (llama.cpp's importance matrix): the model run
+    by ONNX Runtime with those inputs made outputs."""
+    import onnxruntime as ort
+
+    weights = {i.name for i in model.graph.initializer if len(i.dims) == 2
+               and i.data_type == onnx.TensorProto.FLOAT}
+    names = sorted({n.input[0] for n in model.graph.node
+                    if n.op_type == "MatMul" and n.input[1] in weights})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in names if name not in known)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed)):
+            rows = np.asarray(value, np.float64).reshape(-1, value.shape[-1])
+            sums[name] = sums.get(name, 0.0) + np.sum(rows * rows, axis=0)
+            counts[name] = counts.get(name, 0) + rows.shape[0]
+    return {name: (sums[name] / counts[name]).astype(np.float32) for name in sums}
+
+
+__all__ = ["OffsetResult", "dequantize", "input_mean_squares", "offset_blocks",
+           "quantize_offset_int4"]
