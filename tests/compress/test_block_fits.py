@@ -5,13 +5,18 @@ given, and the ONNX graph computes the fitted weight."""
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from edgepack.compress.quantize.methods._block_fits import (
+    minmax_asymmetric,
+    searched_asymmetric,
+    searched_symmetric,
+)
+from edgepack.compress.quantize.methods._block_offset import (
+    dequantize,
+    offset_blocks,
+    quantize_offset_int4,
+)
 
-from edgepack.compress.quantize.methods._block_fits import (minmax_asymmetric,
-                                                            searched_asymmetric,
-                                                            searched_symmetric)
-from edgepack.compress.quantize.methods._block_offset import (dequantize, offset_blocks,
-                                                              quantize_offset_int4)
+from tests.compress.one_matmul import one_matmul
 
 
 def _blocks(seed=0, count=400, size=32):
@@ -72,14 +77,6 @@ def test_constant_and_zero_blocks_stay_finite(fit):
         assert np.abs(values[1] - 0.3).max() < 1e-6
 
 
-def _one_matmul(k, n, weight):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, k])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
-                              "g", [x], [y], [numpy_helper.from_array(weight, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 @pytest.mark.parametrize("fit, ops", [
     (searched_asymmetric, ["Reshape", "ReduceSum", "MatMulNBits", "MatMul", "Add"]),
     (searched_symmetric, ["MatMulNBits"])])
@@ -87,7 +84,7 @@ def test_the_graph_computes_the_fitted_weight(fit, ops):
     import onnxruntime as ort
 
     weight = np.random.default_rng(3).standard_t(4, size=(96, 16)).astype(np.float32) * 0.02
-    model = _one_matmul(96, 16, weight)
+    model = one_matmul(96, 16, weight)
     quantize_offset_int4(model, 32, 0, fit=fit)
     assert [n.op_type for n in model.graph.node] == ops   # symmetric: no correction at all
     onnx.checker.check_model(model)
@@ -120,7 +117,7 @@ def test_an_importance_matrix_lowers_the_output_error_on_the_inputs_it_was_measu
     scale = np.ones(k, np.float32)
     scale[rng.choice(k, 8, replace=False)] = 30.0
     x = (rng.normal(size=(4, 16, k)) * scale).astype(np.float32)
-    model = _one_matmul(k, n, weight)
+    model = one_matmul(k, n, weight)
     squares = input_mean_squares(model, [{"x": x[i:i + 1, :3]} for i in range(4)])
     assert set(squares) == {"x"}
     expected = np.mean((x[:, :3].reshape(-1, k)) ** 2, axis=0)
@@ -138,4 +135,4 @@ def test_imatrix_needs_calibration_inputs():
     spec = INT4_ALGORITHMS.get("imatrix")
     assert spec.needs_calibration
     with pytest.raises(ValueError, match="'imatrix' needs calibration inputs"):
-        spec.quantize(_one_matmul(64, 8, np.ones((64, 8), np.float32)), BlockJob(32))
+        spec.quantize(one_matmul(64, 8, np.ones((64, 8), np.float32)), BlockJob(32))

@@ -4,10 +4,14 @@ ONNX graph computes what the arrays say."""
 import numpy as np
 import onnx
 import pytest
+from edgepack.compress.quantize.methods._block_offset import (
+    dequantize,
+    offset_blocks,
+    quantize_offset_int4,
+)
 from onnx import TensorProto, helper, numpy_helper
 
-from edgepack.compress.quantize.methods._block_offset import (dequantize, offset_blocks,
-                                                              quantize_offset_int4)
+from tests.compress.one_matmul import one_matmul
 
 
 def _q4_1_weight(k, n, block, seed=0):
@@ -35,20 +39,12 @@ def test_any_weight_is_within_half_a_step():
     assert (error <= steps / 2 + 1e-6).all()
 
 
-def _one_matmul(k, n, weight):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, k])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
-                              "g", [x], [y], [numpy_helper.from_array(weight, "w")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 @pytest.mark.parametrize("accuracy_level", [0, 4])
 def test_the_graph_computes_the_dequantized_weight(accuracy_level):
     import onnxruntime as ort
 
     weight = _q4_1_weight(96, 16, 32, seed=2)
-    model = _one_matmul(96, 16, weight)
+    model = one_matmul(96, 16, weight)
     result = quantize_offset_int4(model, 32, accuracy_level)
     assert result.quantized == ["proj"] and not result.skipped
     ops = [n.op_type for n in model.graph.node]
@@ -98,7 +94,7 @@ def test_a_partial_last_block_is_padded_as_matmulnbits_allows(accuracy_level):
     import onnxruntime as ort
 
     weight = np.random.default_rng(5).normal(size=(80, 8)).astype(np.float32)
-    model = _one_matmul(80, 8, weight)
+    model = one_matmul(80, 8, weight)
     result = quantize_offset_int4(model, 32, accuracy_level)
     assert result.quantized == ["proj"] and not result.skipped
     assert [n.op_type for n in model.graph.node] == ["Pad", "Reshape", "ReduceSum",
@@ -149,6 +145,7 @@ def gridded_decoder(request, tmp_path_factory):
     and V into one MatMul: its blocks run along the same input axis)."""
     pytest.importorskip("optimum.exporters.onnx")
     from edgepack.export.hf import DECODER_TASK, export_hf
+
     from tests.tiny_decoder import make_tiny_decoder_folder
 
     root = tmp_path_factory.mktemp("gridded")
