@@ -168,7 +168,7 @@ def _decoder_request(args, config) -> dict:
         from edgepack.compress.quantize.int4_algorithms import INT4_ALGORITHMS
 
         calibrated = [s.name for s in INT4_ALGORITHMS.specs() if s.needs_calibration]
-        names = " and ".join(name.upper() for name in calibrated)
+        names = " and ".join(repr(name) for name in calibrated)
         flags = " or ".join(f"--algorithm {name}" for name in calibrated)
         raise ValueError(f"--data {args.data}: only {names} candidates read calibration "
                          f"windows, and none was asked for ({flags})")

@@ -201,7 +201,7 @@ def test_int4_flags_constrain_the_candidates_and_the_file_obeys(tiny_decoder, tm
     (["--mode", "int4", "--min-cosine", "0.5"], "--min-cosine does not apply"),
     (["--mode", "static"], "--mode static is not one of them"),
     (["--mode", "dynamic", "--accuracy-aware"], "--accuracy-aware does not apply"),
-    (["--mode", "int4", "--data", "{data}"], "only GPTQ candidates read calibration windows"),
+    (["--mode", "int4", "--data", "{data}"], "'gptq' and 'imatrix' candidates read calibration"),
     (["--mode", "int4", "--block-size", "24"], "block_size must be a power of two"),
 ])
 def test_decoder_flags_that_do_not_apply_are_refused(tiny_decoder, tmp_path, capsys, flags,
