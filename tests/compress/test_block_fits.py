@@ -109,7 +109,7 @@ def test_an_importance_matrix_lowers_the_output_error_on_the_inputs_it_was_measu
     """Inputs of very different sizes (a few channels 30x the rest, as a transformer's
     outlier features): weighting each weight by its input's mean square fits the weights
     that meet the large inputs closer, so the MatMul's output error on such inputs drops."""
-    from edgepack.compress.quantize.methods._block_offset import input_mean_squares
+    from edgepack.compress.quantize.int4_algorithms.imatrix import input_mean_squares
 
     rng = np.random.default_rng(7)
     k, n = 128, 64

@@ -17,10 +17,17 @@ from edgepack.compress.quantize.methods._block_offset import quantize_offset_int
 from edgepack.compress.quantize.methods._weight_roles import RoleOverride
 
 
-def quantize_kquant(model, job):
+def quantize_searched(model, job, activations: dict | None = None):
+    """The layers in searched blocks, symmetric or not as ``job`` says; ``activations``: each
+    MatMul input's mean squares by name, to weigh the search by (``imatrix``)."""
     fit = searched_symmetric if job.symmetric else searched_asymmetric
-    quantize_offset_int4(model, job.block_size, 0, exclude=list(job.exclude), fit=fit)
+    quantize_offset_int4(model, job.block_size, 0, exclude=list(job.exclude), fit=fit,
+                         activations=activations)
     return model
+
+
+def quantize_kquant(model, job):
+    return quantize_searched(model, job)
 
 
 INT4_ALGORITHMS.register(Int4Algorithm(

@@ -154,8 +154,8 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
     """Rewrite (in place) every MatMul with a constant 2-D float weight into int4 blocks with
     float offsets (none with a symmetric ``fit``); ``exclude``: node names kept in float;
     ``include``: the only ones done; ``fit``: how a block is put on its grid
-    (:mod:`._block_fits`); ``activations``: each MatMul input's mean squares by input name
-    (:func:`input_mean_squares`), for a fit that weighs by them."""
+    (:mod:`._block_fits`); ``activations``: each MatMul input's mean squares by input name,
+    for a fit that weighs by them."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     ranks = _ranks(model)
@@ -198,31 +198,4 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, accuracy_level: int
     return result
 
 
-def input_mean_squares(model: onnx.ModelProto, feeds: list[dict]) -> dict[str, np.ndarray]:
-    """The mean square of every input feature of every MatMul with a constant 2-D float
-    weight, over all the tokens of ``feeds`` (llama.cpp's importance matrix): the model run
-    by ONNX Runtime with those inputs made outputs."""
-    import onnxruntime as ort
-
-    weights = {i.name for i in model.graph.initializer if len(i.dims) == 2
-               and i.data_type == onnx.TensorProto.FLOAT}
-    names = sorted({n.input[0] for n in model.graph.node
-                    if n.op_type == "MatMul" and n.input[1] in weights})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in names if name not in known)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for feed in feeds:
-        for name, value in zip(names, session.run(names, feed)):
-            rows = np.asarray(value, np.float64).reshape(-1, value.shape[-1])
-            sums[name] = sums.get(name, 0.0) + np.sum(rows * rows, axis=0)
-            counts[name] = counts.get(name, 0) + rows.shape[0]
-    return {name: (sums[name] / counts[name]).astype(np.float32) for name in sums}
-
-
-__all__ = ["OffsetResult", "dequantize", "input_mean_squares", "offset_blocks",
-           "quantize_offset_int4"]
+__all__ = ["OffsetResult", "dequantize", "offset_blocks", "quantize_offset_int4"]
